@@ -1,0 +1,24 @@
+"""policyopt: optimize the prompts (policies) of LLM programs.
+
+Public names only; everything else lives in submodules.
+"""
+
+from policyopt._version import __version__
+from policyopt.errors import PolicyOptError
+from policyopt.lm import LM, LocalLM
+from policyopt.protocol import Optimizer
+from policyopt.rollout import RolloutEngine
+from policyopt.types import Candidate, OptimizationResult, Program, Score
+
+__all__ = [
+    "LM",
+    "Candidate",
+    "LocalLM",
+    "OptimizationResult",
+    "Optimizer",
+    "PolicyOptError",
+    "Program",
+    "RolloutEngine",
+    "Score",
+    "__version__",
+]

@@ -1,0 +1,452 @@
+"""The rollout engine: every (prompt x example) evaluation of every optimizer goes through here.
+
+It answers from its cache when it can, charges a hard budget, runs the rest in parallel through
+joblib (threads by default; any registered joblib backend), turns exceptions into recorded
+failures, journals each finished rollout before returning it, and emits one ``BatchDone`` event
+per batch. Optimizers decide *what* to evaluate; the engine decides nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import joblib
+
+from policyopt.errors import ConfigError, DatasetError, EvaluationError, ScoreTypeError, describe
+from policyopt.events import BatchDone, EventBus
+from policyopt.rollout.worker import Outcome, execute
+from policyopt.state.journal import Journal
+from policyopt.types import ExampleId, Score, example_ids, prompt_key
+
+__all__ = ["BatchResult", "Rollout", "RolloutEngine", "check_backend"]
+
+_TRACE_LIMIT = 20_000  # characters of JSON kept per trace/output; longer ones are cut
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """One finished evaluation of a prompt on an example."""
+
+    prompt_key: str
+    split: str
+    example_id: ExampleId
+    score: Score
+    error: str | None = None
+    cached: bool = False
+    duration_s: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        """True when ``evaluate`` raised, timed out or returned a non-finite score."""
+        return self.error is not None
+
+    @property
+    def value(self) -> float:
+        """The scalar score (the failure score for a failed rollout)."""
+        return self.score.score
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Rollouts of one batch in input order; ``None`` where the budget cut the request."""
+
+    rollouts: tuple[Rollout | None, ...]
+    n_cut: int
+
+    @property
+    def complete(self) -> bool:
+        """True when every requested rollout is present (the budget cut nothing)."""
+        return self.n_cut == 0
+
+    def __len__(self) -> int:
+        return len(self.rollouts)
+
+    def __getitem__(self, index: int) -> Rollout | None:
+        return self.rollouts[index]
+
+    def done(self) -> list[Rollout]:
+        """The rollouts that exist (all of them when :attr:`complete`)."""
+        return [r for r in self.rollouts if r is not None]
+
+    def scores(self) -> list[float]:
+        """Scalar scores in input order; raises if the budget cut part of the batch."""
+        if not self.complete:
+            raise ConfigError("scores() of a batch the budget cut: check .complete first.")
+        return [r.value for r in self.rollouts if r is not None]
+
+
+def check_backend(backend: object) -> None:
+    """Raise :class:`ConfigError` unless ``backend`` is ``None``, a joblib backend or its name."""
+    if backend is None or isinstance(backend, joblib.parallel.ParallelBackendBase):
+        return
+    if not isinstance(backend, str):
+        raise ConfigError(
+            "The 'backend' parameter must be a joblib backend name (e.g. 'threading', 'loky', "
+            f"'dask') or None; got {describe(backend)} instead."
+        )
+    known = set(joblib.parallel.BACKENDS) | set(joblib.parallel.EXTERNAL_BACKENDS)
+    if backend not in known:
+        raise ConfigError(
+            f"The 'backend' parameter must be a registered joblib backend; got {backend!r}. "
+            f"Known: {sorted(known)}. For Ray, call ray.util.joblib.register_ray() first; for "
+            "Dask, create a distributed.Client first."
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-safe copy of ``value`` (repr for the rest), cut to a bounded size."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return (
+            value
+            if not isinstance(value, str) or len(value) <= _TRACE_LIMIT
+            else value[:_TRACE_LIMIT]
+        )
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    text = json.dumps(value, default=repr, ensure_ascii=False)
+    if len(text) > _TRACE_LIMIT:
+        return text[:_TRACE_LIMIT] + "...[cut]"
+    return json.loads(text)
+
+
+def _settle(score: Score) -> Score:
+    """Make output/trace JSON-safe so a fresh run and a resumed one see identical rollouts."""
+    if score.output is None and score.trace is None:
+        return score
+    return Score(
+        score.score,
+        feedback=score.feedback,
+        output=_jsonable(score.output),
+        trace=_jsonable(score.trace),
+        objectives=score.objectives,
+    )
+
+
+class RolloutEngine:
+    """Runs batches of rollouts with a cache, a hard budget, an error policy and events.
+
+    ``max_rollouts`` is never exceeded: a batch that would cross it is cut (``BatchResult.n_cut``)
+    and the caller decides what to do. Cache hits cost nothing. An exception in ``evaluate``
+    becomes a failed :class:`Rollout` scored ``failure_score`` with the message as feedback; past
+    ``max_errors`` failures :meth:`run` raises :class:`EvaluationError`. With a ``journal``, every
+    finished rollout is written before :meth:`run` returns and is reloaded on the next start.
+    """
+
+    def __init__(
+        self,
+        evaluate: Callable[[Any, Any], object],
+        *,
+        max_rollouts: int | None = None,
+        n_jobs: int = 1,
+        backend: str | joblib.parallel.ParallelBackendBase | None = None,
+        max_errors: int | None = 10,
+        timeout: float | None = None,
+        failure_score: float = 0.0,
+        events: EventBus | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        if not callable(evaluate):
+            raise ConfigError(f"'evaluate' must be callable; got {describe(evaluate)}.")
+        if max_rollouts is not None and (
+            isinstance(max_rollouts, bool) or not isinstance(max_rollouts, int) or max_rollouts < 1
+        ):
+            raise ConfigError(
+                "The 'max_rollouts' parameter must be an int >= 1 or None; got "
+                f"{describe(max_rollouts)} instead."
+            )
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+            raise ConfigError(
+                f"The 'n_jobs' parameter must be an int >= 1 (or -1 for all cores); got "
+                f"{describe(n_jobs)} instead."
+            )
+        if max_errors is not None and (not isinstance(max_errors, int) or max_errors < 0):
+            raise ConfigError(
+                "The 'max_errors' parameter must be an int >= 0 or None; got "
+                f"{describe(max_errors)}."
+            )
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ConfigError(
+                f"The 'timeout' parameter must be a number of seconds > 0 or None; got "
+                f"{describe(timeout)}."
+            )
+        check_backend(backend)
+        self.evaluate = evaluate
+        self.max_rollouts = max_rollouts
+        self.n_jobs = n_jobs
+        self.backend = backend
+        self.max_errors = max_errors
+        self.timeout = float(timeout) if timeout is not None else None
+        self.failure_score = float(failure_score)
+        self.events = events if events is not None else EventBus()
+        self.journal = journal
+
+        self._examples: dict[str, dict[ExampleId, Any]] = {}
+        self._cache: dict[tuple[str, str, ExampleId], Rollout] = {}
+        self._prompt_keys: dict[int, tuple[Any, str]] = {}
+        self._used = 0
+        self._failures: list[tuple[str, str]] = []  # (split/example id, message)
+        self._resumed = 0
+        self._lock = threading.Lock()
+        if journal is not None:
+            self._load(journal)
+
+    # ----------------------------------------------------------------- bookkeeping
+    @property
+    def rollouts_used(self) -> int:
+        """Rollouts paid so far (including those reloaded from the journal)."""
+        return self._used
+
+    @property
+    def remaining(self) -> int | None:
+        """Rollouts left in the budget (``None`` when unlimited)."""
+        return None if self.max_rollouts is None else self.max_rollouts - self._used
+
+    @property
+    def exhausted(self) -> bool:
+        """True when no rollout can be paid any more."""
+        return self.max_rollouts is not None and self._used >= self.max_rollouts
+
+    @property
+    def resumed_rollouts(self) -> int:
+        """How many paid rollouts were reloaded from the journal at start."""
+        return self._resumed
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """``(example, message)`` of every failed rollout paid in this process."""
+        return list(self._failures)
+
+    def add_split(self, name: str, examples: Sequence[Any]) -> list[ExampleId]:
+        """Register a dataset under ``name`` and return its example ids (validated)."""
+        ids = example_ids(examples, name=name)
+        if name in self._examples:
+            known = self._examples[name]
+            if list(known) != ids:
+                raise DatasetError(
+                    f"Split {name!r} was registered before with other example ids; use "
+                    "another split name for another dataset."
+                )
+        self._examples[name] = dict(zip(ids, examples, strict=True))
+        return ids
+
+    def example(self, split: str, example_id: ExampleId) -> Any:
+        """The example object registered under ``split`` / ``example_id``."""
+        try:
+            return self._examples[split][example_id]
+        except KeyError:
+            raise DatasetError(
+                f"No example {example_id!r} in split {split!r}; register it with add_split()."
+            ) from None
+
+    def _key(self, prompt: Any) -> str:
+        # Prompts are hashed once per object: a batch reuses the same few prompt objects.
+        hit = self._prompt_keys.get(id(prompt))
+        if hit is not None and hit[0] is prompt:
+            return hit[1]
+        key = prompt_key(prompt)
+        if len(self._prompt_keys) > 4096:
+            self._prompt_keys.clear()
+        self._prompt_keys[id(prompt)] = (prompt, key)
+        return key
+
+    def cached(self, prompt: Any, split: str, example_id: ExampleId) -> Rollout | None:
+        """The cached rollout of ``prompt`` on that example, if any (costs nothing)."""
+        return self._cache.get((self._key(prompt), split, example_id))
+
+    def count_uncached(self, prompt_ids: Sequence[tuple[Any, ExampleId]], split: str) -> int:
+        """How many distinct rollouts of this request would have to be paid."""
+        keys = {(self._key(p), split, i) for p, i in prompt_ids}
+        return sum(1 for k in keys if k not in self._cache)
+
+    # ----------------------------------------------------------------- running
+    def run(
+        self, prompt_ids: Sequence[tuple[Any, ExampleId]], *, split: str, label: str = ""
+    ) -> BatchResult:
+        """Evaluate each ``(prompt, example_id)`` of ``split``; results come back in input order."""
+        with self._lock:
+            return self._run(prompt_ids, split, label)
+
+    def _run(
+        self, prompt_ids: Sequence[tuple[Any, ExampleId]], split: str, label: str
+    ) -> BatchResult:
+        start = time.perf_counter()
+        examples = self._examples.get(split)
+        if examples is None:
+            raise DatasetError(f"Unknown split {split!r}; register it first with add_split().")
+        results: list[Rollout | None] = [None] * len(prompt_ids)
+        todo: dict[tuple[str, str, ExampleId], list[int]] = {}
+        payload: list[tuple[tuple[str, str, ExampleId], Any, Any]] = []
+        n_cached = 0
+        for index, (prompt, example_id) in enumerate(prompt_ids):
+            key = (self._key(prompt), split, example_id)
+            hit = self._cache.get(key)
+            if hit is not None:
+                results[index] = hit if hit.cached else _as_cached(hit)
+                n_cached += 1
+                continue
+            if key in todo:
+                todo[key].append(index)
+                continue
+            if example_id not in examples:
+                raise DatasetError(f"No example {example_id!r} in split {split!r}.")
+            todo[key] = [index]
+            payload.append((key, prompt, examples[example_id]))
+
+        remaining = self.remaining
+        allowed = len(payload) if remaining is None else max(0, min(len(payload), remaining))
+        cut_payload = payload[allowed:]
+        payload = payload[:allowed]
+        n_cut = sum(len(todo[key]) for key, _, _ in cut_payload)
+
+        n_failed = 0
+        type_error: str | None = None
+        try:
+            for outcome in self._dispatch(payload):
+                key = payload[outcome.index][0]
+                if outcome.kind == "type_error":
+                    type_error = (
+                        type_error or f"example {key[2]!r} of split {split!r}: {outcome.error}"
+                    )
+                    continue
+                rollout = self._record(key, outcome)
+                n_failed += rollout.failed
+                for position in todo[key]:
+                    results[position] = rollout
+                if rollout.failed:
+                    self._check_errors()
+        finally:
+            if self.journal is not None:
+                self.journal.sync()
+            self.events.emit(
+                BatchDone(
+                    label=label,
+                    n_requested=len(prompt_ids),
+                    n_run=len(payload),
+                    n_cached=n_cached,
+                    n_failed=n_failed,
+                    n_cut=n_cut,
+                    rollouts_used=self._used,
+                    max_rollouts=self.max_rollouts,
+                    duration_s=time.perf_counter() - start,
+                )
+            )
+        if type_error is not None:
+            raise ScoreTypeError(type_error)
+        return BatchResult(tuple(results), n_cut)
+
+    def _dispatch(self, payload: list[tuple[Any, Any, Any]]) -> Any:
+        """Yield one :class:`Outcome` per payload item, in completion order."""
+        evaluate, timeout = self.evaluate, self.timeout
+        if self.n_jobs == 1 or len(payload) <= 1:
+            for index, (_, prompt, example) in enumerate(payload):
+                yield execute(index, evaluate, _fresh(prompt), example, timeout)
+            return
+        parallel = joblib.Parallel(
+            n_jobs=min(self.n_jobs, len(payload)) if self.n_jobs > 0 else self.n_jobs,
+            backend=self.backend,
+            prefer="threads",
+            return_as="generator_unordered",
+        )
+        yield from parallel(
+            joblib.delayed(execute)(index, evaluate, _fresh(prompt), example, timeout)
+            for index, (_, prompt, example) in enumerate(payload)
+        )
+
+    def _record(self, key: tuple[str, str, ExampleId], outcome: Outcome) -> Rollout:
+        """Charge, cache and journal one finished rollout."""
+        self._used += 1
+        if outcome.kind == "ok" and outcome.score is not None:
+            rollout = Rollout(
+                key[0], key[1], key[2], _settle(outcome.score), None, False, outcome.duration_s
+            )
+        else:
+            message = outcome.error or "unknown error"
+            self._failures.append((f"{key[1]}/{key[2]}", message))
+            rollout = Rollout(
+                key[0],
+                key[1],
+                key[2],
+                Score(self.failure_score, feedback=f"Rollout failed: {message}"),
+                message,
+                False,
+                outcome.duration_s,
+            )
+        # Failures are cached too: within a run nothing is paid twice. They are journaled with
+        # their error and retried when a run is resumed (a transient error may be gone by then).
+        self._cache[key] = rollout
+        if self.journal is not None:
+            self.journal.append(_to_record(rollout))
+        return rollout
+
+    def _check_errors(self) -> None:
+        if self.max_errors is None or len(self._failures) <= self.max_errors:
+            return
+        shown = "\n".join(f"  - {where}: {message}" for where, message in self._failures[:10])
+        more = len(self._failures) - 10
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise EvaluationError(
+            f"{len(self._failures)} rollouts failed, more than max_errors={self.max_errors}. "
+            f"Fix evaluate() or raise max_errors. Failures:\n{shown}{tail}",
+            self._failures,
+        )
+
+    def _load(self, journal: Journal) -> None:
+        """Reload paid rollouts from the journal: successes fill the cache, all count as spent."""
+        for record in journal.read():
+            if record.get("type") != "rollout":
+                continue
+            self._used += 1
+            self._resumed += 1
+            if record.get("error") is not None:
+                continue
+            score = Score(
+                record["score"],
+                feedback=record.get("feedback"),
+                output=record.get("output"),
+                trace=record.get("trace"),
+                objectives=record.get("objectives"),
+            )
+            key = (record["prompt"], record["split"], record["example"])
+            self._cache[key] = Rollout(
+                key[0], key[1], key[2], score, None, True, record.get("duration_s", 0.0)
+            )
+
+
+def _fresh(prompt: Any) -> Any:
+    """A copy of a dict prompt, so user code that mutates it cannot corrupt the optimizer."""
+    return dict(prompt) if isinstance(prompt, Mapping) else prompt
+
+
+def _as_cached(rollout: Rollout) -> Rollout:
+    return Rollout(
+        rollout.prompt_key,
+        rollout.split,
+        rollout.example_id,
+        rollout.score,
+        rollout.error,
+        True,
+        rollout.duration_s,
+    )
+
+
+def _to_record(rollout: Rollout) -> dict[str, Any]:
+    score = rollout.score
+    return {
+        "type": "rollout",
+        "prompt": rollout.prompt_key,
+        "split": rollout.split,
+        "example": rollout.example_id,
+        "score": score.score,
+        "feedback": score.feedback,
+        "objectives": score.objectives,
+        "output": score.output,
+        "trace": score.trace,
+        "error": rollout.error,
+        "duration_s": round(rollout.duration_s, 6),
+    }
