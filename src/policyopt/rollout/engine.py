@@ -196,6 +196,17 @@ class RolloutEngine:
         if journal is not None:
             self._load(journal)
 
+    def close(self) -> None:
+        """Sync and close the journal (the engine can still answer from its cache)."""
+        if self.journal is not None:
+            self.journal.close()
+
+    def __enter__(self) -> RolloutEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # ----------------------------------------------------------------- bookkeeping
     @property
     def rollouts_used(self) -> int:
