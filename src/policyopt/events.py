@@ -26,6 +26,7 @@ __all__ = [
     "JSONLEventLog",
     "Listener",
     "NewBest",
+    "RolloutsProgress",
     "RunFinished",
     "RunStarted",
 ]
@@ -73,6 +74,18 @@ class BatchDone(Event):
     rollouts_used: int
     max_rollouts: int | None
     duration_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutsProgress(Event):
+    """Rollouts finished so far inside a running batch (throttled: a few per second at most)."""
+
+    kind: ClassVar[str] = "rollouts_progress"
+    label: str
+    done: int
+    total: int
+    rollouts_used: int
+    max_rollouts: int | None
 
 
 @dataclass(frozen=True, kw_only=True)

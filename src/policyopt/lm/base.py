@@ -82,15 +82,22 @@ def _retryable(litellm: Any) -> tuple[type[BaseException], ...]:
 
 def _retry_after(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait (``retry-after`` header), if any."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    # litellm keeps the provider's headers in litellm_response_headers; .response may be bare.
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+        getattr(exc, "headers", None),
+    ):
+        if not headers:
+            continue
+        value = headers.get("retry-after")
+        if value is None:
+            continue
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return None
 
 
 def as_messages(prompt: str | Messages) -> list[dict[str, str]]:

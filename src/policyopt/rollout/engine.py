@@ -12,6 +12,7 @@ import json
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import joblib
 
 from policyopt.errors import ConfigError, DatasetError, EvaluationError, ScoreTypeError, describe
-from policyopt.events import BatchDone, EventBus
+from policyopt.events import BatchDone, EventBus, RolloutsProgress
 from policyopt.rollout.worker import Outcome, execute
 from policyopt.state.journal import Journal
 from policyopt.types import ExampleId, Score, example_ids, prompt_key
@@ -27,6 +28,7 @@ from policyopt.types import ExampleId, Score, example_ids, prompt_key
 __all__ = ["BatchResult", "Rollout", "RolloutEngine", "check_backend"]
 
 _TRACE_LIMIT = 20_000  # characters of JSON kept per trace/output; longer ones are cut
+_PROGRESS_EVERY_S = 0.25  # at most this often a RolloutsProgress event inside a batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +195,17 @@ class RolloutEngine:
         self._failures: list[tuple[str, str]] = []  # (split/example id, message)
         self._resumed = 0
         self._lock = threading.Lock()
+        self._parallel: joblib.Parallel | None = None
+        self._pool_finalizer: weakref.finalize[Any, Any] | None = None
         if journal is not None:
             self._load(journal)
 
     def close(self) -> None:
-        """Sync and close the journal (the engine can still answer from its cache)."""
+        """Release the worker pool and close the journal (the cache still answers)."""
+        if self._pool_finalizer is not None:
+            self._pool_finalizer()
+            self._pool_finalizer = None
+            self._parallel = None
         if self.journal is not None:
             self.journal.close()
 
@@ -317,8 +325,9 @@ class RolloutEngine:
 
         n_failed = 0
         type_error: str | None = None
+        next_progress = time.perf_counter() + _PROGRESS_EVERY_S
         try:
-            for outcome in self._dispatch(payload):
+            for done, outcome in enumerate(self._dispatch(payload), start=1):
                 key = payload[outcome.index][0]
                 if outcome.kind == "type_error":
                     type_error = (
@@ -331,6 +340,17 @@ class RolloutEngine:
                     results[position] = rollout
                 if rollout.failed:
                     self._check_errors()
+                if done < len(payload) and time.perf_counter() >= next_progress:
+                    next_progress = time.perf_counter() + _PROGRESS_EVERY_S
+                    self.events.emit(
+                        RolloutsProgress(
+                            label=label,
+                            done=done,
+                            total=len(payload),
+                            rollouts_used=self._used,
+                            max_rollouts=self.max_rollouts,
+                        )
+                    )
         finally:
             if self.journal is not None:
                 self.journal.sync()
@@ -358,16 +378,25 @@ class RolloutEngine:
             for index, (_, prompt, example) in enumerate(payload):
                 yield execute(index, evaluate, _fresh(prompt), example, timeout)
             return
-        parallel = joblib.Parallel(
-            n_jobs=min(self.n_jobs, len(payload)) if self.n_jobs > 0 else self.n_jobs,
-            backend=self.backend,
-            prefer="threads",
-            return_as="generator_unordered",
-        )
+        parallel = self._pool()
         yield from parallel(
             joblib.delayed(execute)(index, evaluate, _fresh(prompt), example, timeout)
             for index, (_, prompt, example) in enumerate(payload)
         )
+
+    def _pool(self) -> joblib.Parallel:
+        """A joblib pool kept open across batches: starting one per batch costs ~10 ms."""
+        if self._parallel is None:
+            parallel = joblib.Parallel(
+                n_jobs=self.n_jobs,
+                backend=self.backend,
+                prefer="threads",
+                return_as="generator_unordered",
+            )
+            parallel.__enter__()
+            self._parallel = parallel
+            self._pool_finalizer = weakref.finalize(self, parallel.__exit__, None, None, None)
+        return self._parallel
 
     def _record(self, key: tuple[str, str, ExampleId], outcome: Outcome) -> Rollout:
         """Charge, cache and journal one finished rollout."""

@@ -1,0 +1,138 @@
+"""Progress display: an event listener showing rollouts used of the budget, best score, time left.
+
+On a terminal or in a notebook it draws a live rich progress bar on stderr; elsewhere (CI logs,
+files) it writes one plain line every ``interval`` seconds instead of redrawing. It never touches
+stdout and never changes what the run does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from policyopt.events import (
+    BatchDone,
+    Event,
+    NewBest,
+    RolloutsProgress,
+    RunFinished,
+    RunStarted,
+)
+
+__all__ = ["ProgressDisplay"]
+
+
+class ProgressDisplay:
+    """Listener: ``events.subscribe(ProgressDisplay())``; call :meth:`close` when done."""
+
+    def __init__(
+        self,
+        *,
+        stream: IO[str] | None = None,
+        live: bool | None = None,
+        interval: float = 10.0,
+        label: str = "rollouts",
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.label = label
+        self.total: int | None = None
+        self.used = 0
+        self.best: float | None = None
+        self.started = time.monotonic()
+        self._base = 0  # rollouts already paid when this display started (resumed runs)
+        self._last_line = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+        self._live = live if live is not None else self._is_interactive()
+
+    def _is_interactive(self) -> bool:
+        try:
+            from rich.console import Console
+
+            console = Console(file=self.stream)
+            return bool(console.is_terminal or console.is_jupyter)
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ listener
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.total = event.max_rollouts
+            self._base = event.resumed_rollouts
+            self.used = event.resumed_rollouts
+            self.started = time.monotonic()
+        elif isinstance(event, (BatchDone, RolloutsProgress)):
+            self.used = event.rollouts_used
+            if self.total is None:
+                self.total = event.max_rollouts
+        elif isinstance(event, NewBest):
+            self.best = event.score
+        elif isinstance(event, RunFinished):
+            self.used = event.n_rollouts
+            self.best = event.best_score
+            self._update(final=True)
+            self.close()
+            return
+        else:
+            return
+        self._update()
+
+    # ------------------------------------------------------------------ drawing
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the current rate, if the budget is known and progress was made."""
+        done = self.used - self._base
+        if self.total is None or done <= 0:
+            return None
+        rate = done / max(time.monotonic() - self.started, 1e-9)
+        return max(0.0, (self.total - self.used) / rate)
+
+    def summary(self) -> str:
+        """One line: rollouts used of the budget, best score, elapsed and time left."""
+        budget = f"/{self.total}" if self.total is not None else ""
+        best = f", best {self.best:.3f}" if self.best is not None else ""
+        eta = self.eta_seconds()
+        left = f", ~{eta:.0f}s left" if eta is not None and self.used < (self.total or 0) else ""
+        elapsed = time.monotonic() - self.started
+        return f"{self.used}{budget} {self.label}{best}, {elapsed:.0f}s elapsed{left}"
+
+    def _update(self, final: bool = False) -> None:
+        if not self._live:
+            now = time.monotonic()
+            if final or now - self._last_line >= self.interval:
+                self._last_line = now
+                print(f"[policyopt] {self.summary()}", file=self.stream, flush=True)
+            return
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(self.label),
+                TextColumn("{task.fields[best]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("policyopt", total=self.total, best="")
+        best = f"best {self.best:.3f}" if self.best is not None else ""
+        self._progress.update(self._task, completed=self.used, total=self.total, best=best)
+
+    def close(self) -> None:
+        """Stop drawing (idempotent)."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

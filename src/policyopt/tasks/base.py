@@ -1,0 +1,70 @@
+"""What a built-in task is: data with fixed splits, a prompt template, a metric with feedback.
+
+A task turns into a :class:`policyopt.Program` for a given LM: ``evaluate`` renders the prompt and
+the example into one user message, asks the LM and scores the answer with the task's metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from policyopt.types import Program, Score
+
+__all__ = ["Task"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A dataset with seeded train/val/test splits, a program template and a metric."""
+
+    name: str
+    description: str
+    seed_prompt: str
+    reference_prompt: str
+    train: Sequence[dict[str, Any]]
+    val: Sequence[dict[str, Any]]
+    test: Sequence[dict[str, Any]]
+    render_input: Callable[[dict[str, Any]], str]
+    metric: Callable[[str, dict[str, Any]], Score]
+    template: str = "{prompt}\n\n{input}"
+    notes: str = ""
+    lm_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, prompt: str, example: dict[str, Any]) -> str:
+        """The user message the LM sees for ``prompt`` on ``example``."""
+        return self.template.format(prompt=prompt.strip(), input=self.render_input(example))
+
+    def split(self, name: str) -> Sequence[dict[str, Any]]:
+        """One split by name: ``"train"``, ``"val"`` or ``"test"``."""
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        if name not in splits:
+            from policyopt.errors import ConfigError
+
+            raise ConfigError(f"Unknown split {name!r}; choose one of {sorted(splits)}.")
+        return splits[name]
+
+    def program(self, lm: Callable[..., str]) -> Program:
+        """The task's program on ``lm`` (any text-in, text-out callable), seeded with
+        :attr:`seed_prompt`."""
+        return Program(self.seed_prompt, _Evaluate(self, lm), run=_Run(self, lm))
+
+
+class _Run:
+    """``run(prompt, example)``: the program's raw output (picklable, unlike a lambda)."""
+
+    def __init__(self, task: Task, lm: Callable[..., str]) -> None:
+        self.task = task
+        self.lm = lm
+
+    def __call__(self, prompt: str, example: dict[str, Any]) -> str:
+        return self.lm(self.task.render(prompt, example), **self.task.lm_kwargs)
+
+
+class _Evaluate(_Run):
+    """``evaluate(prompt, example)``: run the program and score its output with the metric."""
+
+    def __call__(self, prompt: str, example: dict[str, Any]) -> Score:  # type: ignore[override]
+        output = super().__call__(prompt, example)
+        return self.task.metric(output, example)
