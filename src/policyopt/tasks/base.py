@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from policyopt.lm.base import LM
 from policyopt.types import Program, Score
 
 __all__ = ["Task"]
@@ -59,7 +60,10 @@ class _Run:
         self.lm = lm
 
     def __call__(self, prompt: str, example: dict[str, Any]) -> str:
-        return self.lm(self.task.render(prompt, example), **self.task.lm_kwargs)
+        text = self.task.render(prompt, example)
+        if self.task.lm_kwargs and isinstance(self.lm, LM):
+            return self.lm(text, **self.task.lm_kwargs)
+        return self.lm(text)  # a plain callable takes the text only
 
 
 class _Evaluate(_Run):

@@ -1,0 +1,28 @@
+"""Built-in tasks that run offline on the embedded local model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from policyopt.errors import ConfigError
+from policyopt.tasks.base import Task
+
+__all__ = ["DEFAULT_TASK", "TASKS", "Task", "get_task"]
+
+
+def _antonyms(seed: int) -> Task:
+    from policyopt.tasks.antonyms import make_task
+
+    return make_task(seed)
+
+
+#: name -> factory(seed) of every built-in task
+TASKS: dict[str, Callable[[int], Task]] = {"antonyms": _antonyms}
+DEFAULT_TASK = "antonyms"
+
+
+def get_task(name: str, seed: int = 0) -> Task:
+    """A built-in task by name, its splits drawn from ``seed``."""
+    if name not in TASKS:
+        raise ConfigError(f"Unknown task {name!r}; built-in tasks: {sorted(TASKS)}.")
+    return TASKS[name](seed)
