@@ -107,7 +107,7 @@ def as_messages(prompt: str | Messages) -> list[dict[str, str]]:
     if isinstance(prompt, Sequence) and all(
         isinstance(m, Mapping) and "role" in m and "content" in m for m in prompt
     ):
-        return [dict(m) for m in prompt]
+        return [{str(k): str(v) for k, v in m.items()} for m in prompt]  # type: ignore[union-attr]
     raise ConfigError(
         "An LM takes a str or a list of {'role': ..., 'content': ...} messages; got "
         f"{describe(prompt)} instead."

@@ -45,16 +45,17 @@ class ScriptedLM:
         if callable(script):
             return script(text)
         if script and isinstance(script[0], tuple):
-            for needle, answer in script:  # type: ignore[misc]
+            for rule in script:
+                needle, reply = rule  # type: ignore[misc,str-unpack]
                 if needle in text:
-                    return str(answer)
+                    return str(reply)
             if self.default is not None:
                 return self.default
             raise LookupError(f"ScriptedLM has no rule matching the prompt: {text[:200]!r}")
         if self._position < len(script):
-            answer = script[self._position]
+            item = script[self._position]
             self._position += 1
-            return str(answer)
+            return str(item)
         if self.default is not None:
             return self.default
         raise LookupError(f"ScriptedLM ran out of answers after {len(script)} calls")
