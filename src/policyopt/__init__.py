@@ -5,12 +5,14 @@ Public names only; everything else lives in submodules.
 
 from policyopt._version import __version__
 from policyopt.errors import PolicyOptError
+from policyopt.gepa import GEPA
 from policyopt.lm import LM, LocalLM
 from policyopt.protocol import Optimizer
 from policyopt.rollout import RolloutEngine
 from policyopt.types import Candidate, OptimizationResult, Program, Score
 
 __all__ = [
+    "GEPA",
     "LM",
     "Candidate",
     "LocalLM",

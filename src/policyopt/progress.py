@@ -20,7 +20,23 @@ from policyopt.events import (
     RunStarted,
 )
 
-__all__ = ["ProgressDisplay"]
+__all__ = ["ProgressDisplay", "describe_estimate"]
+
+
+def describe_estimate(event: RunStarted) -> str:
+    """One line saying what a run's settings imply, printed before it starts."""
+    est = event.estimate
+    parts = [f"{event.optimizer}: budget {event.max_rollouts} rollouts"]
+    if "seed_evaluation" in est:
+        parts.append(f"seed scored on {est['seed_evaluation']} val examples")
+    if "iterations" in est:
+        per = est.get("proposals_per_iteration", 1)
+        parts.append(f"~{est['iterations']} iterations x {per} proposals")
+    if "reflection_calls" in est:
+        parts.append(f"~{est['reflection_calls']} reflection LM calls")
+    if event.resumed_rollouts:
+        parts.append(f"resuming with {event.resumed_rollouts} rollouts already paid")
+    return ", ".join(parts)
 
 
 class ProgressDisplay:
@@ -63,6 +79,8 @@ class ProgressDisplay:
             self._base = event.resumed_rollouts
             self.used = event.resumed_rollouts
             self.started = time.monotonic()
+            if event.estimate:
+                print(f"[policyopt] {describe_estimate(event)}", file=self.stream, flush=True)
         elif isinstance(event, (BatchDone, RolloutsProgress)):
             self.used = event.rollouts_used
             if self.total is None:

@@ -1,0 +1,568 @@
+"""GEPA: reflective prompt evolution over a Pareto population (arXiv 2507.19457).
+
+Each iteration picks parents from the Pareto front, runs them on a training minibatch, asks the
+reflection LM to diagnose the failures from the feedback and rewrite one component, and keeps a
+child that beats its parent on the same minibatch; kept children are scored on the valset and
+join the front. Merges combine lineages that improved different components.
+
+Several children are proposed per iteration and evaluated together, so ``n_jobs`` stays busy. The
+budget is hard (a step that cannot finish is not started). Every rollout and every reflection
+answer is journaled; a resumed run replays them and ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from policyopt.errors import ConfigError
+from policyopt.events import (
+    CandidateEvaluated,
+    CandidateProposed,
+    EventBus,
+    JSONLEventLog,
+    NewBest,
+    RunFinished,
+    RunStarted,
+)
+from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
+from policyopt.gepa.merge import find_merge, merge_subsample
+from policyopt.gepa.proposer import Proposer
+from policyopt.gepa.reflection import make_records
+from policyopt.gepa.selection import EpochSampler, best_candidate, select_parent
+from policyopt.gepa.state import Population
+from policyopt.lm.base import resolve_lm
+from policyopt.progress import ProgressDisplay
+from policyopt.rollout import RolloutEngine
+from policyopt.state.rundir import RunDir, fingerprint
+from policyopt.stopping import Stopper
+from policyopt.types import OptimizationResult, Program, example_ids
+
+__all__ = ["GEPA", "estimate"]
+
+logger = logging.getLogger("policyopt")
+
+_STALL_LIMIT = 25  # iterations in a row that neither pay a rollout nor add a candidate
+_MAX_REFLECTION_FAILURES = 5  # reflection LM errors in a row before the run stops
+_ASSUMED_ACCEPT_RATE = 0.25  # for the up-front estimate only
+
+
+def estimate(settings: GEPASettings, n_val: int, n_components: int) -> dict[str, Any]:
+    """What the settings imply: rollouts, iterations and reflection calls (a forecast)."""
+    k, b = settings.proposals(), settings.minibatch_size
+    per_iteration = k * (2 * b + _ASSUMED_ACCEPT_RATE * n_val)
+    iterations = max(0.0, settings.max_rollouts - n_val) / per_iteration
+    per_child = n_components if settings.component_selection == "all" else 1
+    return {
+        "max_rollouts": settings.max_rollouts,
+        "seed_evaluation": n_val,
+        "proposals_per_iteration": k,
+        "iterations": round(iterations),
+        "reflection_calls": round(iterations * k * per_child),
+        "assumed_accept_rate": _ASSUMED_ACCEPT_RATE,
+    }
+
+
+class GEPA:
+    """``GEPA(reflection_lm=..., max_rollouts=...).optimize(program, trainset, valset)``.
+
+    ``reflection_lm`` is a litellm model string, a :class:`policyopt.LM`, or any callable
+    ``str -> str``. Other settings: see :class:`~policyopt.gepa.config.GEPASettings`.
+    """
+
+    name = "gepa"
+
+    def __init__(self, *, reflection_lm: Any, max_rollouts: int, **settings: Any) -> None:
+        self.reflection_lm = resolve_lm(reflection_lm, name="reflection_lm")
+        try:
+            self.settings = GEPASettings(max_rollouts=max_rollouts, **settings)
+        except ValueError as exc:  # pydantic's ValidationError names the field and the value
+            raise ConfigError(f"Invalid GEPA settings: {exc}") from exc
+
+    def optimize(
+        self, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None = None
+    ) -> OptimizationResult:
+        """Run GEPA and return the best prompt found, with the whole population."""
+        if not isinstance(program, Program):
+            raise ConfigError(
+                f"GEPA.optimize expects a policyopt.Program; got {type(program).__name__}. "
+                "Wrap your prompt and evaluate: Program(prompt, evaluate)."
+            )
+        return _Run(self, program, trainset, valset).run()
+
+
+class _Run:
+    """One optimize() call: the state that lives for the run and the loop over it."""
+
+    def __init__(
+        self, gepa: GEPA, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None
+    ) -> None:
+        s = self.s = gepa.settings
+        self.gepa = gepa
+        self.started = time.perf_counter()
+        self.events = EventBus()
+        self.pop = Population.from_seed(program.prompt, s.tie_tolerance)
+        self.k = s.proposals()
+        self.rundir: RunDir | None = None
+        if s.run_dir is not None:
+            self.rundir = self._open_rundir(trainset, valset)
+            self.events.subscribe(JSONLEventLog(self.rundir.events_path))
+        self.engine = RolloutEngine(
+            program.evaluate,
+            max_rollouts=s.max_rollouts,
+            n_jobs=s.n_jobs,
+            backend=s.backend,
+            max_errors=s.max_errors,
+            timeout=s.timeout,
+            failure_score=s.failure_score,
+            events=self.events,
+            journal=self.rundir.journal if self.rundir else None,
+        )
+        self.train_split = "train"
+        self.train_ids = self.engine.add_split("train", trainset)
+        self.val_split = "train" if valset is None else "val"
+        self.val_ids = self.train_ids if valset is None else self.engine.add_split("val", valset)
+        self.pop = Population.from_seed(program.prompt, s.tie_tolerance)
+        self.k = s.proposals()
+        seeds = np.random.SeedSequence(s.seed).spawn(3)
+        self.rng_parent, self.rng_sampler, self.rng_merge = (
+            random.Random(int(q.generate_state(1)[0])) for q in seeds
+        )
+        self.sampler = EpochSampler(self.train_ids, s.minibatch_size, self.rng_sampler)
+        memo = self.rundir.records("proposal") if self.rundir else []
+        self.proposer = Proposer(
+            gepa.reflection_lm,
+            template=s.reflection_template,
+            max_retries=s.max_proposal_retries,
+            max_chars=s.max_prompt_chars,
+            journal=self.engine.journal,
+            memo=memo,
+        )
+        self.stopper = Stopper(
+            max_time_s=s.max_time_s,
+            max_cost_usd=s.max_cost_usd,
+            patience=s.patience,
+            stop_file=self.rundir.stop_file if self.rundir else None,
+        )
+        self.iteration = 0
+        self.since_best = 0
+        self.stalled = 0
+        self.reflection_failures = 0
+        self.counts = {
+            "proposed": 0,
+            "accepted": 0,
+            "rejected": 0,
+            "skipped_perfect": 0,
+            "proposal_failed": 0,
+            "merges_tried": 0,
+            "merges_accepted": 0,
+        }
+        self.merges_due = 0
+        self.merge_blocked_at = -1
+        self.tried_merges: set[tuple[int, int, int]] = set()
+        self.best = 0
+        self.best_score = -math.inf
+        if s.progress:
+            self.events.subscribe(ProgressDisplay())
+
+    # ------------------------------------------------------------------ set-up
+    def _open_rundir(self, trainset: Sequence[Any], valset: Sequence[Any] | None) -> RunDir:
+        s = self.s
+        settings = s.model_dump()
+        identity = {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
+        train_ids = example_ids(trainset, name="trainset")
+        identity.update(
+            proposals_per_iteration=self.k,
+            seed_prompt=self.pop.shaped(self.pop.prompts[0]),
+            train=fingerprint(trainset, train_ids),
+            val=None if valset is None else fingerprint(valset, example_ids(valset, name="valset")),
+        )
+        assert s.run_dir is not None
+        return RunDir(s.run_dir, optimizer="gepa", identity=identity, settings=settings)
+
+    def _check_budget(self) -> None:
+        need = self.engine.count_uncached(
+            [(self.pop.shaped(self.pop.prompts[0]), i) for i in self.val_ids], self.val_split
+        )
+        if self.engine.remaining is not None and need > self.engine.remaining:
+            raise ConfigError(
+                f"max_rollouts={self.s.max_rollouts} cannot even score the seed prompt on the "
+                f"valset ({len(self.val_ids)} examples). Raise it to at least "
+                f"{len(self.val_ids) + 2 * self.s.minibatch_size * 5} for a useful run, or pass "
+                "a smaller valset."
+            )
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> OptimizationResult:
+        s = self.s
+        self._check_budget()
+        self.events.emit(
+            RunStarted(
+                optimizer="gepa",
+                max_rollouts=s.max_rollouts,
+                n_train=len(self.train_ids),
+                n_val=len(self.val_ids),
+                settings=s.model_dump(exclude={"reflection_template"}),
+                estimate=estimate(s, len(self.val_ids), len(self.pop.components)),
+                resumed_rollouts=self.engine.resumed_rollouts,
+            )
+        )
+        reason = "budget"
+        try:
+            if not self._score_on_val([0]):
+                raise ConfigError("the budget ran out while scoring the seed prompt")
+            self._track_best()
+            while True:
+                reason = self._stop_reason() or ""
+                if reason:
+                    break
+                self.iteration += 1
+                spent = self.engine.rollouts_used
+                size = len(self.pop.prompts)
+                best_before = self.best_score
+                outcome = self._iterate()
+                improved = self.best_score > best_before
+                self.since_best = 0 if improved else self.since_best + 1
+                self._snapshot(None)
+                if outcome:
+                    reason = outcome
+                    break
+                progress = self.engine.rollouts_used > spent or len(self.pop.prompts) > size
+                self.stalled = 0 if progress else self.stalled + 1
+        except KeyboardInterrupt:
+            if not self.pop.val_scores[0]:
+                raise
+            reason = "interrupted"
+        finally:
+            self.engine.close()
+        return self._finish(reason)
+
+    def _stop_reason(self) -> str | None:
+        agg = self.pop.aggregate()
+        if self.s.stop_at_perfect and agg[self.best] >= self.s.perfect_score - self.s.tie_tolerance:
+            return "perfect_score"
+        if self.stalled >= _STALL_LIMIT:
+            return "stalled"
+        if self.reflection_failures >= _MAX_REFLECTION_FAILURES:
+            return "reflection_errors"
+        return self.stopper.reason(
+            cost_usd=self.proposer.usage.cost_usd, steps_without_improvement=self.since_best
+        )
+
+    def _iterate(self) -> str | None:
+        """One iteration: maybe a merge, then the reflective proposals. A stop reason or None."""
+        if self.s.merge and self.merges_due > 0 and self.merge_blocked_at != len(self.pop.prompts):
+            outcome = self._merge()
+            if outcome:
+                return outcome
+        return self._reflect()
+
+    # ------------------------------------------------------------------ reflective step
+    def _reflect(self) -> str | None:
+        pop, s, engine = self.pop, self.s, self.engine
+        agg = pop.aggregate()
+        slots = []
+        for _ in range(self.k):
+            parent = select_parent(
+                s.candidate_selection, pop.front, agg, self.rng_parent, s.epsilon
+            )
+            slots.append((parent, self.sampler.next()))
+        # never start what the budget cannot finish: parents (uncached) plus every child
+        while slots:
+            requests = [(pop.shaped(pop.prompts[p]), i) for p, batch in slots for i in batch]
+            need = engine.count_uncached(requests, self.train_split)
+            need += sum(len(batch) for _, batch in slots)
+            if engine.remaining is None or need <= engine.remaining:
+                break
+            slots.pop()
+        if not slots:
+            return "budget"
+        result = engine.run(requests, split=self.train_split, label="parents")
+        rollouts = iter(result.rollouts)
+        parent_runs = [[next(rollouts) for _ in batch] for _, batch in slots]
+
+        jobs = []
+        for slot, ((parent, batch), runs) in enumerate(zip(slots, parent_runs, strict=True)):
+            if s.skip_perfect and all(r is not None and r.value >= s.perfect_score for r in runs):
+                self.counts["skipped_perfect"] += 1
+                continue
+            if s.component_selection == "all":
+                names = list(pop.components)
+            else:
+                names = [pop.components[pop.pointers[parent] % len(pop.components)]]
+                pop.pointers[parent] += 1
+            rows = [
+                (engine.example(self.train_split, i), r.score.output, r.value, r.score.feedback)
+                for i, r in zip(batch, runs, strict=True)
+                if r is not None
+            ]
+            records = make_records(rows, max_chars=s.max_record_chars)
+            jobs.append((slot, parent, batch, runs, names, records))
+        children = self._propose(jobs)
+        return self._evaluate_children(children)
+
+    def _propose(self, jobs: list[Any]) -> list[Any]:
+        """Ask the reflection LM for every job in parallel; keep new, valid children."""
+
+        def one(job: Any) -> dict[str, str] | None:
+            slot, parent, _, _, names, records = job
+            prompt = dict(self.pop.prompts[parent])
+            for name in names:
+                key = f"{self.iteration}/{slot}/{name}"
+                text = self.proposer.propose(key, name, prompt[name], records)
+                if text is None:
+                    return None
+                prompt[name] = text
+            return prompt
+
+        workers = max(1, min(len(jobs), self.s.n_jobs if self.s.n_jobs > 0 else 4))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(one, job) for job in jobs]
+            outcomes = []
+            for future in futures:
+                try:
+                    outcomes.append(future.result())
+                    self.reflection_failures = 0
+                except Exception as exc:  # an LM outage must not lose the run
+                    logger.warning("reflection LM failed: %s", exc)
+                    self.reflection_failures += 1
+                    outcomes.append(None)
+        children, seen = [], set(self.pop.keys)
+        for job, prompt in zip(jobs, outcomes, strict=True):
+            if prompt is None:
+                self.counts["proposal_failed"] += 1
+                continue
+            key = self.pop.key(prompt)
+            if key in seen:
+                continue  # already in the population (or proposed twice this iteration)
+            seen.add(key)
+            children.append((*job, prompt))
+        return children
+
+    def _evaluate_children(self, children: list[Any]) -> str | None:
+        pop, s, engine = self.pop, self.s, self.engine
+        if not children:
+            return None
+        requests = [(pop.shaped(c[-1]), i) for c in children for i in c[2]]
+        result = engine.run(requests, split=self.train_split, label="children")
+        rollouts = iter(result.rollouts)
+        accepted = []
+        for slot, parent, batch, runs, _names, _records, prompt in children:
+            child_runs = [next(rollouts) for _ in batch]
+            self.counts["proposed"] += 1
+            if any(r is None for r in child_runs):
+                continue
+            before = math.fsum(r.value for r in runs if r is not None)
+            after = math.fsum(r.value for r in child_runs if r is not None)
+            ok = after > before + s.acceptance_margin * len(batch) + 1e-12
+            self.counts["accepted" if ok else "rejected"] += 1
+            self.events.emit(
+                CandidateEvaluated(
+                    candidate=-1,
+                    split="minibatch",
+                    score=after / len(batch),
+                    n_examples=len(batch),
+                    accepted=ok,
+                )
+            )
+            if ok:
+                accepted.append((parent, prompt, slot))
+        return self._admit(
+            [(p, [parent], "mutation", pop.pointers[parent]) for parent, p, _ in accepted]
+        )
+
+    def _admit(self, new: list[tuple[dict[str, str], list[int], str, int]]) -> str | None:
+        """Score accepted children on the valset (as many as the budget allows) and add them."""
+        pop, engine = self.pop, self.engine
+        indices, need, outcome = [], 0, None
+        for prompt, parents, origin, pointer in new:
+            requests = [(pop.shaped(prompt), i) for i in self.val_ids]
+            need += engine.count_uncached(requests, self.val_split)
+            if engine.remaining is not None and need > engine.remaining:
+                outcome = "budget"  # score what fits, then stop
+                break
+            index = pop.add(prompt, parents, origin, engine.rollouts_used, pointer)
+            self.events.emit(
+                CandidateProposed(
+                    candidate=index, parents=parents, origin=origin, prompt=pop.shaped(prompt)
+                )
+            )
+            indices.append(index)
+            if self.s.merge and origin == "mutation":
+                self.merges_due += 1
+        if indices:
+            if not self._score_on_val(indices):
+                return "budget"
+            self._track_best()
+        return outcome
+
+    def _score_on_val(self, indices: list[int]) -> bool:
+        pop = self.pop
+        requests = [(pop.shaped(pop.prompts[c]), i) for c in indices for i in self.val_ids]
+        result = self.engine.run(requests, split=self.val_split, label="valset")
+        if not result.complete:
+            return False
+        rollouts = iter(result.rollouts)
+        for c in indices:
+            runs = [next(rollouts) for _ in self.val_ids]
+            scores = {i: r.value for i, r in zip(self.val_ids, runs, strict=True) if r is not None}
+            objectives = {
+                i: r.score.objectives
+                for i, r in zip(self.val_ids, runs, strict=True)
+                if r is not None and r.score.objectives
+            }
+            pop.found_at[c] = self.engine.rollouts_used
+            pop.score(c, scores, objectives)
+            self.events.emit(
+                CandidateEvaluated(
+                    candidate=c,
+                    split="val",
+                    score=math.fsum(scores.values()) / len(scores),
+                    n_examples=len(scores),
+                )
+            )
+        return True
+
+    def _track_best(self) -> bool:
+        """Update the best candidate; True (and a NewBest event) when the best score rose."""
+        agg = self.pop.aggregate()
+        best = best_candidate(agg)
+        self.best = best
+        if agg[best] <= self.best_score + self.s.tie_tolerance:
+            return False
+        self.best_score = agg[best]
+        self.events.emit(
+            NewBest(candidate=best, score=agg[best], rollouts_used=self.engine.rollouts_used)
+        )
+        return True
+
+    # ------------------------------------------------------------------ merge
+    def _merge(self) -> str | None:
+        pop, s, engine = self.pop, self.s, self.engine
+        agg = pop.aggregate()
+        if self.counts["merges_accepted"] >= s.max_merges or self.counts["merges_tried"] >= max(
+            10, 3 * s.max_merges
+        ):
+            self.merges_due = 0
+            return None
+        plan = find_merge(
+            pop.front.non_dominated(agg),
+            pop.prompts,
+            pop.parents,
+            agg,
+            self.rng_merge,
+            self.tried_merges,
+            set(pop.keys),
+            pop.key,
+        )
+        if plan is None:
+            self.merge_blocked_at = len(pop.prompts)  # try again when the population grows
+            return None
+        self.tried_merges.add((plan.first, plan.second, plan.ancestor))
+        ids = merge_subsample(
+            self.val_ids,
+            pop.val_scores[plan.first],
+            pop.val_scores[plan.second],
+            s.merge_subsample_size,
+            self.rng_merge,
+        )
+        requests = [(pop.shaped(plan.prompt), i) for i in ids]
+        need = engine.count_uncached(requests, self.val_split)
+        if engine.remaining is not None and need > engine.remaining:
+            return "budget"
+        self.counts["merges_tried"] += 1
+        self.merges_due -= 1
+        scores = engine.run(requests, split=self.val_split, label="merge").scores()
+        child = math.fsum(scores)
+        parent_best = max(
+            math.fsum(pop.val_scores[p][i] for i in ids) for p in (plan.first, plan.second)
+        )
+        ok = child >= parent_best - s.tie_tolerance
+        self.events.emit(
+            CandidateEvaluated(
+                candidate=-1,
+                split="merge_subsample",
+                score=child / len(ids),
+                n_examples=len(ids),
+                accepted=ok,
+            )
+        )
+        if not ok:
+            return None
+        self.counts["merges_accepted"] += 1
+        pointer = max(pop.pointers[plan.first], pop.pointers[plan.second])
+        return self._admit([(plan.prompt, [plan.first, plan.second], "merge", pointer)])
+
+    # ------------------------------------------------------------------ end
+    def _snapshot(self, stop_reason: str | None) -> None:
+        if self.rundir is None:
+            return
+        self.rundir.write_state(
+            {
+                "iteration": self.iteration,
+                "rollouts_used": self.engine.rollouts_used,
+                "best": self.best,
+                "stop_reason": stop_reason,
+                "candidates": self.pop.snapshot(),
+                "counts": self.counts,
+                "merges_due": self.merges_due,
+                "sampler": self.sampler.state(),
+                "rng": {
+                    "parent": self.rng_parent.getstate(),
+                    "sampler": self.rng_sampler.getstate(),
+                    "merge": self.rng_merge.getstate(),
+                },
+            }
+        )
+
+    def _finish(self, reason: str) -> OptimizationResult:
+        pop, s = self.pop, self.s
+        agg = pop.aggregate()
+        best = best_candidate(agg)
+        usage = self.proposer.usage
+        wall = time.perf_counter() - self.started
+        result = OptimizationResult(
+            optimizer="gepa",
+            best_prompt=pop.shaped(pop.prompts[best]),
+            best_score=agg[best],
+            best_candidate=best,
+            candidates=pop.candidates(),
+            n_rollouts=self.engine.rollouts_used,
+            max_rollouts=s.max_rollouts,
+            lm_usage={"reflection": usage},
+            cost_usd=usage.cost_usd,
+            seed=s.seed,
+            settings=s.model_dump(),
+            stop_reason=reason,
+            wall_time_s=wall,
+            details={
+                "pareto_front": pop.front.to_json(),  # type: ignore[dict-item]
+                "non_dominated": pop.front.non_dominated(agg),  # type: ignore[dict-item]
+                "iterations": self.iteration,
+                "counts": dict(self.counts),  # type: ignore[dict-item]
+                "rejections": dict(self.proposer.rejections),  # type: ignore[dict-item]
+                "failed_rollouts": len(self.engine.failures),
+                "resumed_rollouts": self.engine.resumed_rollouts,
+                "estimate": estimate(s, len(self.val_ids), len(pop.components)),  # type: ignore[dict-item]
+            },
+        )
+        self._snapshot(reason)
+        if self.rundir is not None:
+            self.rundir.write_result(result.to_json(indent=1))
+        self.events.emit(
+            RunFinished(
+                best_score=agg[best],
+                best_candidate=best,
+                n_rollouts=self.engine.rollouts_used,
+                stop_reason=reason,
+                wall_time_s=wall,
+            )
+        )
+        return result

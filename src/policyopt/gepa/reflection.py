@@ -1,0 +1,136 @@
+"""Reflective mutation: show the reflection LM what happened and parse its new instruction.
+
+The reflective dataset is one record per minibatch rollout: the example's input, the program's
+output and the ``feedback`` of its :class:`~policyopt.Score`. The reflection LM gets the current
+text, the records and the task of diagnosing the failures; its new text is the last fenced block
+of its answer (or the whole answer without fences). Empty, unchanged or cut-off proposals are
+rejected, and the retry prompt says why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "check_proposal",
+    "extract_instruction",
+    "make_records",
+    "render_prompt",
+]
+
+DEFAULT_TEMPLATE = """\
+An AI assistant was given the instruction below (the "{component}" part of its prompt) and then \
+the inputs that follow. Your job is to write a better instruction.
+
+Current instruction:
+```
+{current}
+```
+
+What the assistant received, what it answered, and feedback on each answer:
+
+{records}
+
+Read every answer and its feedback. Work out what the task really is and why answers went wrong. \
+Then write a new instruction that fixes those failures: state the general rule the assistant must \
+follow, add any task-specific facts the feedback reveals, and keep what already works.{retry}
+
+Reply with the new instruction inside one ``` fenced block."""
+
+_FENCE = re.compile(r"```")
+_INFO = re.compile(r"^[a-z0-9_+.-]{0,20}$")  # a fence's language tag, e.g. ```text
+
+
+def _text(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 15] + " ...[truncated]"
+
+
+def make_records(
+    rows: Sequence[tuple[Any, Any, float, str | None]], *, max_chars: int = 1500
+) -> list[dict[str, str]]:
+    """Records from ``(example, output, score, feedback)`` rows, each field cut to ``max_chars``.
+
+    Example ``"id"`` keys are dropped (they mean nothing to the LM); a missing feedback becomes a
+    plain statement of the score.
+    """
+    records = []
+    for example, output, score, feedback in rows:
+        inputs = (
+            {k: v for k, v in example.items() if k != "id"}
+            if isinstance(example, Mapping)
+            else example
+        )
+        records.append(
+            {
+                "Input": _text(inputs, max_chars),
+                "Answer": _text("" if output is None else output, max_chars),
+                "Feedback": _text(
+                    feedback if feedback else f"This answer scored {score:g}.", max_chars
+                ),
+            }
+        )
+    return records
+
+
+def render_prompt(
+    template: str,
+    component: str,
+    current: str,
+    records: Sequence[Mapping[str, str]],
+    retry_reason: str | None = None,
+) -> str:
+    """The reflection LM's prompt: ``template`` filled with the text, records and retry note."""
+    blocks = []
+    for number, record in enumerate(records, start=1):
+        lines = [f"### Example {number}"]
+        lines += [f"{key}: {value}" for key, value in record.items()]
+        blocks.append("\n".join(lines))
+    retry = (
+        f"\n\nYour previous proposal was rejected ({retry_reason}); write a different one."
+        if retry_reason
+        else ""
+    )
+    return template.format(
+        component=component, current=current, records="\n\n".join(blocks), retry=retry
+    )
+
+
+def extract_instruction(answer: str) -> tuple[str, bool]:
+    """``(text, balanced)``: the last fenced block's content (minus its info string), or the
+    whole answer when it has no fence. ``balanced`` is False for an odd number of fences."""
+    positions = [m.start() for m in _FENCE.finditer(answer)]
+    if not positions:
+        return answer.strip(), True
+    balanced = len(positions) % 2 == 0
+    if len(positions) < 2:
+        return answer.replace("```", "").strip(), balanced
+    pairs = positions if balanced else positions[:-1]
+    start, end = pairs[-2], pairs[-1]
+    inner = answer[start + 3 : end]
+    first_newline = inner.find("\n")
+    if first_newline >= 0 and _INFO.match(inner[:first_newline].strip()):
+        inner = inner[first_newline + 1 :]  # drop an info string such as ```text
+    return inner.strip(), balanced
+
+
+def check_proposal(
+    new: str, current: str, *, balanced: bool, truncated: bool, max_chars: int
+) -> str | None:
+    """Why the proposal must be rejected, or None when it is usable."""
+    if truncated:
+        return "the answer was cut off at the token limit"
+    if not balanced:
+        return "the answer has an unclosed ``` fence, so it was probably cut off"
+    if not new.strip():
+        return "the new instruction is empty"
+    if " ".join(new.split()) == " ".join(current.split()):
+        return "the new instruction is the same as the current one"
+    if len(new) > max_chars:
+        return f"the new instruction is longer than {max_chars} characters"
+    return None

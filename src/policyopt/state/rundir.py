@@ -1,0 +1,123 @@
+"""A run directory: what makes an optimizer run resumable and inspectable.
+
+Layout::
+
+    run_dir/
+      config.json     optimizer, settings, data fingerprint, versions (checked on resume)
+      journal.jsonl   every paid rollout and every proposal LM answer, appended as they finish
+      state.json      a JSON snapshot after each step (candidates, RNG/sampler state, counters)
+      events.jsonl    the event stream (progress, new best, ...)
+      result.json     the final OptimizationResult
+      STOP            create this file to stop the run cleanly after the current step
+
+Resuming replays the run from the start: every rollout and proposal already in the journal is
+answered from it at no cost, so the resumed run reaches the same state as an uninterrupted one
+and then goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from policyopt._version import __version__
+from policyopt.errors import StateError
+from policyopt.state.journal import Journal
+
+__all__ = ["RunDir", "fingerprint"]
+
+
+def fingerprint(examples: Sequence[Any], ids: Sequence[str]) -> str:
+    """Hash of a dataset: its content when JSON-serializable, else its ids."""
+    try:
+        text = json.dumps(list(examples), sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = json.dumps(list(ids))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Files of one run; refuses to resume a directory written with other settings or data."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        optimizer: str,
+        identity: Mapping[str, Any],
+        settings: Mapping[str, Any],
+    ) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        config_path = self.path / "config.json"
+        config = {
+            "optimizer": optimizer,
+            "identity": dict(identity),
+            "settings": dict(settings),
+            "library_version": __version__,
+        }
+        self.resumed = config_path.exists()
+        if self.resumed:
+            try:
+                old = json.loads(config_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise StateError(f"{config_path} is not valid JSON: {exc}") from exc
+            if old.get("optimizer") != optimizer:
+                raise StateError(
+                    f"{self.path} holds a {old.get('optimizer')!r} run, not a {optimizer!r} one. "
+                    "Use another run_dir."
+                )
+            before = old.get("identity", {})
+            now = json.loads(json.dumps(dict(identity)))
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            if changed:
+                details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+                raise StateError(
+                    f"Cannot resume {self.path}: it was started with other settings or data "
+                    f"({details}). Use the same settings (budget, time and cost limits may "
+                    "change), or another run_dir."
+                )
+        _atomic_write(config_path, json.dumps(config, indent=2, default=repr))
+        self.journal = Journal(self.path / "journal.jsonl")
+
+    @property
+    def events_path(self) -> Path:
+        """Where the JSONL event log goes."""
+        return self.path / "events.jsonl"
+
+    @property
+    def stop_file(self) -> Path:
+        """Create this file to stop the run after the current step."""
+        return self.path / "STOP"
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        """Journal records of one ``type``."""
+        return [r for r in self.journal.read() if r.get("type") == kind]
+
+    def write_state(self, state: Mapping[str, Any]) -> None:
+        """Replace ``state.json`` atomically."""
+        _atomic_write(self.path / "state.json", json.dumps(state, indent=1, default=repr))
+
+    def read_state(self) -> dict[str, Any] | None:
+        """The last snapshot, if any."""
+        path = self.path / "state.json"
+        if not path.exists():
+            return None
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def write_result(self, text: str) -> None:
+        """Write ``result.json`` atomically."""
+        _atomic_write(self.path / "result.json", text)

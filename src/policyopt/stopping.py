@@ -1,0 +1,36 @@
+"""Stop conditions shared by the optimizers: time, LM cost, a stop file, patience.
+
+The rollout budget is enforced by the rollout engine itself; a perfect score and Ctrl-C are
+handled by each optimizer's loop. Each check returns the reason to stop, or None.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Stopper"]
+
+
+@dataclass
+class Stopper:
+    """Checks the limits that end a run early; ``reason()`` says which one fired."""
+
+    max_time_s: float | None = None
+    max_cost_usd: float | None = None
+    stop_file: Path | None = None
+    patience: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def reason(self, *, cost_usd: float | None, steps_without_improvement: int) -> str | None:
+        """``"time_limit"``, ``"cost_limit"``, ``"stop_file"``, ``"no_improvement"`` or None."""
+        if self.stop_file is not None and self.stop_file.exists():
+            return "stop_file"
+        if self.max_time_s is not None and time.monotonic() - self.started >= self.max_time_s:
+            return "time_limit"
+        if self.max_cost_usd is not None and (cost_usd or 0.0) >= self.max_cost_usd:
+            return "cost_limit"
+        if self.patience is not None and steps_without_improvement >= self.patience:
+            return "no_improvement"
+        return None
