@@ -28,6 +28,7 @@ from policyopt.events import (
     CandidateProposed,
     EventBus,
     JSONLEventLog,
+    Listener,
     NewBest,
     RunFinished,
     RunStarted,
@@ -74,13 +75,22 @@ class GEPA:
     """``GEPA(reflection_lm=..., max_rollouts=...).optimize(program, trainset, valset)``.
 
     ``reflection_lm`` is a litellm model string, a :class:`policyopt.LM`, or any callable
-    ``str -> str``. Other settings: see :class:`~policyopt.gepa.config.GEPASettings`.
+    ``str -> str``. ``listeners`` receive every event of the run (see :mod:`policyopt.events`).
+    Other settings: see :class:`~policyopt.gepa.config.GEPASettings`.
     """
 
     name = "gepa"
 
-    def __init__(self, *, reflection_lm: Any, max_rollouts: int, **settings: Any) -> None:
+    def __init__(
+        self,
+        *,
+        reflection_lm: Any,
+        max_rollouts: int,
+        listeners: Sequence[Listener] = (),
+        **settings: Any,
+    ) -> None:
         self.reflection_lm = resolve_lm(reflection_lm, name="reflection_lm")
+        self.listeners = list(listeners)
         try:
             self.settings = GEPASettings(max_rollouts=max_rollouts, **settings)
         except ValueError as exc:  # pydantic's ValidationError names the field and the value
@@ -107,13 +117,15 @@ class _Run:
         s = self.s = gepa.settings
         self.gepa = gepa
         self.started = time.perf_counter()
-        self.events = EventBus()
+        self.events = EventBus(gepa.listeners)
         self.pop = Population.from_seed(program.prompt, s.tie_tolerance)
         self.k = s.proposals()
         self.rundir: RunDir | None = None
+        self.log: JSONLEventLog | None = None
         if s.run_dir is not None:
             self.rundir = self._open_rundir(trainset, valset)
-            self.events.subscribe(JSONLEventLog(self.rundir.events_path))
+            self.log = JSONLEventLog(self.rundir.events_path)
+            self.events.subscribe(self.log)
         self.engine = RolloutEngine(
             program.evaluate,
             max_rollouts=s.max_rollouts,
@@ -191,7 +203,7 @@ class _Run:
         need = self.engine.count_uncached(
             [(self.pop.shaped(self.pop.prompts[0]), i) for i in self.val_ids], self.val_split
         )
-        if self.engine.remaining is not None and need > self.engine.remaining:
+        if self.engine.budget_left is not None and need > self.engine.budget_left:
             raise ConfigError(
                 f"max_rollouts={self.s.max_rollouts} cannot even score the seed prompt on the "
                 f"valset ({len(self.val_ids)} examples). Raise it to at least "
@@ -216,33 +228,39 @@ class _Run:
         )
         reason = "budget"
         try:
-            if not self._score_on_val([0]):
-                raise ConfigError("the budget ran out while scoring the seed prompt")
-            self._track_best()
-            while True:
-                reason = self._stop_reason() or ""
-                if reason:
-                    break
-                self.iteration += 1
-                spent = self.engine.rollouts_used
-                size = len(self.pop.prompts)
-                best_before = self.best_score
-                outcome = self._iterate()
-                improved = self.best_score > best_before
-                self.since_best = 0 if improved else self.since_best + 1
-                self._snapshot(None)
-                if outcome:
-                    reason = outcome
-                    break
-                progress = self.engine.rollouts_used > spent or len(self.pop.prompts) > size
-                self.stalled = 0 if progress else self.stalled + 1
-        except KeyboardInterrupt:
-            if not self.pop.val_scores[0]:
-                raise
-            reason = "interrupted"
+            try:
+                if not self._score_on_val([0]):
+                    raise ConfigError("the budget ran out while scoring the seed prompt")
+                self._track_best()
+                reason = self._loop()
+            except KeyboardInterrupt:
+                if not self.pop.val_scores[0]:
+                    raise
+                reason = "interrupted"
+            self.engine.close()
+            return self._finish(reason)
         finally:
             self.engine.close()
-        return self._finish(reason)
+            if self.log is not None:
+                self.log.close()
+
+    def _loop(self) -> str:
+        """Iterate until a stop condition fires; returns its reason."""
+        while True:
+            reason = self._stop_reason()
+            if reason:
+                return reason
+            self.iteration += 1
+            spent = self.engine.rollouts_spent
+            size = len(self.pop.prompts)
+            best_before = self.best_score
+            outcome = self._iterate()
+            self.since_best = 0 if self.best_score > best_before else self.since_best + 1
+            self._snapshot(None)
+            if outcome:
+                return outcome
+            progress = self.engine.rollouts_spent > spent or len(self.pop.prompts) > size
+            self.stalled = 0 if progress else self.stalled + 1
 
     def _stop_reason(self) -> str | None:
         agg = self.pop.aggregate()
@@ -279,7 +297,7 @@ class _Run:
             requests = [(pop.shaped(pop.prompts[p]), i) for p, batch in slots for i in batch]
             need = engine.count_uncached(requests, self.train_split)
             need += sum(len(batch) for _, batch in slots)
-            if engine.remaining is None or need <= engine.remaining:
+            if engine.budget_left is None or need <= engine.budget_left:
                 break
             slots.pop()
         if not slots:
@@ -385,10 +403,10 @@ class _Run:
         for prompt, parents, origin, pointer in new:
             requests = [(pop.shaped(prompt), i) for i in self.val_ids]
             need += engine.count_uncached(requests, self.val_split)
-            if engine.remaining is not None and need > engine.remaining:
+            if engine.budget_left is not None and need > engine.budget_left:
                 outcome = "budget"  # score what fits, then stop
                 break
-            index = pop.add(prompt, parents, origin, engine.rollouts_used, pointer)
+            index = pop.add(prompt, parents, origin, engine.rollouts_spent, pointer)
             self.events.emit(
                 CandidateProposed(
                     candidate=index, parents=parents, origin=origin, prompt=pop.shaped(prompt)
@@ -418,7 +436,7 @@ class _Run:
                 for i, r in zip(self.val_ids, runs, strict=True)
                 if r is not None and r.score.objectives
             }
-            pop.found_at[c] = self.engine.rollouts_used
+            pop.found_at[c] = self.engine.rollouts_spent
             pop.score(c, scores, objectives)
             self.events.emit(
                 CandidateEvaluated(
@@ -439,7 +457,7 @@ class _Run:
             return False
         self.best_score = agg[best]
         self.events.emit(
-            NewBest(candidate=best, score=agg[best], rollouts_used=self.engine.rollouts_used)
+            NewBest(candidate=best, score=agg[best], rollouts_used=self.engine.rollouts_spent)
         )
         return True
 
@@ -475,7 +493,7 @@ class _Run:
         )
         requests = [(pop.shaped(plan.prompt), i) for i in ids]
         need = engine.count_uncached(requests, self.val_split)
-        if engine.remaining is not None and need > engine.remaining:
+        if engine.budget_left is not None and need > engine.budget_left:
             return "budget"
         self.counts["merges_tried"] += 1
         self.merges_due -= 1

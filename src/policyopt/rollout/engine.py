@@ -194,6 +194,8 @@ class RolloutEngine:
         self._used = 0
         self._failures: list[tuple[str, str]] = []  # (split/example id, message)
         self._resumed = 0
+        self._replayable: set[tuple[str, str, ExampleId]] = set()  # journaled, not yet reached
+        self._replayed = 0
         self._lock = threading.Lock()
         self._parallel: joblib.Parallel | None = None
         self._pool_finalizer: weakref.finalize[Any, Any] | None = None
@@ -223,8 +225,22 @@ class RolloutEngine:
 
     @property
     def remaining(self) -> int | None:
-        """Rollouts left in the budget (``None`` when unlimited)."""
+        """Rollouts left in the budget (``None`` when unlimited): the hard, real limit."""
         return None if self.max_rollouts is None else self.max_rollouts - self._used
+
+    @property
+    def rollouts_spent(self) -> int:
+        """The run's rollout clock: paid in this process plus journaled ones reached so far.
+
+        In a resumed run this equals what the original run had spent at the same point, so
+        decisions and records based on it replay exactly.
+        """
+        return self._used - self._resumed + self._replayed
+
+    @property
+    def budget_left(self) -> int | None:
+        """Budget left by the run's clock (:attr:`rollouts_spent`); use it to plan steps."""
+        return None if self.max_rollouts is None else self.max_rollouts - self.rollouts_spent
 
     @property
     def exhausted(self) -> bool:
@@ -279,9 +295,13 @@ class RolloutEngine:
         return self._cache.get((self._key(prompt), split, example_id))
 
     def count_uncached(self, prompt_ids: Sequence[tuple[Any, ExampleId]], split: str) -> int:
-        """How many distinct rollouts of this request would have to be paid."""
+        """How many distinct rollouts of this request cost budget by the run's clock.
+
+        Journaled rollouts not yet reached by a resumed run count as costs, as they did for the
+        original run: compare with :attr:`budget_left`.
+        """
         keys = {(self._key(p), split, i) for p, i in prompt_ids}
-        return sum(1 for k in keys if k not in self._cache)
+        return sum(1 for k in keys if k not in self._cache or k in self._replayable)
 
     # ----------------------------------------------------------------- running
     def run(
@@ -308,6 +328,9 @@ class RolloutEngine:
             if hit is not None:
                 results[index] = hit if hit.cached else _as_cached(hit)
                 n_cached += 1
+                if key in self._replayable:
+                    self._replayable.discard(key)
+                    self._replayed += 1
                 continue
             if key in todo:
                 todo[key].append(index)
@@ -453,6 +476,7 @@ class RolloutEngine:
                 objectives=record.get("objectives"),
             )
             key = (record["prompt"], record["split"], record["example"])
+            self._replayable.add(key)
             self._cache[key] = Rollout(
                 key[0], key[1], key[2], score, None, True, record.get("duration_s", 0.0)
             )

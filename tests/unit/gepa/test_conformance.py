@@ -1,0 +1,46 @@
+"""GEPA passes the conformance suite every optimizer must pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policyopt import GEPA
+from policyopt.testing.conformance import Conformance, keyword_reflection_lm
+
+
+def factory(**kwargs: Any) -> GEPA:
+    return GEPA(reflection_lm=keyword_reflection_lm(), progress=False, **kwargs)
+
+
+SUITE = Conformance(factory)
+
+
+def test_budget_never_exceeded() -> None:
+    SUITE.check_budget_never_exceeded()
+
+
+def test_determinism() -> None:
+    SUITE.check_determinism()
+
+
+def test_json_round_trip() -> None:
+    SUITE.check_json_round_trip()
+
+
+def test_error_policy() -> None:
+    SUITE.check_error_policy()
+
+
+def test_resume_spends_nothing(tmp_path: Path) -> None:
+    SUITE.check_resume_spends_nothing(tmp_path)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_resume_without_merge_too(tmp_path: Path, merge: bool) -> None:
+    def make(**kwargs: Any) -> GEPA:
+        return GEPA(reflection_lm=keyword_reflection_lm(), progress=False, merge=merge, **kwargs)
+
+    Conformance(make, budget=90).check_resume_spends_nothing(tmp_path)
