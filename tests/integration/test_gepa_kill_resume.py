@@ -1,0 +1,87 @@
+"""GEPA killed with SIGKILL mid-run, then resumed: no finished rollout is paid again and the
+result equals an uninterrupted run's."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from policyopt import OptimizationResult
+from policyopt.testing.conformance import comparable
+
+pytestmark = pytest.mark.integration
+
+RUNNER = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    from policyopt import GEPA, Score
+    from policyopt.testing.conformance import keyword_reflection_lm, keyword_task
+
+    run_dir, calls_path, out_path = sys.argv[1:4]
+    lock = threading.Lock()
+
+    def evaluate(prompt, example):
+        time.sleep(0.01)
+        ok = example["need"] in prompt
+        with lock, open(calls_path, "a") as log:
+            log.write(json.dumps([prompt, example["id"]]) + "\\n")
+        missing = None if ok else f"The prompt lacks the word {example['need']}."
+        return Score(float(ok), feedback=missing)
+
+    program, train, val = keyword_task(n_train=18, n_val=18)
+    program.evaluate = evaluate
+    result = GEPA(reflection_lm=keyword_reflection_lm(), max_rollouts=200, n_jobs=2,
+                  run_dir=run_dir, progress=False, seed=1).optimize(program, train, val)
+    open(out_path, "w").write(result.to_json())
+    """
+)
+
+
+def run(script: Path, run_dir: Path, calls: Path, out: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(script), str(run_dir), str(calls), str(out)])
+
+
+def rollout_lines(run_dir: Path) -> int:
+    path = run_dir / "journal.jsonl"
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if '"type":"rollout"' in line)
+
+
+def test_sigkill_then_resume(tmp_path: Path) -> None:
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+
+    whole = run(script, tmp_path / "whole", tmp_path / "whole.calls", tmp_path / "whole.json")
+    assert whole.wait(timeout=120) == 0
+    reference = OptimizationResult.from_json((tmp_path / "whole.json").read_text())
+    total = reference.n_rollouts
+    assert total > 60
+
+    broken_dir, calls = tmp_path / "broken", tmp_path / "broken.calls"
+    proc = run(script, broken_dir, calls, tmp_path / "broken.json")
+    deadline = time.monotonic() + 60
+    while rollout_lines(broken_dir) < total // 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    killed_at = rollout_lines(broken_dir)
+    assert 0 < killed_at < total, "the kill did not land mid-run"
+
+    resumed = run(script, broken_dir, calls, tmp_path / "broken.json")
+    assert resumed.wait(timeout=120) == 0
+    result = OptimizationResult.from_json((tmp_path / "broken.json").read_text())
+
+    counts = Counter(tuple(json.loads(line)) for line in calls.read_text().splitlines())
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= 2, f"{duplicates} rollouts paid twice (only in-flight ones may be)"
+    assert rollout_lines(broken_dir) == total
+    assert comparable(result) == comparable(reference)
