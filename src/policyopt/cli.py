@@ -40,102 +40,108 @@ def tasks() -> None:
 @app.command()
 def demo(
     task: Annotated[str, typer.Option(help="Built-in task (see `policyopt tasks`).")] = "",
-    split: Annotated[str, typer.Option(help="Split to score on.")] = "test",
+    budget: Annotated[int, typer.Option(help="GEPA's rollout budget.")] = 300,
     n_jobs: Annotated[int, typer.Option(help="Rollouts in parallel.")] = 4,
-    limit: Annotated[int, typer.Option(help="Score only the first N examples (0 = all).")] = 0,
+    limit: Annotated[int, typer.Option(help="Use only the first N examples of each split.")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed of the run.")] = 0,
     cache: Annotated[
         Path | None, typer.Option(help="Directory for the LM disk cache (off when unset).")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Save the run here; run again to resume it.")
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
 ) -> None:
-    """The main job on the embedded local model: score prompts on a built-in task.
+    """The main job: GEPA optimizes a built-in task's prompt on the embedded local model.
 
-    Scores the task's naive seed prompt and its hand-written reference prompt with
-    SmolLM2-135M (llama.cpp, in-process, on 127.0.0.1) on a held-out split.
+    SmolLM2-135M (llama.cpp, in-process, on 127.0.0.1) is both the task model and the
+    reflection model. Prints the seed, optimized and hand-written reference prompts' accuracy
+    on the held-out test split, and what the search spent.
     """
     from rich.console import Console
     from rich.table import Table
 
-    from policyopt.events import EventBus, RunFinished, RunStarted
+    from policyopt.gepa import GEPA
+    from policyopt.gepa.reflection import COMPACT_TEMPLATE
     from policyopt.lm import LocalLM
-    from policyopt.progress import ProgressDisplay
     from policyopt.rollout import RolloutEngine
     from policyopt.tasks import DEFAULT_TASK, get_task
 
     console = Console()
-    spec = get_task(task or DEFAULT_TASK)
-    examples = list(spec.split(split))
-    if limit > 0:
-        examples = examples[:limit]
+    spec = get_task(task or DEFAULT_TASK, seed=0)
+    cut = (lambda rows: list(rows)[:limit]) if limit > 0 else list
+    train, val, test = cut(spec.train), cut(spec.val), cut(spec.test)
     console.print(
-        f"[bold]policyopt demo[/bold]: task [cyan]{spec.name}[/cyan] "
-        f"({len(examples)} {split} examples), local model SmolLM2-135M-Instruct"
+        f"[bold]policyopt demo[/bold]: GEPA on task [cyan]{spec.name}[/cyan] "
+        f"(train {len(train)}, val {len(val)}, test {len(test)}), budget {budget} rollouts, "
+        "local model SmolLM2-135M-Instruct as task and reflection LM"
     )
     started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    with LocalLM(n_parallel=max(1, n_jobs), cache=cache or False) as lm:
-        bus = EventBus([ProgressDisplay()] if progress else [])
+    with (
+        LocalLM(n_parallel=max(1, n_jobs), cache=cache or False) as lm,
+        # sampled, one line at a time: the small model rambles otherwise
+        LocalLM(
+            n_parallel=2, temperature=0.9, max_tokens=48, stop=["\n"], cache=cache or False
+        ) as reflection_lm,
+    ):
         program = spec.program(lm)
-        budget = 2 * len(examples)
-        with RolloutEngine(
-            program.evaluate, n_jobs=n_jobs, events=bus, max_rollouts=budget
-        ) as engine:
-            ids = engine.add_split(split, examples)
-            bus.emit(
-                RunStarted(optimizer="evaluate", max_rollouts=budget, n_train=0, n_val=len(ids))
-            )
-            for label, prompt in (("seed", spec.seed_prompt), ("reference", spec.reference_prompt)):
-                result = engine.run([(prompt, i) for i in ids], split=split, label=label)
-                scores = result.scores()
+        optimizer = GEPA(
+            reflection_lm=reflection_lm,
+            max_rollouts=budget,
+            n_jobs=n_jobs,
+            seed=seed,
+            reflection_template=COMPACT_TEMPLATE,
+            max_prompt_chars=300,
+            run_dir=None if run_dir is None else str(run_dir),
+            progress=progress,
+        )
+        result = optimizer.optimize(program, train, val)
+        search_s = time.perf_counter() - started
+        rows: list[dict[str, Any]] = []
+        with RolloutEngine(program.evaluate, n_jobs=n_jobs) as engine:
+            ids = engine.add_split("test", test)
+            prompts = [
+                ("seed", spec.seed_prompt),
+                ("optimized (GEPA)", result.best_prompt),
+                ("hand-written reference", spec.reference_prompt),
+            ]
+            for label, prompt in prompts:
+                scores = engine.run([(prompt, i) for i in ids], split="test").scores()
                 rows.append(
-                    {
-                        "prompt": label,
-                        "score": sum(scores) / len(scores),
-                        "n": len(scores),
-                        "failed": sum(r.failed for r in result.done()),
-                        "text": prompt,
-                    }
+                    {"prompt": label, "test_accuracy": sum(scores) / len(scores), "text": prompt}
                 )
-            rollouts = engine.rollouts_used
-            best = max(rows, key=lambda row: row["score"])
-            bus.emit(
-                RunFinished(
-                    best_score=best["score"],
-                    best_candidate=rows.index(best),
-                    n_rollouts=rollouts,
-                    stop_reason="done",
-                    wall_time_s=time.perf_counter() - started,
-                )
-            )
-        usage = lm.usage
+        task_usage, reflection_usage = lm.usage, reflection_lm.usage
     wall = time.perf_counter() - started
 
-    table = Table(title=f"{spec.name}: accuracy on the {split} split")
+    table = Table(title=f"{spec.name}: accuracy on the held-out test split ({len(test)} examples)")
     table.add_column("prompt")
-    table.add_column("accuracy", justify="right")
-    table.add_column("examples", justify="right")
+    table.add_column("test accuracy", justify="right")
     table.add_column("text")
     for row in rows:
-        text = row["text"] if len(row["text"]) <= 60 else row["text"][:57] + "..."
-        table.add_row(row["prompt"], f"{row['score']:.3f}", str(row["n"]), text)
+        text = str(row["text"])
+        table.add_row(
+            row["prompt"], f"{row['test_accuracy']:.3f}", text[:70] + "..." * (len(text) > 70)
+        )
     console.print(table)
+    counts = result.details.get("counts", {})
     console.print(
-        f"{rollouts} rollouts, {usage.calls} LM calls ({usage.cache_hits} cached), "
-        f"{usage.prompt_tokens + usage.completion_tokens} tokens, {wall:.1f}s"
-    )
-    console.print(
-        "GEPA and MIPRO (coming next) search for prompts like the reference one automatically."
+        f"GEPA spent {result.n_rollouts}/{budget} rollouts and "
+        f"{result.lm_usage['reflection'].calls} reflection calls in {search_s:.0f}s "
+        f"(stop: {result.stop_reason}; {len(result.candidates)} candidates kept, "
+        f"{counts.get('accepted', 0)}/{counts.get('proposed', 0)} proposals accepted). "  # type: ignore[union-attr]
+        f"Val accuracy {result.candidates[0].val_score:.3f} -> {result.best_score:.3f}. "
+        f"Total {wall:.0f}s, {task_usage.calls + reflection_usage.calls} LM calls."
     )
     if output is not None:
         payload = {
             "task": spec.name,
-            "split": split,
+            "budget": budget,
             "rows": rows,
-            "rollouts": rollouts,
-            "lm_usage": usage.model_dump(),
+            "result": json.loads(result.to_json()),
+            "task_lm_usage": task_usage.model_dump(),
             "wall_time_s": wall,
         }
         output.write_text(json.dumps(payload, indent=2))

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_prints_and_writes_scores(tmp_path: Path) -> None:
+def test_demo_optimizes_and_reports_test_scores(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
     proc = subprocess.run(
         [
@@ -21,21 +21,30 @@ def test_demo_prints_and_writes_scores(tmp_path: Path) -> None:
             "policyopt.cli",
             "demo",
             "--limit",
-            "5",
+            "8",
+            "--budget",
+            "40",
             "--json",
             str(out),
             "--no-progress",
         ],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "accuracy on the test split" in proc.stdout
+    assert "accuracy on the held-out test split" in proc.stdout
+    assert "GEPA spent" in proc.stdout
     payload = json.loads(out.read_text())
-    assert [row["prompt"] for row in payload["rows"]] == ["seed", "reference"]
-    assert payload["rollouts"] == 10 and payload["lm_usage"]["calls"] == 10
+    assert [row["prompt"] for row in payload["rows"]] == [
+        "seed",
+        "optimized (GEPA)",
+        "hand-written reference",
+    ]
+    result = payload["result"]
+    assert result["optimizer"] == "gepa" and result["n_rollouts"] <= 40
+    assert result["lm_usage"]["reflection"]["calls"] >= 1
 
 
 def test_tasks_lists_the_builtin_task() -> None:

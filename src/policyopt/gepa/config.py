@@ -74,9 +74,8 @@ class GEPASettings(BaseModel):
     @field_validator("reflection_template")
     @classmethod
     def _template(cls, value: str) -> str:
-        missing = [p for p in ("{current}", "{records}") if p not in value]
-        if missing:
-            raise ValueError(f"must contain the placeholders {missing}")
+        if "{current}" not in value or ("{records}" not in value and "{feedback}" not in value):
+            raise ValueError("must contain the placeholders {current} and {records} or {feedback}")
         return value
 
     def proposals(self) -> int:

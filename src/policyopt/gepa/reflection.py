@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "COMPACT_TEMPLATE",
     "DEFAULT_TEMPLATE",
     "check_proposal",
     "extract_instruction",
@@ -40,6 +41,13 @@ Then write a new instruction that fixes those failures: state the general rule t
 follow, add any task-specific facts the feedback reveals, and keep what already works.{retry}
 
 Reply with the new instruction inside one ``` fenced block."""
+
+#: For very small reflection models (e.g. the embedded SmolLM2-135M): short, feedback only.
+COMPACT_TEMPLATE = """\
+An assistant followed the instruction "{current}" and got this feedback:
+{feedback}{retry}
+
+Improved instruction (one sentence):"""
 
 _FENCE = re.compile(r"```")
 _INFO = re.compile(r"^[a-z0-9_+.-]{0,20}$")  # a fence's language tag, e.g. ```text
@@ -85,7 +93,12 @@ def render_prompt(
     records: Sequence[Mapping[str, str]],
     retry_reason: str | None = None,
 ) -> str:
-    """The reflection LM's prompt: ``template`` filled with the text, records and retry note."""
+    """The reflection LM's prompt: ``template`` filled in.
+
+    Placeholders: ``{component}``, ``{current}`` (the text to improve), ``{records}`` (every
+    record in full), ``{feedback}`` (the distinct feedback lines only) and ``{retry}`` (why the
+    previous proposal was rejected, or empty).
+    """
     blocks = []
     for number, record in enumerate(records, start=1):
         lines = [f"### Example {number}"]
@@ -96,8 +109,13 @@ def render_prompt(
         if retry_reason
         else ""
     )
+    feedback = list(dict.fromkeys(r.get("Feedback", "") for r in records if r.get("Feedback")))
     return template.format(
-        component=component, current=current, records="\n\n".join(blocks), retry=retry
+        component=component,
+        current=current,
+        records="\n\n".join(blocks),
+        feedback="\n".join(f"- {line}" for line in feedback),
+        retry=retry,
     )
 
 

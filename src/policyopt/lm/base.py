@@ -30,7 +30,9 @@ logger = logging.getLogger("policyopt")
 Messages = Sequence[Mapping[str, str]]
 
 #: Request keys that never enter the cache key: where a request goes is not what it asks.
-_UNKEYED = frozenset({"api_key", "api_base", "base_url", "timeout", "num_retries", "max_retries"})
+_UNKEYED = frozenset(
+    {"api_key", "api_base", "base_url", "timeout", "num_retries", "max_retries", "client"}
+)
 
 
 @dataclass(frozen=True, slots=True)

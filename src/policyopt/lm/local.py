@@ -49,6 +49,9 @@ def find_gguf() -> Path:
 
 
 def _stop(server_box: dict[str, Any]) -> None:
+    client = server_box.pop("client", None)
+    if client is not None:
+        client.close()
     server_box.pop("server", None)
     gc.collect()
 
@@ -121,6 +124,13 @@ class LocalLM(LM):
             server = xllamacpp.Server(params)
             self._box["server"] = server
             self._address = str(server.listening_address).rstrip("/")
+            import openai
+
+            # our own HTTP client, closed with the server (litellm's pooled ones would leak)
+            self._box["client"] = openai.OpenAI(
+                base_url=f"{self._address}/v1", api_key="sk-local", max_retries=0,
+                timeout=self.timeout,
+            )
             logger.info("LocalLM serving %s at %s", path.name, self._address)
             return self
 
@@ -157,6 +167,7 @@ class LocalLM(LM):
     def complete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
         """Ask the local model (starting it if needed)."""
         kwargs.setdefault("api_base", self.api_base)
+        kwargs.setdefault("client", self._box.get("client"))
         return super().complete(prompt, **kwargs)
 
     def _cost(self, litellm: Any, response: Any) -> float | None:

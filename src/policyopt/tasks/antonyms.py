@@ -96,16 +96,10 @@ def metric(output: str, example: dict[str, Any]) -> Score:
             f"Wrong: {said} names several candidates ({', '.join(sorted(hit | extra))}); the "
             f"answer must name exactly one word, the opposite of {word!r} ({want})."
         )
-    elif words & {"opposite", "antonym"}:
-        feedback = (
-            f"Wrong: the model tried to give the opposite of {word!r} but said {said}; "
-            f"expected {want}."
-        )
     else:
         feedback = (
-            f"Wrong: expected {want}, the opposite (antonym) of {word!r}; got {said}. The prompt "
-            "must tell the model to reply with the opposite of the input word (state the rule; "
-            "example pairs in the prompt get copied)."
+            f"Wrong: expected {want}, the opposite of {word!r}; got {said}. Tell the assistant to "
+            "give the opposite of the word (state the rule; example pairs get copied)."
         )
     return Score(0.0, feedback=feedback, output=output)
 
