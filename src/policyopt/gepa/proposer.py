@@ -40,12 +40,12 @@ class Proposer:
         self.max_retries = max_retries
         self.max_chars = max_chars
         self.journal = journal
-        self.memo = {r["key"]: r for r in memo}
+        self.memo: dict[str, Mapping[str, Any]] = {r["key"]: r for r in memo}
         self.usage = LMUsage()
         self.rejections: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _ask(self, key: str, prompt: str) -> dict[str, Any]:
+    def _ask(self, key: str, prompt: str) -> Mapping[str, Any]:
         digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
         record = self.memo.get(key)
         if record is None or record.get("prompt_hash") != digest:
