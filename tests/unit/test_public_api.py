@@ -20,6 +20,8 @@ def test_all_names_exist_and_are_complete() -> None:
         "rollout",
         "state",
         "progress",
+        "gepa",
+        "stopping",
         "types",
         "tasks",
         "testing",

@@ -49,8 +49,8 @@ class CountingEvaluate:
 
     def __init__(
         self,
-        fail_on: set[str] = frozenset(),
-        crash_after: int | None = None,  # type: ignore[assignment]
+        fail_on: frozenset[str] | set[str] = frozenset(),
+        crash_after: int | None = None,
     ) -> None:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.fail_on = set(fail_on)
