@@ -43,6 +43,9 @@ class GEPASettings(BaseModel):
     proposals_per_iteration: int | None = Field(
         None, ge=1, description="children proposed per iteration; None: from n_jobs"
     )
+    max_accepted_per_iteration: int = Field(
+        1, ge=1, description="children (best minibatch gain first) that go on to the valset"
+    )
     candidate_selection: Literal["pareto", "current_best", "epsilon_greedy"] = "pareto"
     epsilon: float = Field(0.1, ge=0.0, le=1.0)
     component_selection: Literal["round_robin", "all"] = "round_robin"

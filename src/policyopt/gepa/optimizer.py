@@ -173,6 +173,7 @@ class _Run:
             "rejected": 0,
             "skipped_perfect": 0,
             "proposal_failed": 0,
+            "raced_out": 0,
             "merges_tried": 0,
             "merges_accepted": 0,
         }
@@ -391,9 +392,15 @@ class _Run:
                 )
             )
             if ok:
-                accepted.append((parent, prompt, slot))
+                accepted.append((after - before, slot, parent, prompt))
+        # siblings race on their minibatches: only the best gains pay a valset evaluation
+        accepted.sort(key=lambda a: (-a[0], a[1]))
+        self.counts["raced_out"] += max(0, len(accepted) - s.max_accepted_per_iteration)
         return self._admit(
-            [(p, [parent], "mutation", pop.pointers[parent]) for parent, p, _ in accepted]
+            [
+                (prompt, [parent], "mutation", pop.pointers[parent])
+                for _, _, parent, prompt in accepted[: s.max_accepted_per_iteration]
+            ]
         )
 
     def _admit(self, new: list[tuple[dict[str, str], list[int], str, int]]) -> str | None:
