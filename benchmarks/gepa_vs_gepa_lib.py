@@ -17,6 +17,7 @@ Run: ``.venv/bin/python benchmarks/gepa_vs_gepa_lib.py --seeds 0 1 --budget 300`
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import re
 import statistics
 import sys
@@ -105,6 +106,11 @@ class ListLogger:
     def count(self, pattern: str) -> int:
         return sum(bool(re.search(pattern, m)) for m in self.messages)
 
+    def proposals(self) -> list[str]:
+        """The texts gepa proposed (it logs each one)."""
+        prefix = re.compile(r"Iteration \d+: Proposed new text for prompt: ", re.DOTALL)
+        return [prefix.sub("", m, count=1) for m in self.messages if prefix.match(m)]
+
 
 def _safe_evaluate(program: Program, prompt: str, example: dict[str, Any]) -> Score:
     """``program.evaluate`` with an error scored 0, as policyopt's engine does (failure_score)."""
@@ -184,6 +190,7 @@ def run_gepa_lib(task: Task, program: Program, budget: int, seed: int) -> RunRes
         wall = time.perf_counter() - started
     best = result.best_candidate
     assert isinstance(best, dict)
+    proposed = logger.proposals()
     return RunResult(
         name="gepa (library)",
         best_prompt=best["prompt"],
@@ -195,7 +202,9 @@ def run_gepa_lib(task: Task, program: Program, budget: int, seed: int) -> RunRes
             "candidates": result.num_candidates,
             "val_best": result.val_aggregate_scores[result.best_idx],
             "val_seed": result.val_aggregate_scores[0],
-            "proposed": logger.count(r"Proposed new text"),
+            "proposed": len(proposed),
+            "proposed_empty": sum(not p.strip() for p in proposed),
+            "proposed_over_max_chars": sum(len(p) > MAX_PROMPT_CHARS for p in proposed),
             "accepted": logger.count(r"Accepted candidate"),
             "rejected": logger.count(r"is not better than"),
             "skipped_perfect": logger.count(r"All subsample scores perfect"),
@@ -242,7 +251,10 @@ def run_policyopt(task: Task, program: Program, budget: int, seed: int) -> RunRe
             "val_best": result.best_score,
             "val_seed": result.candidates[0].val_score,
             "stop_reason": result.stop_reason,
+            "iterations": result.details.get("iterations"),
             **counts,
+            "rejections": result.details.get("rejections"),
+            "failed_rollouts": result.details.get("failed_rollouts"),
         },
     )
 
@@ -336,7 +348,7 @@ def main() -> int:
     parser.add_argument("--budget", type=int, default=300, help="rollouts for each optimizer")
     args = parser.parse_args()
     try:
-        import gepa
+        import gepa  # noqa: F401
     except ImportError:
         print(INSTALL_HINT)
         return 0
@@ -344,7 +356,7 @@ def main() -> int:
     task = get_task(TASK)
     print(
         f"task {task.name} (train {len(task.train)}, val {len(task.val)}, test {len(task.test)}); "
-        f"policyopt vs gepa {getattr(gepa, '__version__', '?')}; budget {args.budget}; "
+        f"policyopt vs gepa {importlib.metadata.version('gepa')}; budget {args.budget}; "
         f"seeds {args.seeds}; {N_JOBS} rollouts in parallel",
         flush=True,
     )

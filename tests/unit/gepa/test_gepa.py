@@ -87,6 +87,7 @@ def test_merge_combines_parents_that_fixed_different_examples() -> None:
         max_rollouts=200,
         minibatch_size=4,
         proposals_per_iteration=2,
+        max_accepted_per_iteration=2,
         n_jobs=2,
     )
     result = optimizer.optimize(program, train, val)
@@ -110,6 +111,7 @@ def test_merge_works_with_a_tiny_valset_and_a_zero_scoring_ancestor() -> None:
         max_rollouts=200,
         minibatch_size=4,
         proposals_per_iteration=2,
+        max_accepted_per_iteration=2,
         n_jobs=2,
     ).optimize(program, train, val[:3])
     assert result.candidates[0].val_score == 0.0  # the seed (the ancestor) scores 0
