@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policyopt import GEPA, OptimizationResult, Program, Score
 from policyopt.errors import ConfigError, StateError
-from policyopt.events import CandidateProposed, Event
+from policyopt.events import BatchDone, CandidateProposed, Event
 from policyopt.testing import ScriptedLM
 from policyopt.testing.conformance import (
     CountingEvaluate,
@@ -216,3 +218,52 @@ def test_bad_reflection_lm_and_program() -> None:
         GEPA(reflection_lm=42, max_rollouts=10)
     with pytest.raises(ConfigError, match="policyopt.Program"):
         gepa().optimize("a prompt", [1])  # type: ignore[arg-type]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 1000),
+    budget=st.integers(12, 120),
+    minibatch=st.integers(1, 5),
+    proposals=st.integers(1, 3),
+    merge=st.booleans(),
+)
+def test_rollout_count_adds_up(
+    seed: int, budget: int, minibatch: int, proposals: int, merge: bool
+) -> None:
+    """Paid rollouts = evaluate calls = sum of every batch's new rollouts <= budget."""
+    evaluate = CountingEvaluate()
+    program, train, val = keyword_task(evaluate=evaluate)
+    batches: list[Event] = []
+    result = gepa(
+        max_rollouts=budget,
+        seed=seed,
+        minibatch_size=minibatch,
+        merge=merge,
+        proposals_per_iteration=proposals,
+        listeners=[batches.append],
+    ).optimize(program, train, val)
+    paid = sum(e.n_run for e in batches if isinstance(e, BatchDone))
+    assert result.n_rollouts == evaluate.total == paid <= budget
+    assert max(evaluate.calls.values()) == 1
+    assert result.best_score == max(c.val_score for c in result.candidates)
+    found = [c.found_at_rollout for c in result.candidates]
+    assert found == sorted(found) and found[-1] <= result.n_rollouts
+
+
+def test_objectives_get_fronts_of_their_own() -> None:
+    def evaluate(prompt: str, example: dict[str, str]) -> Score:
+        ok = example["need"] in prompt
+        return Score(
+            float(ok),
+            feedback=None if ok else f"The prompt lacks the word {example['need']}.",
+            objectives={"brevity": 1.0 / len(prompt)},
+        )
+
+    _, train, val = keyword_task()
+    result = gepa(max_rollouts=150).optimize(Program("Solve the task.", evaluate), train, val)
+    front = result.details["pareto_front"]
+    assert "v0" in front and "v0::brevity" in front  # type: ignore[operator]
+    # the short seed is best on brevity everywhere, so it stays on the front
+    assert 0 in front["v0::brevity"]["candidates"]  # type: ignore[index]
+    assert 0 in result.details["non_dominated"]  # type: ignore[operator]
