@@ -64,8 +64,7 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from policyopt.gepa import GEPA
-    from policyopt.gepa.reflection import COMPACT_TEMPLATE
+    from policyopt.gepa import GEPA, SMALL_MODEL_SETTINGS
     from policyopt.lm import LocalLM
     from policyopt.rollout import RolloutEngine
     from policyopt.tasks import DEFAULT_TASK, get_task
@@ -82,10 +81,7 @@ def demo(
     started = time.perf_counter()
     with (
         LocalLM(n_parallel=max(1, n_jobs), cache=cache or False) as lm,
-        # sampled, one line at a time: the small model rambles otherwise
-        LocalLM(
-            n_parallel=2, temperature=0.9, max_tokens=48, stop=["\n"], cache=cache or False
-        ) as reflection_lm,
+        LocalLM.for_reflection(cache=cache or False) as reflection_lm,
     ):
         program = spec.program(lm)
         optimizer = GEPA(
@@ -93,10 +89,9 @@ def demo(
             max_rollouts=budget,
             n_jobs=n_jobs,
             seed=seed,
-            reflection_template=COMPACT_TEMPLATE,
-            max_prompt_chars=300,
             run_dir=None if run_dir is None else str(run_dir),
             progress=progress,
+            **SMALL_MODEL_SETTINGS,
         )
         result = optimizer.optimize(program, train, val)
         search_s = time.perf_counter() - started

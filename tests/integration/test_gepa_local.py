@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from policyopt import GEPA, LocalLM, OptimizationResult
-from policyopt.gepa.reflection import COMPACT_TEMPLATE
+from policyopt.gepa import SMALL_MODEL_SETTINGS
 from policyopt.tasks import get_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -17,7 +17,7 @@ def test_gepa_runs_on_the_local_model_within_budget_and_resumes(
     local_lm: LocalLM, tmp_path: Path
 ) -> None:
     task = get_task("antonyms")
-    with LocalLM(n_parallel=2, temperature=0.9, max_tokens=48, stop=["\n"]) as reflection:
+    with LocalLM.for_reflection() as reflection:
 
         def make() -> GEPA:
             return GEPA(
@@ -25,8 +25,7 @@ def test_gepa_runs_on_the_local_model_within_budget_and_resumes(
                 max_rollouts=70,
                 n_jobs=4,
                 progress=False,
-                reflection_template=COMPACT_TEMPLATE,
-                max_prompt_chars=300,
+                **SMALL_MODEL_SETTINGS,
                 run_dir=str(tmp_path / "run"),
             )
 

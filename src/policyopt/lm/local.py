@@ -98,6 +98,21 @@ class LocalLM(LM):
         self._start_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _stop, self._box)
 
+    @classmethod
+    def for_reflection(cls, **overrides: Any) -> LocalLM:
+        """The embedded model set up as a proposal (reflection) LM: sampled, one line.
+
+        Temperature 0.9 gives the search varied proposals; stopping at the first newline keeps
+        the small model from rambling past its instruction.
+        """
+        settings: dict[str, Any] = {
+            "n_parallel": 2,
+            "temperature": 0.9,
+            "max_tokens": 48,
+            "stop": ["\n"],
+        }
+        return cls(**{**settings, **overrides})
+
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> LocalLM:
         """Load the model and start serving on 127.0.0.1 (a no-op when already running)."""
@@ -128,7 +143,9 @@ class LocalLM(LM):
 
             # our own HTTP client, closed with the server (litellm's pooled ones would leak)
             self._box["client"] = openai.OpenAI(
-                base_url=f"{self._address}/v1", api_key="sk-local", max_retries=0,
+                base_url=f"{self._address}/v1",
+                api_key="sk-local",
+                max_retries=0,
                 timeout=self.timeout,
             )
             logger.info("LocalLM serving %s at %s", path.name, self._address)
