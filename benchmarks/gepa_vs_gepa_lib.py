@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policyopt import GEPA, LocalLM, Program, RolloutEngine, Score
-from policyopt.gepa.reflection import COMPACT_TEMPLATE
+from policyopt.gepa import SMALL_MODEL_SETTINGS
 from policyopt.tasks import Task, get_task
 
 TASK = "antonyms"
 N_JOBS = 4
 MINIBATCH = 3
 MAX_MERGES = 5
-MAX_PROMPT_CHARS = 300
+MAX_PROMPT_CHARS = int(SMALL_MODEL_SETTINGS["max_prompt_chars"])
 INSTALL_HINT = (
     "The `gepa` library is not installed, so there is nothing to compare against.\n"
     "Install it into this venv (it is not a dependency of policyopt):\n"
@@ -48,7 +48,8 @@ HIDDEN_KEYS = frozenset({"id", "answers"})
 
 def gepa_template() -> str:
     """policyopt's COMPACT_TEMPLATE in gepa's placeholders; the side info replaces {feedback}."""
-    return COMPACT_TEMPLATE.format(current="<curr_param>", feedback="<side_info>", retry="")
+    template = str(SMALL_MODEL_SETTINGS["reflection_template"])
+    return template.format(current="<curr_param>", feedback="<side_info>", retry="")
 
 
 def task_lm() -> LocalLM:
@@ -58,7 +59,7 @@ def task_lm() -> LocalLM:
 
 def reflection_lm() -> LocalLM:
     """The reflection model, as policyopt's demo configures it (sampled, one line)."""
-    return LocalLM(n_parallel=2, temperature=0.9, max_tokens=48, stop=["\n"])
+    return LocalLM.for_reflection()
 
 
 @dataclass
@@ -229,9 +230,8 @@ def run_policyopt(task: Task, program: Program, budget: int, seed: int) -> RunRe
             candidate_selection="pareto",
             merge=True,
             max_merges=MAX_MERGES,
-            reflection_template=COMPACT_TEMPLATE,
-            max_prompt_chars=MAX_PROMPT_CHARS,
             progress=False,
+            **SMALL_MODEL_SETTINGS,
         )
         started = time.perf_counter()
         result = optimizer.optimize(program, list(task.train), list(task.val))

@@ -82,13 +82,14 @@ class GEPASettings(BaseModel):
         return value
 
     def proposals(self) -> int:
-        """Children per iteration: explicit, or one per ``2 * minibatch_size`` threads (max 4).
+        """Children per iteration: explicit, or one per ``minibatch_size`` threads (max 4).
 
-        One proposal pays ``2 * minibatch_size`` rollouts (parent and child), so more children
-        are proposed only when one cannot keep ``n_jobs`` busy: extra proposals cost reflection
-        calls (money) and, measured, add less speed than parallel rollouts do.
+        Several children keep ``n_jobs`` busy and overlap their reflection calls. Measured on
+        the built-in task with the local model, two proposals per iteration (n_jobs=4) found
+        better prompts than one in the same budget; with a reflection LM that is usually right,
+        one is cheaper in reflection calls (``benchmarks/gepa_parallel_speedup.py``).
         """
         if self.proposals_per_iteration is not None:
             return self.proposals_per_iteration
         workers = self.n_jobs if self.n_jobs > 0 else 4
-        return max(1, min(4, workers // (2 * self.minibatch_size)))
+        return max(1, min(4, -(-workers // self.minibatch_size)))

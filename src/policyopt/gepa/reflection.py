@@ -42,7 +42,8 @@ follow, add any task-specific facts the feedback reveals, and keep what already 
 
 Reply with the new instruction inside one ``` fenced block."""
 
-#: For very small reflection models (e.g. the embedded SmolLM2-135M): short, feedback only.
+#: For very small reflection models (e.g. the embedded SmolLM2-135M): short, feedback lines only
+#: (measured: full records gave no better proposals from SmolLM2), one sentence out.
 COMPACT_TEMPLATE = """\
 An assistant followed the instruction "{current}" and got this feedback:
 {feedback}{retry}
