@@ -141,8 +141,6 @@ class _Run:
         self.train_ids = self.engine.add_split("train", trainset)
         self.val_split = "train" if valset is None else "val"
         self.val_ids = self.train_ids if valset is None else self.engine.add_split("val", valset)
-        self.pop = Population.from_seed(program.prompt, s.tie_tolerance)
-        self.k = s.proposals()
         seeds = np.random.SeedSequence(s.seed).spawn(3)
         self.rng_parent, self.rng_sampler, self.rng_merge = (
             random.Random(int(q.generate_state(1)[0])) for q in seeds
@@ -182,8 +180,9 @@ class _Run:
         self.tried_merges: set[tuple[int, int, int]] = set()
         self.best = 0
         self.best_score = -math.inf
-        if s.progress:
-            self.events.subscribe(ProgressDisplay())
+        self.display = ProgressDisplay() if s.progress else None
+        if self.display is not None:
+            self.events.subscribe(self.display)
 
     # ------------------------------------------------------------------ set-up
     def _open_rundir(self, trainset: Sequence[Any], valset: Sequence[Any] | None) -> RunDir:
@@ -238,12 +237,13 @@ class _Run:
                 if not self.pop.val_scores[0]:
                     raise
                 reason = "interrupted"
-            self.engine.close()
             return self._finish(reason)
         finally:
             self.engine.close()
             if self.log is not None:
                 self.log.close()
+            if self.display is not None:
+                self.display.close()
 
     def _loop(self) -> str:
         """Iterate until a stop condition fires; returns its reason."""
