@@ -7,6 +7,7 @@ from policyopt._version import __version__
 from policyopt.errors import PolicyOptError
 from policyopt.gepa import GEPA
 from policyopt.lm import LM, LocalLM
+from policyopt.mipro import MIPRO
 from policyopt.protocol import Optimizer
 from policyopt.rollout import RolloutEngine
 from policyopt.types import Candidate, OptimizationResult, Program, Score
@@ -14,6 +15,7 @@ from policyopt.types import Candidate, OptimizationResult, Program, Score
 __all__ = [
     "GEPA",
     "LM",
+    "MIPRO",
     "Candidate",
     "LocalLM",
     "OptimizationResult",

@@ -34,6 +34,12 @@ def describe_estimate(event: RunStarted) -> str:
         parts.append(f"~{est['iterations']} iterations x {per} proposals")
     if "reflection_calls" in est:
         parts.append(f"~{est['reflection_calls']} reflection LM calls")
+    if "num_trials" in est:
+        parts.append(f"{est['num_candidates']} candidates, {est['num_trials']} trials")
+    if "total" in est:
+        parts.append(f"at most ~{est['total']} rollouts by the settings")
+    if "proposer_calls" in est:
+        parts.append(f"~{est['proposer_calls']} proposer LM calls")
     if event.resumed_rollouts:
         parts.append(f"resuming with {event.resumed_rollouts} rollouts already paid")
     return ", ".join(parts)

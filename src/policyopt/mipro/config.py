@@ -1,0 +1,112 @@
+"""MIPRO's settings and its ``auto`` presets, with the formula written down."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["PRESETS", "RESUMABLE_CHANGES", "MIPROSettings", "preset"]
+
+#: settings that may differ when a run_dir is resumed (they do not change the trajectory)
+RESUMABLE_CHANGES = frozenset(
+    {
+        "max_rollouts",
+        "max_time_s",
+        "max_cost_usd",
+        "n_jobs",
+        "backend",
+        "progress",
+        "run_dir",
+        "timeout",
+        "max_errors",
+    }
+)
+
+#: ``auto`` presets: n as in DSPy's MIPROv2 (light 6, medium 12, heavy 18)
+PRESETS = {"light": 6, "medium": 12, "heavy": 18}
+
+
+def preset(auto: str, n_components: int, zero_shot: bool) -> tuple[int, int]:
+    """``(num_candidates, num_trials)`` for a preset.
+
+    With ``n`` from :data:`PRESETS` and ``V`` the number of searched variables (one instruction
+    choice per component, plus one demo-set choice unless zero-shot):
+    ``num_candidates = n`` and ``num_trials = max(2 * V * log2(n), 1.5 * n)`` (DSPy's formula).
+    The valset is never subsampled; the rollouts it implies are in :func:`estimate_rollouts`.
+    """
+    n = PRESETS[auto]
+    variables = n_components if zero_shot else 2 * n_components
+    return n, int(max(2 * variables * math.log2(n), 1.5 * n))
+
+
+class MIPROSettings(BaseModel):
+    """Everything that configures a MIPRO run except the proposer LM itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_rollouts: int = Field(ge=1, description="hard budget of evaluate() calls")
+    auto: Literal["light", "medium", "heavy"] | None = None
+    num_candidates: int | None = Field(None, ge=1, description="instructions and demo sets")
+    num_trials: int | None = Field(None, ge=1)
+    max_bootstrapped_demos: int = Field(4, ge=0)
+    max_labeled_demos: int = Field(4, ge=0)
+    metric_threshold: float | None = Field(
+        None, description="a bootstrapped demo must score at least this (None: the max, 1.0)"
+    )
+    label_key: str | None = Field(
+        None, description="example key holding the answer, for labeled demos (None: detect)"
+    )
+    minibatch_size: int = Field(35, ge=1)
+    full_eval_every: int = Field(5, ge=1, description="trials between full valset evaluations")
+    trials_per_batch: int = Field(2, ge=1, description="trials asked of Optuna at once")
+    n_startup_trials: int | None = Field(
+        None, ge=0, description="random trials before TPE models (None: max(4, 2 x variables))"
+    )
+    program_description: str | None = None
+    tips: bool = True
+    seed: int = 0
+    n_jobs: int = 4
+    backend: str | None = None
+    max_prompt_chars: int = Field(4000, ge=1)
+    max_proposal_retries: int = Field(2, ge=0)
+    max_time_s: float | None = Field(None, gt=0)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_errors: int | None = Field(10, ge=0)
+    timeout: float | None = Field(None, gt=0)
+    failure_score: float = 0.0
+    progress: bool = True
+    run_dir: str | None = None
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _n_jobs(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("must be >= 1, or -1 for all cores")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_shape(self) -> MIPROSettings:
+        if self.auto is not None and (self.num_candidates or self.num_trials):
+            raise ValueError(
+                "give either auto='light'|'medium'|'heavy' or num_candidates and num_trials, "
+                "not both"
+            )
+        if self.auto is None and (self.num_candidates is None or self.num_trials is None):
+            raise ValueError(
+                "set auto='light'|'medium'|'heavy', or both num_candidates and num_trials"
+            )
+        return self
+
+    @property
+    def zero_shot(self) -> bool:
+        """No demos at all: the search is over instructions only."""
+        return self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
+
+    def sizes(self, n_components: int) -> tuple[int, int]:
+        """``(num_candidates, num_trials)`` after presets."""
+        if self.auto is not None:
+            return preset(self.auto, n_components, self.zero_shot)
+        assert self.num_candidates is not None and self.num_trials is not None
+        return self.num_candidates, self.num_trials

@@ -1,0 +1,464 @@
+"""MIPRO: bootstrapped demos, grounded instruction proposal, Bayesian search (arXiv 2406.11695).
+
+1. Bootstrap: the seed program runs on a seeded sample of training examples (through the engine:
+   parallel, cached, budgeted); outputs that score at least ``metric_threshold`` become demos.
+   With labels (``label_key``), labeled demos too. ``num_candidates`` demo sets per component.
+2. Propose: a one-time dataset summary, then ``num_candidates`` distinct instructions per
+   component (the seed text kept first), each grounded on a demo set, the history and a tip.
+3. Search: Optuna TPE over (instruction, demo set) per component, trials asked in batches and
+   scored together on one shared valset minibatch; every ``full_eval_every`` trials and at the
+   end, the configuration with the best mean minibatch score not yet fully evaluated is scored
+   on the whole valset. The result is the best full-valset configuration.
+
+The rollout budget is hard; every rollout and proposer answer is journaled, so a resumed run
+replays to the same point (the Optuna study is rebuilt by the replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from policyopt.errors import ConfigError
+from policyopt.events import CandidateEvaluated, Listener, NewBest, RunFinished, RunStarted
+from policyopt.lm.base import resolve_lm
+from policyopt.mipro.config import RESUMABLE_CHANGES, MIPROSettings
+from policyopt.mipro.demos import (
+    Demo,
+    DemoFormatter,
+    build_demo_sets,
+    demo_input,
+    detect_label_key,
+    format_prompt,
+    labeled_demo,
+)
+from policyopt.mipro.proposer import InstructionProposer
+from policyopt.mipro.search import Search
+from policyopt.runtime import RunContext
+from policyopt.state.memo import JournaledLM
+from policyopt.types import Candidate, OptimizationResult, Program, validate_prompt
+
+__all__ = ["MIPRO", "estimate_rollouts"]
+
+logger = logging.getLogger("policyopt")
+
+
+def estimate_rollouts(
+    settings: MIPROSettings, n_train: int, n_val: int, n_components: int
+) -> dict[str, int]:
+    """Upper bound of what the settings spend: bootstrap + baseline + trials + full evaluations.
+
+    ``bootstrap = min(n_train, max(8, num_candidates * max_bootstrapped_demos))`` (0 without
+    bootstrapped demos); ``trials = num_trials * min(minibatch_size, n_val)``;
+    ``full evaluations = (ceil(num_trials / full_eval_every) + 1) * n_val``, the seed's included.
+    Cache hits (repeated configurations or examples) make the real spend lower.
+    """
+    n_cand, n_trials = settings.sizes(n_components)
+    boot = bootstrap_size(settings, n_train, n_cand)
+    minibatch = min(settings.minibatch_size, n_val)
+    full = (math.ceil(n_trials / settings.full_eval_every) + 1) * n_val
+    return {
+        "bootstrap": boot,
+        "baseline": n_val,
+        "trials": n_trials * minibatch,
+        "full_evaluations": full - n_val,
+        "total": boot + n_trials * minibatch + full,
+        "num_candidates": n_cand,
+        "num_trials": n_trials,
+        "proposer_calls": 1 + (n_cand - 1) * n_components,
+    }
+
+
+def bootstrap_size(settings: MIPROSettings, n_train: int, n_candidates: int) -> int:
+    """How many training examples the seed program runs on to find demos."""
+    if settings.max_bootstrapped_demos == 0:
+        return 0
+    return min(n_train, max(8, n_candidates * settings.max_bootstrapped_demos))
+
+
+class MIPRO:
+    """``MIPRO(proposer_lm=..., max_rollouts=..., auto="light").optimize(program, train, val)``.
+
+    ``proposer_lm`` is a litellm model string, a :class:`policyopt.LM` or a callable
+    ``str -> str``. ``demo_formatter(instruction, demos) -> str`` decides how demos enter the
+    prompt (default :func:`~policyopt.mipro.demos.format_prompt`). Other settings:
+    :class:`~policyopt.mipro.config.MIPROSettings`.
+    """
+
+    name = "mipro"
+
+    def __init__(
+        self,
+        *,
+        proposer_lm: Any,
+        max_rollouts: int,
+        demo_formatter: DemoFormatter = format_prompt,
+        listeners: Sequence[Listener] = (),
+        **settings: Any,
+    ) -> None:
+        self.proposer_lm = resolve_lm(proposer_lm, name="proposer_lm")
+        if not callable(demo_formatter):
+            raise ConfigError("'demo_formatter' must be a callable (instruction, demos) -> str.")
+        self.demo_formatter = demo_formatter
+        self.listeners = list(listeners)
+        try:
+            self.settings = MIPROSettings(max_rollouts=max_rollouts, **settings)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid MIPRO settings: {exc}") from exc
+
+    def optimize(
+        self, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None = None
+    ) -> OptimizationResult:
+        """Run MIPRO and return the best configuration found on the full valset."""
+        if not isinstance(program, Program):
+            raise ConfigError(
+                f"MIPRO.optimize expects a policyopt.Program; got {type(program).__name__}."
+            )
+        return _Run(self, program, trainset, valset).run()
+
+
+class _Run:
+    """One optimize() call."""
+
+    def __init__(
+        self, mipro: MIPRO, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None
+    ) -> None:
+        s = self.s = mipro.settings
+        self.program = program
+        self.format: Callable[[str, Sequence[Demo]], str] = mipro.demo_formatter
+        self.single = isinstance(program.prompt, str)
+        self.seed_prompt = (
+            {"prompt": program.prompt} if isinstance(program.prompt, str) else program.prompt
+        )
+        self.components = list(self.seed_prompt)
+        self.n_candidates, self.n_trials = s.sizes(len(self.components))
+        self.ctx = RunContext(
+            optimizer="mipro",
+            settings=s,
+            resumable=RESUMABLE_CHANGES,
+            identity={
+                "seed_prompt": program.prompt,
+                "num_candidates": self.n_candidates,
+                "num_trials": self.n_trials,
+            },
+            program=program,
+            trainset=trainset,
+            valset=valset,
+            listeners=mipro.listeners,
+        )
+        seeds = np.random.SeedSequence(s.seed).spawn(4)
+        self.rng_boot, self.rng_propose, self.rng_batch, rng_search = (
+            random.Random(int(q.generate_state(1)[0])) for q in seeds
+        )
+        self.search_seed = rng_search.randrange(2**31)
+        self.lm = JournaledLM(
+            mipro.proposer_lm,
+            journal=self.ctx.engine.journal,
+            memo=self.ctx.memo("proposer"),
+            kind="proposer",
+        )
+        self.label_key = s.label_key or detect_label_key(list(trainset))
+        self.instructions: dict[str, list[str]] = {}
+        self.demo_sets: list[list[Demo]] = [[]]
+        self.candidates: list[Candidate] = []
+        self.full: dict[str, int] = {}  # config key -> candidate index
+        self.minibatch_scores: dict[str, dict[str, float]] = {}  # config key -> example -> score
+        self.trials: list[dict[str, Any]] = []
+        self.n_bootstrapped = 0
+        self.grounding: list[Demo] = []
+        self.params: list[dict[str, int]] = []  # of each candidate
+        self.rejected_proposals = 0
+
+    # ------------------------------------------------------------------ prompts
+    def prompt(self, params: dict[str, int]) -> str | dict[str, str]:
+        """The prompt of a configuration, in the seed's shape."""
+        parts = {
+            c: self.format(
+                self.instructions[c][params[f"{c}:instruction"]],
+                self.demo_sets[params.get(f"{c}:demos", 0)],
+            )
+            for c in self.components
+        }
+        return validate_prompt(parts["prompt"] if self.single else parts)
+
+    @staticmethod
+    def key(params: dict[str, int]) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+    # ------------------------------------------------------------------ stages
+    def bootstrap(self) -> None:
+        s, ctx = self.s, self.ctx
+        engine = ctx.engine
+        labeled: list[Demo] = []
+        if self.label_key is not None and s.max_labeled_demos > 0:
+            labeled = [
+                labeled_demo(engine.example(ctx.train_split, i), self.label_key)
+                for i in ctx.train_ids
+            ]
+        found: list[Demo] = []
+        size = bootstrap_size(s, len(ctx.train_ids), self.n_candidates)
+        if size:
+            ids = list(ctx.train_ids)
+            self.rng_boot.shuffle(ids)
+            ids = ids[:size]
+            seed = validate_prompt(self.program.prompt)
+            budget = engine.budget_left
+            if budget is not None:  # leave the budget for the seed's valset score
+                ids = ids[: max(0, budget - len(ctx.val_ids))]
+            result = engine.run([(seed, i) for i in ids], split=ctx.train_split, label="bootstrap")
+            threshold = 1.0 if s.metric_threshold is None else s.metric_threshold
+            for i, rollout in zip(ids, result.rollouts, strict=True):
+                if rollout is None or rollout.failed or rollout.value < threshold:
+                    continue
+                example = engine.example(ctx.train_split, i)
+                output = rollout.score.output
+                if output is None and self.program.run is not None:
+                    output = self.program.run(seed, example)
+                if output is not None:
+                    found.append(Demo(demo_input(example, self.label_key), str(output)))
+        self.n_bootstrapped = len(found)
+        if s.zero_shot:
+            self.demo_sets = [[]]
+        else:
+            self.demo_sets = build_demo_sets(
+                self.n_candidates,
+                found,
+                labeled,
+                max_bootstrapped=s.max_bootstrapped_demos,
+                max_labeled=s.max_labeled_demos,
+                rng=self.rng_boot,
+            )
+        self.grounding = found or labeled
+
+    def propose(self) -> None:
+        s, ctx = self.s, self.ctx
+        proposer = InstructionProposer(
+            self.lm,
+            rng=self.rng_propose,
+            program_description=s.program_description,
+            use_tips=s.tips,
+            max_chars=s.max_prompt_chars,
+            max_retries=s.max_proposal_retries,
+        )
+        examples = [ctx.engine.example(ctx.train_split, i) for i in ctx.train_ids[:8]]
+        proposer.summarize(examples)
+        grounding = [g for g in self.demo_sets if g] or [self.grounding[:4]]
+        for c in self.components:
+            self.instructions[c] = proposer.propose(
+                c, self.seed_prompt[c], self.n_candidates, grounding
+            )
+        self.rejected_proposals = proposer.rejected
+
+    def space(self) -> dict[str, int]:
+        space = {f"{c}:instruction": len(self.instructions[c]) for c in self.components}
+        if len(self.demo_sets) > 1:
+            space.update({f"{c}:demos": len(self.demo_sets) for c in self.components})
+        return space
+
+    def full_eval(self, params: dict[str, int], origin: str) -> bool:
+        """Score a configuration on the whole valset and keep it as a candidate."""
+        ctx = self.ctx
+        prompt = self.prompt(params)
+        result = ctx.engine.run(
+            [(prompt, i) for i in ctx.val_ids], split=ctx.val_split, label="full"
+        )
+        if not result.complete:
+            return False
+        scores = {i: r.value for i, r in zip(ctx.val_ids, result.rollouts, strict=True) if r}
+        index = len(self.candidates)
+        best = max((c.val_score for c in self.candidates), default=-math.inf)
+        candidate = Candidate(
+            index=index,
+            prompt=prompt,
+            parents=[] if index == 0 else [0],
+            origin=origin,
+            val_scores=scores,
+            found_at_rollout=ctx.engine.rollouts_spent,
+        )
+        self.candidates.append(candidate)
+        self.full[self.key(params)] = index
+        self.params.append(params)
+        ctx.events.emit(
+            CandidateEvaluated(
+                candidate=index, split="val", score=candidate.val_score, n_examples=len(scores)
+            )
+        )
+        if candidate.val_score > best:
+            ctx.events.emit(
+                NewBest(
+                    candidate=index,
+                    score=candidate.val_score,
+                    rollouts_used=ctx.engine.rollouts_spent,
+                )
+            )
+        return True
+
+    def promote(self) -> str | None:
+        """Fully evaluate the best-mean configuration not yet fully evaluated."""
+        pending = [
+            (sum(v.values()) / len(v), key)
+            for key, v in self.minibatch_scores.items()
+            if key not in self.full and v
+        ]
+        if not pending:
+            return None
+        _, key = max(pending, key=lambda p: (p[0], p[1]))
+        params = next(t["params"] for t in self.trials if self.key(t["params"]) == key)
+        need = self.ctx.engine.count_uncached(
+            [(self.prompt(params), i) for i in self.ctx.val_ids], self.ctx.val_split
+        )
+        left = self.ctx.engine.budget_left
+        if left is not None and need > left:
+            return "budget"
+        return None if self.full_eval(params, "trial") else "budget"
+
+    def search(self) -> str:
+        s, ctx = self.s, self.ctx
+        engine = ctx.engine
+        space = self.space()
+        n_startup = s.n_startup_trials if s.n_startup_trials is not None else max(4, 2 * len(space))
+        storage = ctx.rundir.path / "optuna.jsonl" if ctx.rundir else None
+        search = Search(
+            space, seed=self.search_seed, n_startup_trials=n_startup, storage_path=storage
+        )
+        baseline = {name: 0 for name in space}
+        search.add(baseline, self.candidates[0].val_score)
+        done, since_full = 0, 0
+        size = min(s.minibatch_size, len(ctx.val_ids))
+        while done < self.n_trials:
+            reason = ctx.stopper.reason(
+                cost_usd=self.lm.usage.cost_usd, steps_without_improvement=0
+            )
+            if reason:
+                return reason
+            k = min(s.trials_per_batch, self.n_trials - done)
+            batch_ids = sorted(self.rng_batch.sample(list(ctx.val_ids), size))
+            trials = search.ask(k)
+            configs = [{name: int(t.params[name]) for name in space} for t in trials]
+            requests = [(self.prompt(p), i) for p in configs for i in batch_ids]
+            need = engine.count_uncached(requests, ctx.val_split) + len(ctx.val_ids)
+            left = engine.budget_left
+            if left is not None and need > left:
+                search.fail(trials)  # asked but never run: the budget cannot pay for them
+                return "budget"
+            result = engine.run(requests, split=ctx.val_split, label="trials")
+            rollouts = iter(result.rollouts)
+            values = []
+            for params in configs:
+                runs = [next(rollouts) for _ in batch_ids]
+                scores = self.minibatch_scores.setdefault(self.key(params), {})
+                for i, r in zip(batch_ids, runs, strict=True):
+                    if r is not None:
+                        scores[i] = r.value
+                value = sum(r.value for r in runs if r) / max(1, sum(1 for r in runs if r))
+                values.append(value)
+                self.trials.append(
+                    {
+                        "number": len(self.trials),
+                        "params": params,
+                        "minibatch_score": value,
+                        "n_examples": len(batch_ids),
+                    }
+                )
+                ctx.events.emit(
+                    CandidateEvaluated(
+                        candidate=-1, split="minibatch", score=value, n_examples=len(batch_ids)
+                    )
+                )
+            search.tell(trials, values)
+            done += k
+            since_full += k
+            if since_full >= s.full_eval_every:
+                since_full = 0
+                if self.promote() == "budget":
+                    return "budget"
+        return "trials_done" if self.promote() is None else "budget"
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> OptimizationResult:
+        s, ctx = self.s, self.ctx
+        estimate = estimate_rollouts(s, len(ctx.train_ids), len(ctx.val_ids), len(self.components))
+        try:
+            need = ctx.engine.count_uncached(
+                [(validate_prompt(self.program.prompt), i) for i in ctx.val_ids], ctx.val_split
+            )
+            if ctx.engine.budget_left is not None and need > ctx.engine.budget_left:
+                raise ConfigError(
+                    f"max_rollouts={s.max_rollouts} cannot even score the seed prompt on the "
+                    f"valset ({len(ctx.val_ids)} examples); these settings would use about "
+                    f"{estimate['total']}."
+                )
+            ctx.events.emit(
+                RunStarted(
+                    optimizer="mipro",
+                    max_rollouts=s.max_rollouts,
+                    n_train=len(ctx.train_ids),
+                    n_val=len(ctx.val_ids),
+                    settings=s.model_dump(),
+                    estimate=estimate,
+                    resumed_rollouts=ctx.engine.resumed_rollouts,
+                )
+            )
+            reason = "interrupted"
+            try:
+                self.bootstrap()
+                self.propose()
+                baseline = {name: 0 for name in self.space()}
+                if not self.full_eval(baseline, "seed"):
+                    raise ConfigError("the budget ran out while scoring the seed prompt")
+                reason = self.search()
+            except KeyboardInterrupt:
+                if not self.candidates:
+                    raise
+            return self.finish(reason, estimate)
+        finally:
+            ctx.close()
+
+    def finish(self, reason: str, estimate: dict[str, int]) -> OptimizationResult:
+        s, ctx = self.s, self.ctx
+        best = max(self.candidates, key=lambda c: (c.val_score, -c.index))
+        usage = self.lm.usage
+        result = OptimizationResult(
+            optimizer="mipro",
+            best_prompt=best.prompt,
+            best_score=best.val_score,
+            best_candidate=best.index,
+            candidates=self.candidates,
+            n_rollouts=ctx.engine.rollouts_used,
+            max_rollouts=s.max_rollouts,
+            lm_usage={"proposer": usage},
+            cost_usd=usage.cost_usd,
+            seed=s.seed,
+            settings=s.model_dump(),
+            stop_reason=reason,
+            wall_time_s=ctx.wall(),
+            details={
+                "instructions": self.instructions,  # type: ignore[dict-item]
+                "demo_set_sizes": [len(d) for d in self.demo_sets],  # type: ignore[dict-item]
+                "bootstrapped_demos": self.n_bootstrapped,
+                "label_key": self.label_key,
+                "trials": self.trials,  # type: ignore[dict-item]
+                "candidate_params": self.params,  # type: ignore[dict-item]
+                "estimate": estimate,  # type: ignore[dict-item]
+                "rejected_proposals": self.rejected_proposals,
+                "failed_rollouts": len(ctx.engine.failures),
+                "resumed_rollouts": ctx.engine.resumed_rollouts,
+            },
+        )
+        if ctx.rundir is not None:
+            ctx.rundir.write_result(result.to_json(indent=1))
+        ctx.events.emit(
+            RunFinished(
+                best_score=best.val_score,
+                best_candidate=best.index,
+                n_rollouts=ctx.engine.rollouts_used,
+                stop_reason=reason,
+                wall_time_s=ctx.wall(),
+            )
+        )
+        return result

@@ -1,0 +1,131 @@
+"""Grounded instruction proposal: a dataset summary, the program, demos, history and a tip.
+
+The summary is made once and reused. Each proposal call sees a different demo set and a tip
+drawn with the run's seeded RNG, plus the instructions proposed so far, so candidates differ.
+The instruction is the last fenced block of the answer (or the whole answer); empty, cut-off,
+over-long and duplicate proposals are retried, then dropped. Every call is journaled
+(:class:`~policyopt.state.memo.JournaledLM`) so a resumed run replays it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from policyopt.gepa.reflection import check_proposal, extract_instruction
+from policyopt.mipro.demos import Demo
+from policyopt.state.memo import JournaledLM
+
+__all__ = ["PROPOSAL_TEMPLATE", "SUMMARY_TEMPLATE", "TIPS", "InstructionProposer"]
+
+TIPS: dict[str, str] = {
+    "none": "",
+    "concise": "Keep the instruction short and to the point.",
+    "creative": "Do not be afraid to be creative.",
+    "persona": "Give the assistant a persona that suits the task.",
+    "stakes": "Say what is at stake if the assistant gets it wrong.",
+    "rule": "State the general rule; do not mention specific examples.",
+    "simple": "Use simple words that a small model understands.",
+}
+
+SUMMARY_TEMPLATE = """\
+Here are examples from a dataset:
+
+{examples}
+
+In two or three sentences, describe what this dataset is about and what a good answer looks \
+like."""
+
+PROPOSAL_TEMPLATE = """\
+You write instructions for an AI assistant.
+
+About the data: {summary}
+About the program: {program}
+Current instruction{component}:
+```
+{current}
+```
+Example inputs with good outputs:
+{demos}
+Instructions already proposed:
+{history}
+{tip}
+Write one new instruction for this task, different from those above. Reply with the \
+instruction inside one ``` fenced block."""
+
+
+def _render_demos(demos: Sequence[Demo], limit: int = 600) -> str:
+    if not demos:
+        return "(none)"
+    return "\n".join(f"- Input: {d.input[:limit]} -> Output: {d.output[:limit]}" for d in demos)
+
+
+class InstructionProposer:
+    """Makes ``n`` distinct instruction candidates per component with a journaled LM."""
+
+    def __init__(
+        self,
+        lm: JournaledLM,
+        *,
+        rng: random.Random,
+        program_description: str | None,
+        use_tips: bool,
+        max_chars: int,
+        max_retries: int,
+    ) -> None:
+        self.lm = lm
+        self.rng = rng
+        self.program_description = program_description
+        self.use_tips = use_tips
+        self.max_chars = max_chars
+        self.max_retries = max_retries
+        self.summary = ""
+        self.rejected = 0
+
+    def summarize(self, examples: Sequence[Any]) -> str:
+        """One LM call describing the dataset from a sample of examples (kept for the run)."""
+        lines = "\n".join(f"- {str(e)[:300]}" for e in examples[:8])
+        record = self.lm.ask("summary", SUMMARY_TEMPLATE.format(examples=lines))
+        self.summary = " ".join(str(record["text"]).split())[:1500]
+        return self.summary
+
+    def propose(
+        self, component: str, seed_text: str, n: int, demo_sets: Sequence[Sequence[Demo]]
+    ) -> list[str]:
+        """``n`` instructions for ``component``: the seed text first, then new ones."""
+        program = self.program_description or f"Its prompt starts as: {seed_text[:500]!r}"
+        candidates = [seed_text]
+        seen = {" ".join(seed_text.split())}
+        for index in range(1, n):
+            demos = demo_sets[index % len(demo_sets)] if demo_sets else []
+            tip = TIPS[self.rng.choice(sorted(TIPS))] if self.use_tips else ""
+            for attempt in range(self.max_retries + 1):
+                history = "\n".join(f"- {c[:300]}" for c in candidates)
+                prompt = PROPOSAL_TEMPLATE.format(
+                    summary=self.summary or "(no summary)",
+                    program=program,
+                    component=f" ({component})" if component != "prompt" else "",
+                    current=seed_text,
+                    demos=_render_demos(demos),
+                    history=history,
+                    tip=f"Tip: {tip}\n" if tip else "",
+                )
+                if attempt:
+                    prompt += f"\n(Attempt {attempt + 1}: the last answer was unusable.)"
+                record = self.lm.ask(f"instruction/{component}/{index}/{attempt}", prompt)
+                text, balanced = extract_instruction(str(record["text"]))
+                reason = check_proposal(
+                    text,
+                    seed_text,
+                    balanced=balanced,
+                    truncated=record["finish_reason"] == "length",
+                    max_chars=self.max_chars,
+                )
+                normalized = " ".join(text.split())
+                if reason is None and normalized not in seen:
+                    candidates.append(text)
+                    seen.add(normalized)
+                    break
+                self.rejected += 1
+        return candidates
