@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from policyopt.gepa.reflection import check_proposal, extract_instruction
+from policyopt.lm.parsing import check_proposal, extract_instruction
 from policyopt.mipro.demos import Demo
 from policyopt.state.memo import JournaledLM
 
