@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,8 +25,6 @@ from policyopt.errors import ConfigError
 from policyopt.events import (
     CandidateEvaluated,
     CandidateProposed,
-    EventBus,
-    JSONLEventLog,
     Listener,
     NewBest,
     RunFinished,
@@ -40,11 +37,8 @@ from policyopt.gepa.reflection import make_records
 from policyopt.gepa.selection import EpochSampler, best_candidate, select_parent
 from policyopt.gepa.state import Population
 from policyopt.lm.base import resolve_lm
-from policyopt.progress import ProgressDisplay
-from policyopt.rollout import RolloutEngine
-from policyopt.state.rundir import RunDir, fingerprint
-from policyopt.stopping import Stopper
-from policyopt.types import OptimizationResult, Program, example_ids
+from policyopt.runtime import RunContext
+from policyopt.types import OptimizationResult, Program
 
 __all__ = ["GEPA", "estimate"]
 
@@ -116,37 +110,28 @@ class _Run:
     ) -> None:
         s = self.s = gepa.settings
         self.gepa = gepa
-        self.started = time.perf_counter()
-        self.events = EventBus(gepa.listeners)
         self.pop = Population.from_seed(program.prompt, s.tie_tolerance)
         self.k = s.proposals()
-        self.rundir: RunDir | None = None
-        self.log: JSONLEventLog | None = None
-        if s.run_dir is not None:
-            self.rundir = self._open_rundir(trainset, valset)
-            self.log = JSONLEventLog(self.rundir.events_path)
-            self.events.subscribe(self.log)
-        self.engine = RolloutEngine(
-            program.evaluate,
-            max_rollouts=s.max_rollouts,
-            n_jobs=s.n_jobs,
-            backend=s.backend,
-            max_errors=s.max_errors,
-            timeout=s.timeout,
-            failure_score=s.failure_score,
-            events=self.events,
-            journal=self.rundir.journal if self.rundir else None,
+        self.ctx = RunContext(
+            optimizer="gepa",
+            settings=s,
+            resumable=RESUMABLE_CHANGES,
+            identity={"proposals_per_iteration": self.k, "seed_prompt": program.prompt},
+            program=program,
+            trainset=trainset,
+            valset=valset,
+            listeners=gepa.listeners,
         )
-        self.train_split = "train"
-        self.train_ids = self.engine.add_split("train", trainset)
-        self.val_split = "train" if valset is None else "val"
-        self.val_ids = self.train_ids if valset is None else self.engine.add_split("val", valset)
+        self.events, self.engine, self.rundir = self.ctx.events, self.ctx.engine, self.ctx.rundir
+        self.train_split, self.train_ids = self.ctx.train_split, self.ctx.train_ids
+        self.val_split, self.val_ids = self.ctx.val_split, self.ctx.val_ids
+        self.stopper = self.ctx.stopper
         seeds = np.random.SeedSequence(s.seed).spawn(3)
         self.rng_parent, self.rng_sampler, self.rng_merge = (
             random.Random(int(q.generate_state(1)[0])) for q in seeds
         )
         self.sampler = EpochSampler(self.train_ids, s.minibatch_size, self.rng_sampler)
-        memo = self.rundir.records("proposal") if self.rundir else []
+        memo = self.ctx.memo("proposal")
         self.proposer = Proposer(
             gepa.reflection_lm,
             template=s.reflection_template,
@@ -154,12 +139,6 @@ class _Run:
             max_chars=s.max_prompt_chars,
             journal=self.engine.journal,
             memo=memo,
-        )
-        self.stopper = Stopper(
-            max_time_s=s.max_time_s,
-            max_cost_usd=s.max_cost_usd,
-            patience=s.patience,
-            stop_file=self.rundir.stop_file if self.rundir else None,
         )
         self.iteration = 0
         self.since_best = 0
@@ -180,25 +159,8 @@ class _Run:
         self.tried_merges: set[tuple[int, int, int]] = set()
         self.best = 0
         self.best_score = -math.inf
-        self.display = ProgressDisplay() if s.progress else None
-        if self.display is not None:
-            self.events.subscribe(self.display)
 
     # ------------------------------------------------------------------ set-up
-    def _open_rundir(self, trainset: Sequence[Any], valset: Sequence[Any] | None) -> RunDir:
-        s = self.s
-        settings = s.model_dump()
-        identity = {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
-        train_ids = example_ids(trainset, name="trainset")
-        identity.update(
-            proposals_per_iteration=self.k,
-            seed_prompt=self.pop.shaped(self.pop.prompts[0]),
-            train=fingerprint(trainset, train_ids),
-            val=None if valset is None else fingerprint(valset, example_ids(valset, name="valset")),
-        )
-        assert s.run_dir is not None
-        return RunDir(s.run_dir, optimizer="gepa", identity=identity, settings=settings)
-
     def _check_budget(self) -> None:
         need = self.engine.count_uncached(
             [(self.pop.shaped(self.pop.prompts[0]), i) for i in self.val_ids], self.val_split
@@ -239,11 +201,7 @@ class _Run:
                 reason = "interrupted"
             return self._finish(reason)
         finally:
-            self.engine.close()
-            if self.log is not None:
-                self.log.close()
-            if self.display is not None:
-                self.display.close()
+            self.ctx.close()
 
     def _loop(self) -> str:
         """Iterate until a stop condition fires; returns its reason."""
@@ -552,7 +510,7 @@ class _Run:
         agg = pop.aggregate()
         best = best_candidate(agg)
         usage = self.proposer.usage
-        wall = time.perf_counter() - self.started
+        wall = self.ctx.wall()
         result = OptimizationResult(
             optimizer="gepa",
             best_prompt=pop.shaped(pop.prompts[best]),
