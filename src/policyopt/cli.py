@@ -40,7 +40,8 @@ def tasks() -> None:
 @app.command()
 def demo(
     task: Annotated[str, typer.Option(help="Built-in task (see `policyopt tasks`).")] = "",
-    budget: Annotated[int, typer.Option(help="GEPA's rollout budget.")] = 300,
+    algorithm: Annotated[str, typer.Option(help="gepa or mipro.")] = "gepa",
+    budget: Annotated[int, typer.Option(help="The optimizer's rollout budget.")] = 300,
     n_jobs: Annotated[int, typer.Option(help="Rollouts in parallel.")] = 4,
     limit: Annotated[int, typer.Option(help="Use only the first N examples of each split.")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed of the run.")] = 0,
@@ -55,28 +56,31 @@ def demo(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
 ) -> None:
-    """The main job: GEPA optimizes a built-in task's prompt on the embedded local model.
+    """The main job: GEPA (or MIPRO) optimizes a built-in task's prompt on the local model.
 
     SmolLM2-135M (llama.cpp, in-process, on 127.0.0.1) is both the task model and the
-    reflection model. Prints the seed, optimized and hand-written reference prompts' accuracy
-    on the held-out test split, and what the search spent.
+    reflection/proposal model. Prints the seed, optimized and hand-written reference prompts'
+    accuracy on the held-out test split, and what the search spent.
     """
     from rich.console import Console
     from rich.table import Table
 
     from policyopt.gepa import GEPA, SMALL_MODEL_SETTINGS
     from policyopt.lm import LocalLM
+    from policyopt.mipro import MIPRO
     from policyopt.rollout import RolloutEngine
     from policyopt.tasks import DEFAULT_TASK, get_task
 
+    if algorithm not in ("gepa", "mipro"):
+        raise typer.BadParameter(f"--algorithm must be gepa or mipro, not {algorithm!r}")
     console = Console()
     spec = get_task(task or DEFAULT_TASK, seed=0)
     cut = (lambda rows: list(rows)[:limit]) if limit > 0 else list
     train, val, test = cut(spec.train), cut(spec.val), cut(spec.test)
     console.print(
-        f"[bold]policyopt demo[/bold]: GEPA on task [cyan]{spec.name}[/cyan] "
+        f"[bold]policyopt demo[/bold]: {algorithm.upper()} on task [cyan]{spec.name}[/cyan] "
         f"(train {len(train)}, val {len(val)}, test {len(test)}), budget {budget} rollouts, "
-        "local model SmolLM2-135M-Instruct as task and reflection LM"
+        "local model SmolLM2-135M-Instruct as task and proposal LM"
     )
     started = time.perf_counter()
     with (
@@ -84,15 +88,21 @@ def demo(
         LocalLM.for_reflection(cache=cache or False) as reflection_lm,
     ):
         program = spec.program(lm)
-        optimizer = GEPA(
-            reflection_lm=reflection_lm,
-            max_rollouts=budget,
-            n_jobs=n_jobs,
-            seed=seed,
-            run_dir=None if run_dir is None else str(run_dir),
-            progress=progress,
-            **SMALL_MODEL_SETTINGS,
-        )
+        optimizer: GEPA | MIPRO
+        if algorithm == "gepa":
+            optimizer = GEPA(
+                reflection_lm=reflection_lm,
+                max_rollouts=budget,
+                n_jobs=n_jobs,
+                seed=seed,
+                run_dir=None if run_dir is None else str(run_dir),
+                progress=progress,
+                **SMALL_MODEL_SETTINGS,
+            )
+        else:
+            optimizer = _fitted_mipro(
+                reflection_lm, budget, n_jobs, seed, run_dir, progress, len(train), len(val)
+            )
         result = optimizer.optimize(program, train, val)
         search_s = time.perf_counter() - started
         rows: list[dict[str, Any]] = []
@@ -100,7 +110,7 @@ def demo(
             ids = engine.add_split("test", test)
             prompts = [
                 ("seed", spec.seed_prompt),
-                ("optimized (GEPA)", result.best_prompt),
+                (f"optimized ({algorithm.upper()})", result.best_prompt),
                 ("hand-written reference", spec.reference_prompt),
             ]
             for label, prompt in prompts:
@@ -121,18 +131,18 @@ def demo(
             row["prompt"], f"{row['test_accuracy']:.3f}", text[:70] + "..." * (len(text) > 70)
         )
     console.print(table)
-    counts = result.details.get("counts", {})
+    calls = sum(u.calls for u in result.lm_usage.values())
     console.print(
-        f"GEPA spent {result.n_rollouts}/{budget} rollouts and "
-        f"{result.lm_usage['reflection'].calls} reflection calls in {search_s:.0f}s "
-        f"(stop: {result.stop_reason}; {len(result.candidates)} candidates kept, "
-        f"{counts.get('accepted', 0)}/{counts.get('proposed', 0)} proposals accepted). "  # type: ignore[union-attr]
-        f"Val accuracy {result.candidates[0].val_score:.3f} -> {result.best_score:.3f}. "
+        f"{algorithm.upper()} spent {result.n_rollouts}/{budget} rollouts and {calls} "
+        f"reflection/proposal calls in {search_s:.0f}s (stop: {result.stop_reason}; "
+        f"{len(result.candidates)} candidates scored on val). Val accuracy "
+        f"{result.candidates[0].val_score:.3f} -> {result.best_score:.3f}. "
         f"Total {wall:.0f}s, {task_usage.calls + reflection_usage.calls} LM calls."
     )
     if output is not None:
         payload = {
             "task": spec.name,
+            "algorithm": algorithm,
             "budget": budget,
             "rows": rows,
             "result": json.loads(result.to_json()),
@@ -140,6 +150,36 @@ def demo(
             "wall_time_s": wall,
         }
         output.write_text(json.dumps(payload, indent=2))
+
+
+def _fitted_mipro(
+    proposer: Any,
+    budget: int,
+    n_jobs: int,
+    seed: int,
+    run_dir: Path | None,
+    progress: bool,
+    n_train: int,
+    n_val: int,
+) -> Any:
+    """MIPRO with 4 candidates and as many trials as its written estimate fits in the budget."""
+    from policyopt.mipro import MIPRO, MIPROSettings, estimate_rollouts
+
+    common: dict[str, Any] = {
+        "num_candidates": 4,
+        "minibatch_size": 10,
+        "n_jobs": n_jobs,
+        "seed": seed,
+        "run_dir": None if run_dir is None else str(run_dir),
+        "progress": progress,
+    }
+    trials = 1
+    for n in range(2, 61):
+        plan = MIPROSettings(max_rollouts=budget, num_trials=n, **common)
+        if estimate_rollouts(plan, n_train, n_val, 1)["total"] > budget:
+            break
+        trials = n
+    return MIPRO(proposer_lm=proposer, max_rollouts=budget, num_trials=trials, **common)
 
 
 def main() -> None:
