@@ -371,6 +371,7 @@ class _Run:
                     )
                 )
             search.tell(trials, values)
+            self.snapshot()
             done += k
             since_full += k
             if since_full >= s.full_eval_every:
@@ -378,6 +379,27 @@ class _Run:
                 if self.promote() == "budget":
                     return "budget"
         return "trials_done" if self.promote() is None else "budget"
+
+    def snapshot(self, stop_reason: str | None = None) -> None:
+        """Rewrite ``state.json``: demos, instructions, trials and candidates so far."""
+        if self.ctx.rundir is None:
+            return
+        self.ctx.rundir.write_state(
+            {
+                "rollouts_used": self.ctx.engine.rollouts_used,
+                "stop_reason": stop_reason,
+                "instructions": self.instructions,
+                "demo_sets": [[d.__dict__ for d in demos] for demos in self.demo_sets],
+                "trials": self.trials,
+                "candidates": [c.model_dump() for c in self.candidates],
+                "candidate_params": self.params,
+                "rng": {
+                    "bootstrap": self.rng_boot.getstate(),
+                    "proposals": self.rng_propose.getstate(),
+                    "minibatches": self.rng_batch.getstate(),
+                },
+            }
+        )
 
     # ------------------------------------------------------------------ run
     def run(self) -> OptimizationResult:
@@ -450,6 +472,7 @@ class _Run:
                 "resumed_rollouts": ctx.engine.resumed_rollouts,
             },
         )
+        self.snapshot(reason)
         if ctx.rundir is not None:
             ctx.rundir.write_result(result.to_json(indent=1))
         ctx.events.emit(

@@ -1,5 +1,5 @@
-"""GEPA killed with SIGKILL mid-run, then resumed: no finished rollout is paid again and the
-result equals an uninterrupted run's."""
+"""An optimizer killed with SIGKILL mid-run, then resumed: no finished rollout is paid again
+and the result equals an uninterrupted run's (GEPA and MIPRO)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ pytestmark = pytest.mark.integration
 RUNNER = textwrap.dedent(
     """
     import json, sys, threading, time
-    from policyopt import GEPA, Score
+    from policyopt import GEPA, MIPRO, Score
+    from policyopt.testing import ScriptedLM
     from policyopt.testing.conformance import keyword_reflection_lm, keyword_task
 
-    run_dir, calls_path, out_path = sys.argv[1:4]
+    run_dir, calls_path, out_path, algorithm = sys.argv[1:5]
     lock = threading.Lock()
 
     def evaluate(prompt, example):
@@ -38,15 +39,25 @@ RUNNER = textwrap.dedent(
 
     program, train, val = keyword_task(n_train=18, n_val=18)
     program.evaluate = evaluate
-    result = GEPA(reflection_lm=keyword_reflection_lm(), max_rollouts=200, n_jobs=2,
-                  run_dir=run_dir, progress=False, seed=1).optimize(program, train, val)
+    if algorithm == "gepa":
+        optimizer = GEPA(reflection_lm=keyword_reflection_lm(), max_rollouts=200, n_jobs=2,
+                         run_dir=run_dir, progress=False, seed=1)
+    else:
+        proposer = ScriptedLM(lambda text: "```\\nSolve it: " + str(len(text) % 97) + " alpha\\n```")
+        optimizer = MIPRO(proposer_lm=proposer, max_rollouts=200, n_jobs=2, run_dir=run_dir,
+                          progress=False, seed=1, num_candidates=5, num_trials=14,
+                          minibatch_size=6)
+    result = optimizer.optimize(program, train, val)
     open(out_path, "w").write(result.to_json())
     """
 )
 
 
-def run(script: Path, run_dir: Path, calls: Path, out: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(script), str(run_dir), str(calls), str(out)])
+def run(
+    script: Path, run_dir: Path, calls: Path, out: Path, algorithm: str
+) -> subprocess.Popen[bytes]:
+    args = [str(script), str(run_dir), str(calls), str(out), algorithm]
+    return subprocess.Popen([sys.executable, *args])
 
 
 def rollout_lines(run_dir: Path) -> int:
@@ -56,18 +67,21 @@ def rollout_lines(run_dir: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if '"type":"rollout"' in line)
 
 
-def test_sigkill_then_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("algorithm", ["gepa", "mipro"])
+def test_sigkill_then_resume(tmp_path: Path, algorithm: str) -> None:
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
 
-    whole = run(script, tmp_path / "whole", tmp_path / "whole.calls", tmp_path / "whole.json")
+    whole = run(
+        script, tmp_path / "whole", tmp_path / "whole.calls", tmp_path / "whole.json", algorithm
+    )
     assert whole.wait(timeout=120) == 0
     reference = OptimizationResult.from_json((tmp_path / "whole.json").read_text())
     total = reference.n_rollouts
-    assert total > 60
+    assert total > 50
 
     broken_dir, calls = tmp_path / "broken", tmp_path / "broken.calls"
-    proc = run(script, broken_dir, calls, tmp_path / "broken.json")
+    proc = run(script, broken_dir, calls, tmp_path / "broken.json", algorithm)
     deadline = time.monotonic() + 60
     while rollout_lines(broken_dir) < total // 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -76,7 +90,7 @@ def test_sigkill_then_resume(tmp_path: Path) -> None:
     killed_at = rollout_lines(broken_dir)
     assert 0 < killed_at < total, "the kill did not land mid-run"
 
-    resumed = run(script, broken_dir, calls, tmp_path / "broken.json")
+    resumed = run(script, broken_dir, calls, tmp_path / "broken.json", algorithm)
     assert resumed.wait(timeout=120) == 0
     result = OptimizationResult.from_json((tmp_path / "broken.json").read_text())
 
