@@ -43,7 +43,8 @@ RUNNER = textwrap.dedent(
         optimizer = GEPA(reflection_lm=keyword_reflection_lm(), max_rollouts=200, n_jobs=2,
                          run_dir=run_dir, progress=False, seed=1)
     else:
-        proposer = ScriptedLM(lambda text: "```\\nSolve it: " + str(len(text) % 97) + " alpha\\n```")
+        answer = lambda text: "```\\nSolve it: " + str(len(text) % 97) + " alpha\\n```"
+        proposer = ScriptedLM(answer)
         optimizer = MIPRO(proposer_lm=proposer, max_rollouts=200, n_jobs=2, run_dir=run_dir,
                           progress=False, seed=1, num_candidates=5, num_trials=14,
                           minibatch_size=6)
