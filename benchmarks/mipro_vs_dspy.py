@@ -18,6 +18,11 @@ rarely writes the markers). ``plain`` is a small adapter written here that rende
 user message policyopt's task renders and reads the whole reply as the answer, so the two
 optimizers are compared on equal prompts. ``--dspy-adapters chat plain`` runs both.
 
+DSPy's instruction proposer also answers in ``[[ ## field ## ]]`` blocks, which this model never
+writes; DSPy then raises ``AdapterParseError`` out of ``compile``. So the proposer (DSPy's
+default adapter, not the task program's) is a ``ChatAdapter`` that, when a reply cannot be
+parsed, takes the whole reply as the field, as policyopt's proposer takes an unfenced answer.
+
 DSPy is not a dependency of policyopt; install it into the venv first:
 ``.venv/bin/python -m uv pip install --python .venv/bin/python dspy``
 
@@ -242,12 +247,31 @@ def plain_adapter(task: Task) -> Any:
     return PlainAdapter()
 
 
+def lenient_chat_adapter() -> Any:
+    """DSPy's ChatAdapter, except that an unparsable reply becomes every output field, whole."""
+    import dspy
+    from dspy.utils.exceptions import AdapterParseError
+
+    class LenientChatAdapter(dspy.ChatAdapter):
+        def parse(self, signature: Any, completion: str) -> dict[str, Any]:
+            try:
+                return super().parse(signature, completion)
+            except AdapterParseError:
+                return {name: completion.strip() for name in signature.output_fields}
+
+    return LenientChatAdapter(use_json_adapter_fallback=False)
+
+
 def dspy_program(task: Task, adapter: str) -> Any:
-    """``word -> opposite`` with the task's seed instruction; counts its runs."""
+    """``word -> opposite`` with the task's seed instruction; counts its runs.
+
+    ``chat`` runs DSPy's stock ChatAdapter (with its JSONAdapter fallback), ``plain`` the
+    adapter of :func:`plain_adapter`.
+    """
     import dspy
 
     signature = dspy.Signature("word -> opposite", task.seed_prompt)
-    local_adapter = plain_adapter(task) if adapter == "plain" else None
+    local_adapter = plain_adapter(task) if adapter == "plain" else dspy.ChatAdapter()
 
     class Antonym(dspy.Module):
         def __init__(self) -> None:
@@ -256,8 +280,6 @@ def dspy_program(task: Task, adapter: str) -> Any:
 
         def forward(self, word: str) -> Any:
             DSPY_PROGRAM_RUNS.add()
-            if local_adapter is None:
-                return self.predict(word=word)
             with dspy.context(adapter=local_adapter):
                 return self.predict(word=word)
 
@@ -320,7 +342,8 @@ def run_dspy(
     task_model = dspy_lm(lm, task_counter, temperature=0.0, max_tokens=TASK_MAX_TOKENS)
     trainset, valset = dspy_examples(task.train), dspy_examples(task.val)
     test = dspy_examples(task.test)
-    dspy.configure(lm=task_model, adapter=None)
+    # the default adapter serves the proposer; the task program sets its own
+    dspy.configure(lm=task_model, adapter=lenient_chat_adapter())
     with LocalLM(n_parallel=2) as proposer:  # its own server, as policyopt's proposer has
         prompt_model = dspy_lm(
             proposer,
@@ -493,11 +516,13 @@ def main() -> int:
                 "seed prompt (policyopt)": score_on_test(task.program(lm), task, task.seed_prompt)
             }
             ours = run_policyopt(task, lm, trials, args.budget, seed)
+            print(f"seed {seed}: policyopt MIPRO done in {ours.wall_s:.1f}s", flush=True)
             ours.test_accuracy = score_on_test(task.program(lm), task, ours.best_prompt)
         peers: list[RunResult] = []
         for adapter in args.dspy_adapters:
             with LocalLM(n_parallel=N_JOBS) as lm:
                 peer, seed_accuracy = run_dspy(task, lm, trials, seed, adapter)
+            print(f"seed {seed}: {peer.name} done in {peer.wall_s:.1f}s", flush=True)
             seed_rows[f"seed program (DSPy {adapter})"] = seed_accuracy
             peers.append(peer)
         results.append((seed, ours, peers))
