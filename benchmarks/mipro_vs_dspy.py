@@ -16,7 +16,7 @@ DSPy programs reach the model through an adapter. ``chat`` is DSPy's default ``C
 (instruction and field markers in a system message; this model ignores system messages and
 rarely writes the markers). ``plain`` is a small adapter written here that renders exactly the
 user message policyopt's task renders and reads the whole reply as the answer, so the two
-optimizers are compared on equal prompts. ``--dspy-adapters chat plain`` runs both.
+optimizers are compared on equal prompts. Both run by default (``--dspy-adapters chat plain``).
 
 DSPy's instruction proposer also answers in ``[[ ## field ## ]]`` blocks, which this model never
 writes; DSPy then raises ``AdapterParseError`` out of ``compile``. So the proposer (DSPy's
@@ -32,7 +32,9 @@ Run: ``.venv/bin/python benchmarks/mipro_vs_dspy.py --seeds 0 --budget 300``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import io
 import logging
 import os
 import statistics
@@ -70,8 +72,9 @@ INSTALL_HINT = (
 
 
 def configure_environment() -> None:
-    """Keep litellm and DSPy offline: local cost map, no response cache on disk in $HOME."""
+    """Keep litellm and DSPy offline and quiet: local cost map, cache dir in /tmp, no tqdm."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # DSPy's Evaluate always shows a progress bar
     os.environ.setdefault(
         "DSPY_CACHEDIR", os.path.join(tempfile.gettempdir(), "policyopt-bench-dspy-cache")
     )
@@ -368,15 +371,16 @@ def run_dspy(
         student = dspy_program(task, adapter)
         runs_before = DSPY_PROGRAM_RUNS.value
         started = time.perf_counter()
-        compiled = optimizer.compile(
-            student,
-            trainset=trainset,
-            valset=valset,
-            num_trials=trials,
-            minibatch=True,
-            minibatch_size=MINIBATCH,
-            seed=seed,
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # DSPy prints each bootstrap round
+            compiled = optimizer.compile(
+                student,
+                trainset=trainset,
+                valset=valset,
+                num_trials=trials,
+                minibatch=True,
+                minibatch_size=MINIBATCH,
+                seed=seed,
+            )
         wall = time.perf_counter() - started
     rollouts = DSPY_PROGRAM_RUNS.value - runs_before
     run = RunResult(
@@ -474,9 +478,9 @@ def summary(results: list[tuple[int, RunResult, list[RunResult]]], budget: int) 
 
 # --------------------------------------------------------------------------- main
 def quiet_dspy() -> None:
-    """DSPy logs every trial at INFO; keep warnings only."""
+    """DSPy logs every trial at INFO and every cut-off reply at WARNING; keep errors only."""
     for name in ("dspy", "LiteLLM", "litellm", "httpx", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main() -> int:
@@ -487,7 +491,7 @@ def main() -> int:
         "--dspy-adapters",
         nargs="+",
         choices=ADAPTERS,
-        default=["chat"],
+        default=list(ADAPTERS),
         help="DSPy adapters to run: chat (DSPy's default) and/or plain (policyopt's rendering)",
     )
     args = parser.parse_args()

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policyopt.events import EventBus, JSONLEventLog, Listener
 from policyopt.progress import ProgressDisplay
@@ -18,7 +18,50 @@ from policyopt.state.rundir import RunDir, fingerprint
 from policyopt.stopping import Stopper
 from policyopt.types import Program, example_ids
 
-__all__ = ["RunContext"]
+__all__ = ["RunContext", "RunSettings"]
+
+#: settings of every run that may change when a run_dir is resumed (the trajectory is the same)
+RESUMABLE = frozenset(
+    {
+        "max_rollouts",
+        "max_time_s",
+        "max_cost_usd",
+        "n_jobs",
+        "backend",
+        "progress",
+        "run_dir",
+        "timeout",
+        "max_errors",
+    }
+)
+
+
+class RunSettings(BaseModel):
+    """The settings every optimizer run has: budget, parallelism, error policy, limits, run dir.
+
+    Optimizers extend it with their own; instances are frozen and unknown names are errors.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_rollouts: int = Field(ge=1, description="hard budget of evaluate() calls")
+    seed: int = 0
+    n_jobs: int = Field(4, description="rollouts in parallel (-1: all cores)")
+    backend: str | None = Field(None, description="joblib backend (None: threads)")
+    max_time_s: float | None = Field(None, gt=0)
+    max_cost_usd: float | None = Field(None, gt=0, description="cap on the optimizer's LM cost")
+    max_errors: int | None = Field(10, ge=0, description="failed rollouts tolerated")
+    timeout: float | None = Field(None, gt=0, description="seconds per rollout")
+    failure_score: float = 0.0
+    progress: bool = True
+    run_dir: str | None = None
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _n_jobs(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("must be >= 1, or -1 for all cores")
+        return value
 
 
 class RunContext:

@@ -4,42 +4,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from policyopt.gepa.reflection import DEFAULT_TEMPLATE
+from policyopt.runtime import RESUMABLE, RunSettings
 
 __all__ = ["RESUMABLE_CHANGES", "GEPASettings"]
 
 #: settings that may differ when a run_dir is resumed (they do not change the trajectory)
-RESUMABLE_CHANGES = frozenset(
-    {
-        "max_rollouts",
-        "max_time_s",
-        "max_cost_usd",
-        "patience",
-        "n_jobs",
-        "backend",
-        "progress",
-        "run_dir",
-        "timeout",
-        "max_errors",
-    }
-)
+RESUMABLE_CHANGES = RESUMABLE | {"patience"}
 
 
-class GEPASettings(BaseModel):
+class GEPASettings(RunSettings):
     """Everything that configures a GEPA run except the reflection LM itself."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_rollouts: int = Field(ge=1, description="hard budget of evaluate() calls")
     minibatch_size: int = Field(3, ge=1)
     merge: bool = True
     max_merges: int = Field(5, ge=0, description="cap on accepted merges")
     merge_subsample_size: int = Field(5, ge=1)
-    seed: int = 0
-    n_jobs: int = Field(4, description="rollouts (and reflection calls) in parallel")
-    backend: str | None = None
     proposals_per_iteration: int | None = Field(
         None, ge=1, description="children proposed per iteration; None: from n_jobs"
     )
@@ -54,25 +36,11 @@ class GEPASettings(BaseModel):
     skip_perfect: bool = True
     perfect_score: float = 1.0
     stop_at_perfect: bool = True
-    max_time_s: float | None = Field(None, gt=0)
-    max_cost_usd: float | None = Field(None, gt=0)
     patience: int | None = Field(None, ge=1, description="iterations without a new best")
     max_proposal_retries: int = Field(2, ge=0)
     max_prompt_chars: int = Field(20_000, ge=1)
     max_record_chars: int = Field(1_500, ge=20)
     reflection_template: str = DEFAULT_TEMPLATE
-    max_errors: int | None = Field(10, ge=0)
-    timeout: float | None = Field(None, gt=0)
-    failure_score: float = 0.0
-    progress: bool = True
-    run_dir: str | None = None
-
-    @field_validator("n_jobs")
-    @classmethod
-    def _n_jobs(cls, value: int) -> int:
-        if value == 0 or value < -1:
-            raise ValueError("must be >= 1, or -1 for all cores")
-        return value
 
     @field_validator("reflection_template")
     @classmethod

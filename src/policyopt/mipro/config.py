@@ -5,24 +5,14 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
+
+from policyopt.runtime import RESUMABLE, RunSettings
 
 __all__ = ["PRESETS", "RESUMABLE_CHANGES", "MIPROSettings", "preset"]
 
 #: settings that may differ when a run_dir is resumed (they do not change the trajectory)
-RESUMABLE_CHANGES = frozenset(
-    {
-        "max_rollouts",
-        "max_time_s",
-        "max_cost_usd",
-        "n_jobs",
-        "backend",
-        "progress",
-        "run_dir",
-        "timeout",
-        "max_errors",
-    }
-)
+RESUMABLE_CHANGES = RESUMABLE
 
 #: ``auto`` presets: n as in DSPy's MIPROv2 (light 6, medium 12, heavy 18)
 PRESETS = {"light": 6, "medium": 12, "heavy": 18}
@@ -41,12 +31,9 @@ def preset(auto: str, n_components: int, zero_shot: bool) -> tuple[int, int]:
     return n, int(max(2 * variables * math.log2(n), 1.5 * n))
 
 
-class MIPROSettings(BaseModel):
+class MIPROSettings(RunSettings):
     """Everything that configures a MIPRO run except the proposer LM itself."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_rollouts: int = Field(ge=1, description="hard budget of evaluate() calls")
     auto: Literal["light", "medium", "heavy"] | None = None
     num_candidates: int | None = Field(None, ge=1, description="instructions and demo sets")
     num_trials: int | None = Field(None, ge=1)
@@ -66,25 +53,8 @@ class MIPROSettings(BaseModel):
     )
     program_description: str | None = None
     tips: bool = True
-    seed: int = 0
-    n_jobs: int = 4
-    backend: str | None = None
     max_prompt_chars: int = Field(4000, ge=1)
     max_proposal_retries: int = Field(2, ge=0)
-    max_time_s: float | None = Field(None, gt=0)
-    max_cost_usd: float | None = Field(None, gt=0)
-    max_errors: int | None = Field(10, ge=0)
-    timeout: float | None = Field(None, gt=0)
-    failure_score: float = 0.0
-    progress: bool = True
-    run_dir: str | None = None
-
-    @field_validator("n_jobs")
-    @classmethod
-    def _n_jobs(cls, value: int) -> int:
-        if value == 0 or value < -1:
-            raise ValueError("must be >= 1, or -1 for all cores")
-        return value
 
     @model_validator(mode="after")
     def _budget_shape(self) -> MIPROSettings:
