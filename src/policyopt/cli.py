@@ -85,7 +85,11 @@ def demo(
     started = time.perf_counter()
     with (
         LocalLM(n_parallel=max(1, n_jobs), cache=cache or False) as lm,
-        LocalLM.for_reflection(cache=cache or False) as reflection_lm,
+        # GEPA's compact template wants one line; MIPRO's proposals may come in a fenced block
+        LocalLM.for_reflection(
+            cache=cache or False,
+            **({} if algorithm == "gepa" else {"stop": None, "max_tokens": 96}),
+        ) as reflection_lm,
     ):
         program = spec.program(lm)
         optimizer: GEPA | MIPRO
@@ -163,23 +167,20 @@ def _fitted_mipro(
     n_val: int,
 ) -> Any:
     """MIPRO with 4 candidates and as many trials as its written estimate fits in the budget."""
-    from policyopt.mipro import MIPRO, MIPROSettings, estimate_rollouts
+    from policyopt.mipro import MIPRO, trials_for_budget
 
-    common: dict[str, Any] = {
-        "num_candidates": 4,
-        "minibatch_size": 10,
-        "n_jobs": n_jobs,
-        "seed": seed,
-        "run_dir": None if run_dir is None else str(run_dir),
-        "progress": progress,
-    }
-    trials = 1
-    for n in range(2, 61):
-        plan = MIPROSettings(max_rollouts=budget, num_trials=n, **common)
-        if estimate_rollouts(plan, n_train, n_val, 1)["total"] > budget:
-            break
-        trials = n
-    return MIPRO(proposer_lm=proposer, max_rollouts=budget, num_trials=trials, **common)
+    common: dict[str, Any] = {"num_candidates": 4, "minibatch_size": 10}
+    trials = trials_for_budget(budget, n_train, n_val, **common)
+    return MIPRO(
+        proposer_lm=proposer,
+        max_rollouts=budget,
+        num_trials=trials,
+        n_jobs=n_jobs,
+        seed=seed,
+        run_dir=None if run_dir is None else str(run_dir),
+        progress=progress,
+        **common,
+    )
 
 
 def main() -> None:

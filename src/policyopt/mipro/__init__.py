@@ -2,7 +2,7 @@
 
 from policyopt.mipro.config import PRESETS, MIPROSettings, preset
 from policyopt.mipro.demos import Demo, format_prompt
-from policyopt.mipro.optimizer import MIPRO, estimate_rollouts
+from policyopt.mipro.optimizer import MIPRO, estimate_rollouts, trials_for_budget
 
 __all__ = [
     "MIPRO",
@@ -12,4 +12,5 @@ __all__ = [
     "estimate_rollouts",
     "format_prompt",
     "preset",
+    "trials_for_budget",
 ]

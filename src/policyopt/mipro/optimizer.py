@@ -43,7 +43,7 @@ from policyopt.runtime import RunContext
 from policyopt.state.memo import JournaledLM
 from policyopt.types import Candidate, OptimizationResult, Program, validate_prompt
 
-__all__ = ["MIPRO", "estimate_rollouts"]
+__all__ = ["MIPRO", "estimate_rollouts", "trials_for_budget"]
 
 logger = logging.getLogger("policyopt")
 
@@ -72,6 +72,22 @@ def estimate_rollouts(
         "num_trials": n_trials,
         "proposer_calls": 1 + (n_cand - 1) * n_components,
     }
+
+
+def trials_for_budget(
+    budget: int, n_train: int, n_val: int, n_components: int = 1, **settings: Any
+) -> int:
+    """The most trials (at least 1) whose :func:`estimate_rollouts` fits in ``budget``.
+
+    ``settings`` are the other MIPRO settings (``num_candidates``, ``minibatch_size`` ...).
+    """
+    best = 1
+    for trials in range(1, 1000):
+        plan = MIPROSettings(max_rollouts=budget, num_trials=trials, **settings)
+        if estimate_rollouts(plan, n_train, n_val, n_components)["total"] > budget:
+            break
+        best = trials
+    return best
 
 
 def bootstrap_size(settings: MIPROSettings, n_train: int, n_candidates: int) -> int:

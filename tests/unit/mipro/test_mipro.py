@@ -203,3 +203,14 @@ def test_conformance_error_policy() -> None:
 
 def test_conformance_resume(tmp_path: Path) -> None:
     SUITE.check_resume_spends_nothing(tmp_path)
+
+
+def test_trials_for_budget_is_the_largest_plan_that_fits() -> None:
+    from policyopt.mipro import trials_for_budget
+
+    common = {"num_candidates": 4, "minibatch_size": 10}
+    trials = trials_for_budget(300, 38, 39, **common)
+    fits = MIPROSettings(max_rollouts=300, num_trials=trials, **common)
+    over = MIPROSettings(max_rollouts=300, num_trials=trials + 1, **common)
+    assert estimate_rollouts(fits, 38, 39, 1)["total"] <= 300
+    assert estimate_rollouts(over, 38, 39, 1)["total"] > 300
