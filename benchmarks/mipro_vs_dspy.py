@@ -58,7 +58,7 @@ MINIBATCH = 10
 MAX_DEMOS = 4  # bootstrapped and labeled, both optimizers
 TASK_MAX_TOKENS = 24  # the task's own lm_kwargs
 PROPOSER_TEMPERATURE = 0.9
-POLICYOPT_PROPOSER_TOKENS = 64
+POLICYOPT_PROPOSER_TOKENS = 96
 #: DSPy's proposer answers in [[ ## field ## ]] blocks (a data summary, a program description, the
 #: instruction), which need more room than a one-line answer; a tighter cap only breaks them.
 DSPY_PROPOSER_TOKENS = 128
@@ -141,8 +141,8 @@ def plan(budget: int, n_train: int, n_val: int) -> tuple[int, dict[str, int]]:
 def run_policyopt(task: Task, lm: LocalLM, trials: int, budget: int, seed: int) -> RunResult:
     """policyopt's MIPRO on the task's program over ``lm``."""
     program = task.program(lm)
-    # one sampled line: the 135M model writes no ``` fences, so its whole answer is the proposal
-    with LocalLM.for_reflection(max_tokens=POLICYOPT_PROPOSER_TOKENS) as proposer:
+    # sampled, as `policyopt demo --algorithm mipro` does: no newline stop, so a fenced answer fits
+    with LocalLM.for_reflection(max_tokens=POLICYOPT_PROPOSER_TOKENS, stop=None) as proposer:
         optimizer = MIPRO(
             proposer_lm=proposer,
             max_rollouts=budget,
