@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policyopt import LocalLM, Program, RolloutEngine
-from policyopt.mipro import MIPRO, MIPROSettings, estimate_rollouts
+from policyopt.mipro import MIPRO, MIPROSettings, estimate_rollouts, trials_for_budget
 from policyopt.tasks import Task, get_task
 
 TASK = "antonyms"
@@ -118,23 +118,18 @@ DSPY_PROGRAM_RUNS = Counter()
 # --------------------------------------------------------------------------- plan
 def plan(budget: int, n_train: int, n_val: int) -> tuple[int, dict[str, int]]:
     """The largest ``num_trials`` whose estimated spend fits ``budget``, and that estimate."""
-    best: tuple[int, dict[str, int]] | None = None
-    for trials in range(1, 501):
-        settings = MIPROSettings(
-            max_rollouts=budget,
-            num_candidates=NUM_CANDIDATES,
-            num_trials=trials,
-            minibatch_size=MINIBATCH,
-            max_bootstrapped_demos=MAX_DEMOS,
-            max_labeled_demos=MAX_DEMOS,
-        )
-        estimate = estimate_rollouts(settings, n_train, n_val, n_components=1)
-        if estimate["total"] > budget:
-            break
-        best = (trials, estimate)
-    if best is None:
+    common = {
+        "num_candidates": NUM_CANDIDATES,
+        "minibatch_size": MINIBATCH,
+        "max_bootstrapped_demos": MAX_DEMOS,
+        "max_labeled_demos": MAX_DEMOS,
+    }
+    trials = trials_for_budget(budget, n_train, n_val, **common)
+    settings = MIPROSettings(max_rollouts=budget, num_trials=trials, **common)
+    estimate = estimate_rollouts(settings, n_train, n_val, n_components=1)
+    if estimate["total"] > budget:
         raise SystemExit(f"--budget {budget} cannot pay for even one trial; raise it.")
-    return best
+    return trials, estimate
 
 
 # --------------------------------------------------------------------------- policyopt
