@@ -251,7 +251,7 @@ class _Run:
             )
         self.grounding = found or labeled
 
-    def propose(self) -> None:
+    def propose(self, seed_score: float | None) -> None:
         s, ctx = self.s, self.ctx
         proposer = InstructionProposer(
             self.lm,
@@ -266,7 +266,7 @@ class _Run:
         grounding = [g for g in self.demo_sets if g] or [self.grounding[:4]]
         for c in self.components:
             self.instructions[c] = proposer.propose(
-                c, self.seed_prompt[c], self.n_candidates, grounding
+                c, self.seed_prompt[c], self.n_candidates, grounding, seed_score
             )
         self.rejected_proposals = proposer.rejected
 
@@ -373,12 +373,22 @@ class _Run:
                         scores[i] = r.value
                 value = sum(r.value for r in runs if r) / max(1, sum(1 for r in runs if r))
                 values.append(value)
+                failed = sum(1 for r in runs if r is not None and r.failed)
+                if failed:
+                    logger.warning(
+                        "trial %d: %d of %d rollouts failed (scored %g); see the run's failures",
+                        len(self.trials),
+                        failed,
+                        len(batch_ids),
+                        s.failure_score,
+                    )
                 self.trials.append(
                     {
                         "number": len(self.trials),
                         "params": params,
                         "minibatch_score": value,
                         "n_examples": len(batch_ids),
+                        "failed": failed,
                     }
                 )
                 ctx.events.emit(
@@ -445,7 +455,15 @@ class _Run:
             reason = "interrupted"
             try:
                 self.bootstrap()
-                self.propose()
+                # the seed's valset score grounds the proposals; its baseline entry below is
+                # then answered from the cache
+                seed = validate_prompt(self.program.prompt)
+                scored = ctx.engine.run(
+                    [(seed, i) for i in ctx.val_ids], split=ctx.val_split, label="seed"
+                )
+                if not scored.complete:
+                    raise ConfigError("the budget ran out while scoring the seed prompt")
+                self.propose(sum(scored.scores()) / len(ctx.val_ids))
                 baseline = {name: 0 for name in self.space()}
                 if not self.full_eval(baseline, "seed"):
                     raise ConfigError("the budget ran out while scoring the seed prompt")

@@ -91,9 +91,18 @@ class InstructionProposer:
         return self.summary
 
     def propose(
-        self, component: str, seed_text: str, n: int, demo_sets: Sequence[Sequence[Demo]]
+        self,
+        component: str,
+        seed_text: str,
+        n: int,
+        demo_sets: Sequence[Sequence[Demo]],
+        seed_score: float | None = None,
     ) -> list[str]:
-        """``n`` instructions for ``component``: the seed text first, then new ones."""
+        """``n`` instructions for ``component``: the seed text first, then new ones.
+
+        The history shows every instruction proposed so far, the seed's with its validation
+        score (the others are not scored yet when proposals are made).
+        """
         program = self.program_description or f"Its prompt starts as: {seed_text[:500]!r}"
         candidates = [seed_text]
         seen = {" ".join(seed_text.split())}
@@ -101,7 +110,10 @@ class InstructionProposer:
             demos = demo_sets[index % len(demo_sets)] if demo_sets else []
             tip = TIPS[self.rng.choice(sorted(TIPS))] if self.use_tips else ""
             for attempt in range(self.max_retries + 1):
-                history = "\n".join(f"- {c[:300]}" for c in candidates)
+                scored = f" (validation score {seed_score:.2f})" if seed_score is not None else ""
+                history = "\n".join(
+                    f"- {c[:300]}{scored if i == 0 else ''}" for i, c in enumerate(candidates)
+                )
                 prompt = PROPOSAL_TEMPLATE.format(
                     summary=self.summary or "(no summary)",
                     program=program,

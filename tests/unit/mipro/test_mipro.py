@@ -214,3 +214,16 @@ def test_trials_for_budget_is_the_largest_plan_that_fits() -> None:
     over = MIPROSettings(max_rollouts=300, num_trials=trials + 1, **common)
     assert estimate_rollouts(fits, 38, 39, 1)["total"] <= 300
     assert estimate_rollouts(over, 38, 39, 1)["total"] > 300
+
+
+def test_proposals_see_the_seed_score_and_failures_are_counted_per_trial() -> None:
+    lm = proposer()
+    evaluate = CountingEvaluate(fail_on={"beta"})
+    program, train, val = keyword_task(evaluate=evaluate)
+    result = mipro(proposer_lm=lm, max_errors=None).optimize(program, train, val)
+    proposals = [p for p in lm.prompts if "Instructions already proposed" in p]
+    assert proposals and all("Solve the task. (validation score 0.00)" in p for p in proposals)
+    trials = result.details["trials"]
+    assert all(t["failed"] >= 0 for t in trials)  # type: ignore[union-attr,index]
+    assert sum(t["failed"] for t in trials) > 0  # type: ignore[union-attr,index,misc]
+    assert result.details["failed_rollouts"] > 0  # every failure is also counted run-wide
