@@ -9,7 +9,7 @@ candidates in proportion to how many keys each is best on.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 __all__ = ["ParetoFront"]
 
@@ -90,8 +90,3 @@ class ParetoFront:
             key: {"best": self.best(key), "candidates": sorted(self.members(key))}
             for key in self._scores
         }
-
-    @staticmethod
-    def keys_for(example_id: str, objectives: Iterable[str] = ()) -> list[str]:
-        """The front keys one validation example contributes."""
-        return [example_id, *(f"{example_id}::{name}" for name in objectives)]

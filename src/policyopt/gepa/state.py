@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,3 @@ class Population:
     def snapshot(self) -> list[dict[str, Any]]:
         """JSON-ready rows for ``state.json``."""
         return [c.model_dump() for c in self.candidates()]
-
-    def ids(self) -> Sequence[str]:
-        """Validation ids (from the seed's scores)."""
-        return list(self.val_scores[0])

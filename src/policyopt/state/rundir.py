@@ -40,6 +40,11 @@ def fingerprint(examples: Sequence[Any], ids: Sequence[str]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
@@ -84,7 +89,9 @@ class RunDir:
             now = json.loads(json.dumps(dict(identity)))
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
-                details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+                details = ", ".join(
+                    f"{k}: {_short(before.get(k))} -> {_short(now.get(k))}" for k in changed
+                )
                 raise StateError(
                     f"Cannot resume {self.path}: it was started with other settings or data "
                     f"({details}). Use the same settings (budget, time and cost limits may "
@@ -111,9 +118,10 @@ class RunDir:
         """Replace ``state.json`` atomically."""
         _atomic_write(self.path / "state.json", json.dumps(state, indent=1, default=repr))
 
-    def read_state(self) -> dict[str, Any] | None:
-        """The last snapshot, if any."""
-        path = self.path / "state.json"
+    @staticmethod
+    def read_state(run_dir: str | Path) -> dict[str, Any] | None:
+        """The last snapshot of the run in ``run_dir``, if any (read only, no checks)."""
+        path = Path(run_dir) / "state.json"
         if not path.exists():
             return None
         return dict(json.loads(path.read_text(encoding="utf-8")))

@@ -267,3 +267,24 @@ def test_objectives_get_fronts_of_their_own() -> None:
     # the short seed is best on brevity everywhere, so it stays on the front
     assert 0 in front["v0::brevity"]["candidates"]  # type: ignore[index]
     assert 0 in result.details["non_dominated"]  # type: ignore[operator]
+
+
+def test_run_dir_holds_json_state_with_rng_and_sampler(tmp_path: Path) -> None:
+    from policyopt.gepa.config import RESUMABLE_CHANGES
+    from policyopt.state.rundir import RunDir
+
+    program, train, val = keyword_task()
+    result = gepa(run_dir=str(tmp_path), max_rollouts=80).optimize(program, train, val)
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "config.json",
+        "journal.jsonl",
+        "state.json",
+        "events.jsonl",
+        "result.json",
+    }
+    state = RunDir.read_state(tmp_path)
+    assert state is not None and state["stop_reason"] == result.stop_reason
+    assert set(state["rng"]) == {"parent", "sampler", "merge"}
+    assert {"epoch", "position", "order"} <= set(state["sampler"])
+    assert len(state["candidates"]) == len(result.candidates)
+    assert "max_rollouts" in RESUMABLE_CHANGES
