@@ -260,3 +260,16 @@ def test_torn_journal_tail_is_dropped_and_repaired(tmp_path: Any) -> None:
     resumed.close()
     records = Journal(path).read()
     assert len(records) == 4 and all(r["type"] == "rollout" for r in records)
+
+
+def test_process_backends_need_a_picklable_evaluate() -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock(prompt: str, example: dict[str, int]) -> float:
+        with lock:
+            return 1.0
+
+    with pytest.raises(ConfigError, match="'loky' backend.*must be picklable.*threading"):
+        RolloutEngine(holds_a_lock, n_jobs=2, backend="loky")
+    RolloutEngine(holds_a_lock, n_jobs=2, backend="threading").close()  # threads share it
+    RolloutEngine(_module_level_evaluate, n_jobs=2, backend="loky").close()

@@ -101,6 +101,34 @@ def check_backend(backend: object) -> None:
         )
 
 
+#: joblib backends that run rollouts in this process (nothing is pickled)
+_IN_PROCESS = frozenset({"threading", "sequential"})
+
+
+def _check_shippable(evaluate: Callable[[Any, Any], object], backend: object) -> None:
+    """Fail fast when a process or cluster backend cannot pickle ``evaluate``.
+
+    Without this, joblib fails (or, on Dask, hangs) deep inside a batch.
+    """
+    if backend is None or (isinstance(backend, str) and backend in _IN_PROCESS):
+        return
+    if getattr(backend, "uses_threads", False):  # a backend instance running threads
+        return
+    try:
+        import cloudpickle as pickler  # what joblib itself uses to ship functions
+    except ImportError:  # pragma: no cover - joblib depends on it
+        import pickle as pickler
+
+    try:
+        pickler.dumps(evaluate)
+    except Exception as exc:
+        raise ConfigError(
+            f"The {backend!r} backend runs rollouts in other processes, so 'evaluate' must be "
+            f"picklable, and it is not ({type(exc).__name__}: {exc}). Create LM and HTTP "
+            "clients inside evaluate (or lazily per process), or use backend='threading'."
+        ) from exc
+
+
 def _jsonable(value: Any) -> Any:
     """A JSON-safe copy of ``value`` (repr for the rest), cut to a bounded size."""
     if value is None or isinstance(value, (bool, int, str)):
@@ -178,6 +206,7 @@ class RolloutEngine:
                 f"{describe(timeout)}."
             )
         check_backend(backend)
+        _check_shippable(evaluate, backend)
         self.evaluate = evaluate
         self.max_rollouts = max_rollouts
         self.n_jobs = n_jobs
