@@ -23,22 +23,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from gepa_parallel_speedup import LATENCY_S as EVALUATE_S
+from gepa_parallel_speedup import slow_evaluate as evaluate
 from gepa_vs_gepa_lib import INSTALL_HINT, ListLogger, PolicyoptProgramAdapter
-from policyopt import GEPA, Program, Score
+from policyopt import GEPA, Program
 from policyopt.testing.conformance import keyword_task
 
-EVALUATE_S = 0.05
 REFLECTION_S = 1.0
 N_JOBS = 8
-
-
-def evaluate(prompt: str, example: dict[str, str]) -> Score:
-    """The keyword task's metric behind a simulated 50 ms LM call."""
-    time.sleep(EVALUATE_S)
-    ok = example["need"] in prompt
-    return Score(
-        float(ok), feedback=None if ok else f"The prompt lacks the word {example['need']}."
-    )
 
 
 class Reflector:

@@ -8,6 +8,7 @@ per batch. Optimizers decide *what* to evaluate; the engine decides nothing else
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -355,7 +356,7 @@ class RolloutEngine:
             key = (self._key(prompt), split, example_id)
             hit = self._cache.get(key)
             if hit is not None:
-                results[index] = hit if hit.cached else _as_cached(hit)
+                results[index] = hit
                 n_cached += 1
                 if key in self._replayable:
                     self._replayable.discard(key)
@@ -471,7 +472,8 @@ class RolloutEngine:
             )
         # Failures are cached too: within a run nothing is paid twice. They are journaled with
         # their error and retried when a run is resumed (a transient error may be gone by then).
-        self._cache[key] = rollout
+        # The cache holds the object later batches get back, already marked as a cache hit.
+        self._cache[key] = dataclasses.replace(rollout, cached=True)
         if self.journal is not None:
             self.journal.append(_to_record(rollout))
         return rollout
@@ -514,18 +516,6 @@ class RolloutEngine:
 def _fresh(prompt: Any) -> Any:
     """A copy of a dict prompt, so user code that mutates it cannot corrupt the optimizer."""
     return dict(prompt) if isinstance(prompt, Mapping) else prompt
-
-
-def _as_cached(rollout: Rollout) -> Rollout:
-    return Rollout(
-        rollout.prompt_key,
-        rollout.split,
-        rollout.example_id,
-        rollout.score,
-        rollout.error,
-        True,
-        rollout.duration_s,
-    )
 
 
 def _to_record(rollout: Rollout) -> dict[str, Any]:
