@@ -142,7 +142,8 @@ def validate_prompt(prompt: object, *, name: str = "prompt") -> str | dict[str, 
 def prompt_key(prompt: str | Mapping[str, str]) -> str:
     """Stable content hash of a prompt: the rollout cache and journal key it by this."""
     canonical = json.dumps(prompt, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+    # surrogatepass: a lone surrogate (an LM can answer one) still hashes, stably
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def example_ids(examples: Sequence[Any], *, name: str = "trainset") -> list[ExampleId]:

@@ -1,9 +1,11 @@
-"""Append-only JSONL journal: the durable record of a run's finished rollouts and steps.
+"""Append-only JSONL journal: the durable record of a run's rollouts and steps.
 
-One JSON object per line. A process killed mid-write leaves a torn last line; :meth:`Journal.read`
-drops it and :meth:`Journal.append` truncates it before writing, so the file stays parseable.
-Writes are flushed per record (a SIGKILLed process loses nothing it wrote) and fsynced on
-:meth:`Journal.sync` (an OS crash loses at most the records since the last sync).
+One JSON object per line, written with one ``write`` and flushed per record, so a SIGKILLed
+process loses nothing it wrote; :meth:`Journal.sync` fsyncs (an OS crash loses at most the
+records since the last sync). A process killed mid-write leaves a torn last line of any size:
+:meth:`Journal.read` ignores it and the next append cuts it off, scanning back to the last
+newline however far away it is, so every complete record survives. A last line that is a whole
+JSON object missing only its newline is kept (it can only be the complete record).
 """
 
 from __future__ import annotations
@@ -18,13 +20,46 @@ from typing import IO, Any
 
 from policyopt.errors import StateError
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "encode_record"]
 
 logger = logging.getLogger("policyopt")
 
+_CHUNK = 1 << 16  # bytes read per step when scanning back for the last newline
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """One record as a JSON line; text with lone surrogates falls back to ``\\u`` escapes."""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=repr)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped JSON round-trips it exactly
+        data = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=repr).encode()
+    return data + b"\n"
+
+
+def _whole_object(raw: bytes) -> bool:
+    """True when ``raw`` (a last line without newline) is a complete JSON object."""
+    try:
+        return isinstance(json.loads(raw), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def _last_newline(handle: IO[bytes], size: int) -> int:
+    """Offset just past the last newline of the file (0 when there is none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - _CHUNK)
+        handle.seek(start)
+        cut = handle.read(end - start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
+
 
 class Journal:
-    """A JSONL file of records (dicts); safe against torn tails, single writer."""
+    """A JSONL file of records (dicts); safe against torn tails, one writer process."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -33,45 +68,57 @@ class Journal:
 
     def read(self) -> list[dict[str, Any]]:
         """All complete records, in order; a torn final line is ignored."""
-        return list(self._iter_records())
+        return list(self.iter_records())
 
-    def _iter_records(self) -> Iterator[dict[str, Any]]:
+    def iter_records(self) -> Iterator[dict[str, Any]]:
+        """Complete records one at a time (the file is streamed, not loaded whole)."""
         if not self.path.exists():
             return
         with self.path.open("rb") as handle:
-            lines = handle.read().split(b"\n")
-        # The last element is b"" when the file ends with a newline; otherwise it is a torn tail.
-        body, tail = lines[:-1], lines[-1]
-        for number, raw in enumerate(body, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise StateError(
-                    f"{self.path} line {number} is not valid JSON ({exc.msg}); the journal is "
-                    "corrupt somewhere other than its last line. Move it away to start afresh."
-                ) from exc
-            if not isinstance(record, dict):
-                raise StateError(f"{self.path} line {number} is not a JSON object.")
-            yield record
-        if tail.strip():
-            logger.warning("dropping a torn last record in %s (%d bytes)", self.path, len(tail))
+            number = 0
+            pending: bytes | None = None
+            for raw in handle:
+                if pending is not None and pending.strip():
+                    yield self._parse(pending, number)
+                number += 1
+                pending = raw
+            if pending is None or not pending.strip():
+                return
+            if pending.endswith(b"\n") or _whole_object(pending):
+                yield self._parse(pending, number)
+            else:
+                logger.warning(
+                    "ignoring a torn last record in %s (%d bytes)", self.path, len(pending)
+                )
+
+    def _parse(self, raw: bytes, number: int) -> dict[str, Any]:
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StateError(
+                f"{self.path} line {number} is not valid JSON ({exc}); the journal is corrupt "
+                "somewhere other than its last line. Move it away to start afresh."
+            ) from exc
+        if not isinstance(record, dict):
+            raise StateError(f"{self.path} line {number} is not a JSON object.")
+        return record
 
     def _open(self) -> IO[bytes]:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = self.path.open("ab+")
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
+            size = handle.seek(0, os.SEEK_END)
             if size:
-                # Truncate a torn tail (bytes after the last newline) before appending.
-                handle.seek(max(0, size - 65536))
-                chunk = handle.read()
-                cut = chunk.rfind(b"\n")
-                keep = size - len(chunk) + cut + 1 if cut >= 0 else 0
+                keep = _last_newline(handle, size)
                 if keep != size:
-                    handle.truncate(keep)
+                    handle.seek(keep)
+                    tail = handle.read(size - keep)
+                    if _whole_object(tail):
+                        handle.seek(0, os.SEEK_END)
+                        handle.write(b"\n")  # the record was whole: only its newline was lost
+                    else:
+                        logger.warning("cutting a torn last record (%d bytes)", size - keep)
+                        handle.truncate(keep)
                 handle.seek(0, os.SEEK_END)
             self._file = handle
         return self._file
@@ -81,12 +128,8 @@ class Journal:
         self.extend([record])
 
     def extend(self, records: Iterable[dict[str, Any]]) -> None:
-        """Append several records with one flush."""
-        data = b"".join(
-            json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=repr).encode("utf-8")
-            + b"\n"
-            for r in records
-        )
+        """Append several records with one write and one flush."""
+        data = b"".join(encode_record(r) for r in records)
         if not data:
             return
         with self._lock:
