@@ -6,15 +6,22 @@ errors, timeouts, 429 and 5xx. A 4xx other than 429 is not retried. A 500 whose 
 evaluation failed (``error.type == "rollout_failed"``) is a failed rollout, not retried. After the
 last try a :class:`TaskAppError` names the URL and the cause, so a task app that is down makes a
 job fail in bounded time (at most about ``(retries + 1) * timeout`` plus the backoff).
+
+With an :class:`~policyopt.remote.outbound.OutboundPolicy` (the job server always gives one),
+every new connection is resolved and checked against it first, and a refused one fails at once.
+Redirects are not followed (a 3xx is an error), answers are read up to ``max_response_bytes``,
+and an error names the status and the task app's own JSON ``detail`` (bounded), never its raw
+body: the body of whatever answered could be an internal service's.
 """
 
 from __future__ import annotations
 
+import json as _json
 import random
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -28,11 +35,16 @@ from policyopt.remote.protocol import (
 )
 from policyopt.types import Program, Score
 
+if TYPE_CHECKING:  # pragma: no cover
+    from policyopt.remote.outbound import OutboundPolicy
+
 __all__ = ["RETRY_STATUS", "TaskAppClient", "TaskAppError"]
 
 #: HTTP statuses worth another try (the task app or a proxy in front of it is busy or restarting)
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER_S = 30.0
+#: longest error detail from a task app shown to the user
+MAX_DETAIL_CHARS = 200
 
 
 class TaskAppError(EvaluationError):
@@ -71,6 +83,8 @@ class TaskAppClient:
         backoff: float = 0.25,
         max_backoff: float = 8.0,
         run_id: str | None = None,
+        outbound: OutboundPolicy | None = None,
+        max_response_bytes: int = 16 << 20,
     ) -> None:
         import httpx
 
@@ -104,6 +118,8 @@ class TaskAppClient:
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         self.run_id = run_id
+        self.outbound = outbound
+        self.max_response_bytes = max_response_bytes
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -116,6 +132,9 @@ class TaskAppClient:
             ),
             follow_redirects=False,
             trust_env=False,
+            transport=None
+            if outbound is None
+            else outbound.transport(max_connections=max_concurrency),
         )
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._rng = random.Random()
@@ -197,11 +216,26 @@ class TaskAppClient:
             wait = self._delay(attempt)
             try:
                 with self._slots:
-                    response = self._http.request(method, path, json=json)
+                    status, headers, body = self._send(method, path, json)
+            except _TooLarge as exc:
+                raise TaskAppError(
+                    f"{method} {url} answered more than {self.max_response_bytes} bytes.",
+                    url=url,
+                    status=exc.status,
+                ) from None
             except httpx.TransportError as exc:  # connect/read errors and timeouts
+                if _refused(exc):
+                    raise TaskAppError(f"{method} {url}: {exc}", url=url) from None
                 last = f"{type(exc).__name__}: {exc or 'no answer'}"
             else:
-                status = response.status_code
+                response = _Answer(status, headers, body)
+                if 300 <= status < 400:
+                    raise TaskAppError(
+                        f"{method} {url} answered a redirect ({status}); the job server does "
+                        "not follow redirects: give the task app's final URL.",
+                        url=url,
+                        status=status,
+                    )
                 if status < 400:
                     try:
                         return response.json()
@@ -215,7 +249,8 @@ class TaskAppClient:
                 if failure is not None:
                     raise TaskAppError(
                         f"The task app at {url} reports that the rollout failed: "
-                        f"{failure.error.exception or 'error'}: {failure.error.message}",
+                        f"{failure.error.exception or 'error'}: "
+                        f"{failure.error.message[:MAX_DETAIL_CHARS]}",
                         url=url,
                         status=status,
                         rollout_failed=True,
@@ -237,6 +272,18 @@ class TaskAppClient:
             "app running and reachable from here?",
             url=url,
         )
+
+    def _send(self, method: str, path: str, json: Any) -> tuple[int, Any, bytes]:
+        """One HTTP exchange: status, headers and the body read up to the size limit."""
+        with self._http.stream(method, path, json=json) as response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise _TooLarge(response.status_code)
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
 
     def _delay(self, attempt: int) -> float:
         """Exponential backoff with jitter, capped."""
@@ -290,13 +337,49 @@ def _rollout_failure(response: Any) -> RolloutFailure | None:
 
 
 def _detail(response: Any) -> str:
+    """The task app's own JSON ``detail``, bounded; never the raw body (which could be an
+    internal service's answer to a forged request)."""
     try:
         data = response.json()
     except ValueError:
-        return (response.text or response.reason_phrase or "")[:300]
-    if isinstance(data, dict) and "detail" in data:
-        return str(data["detail"])[:300]
-    return str(data)[:300]
+        return f"a body that is not JSON ({len(response.content)} bytes, not shown)"
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if detail is None:
+        return "no 'detail' in the JSON answer"
+    text = detail if isinstance(detail, str) else _json.dumps(detail, default=str)
+    return text[:MAX_DETAIL_CHARS] + ("..." if len(text) > MAX_DETAIL_CHARS else "")
+
+
+class _TooLarge(Exception):
+    """An answer over ``max_response_bytes``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Answer:
+    """A read answer: what the error handling needs of a response."""
+
+    def __init__(self, status: int, headers: Any, content: bytes) -> None:
+        self.status_code = status
+        self.headers = headers
+        self.content = content
+
+    def json(self) -> Any:
+        return _json.loads(self.content)
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when the outbound policy refused the connection (no retry can help)."""
+    from policyopt.remote.outbound import OutboundRefused
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OutboundRefused):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _retry_after(response: Any) -> float:

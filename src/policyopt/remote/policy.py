@@ -1,0 +1,256 @@
+"""What the job server's owner allows a job to do: the server policy.
+
+The job server runs other people's job configs with the server's own model keys, so the
+owner, not the job, decides:
+
+- **model calls**: a job may set only sampling settings for its models (:data:`SAMPLING_KEYS`,
+  plus the owner's ``extra_model_kwargs``). Transport and credential settings
+  (:data:`TRANSPORT_KEYS`: ``api_base``, ``api_key``, ``headers``, ...) would send the server's
+  provider key wherever the job says, so they are refused unless the owner sets
+  ``allow_api_base``; model names may be limited to ``allowed_models`` (glob patterns);
+- **outbound requests**: ``task_app_hosts``, the hosts and networks task apps may live on
+  (:mod:`policyopt.remote.outbound`; loopback by default);
+- **input limits**: nesting depth, string and list lengths and number of example ids;
+- **quotas per key**: unfinished jobs, and rollouts / dollars over all of a key's jobs.
+
+A :class:`ServerPolicy` is built from keyword arguments, ``policyopt serve`` flags or a TOML
+file (:meth:`ServerPolicy.from_toml`). Violations are :class:`PolicyViolation`, which carry the
+dotted path of what was refused; the server answers them with 422 (429 for quotas).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from policyopt.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_TASK_APP_HOSTS",
+    "SAMPLING_KEYS",
+    "TRANSPORT_KEYS",
+    "PolicyViolation",
+    "ServerPolicy",
+    "check_json_limits",
+]
+
+#: LM settings a job may always set: they change sampling, not where or how a call is sent
+SAMPLING_KEYS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "response_format",
+        "reasoning_effort",
+    }
+)
+#: LM settings that choose the endpoint or carry credentials; only with ``allow_api_base``
+TRANSPORT_KEYS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "headers",
+        "extra_headers",
+        "organization",
+        "custom_llm_provider",
+        "deployment_id",
+        "aws_region_name",
+        "vertex_project",
+        "vertex_location",
+    }
+)
+#: where task apps may be by default: this machine (so the README's quick start works)
+DEFAULT_TASK_APP_HOSTS = ("127.0.0.0/8", "::1", "localhost")
+
+
+class PolicyViolation(ConfigError):
+    """A job asks for something the server's policy does not allow; ``path`` names it."""
+
+    def __init__(self, path: str, message: str, *, status: int = 422) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.status = status
+
+
+class ServerPolicy(BaseModel):
+    """The owner's rules for jobs on this server (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allow_api_base: bool = Field(
+        default=False,
+        description="let jobs set transport/credential LM settings (api_base, api_key, ...)",
+    )
+    allowed_models: tuple[str, ...] | None = Field(
+        default=None,
+        description="glob patterns of the model names jobs may use ('local', 'openai/*'); "
+        "None: any",
+    )
+    extra_model_kwargs: tuple[str, ...] = Field(
+        default=(), description="more LM settings jobs may set, beyond SAMPLING_KEYS"
+    )
+    task_app_hosts: tuple[str, ...] = Field(
+        default=DEFAULT_TASK_APP_HOSTS,
+        description="hosts, IP addresses and networks (CIDR) task apps may be on",
+    )
+    max_depth: int = Field(default=32, ge=2, description="deepest nesting of a JSON body")
+    max_string_chars: int = Field(default=200_000, ge=1, description="longest JSON string")
+    max_list_items: int = Field(default=100_000, ge=1, description="longest JSON array")
+    max_object_keys: int = Field(default=1_000, ge=1, description="most keys of a JSON object")
+    max_ids: int = Field(default=100_000, ge=1, description="most example ids in one job")
+    max_active_jobs_per_key: int = Field(
+        default=20, ge=1, description="unfinished (pending, queued, running) jobs per key"
+    )
+    max_rollouts_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        description="rollouts over all of a key's jobs (budgets of unfinished jobs count whole)",
+    )
+    max_cost_usd_per_key: float | None = Field(
+        default=None, gt=0, description="LM dollars over all of a key's jobs"
+    )
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> ServerPolicy:
+        """A policy from a TOML file of these fields (a ``[server]`` table or the top level);
+        ``overrides`` (e.g. from CLI flags) win."""
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            import tomli as tomllib
+
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"Server policy file {str(file)!r} does not exist.")
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file} is not valid TOML: {exc}") from None
+        data = dict(data.get("server", data))
+        data.update(overrides)
+        return cls.build(**data)
+
+    @classmethod
+    def build(cls, **values: Any) -> ServerPolicy:
+        """Like the constructor, but errors are :class:`ConfigError` naming the field."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"Invalid server policy: {problems}") from None
+
+    # ------------------------------------------------------------------ model calls
+    def check_models(self, models: Any) -> None:
+        """Raise :class:`PolicyViolation` unless a job's ``models`` section is allowed."""
+        names = {"models.reflection": models.reflection}
+        for path, name in names.items():
+            if self.allowed_models is not None and not any(
+                fnmatch.fnmatchcase(name, pattern) for pattern in self.allowed_models
+            ):
+                raise PolicyViolation(
+                    path,
+                    f"model {name!r} is not allowed on this server; allowed: "
+                    f"{', '.join(self.allowed_models) or '(none)'}",
+                )
+        if models.api_base is not None and not self.allow_api_base:
+            raise PolicyViolation(
+                "models.api_base",
+                "this server does not accept an api_base (it could send the server's "
+                "provider keys elsewhere); remove it, or start the server with --allow-api-base",
+            )
+        for field in type(models).model_fields:
+            if field.endswith("_kwargs"):
+                self.check_model_kwargs(getattr(models, field), f"models.{field}")
+
+    def check_model_kwargs(self, kwargs: Mapping[str, Any], path: str) -> None:
+        """Raise :class:`PolicyViolation` for the first LM setting a job may not set."""
+        allowed = SAMPLING_KEYS | set(self.extra_model_kwargs)
+        for key in kwargs:
+            where = f"{path}.{key}"
+            if key in allowed:
+                continue
+            if key in TRANSPORT_KEYS:
+                if self.allow_api_base:
+                    continue
+                raise PolicyViolation(
+                    where,
+                    "transport and credential settings are not accepted from jobs on this "
+                    "server (they could send the server's provider keys elsewhere); remove "
+                    "it, or start the server with --allow-api-base",
+                )
+            raise PolicyViolation(
+                where,
+                "not an allowed model setting; a job may set only sampling settings: "
+                + ", ".join(sorted(allowed)),
+            )
+
+    # ------------------------------------------------------------------ input limits
+    def check_ids(self, config: Any) -> None:
+        """Raise :class:`PolicyViolation` when a job names too many example ids."""
+        total = len(config.train_ids) + len(config.val_ids) + len(config.test_ids)
+        if total > self.max_ids:
+            raise PolicyViolation(
+                "ids", f"{total} example ids in all; this server takes at most {self.max_ids}"
+            )
+
+
+def check_json_limits(value: Any, policy: ServerPolicy, root: str = "") -> None:
+    """Raise :class:`PolicyViolation` (naming the path) when a decoded JSON value nests too
+    deep or holds a string, array or object over the policy's limits. Iterative: a hostile
+    depth cannot exhaust the stack here."""
+    for path, depth, node in _walk(value, root):
+        if depth > policy.max_depth:
+            raise PolicyViolation(path or "(body)", f"nested deeper than {policy.max_depth} levels")
+        if isinstance(node, str) and len(node) > policy.max_string_chars:
+            raise PolicyViolation(
+                path or "(body)",
+                f"a string of {len(node)} characters; the limit is {policy.max_string_chars}",
+            )
+        if isinstance(node, list) and len(node) > policy.max_list_items:
+            raise PolicyViolation(
+                path or "(body)",
+                f"a list of {len(node)} items; the limit is {policy.max_list_items}",
+            )
+        if isinstance(node, dict):
+            if len(node) > policy.max_object_keys:
+                raise PolicyViolation(
+                    path or "(body)",
+                    f"an object of {len(node)} keys; the limit is {policy.max_object_keys}",
+                )
+            for key in node:
+                if len(key) > policy.max_string_chars:
+                    raise PolicyViolation(path or "(body)", "a key over the string limit")
+
+
+def _walk(value: Any, root: str) -> Iterator[tuple[str, int, Any]]:
+    """(dotted path, depth, node) of every node, depth first, without recursion."""
+    stack: list[tuple[str, int, Any]] = [(root, 1, value)]
+    while stack:
+        path, depth, node = stack.pop()
+        yield path, depth, node
+        children: Sequence[tuple[str, Any]] = ()
+        if isinstance(node, dict):
+            children = [(f"{path}.{k}" if path else str(k), v) for k, v in node.items()]
+        elif isinstance(node, list):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(node)]
+        stack.extend((p, depth + 1, v) for p, v in reversed(children))
