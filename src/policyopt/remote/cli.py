@@ -245,14 +245,76 @@ def serve(
     max_jobs: Annotated[int, typer.Option(help="Jobs running at once; the rest wait.")] = 2,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 1 << 20,
     allow_api_base: Annotated[
-        bool, typer.Option(help="Let job configs set models.api_base (off: SSRF guard).")
+        bool,
+        typer.Option(
+            help="Let job configs set transport and credential LM settings (api_base, "
+            "api_key, headers, ...). Off: jobs may set only sampling settings."
+        ),
     ] = False,
+    task_app_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task-app-hosts",
+            help="Hosts, IPs or networks (CIDR) task apps may be on; repeatable or "
+            "comma-separated. Default: loopback only (127.0.0.0/8, ::1, localhost).",
+        ),
+    ] = None,
+    allowed_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-model",
+            help="Model names jobs may use (glob patterns such as 'openai/*'; repeatable). "
+            "Default: any.",
+        ),
+    ] = None,
+    max_active_jobs_per_key: Annotated[
+        int | None, typer.Option(help="Unfinished jobs per API key (default 20).")
+    ] = None,
+    max_rollouts_per_key: Annotated[
+        int | None, typer.Option(help="Rollouts over all of a key's jobs (default: no cap).")
+    ] = None,
+    max_cost_per_key: Annotated[
+        float | None,
+        typer.Option(help="LM dollars over all of a key's jobs (default: no cap)."),
+    ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file of server policy settings (see docs/job-server.md); flags win."
+        ),
+    ] = None,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="Server secret file (created 0600; default: next to --db)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the job server (FastAPI + uvicorn). Unfinished jobs in --db resume on start."""
+    from policyopt.remote.policy import ServerPolicy
     from policyopt.remote.server import serve as run_server
 
     def go() -> None:
+        flags: dict[str, Any] = {}
+        if allow_api_base:
+            flags["allow_api_base"] = True
+        if task_app_hosts:
+            flags["task_app_hosts"] = [
+                h.strip() for item in task_app_hosts for h in item.split(",") if h.strip()
+            ]
+        if allowed_model:
+            flags["allowed_models"] = allowed_model
+        for name, value in (
+            ("max_active_jobs_per_key", max_active_jobs_per_key),
+            ("max_rollouts_per_key", max_rollouts_per_key),
+            ("max_cost_usd_per_key", max_cost_per_key),
+        ):
+            if value is not None:
+                flags[name] = value
+        policy = (
+            ServerPolicy.from_toml(policy_file, **flags)
+            if policy_file is not None
+            else ServerPolicy.build(**flags)
+        )
         run_server(
             host=host,
             port=port,
@@ -262,8 +324,9 @@ def serve(
             keys_file=keys_file,
             max_concurrent_jobs=max_jobs,
             max_body_bytes=max_body_bytes,
-            allow_api_base=allow_api_base,
             log_level=log_level,
+            policy=policy,
+            secret_file=secret_file,
         )
 
     _run(go)

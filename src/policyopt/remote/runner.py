@@ -37,6 +37,9 @@ from policyopt.remote.store import TERMINAL_EVENTS, JobRecord, JobState, JobStor
 
 if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.config import JobConfig
+    from policyopt.remote.outbound import OutboundPolicy
+    from policyopt.remote.policy import ServerPolicy
+    from policyopt.remote.vault import ServerSecret
     from policyopt.types import OptimizationResult, Program
 
 __all__ = ["JobRunner", "build_results", "default_reflection_lm"]
@@ -95,39 +98,40 @@ class _SharedLocalLMs:
 _LOCAL = _SharedLocalLMs()
 
 
-def default_reflection_lm(config: JobConfig, *, allow_api_base: bool = False) -> Any:
+def default_reflection_lm(
+    config: JobConfig, *, allow_api_base: bool = False, policy: ServerPolicy | None = None
+) -> Any:
     """The reflection/proposal LM a job config names: ``"local"`` or a litellm model string.
 
-    A job may point its LM at another ``api_base`` only when the server allows it: otherwise a
-    request could make the server send its provider keys to any host.
+    The server's policy is checked again here (a config stored under an older, looser policy
+    is refused too): a job may set only sampling settings unless the owner allows more,
+    otherwise a request could make the server send its provider keys to any host.
     """
+    from policyopt.remote.policy import ServerPolicy
+
+    policy = policy or ServerPolicy(allow_api_base=allow_api_base)
     models = config.models
-    name = models.reflection
-    api_base = getattr(models, "api_base", None)
-    if name == "local":
+    policy.check_models(models)
+    if models.reflection == "local":
         return _LOCAL.get(config.algorithm)
-    if api_base and not allow_api_base:
-        raise ConfigError(
-            "This server does not accept models.api_base in job configs (it could send the "
-            "server's provider keys elsewhere). Remove it, or start the server with "
-            "--allow-api-base."
-        )
     from policyopt.lm import LM
 
-    extra = dict(getattr(models, "reflection_kwargs", None) or {})
-    if api_base:
-        extra["api_base"] = api_base
-    return LM(name, **extra)
+    extra = dict(models.reflection_kwargs)
+    if models.api_base:
+        extra["api_base"] = models.api_base
+    return LM(models.reflection, **extra)
 
 
-def _default_task_app(config: JobConfig) -> Any:
+def _task_app_client(config: JobConfig, outbound: OutboundPolicy | None) -> Any:
     from policyopt.remote.taskapp_client import TaskAppClient
 
     # never api_key_env: the server does not read its own environment for a request.
     # A rollout may take long (a slow model, a busy machine): the HTTP timeout follows the
     # job's per-rollout timeout, else a generous default, so slow is not mistaken for down.
     timeout = config.optimizer_kwargs().get("timeout") or DEFAULT_ROLLOUT_TIMEOUT_S
-    return TaskAppClient(config.task_app.url, config.task_app.api_key, timeout=float(timeout))
+    return TaskAppClient(
+        config.task_app.url, config.task_app.api_key, timeout=float(timeout), outbound=outbound
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -153,8 +157,11 @@ class _JobListener:
         self.max_rollouts = job.progress.get("max_rollouts")
         self.best_score: float | None = None
         self._lock = threading.Lock()
+        self.detached = False  # set when the server stopped waiting for this run
 
     def __call__(self, event: Event) -> None:
+        if self.detached:
+            return
         data = event.to_dict()
         data.pop("kind", None)
         data.pop("time", None)
@@ -273,25 +280,38 @@ class JobRunner:
         allow_api_base: bool = False,
         max_attempts: int = 3,
         health_check: bool = True,
+        policy: ServerPolicy | None = None,
+        secret: ServerSecret | None = None,
     ) -> None:
         if isinstance(max_concurrent_jobs, bool) or max_concurrent_jobs < 1:
             raise ConfigError(
                 f"max_concurrent_jobs must be an int >= 1; got {max_concurrent_jobs!r}."
             )
+        from policyopt.remote.outbound import OutboundPolicy
+        from policyopt.remote.policy import ServerPolicy
+        from policyopt.remote.vault import private_dir
+
         self.store = store
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = private_dir(data_dir)
+        self.data_dir.chmod(0o700)  # run dirs hold journals and results: the server's only
         self.max_concurrent_jobs = max_concurrent_jobs
-        self.allow_api_base = allow_api_base
+        self.policy = policy or ServerPolicy(allow_api_base=allow_api_base)
+        self.allow_api_base = self.policy.allow_api_base
+        self.secret = secret
+        self.outbound = OutboundPolicy(self.policy.task_app_hosts)
         self.reflection_lm_factory = reflection_lm_factory or (
-            lambda config: default_reflection_lm(config, allow_api_base=allow_api_base)
+            lambda config: default_reflection_lm(config, policy=self.policy)
         )
-        self.task_app_factory = task_app_factory or _default_task_app
+        self.task_app_factory = task_app_factory or (
+            lambda config: _task_app_client(config, self.outbound)
+        )
         self.max_attempts = max_attempts
         self.health_check = health_check
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, Path] = {}
+        self._listeners: dict[str, _JobListener] = {}
+        self._abandoned: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started = False
@@ -316,7 +336,13 @@ class JobRunner:
         return requeued
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop taking jobs; running jobs stop at their next check and go back to ``queued``."""
+        """Stop taking jobs; running jobs go back to ``queued`` (``job.suspended``).
+
+        Each running job is told to stop at its next check; one that has not stopped within
+        ``timeout`` seconds (a slow rollout in flight) is put back in the queue anyway and its
+        thread is left to die with the process, its events no longer recorded: the next
+        server resumes the job from its journal.
+        """
         self._stopping.set()
         with self._lock:
             running = list(self._running.values())
@@ -329,6 +355,23 @@ class JobRunner:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        with self._lock:
+            left = list(self._running)
+            self._abandoned.update(left)
+            for job_id in left:
+                listener = self._listeners.get(job_id)
+                if listener is not None:
+                    listener.detached = True
+        for job_id in left:
+            job = self.store.get_job(job_id)
+            self.store.transition(
+                job_id,
+                JobState.QUEUED,
+                event="job.suspended",
+                message="the server is shutting down; the job resumes on its next start",
+                only_from=[JobState.RUNNING],
+                attempts=max(0, (job.attempts if job else 1) - 1),  # not a failed attempt
+            )
 
     def recover(self) -> list[str]:
         """Requeue jobs left pending/queued/running (oldest first) or fail them with the reason."""
@@ -416,7 +459,8 @@ class JobRunner:
     def _config(self, job: JobRecord) -> JobConfig:
         from policyopt.remote.config import JobConfig
 
-        return JobConfig.from_dict(job.config)
+        stored = job.config if self.secret is None else self.secret.unseal_config(job.config)
+        return JobConfig.from_dict(stored)
 
     def _fail(self, job_id: str, reason: str, **fields: Any) -> None:
         self.store.transition(
@@ -448,7 +492,7 @@ class JobRunner:
             attempts=job.attempts + 1,
         ):
             return  # cancelled while it waited
-        job_dir.mkdir(parents=True, exist_ok=True)
+        job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         stop_file = job_dir / "STOP"
         stop_file.unlink(missing_ok=True)  # left by a shutdown: this run goes on
         with self._lock:
@@ -458,6 +502,8 @@ class JobRunner:
                 stop_file.touch()  # cancelled between the check above and now
             self._run_job(job, job_dir)
         except _Interrupted:
+            if job_id in self._abandoned:  # shutdown() already put it back in the queue
+                return
             self.store.transition(
                 job_id,
                 JobState.QUEUED,
@@ -467,6 +513,8 @@ class JobRunner:
                 attempts=job.attempts,  # a clean shutdown is not a failed attempt
             )
         except Exception as exc:
+            if job_id in self._abandoned:
+                return
             cancelled = self.store.get_job(job_id)
             if cancelled is not None and cancelled.cancel_requested:
                 self._cancelled(job_id, None)
@@ -475,6 +523,7 @@ class JobRunner:
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
+                self._listeners.pop(job_id, None)
             if not self._stopping.is_set():
                 stop_file.unlink(missing_ok=True)
 
@@ -515,6 +564,8 @@ class JobRunner:
                     ) from exc
             program = client.program(config.initial_prompt, config.policy())
             listener = _JobListener(self.store, job, program.prompt)
+            with self._lock:
+                self._listeners[job.id] = listener
             lm = self.reflection_lm_factory(config)
             train = [{"id": i} for i in config.train_ids]
             val = [{"id": i} for i in config.val_ids] if config.val_ids else None

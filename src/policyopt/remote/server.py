@@ -36,14 +36,18 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from policyopt._version import __version__
 from policyopt.errors import ConfigError
+from policyopt.remote.outbound import OutboundPolicy
+from policyopt.remote.policy import PolicyViolation, ServerPolicy, check_json_limits
 from policyopt.remote.runner import JobRunner, ReflectionFactory, TaskAppFactory
-from policyopt.remote.store import JobRecord, JobState, JobStore, hash_api_key
+from policyopt.remote.store import JobRecord, JobState, JobStore
+from policyopt.remote.vault import ServerSecret, legacy_owner_id
 
 __all__ = [
     "API_ROOTS",
     "ENV_API_KEYS",
     "create_app",
     "load_api_keys",
+    "run_app",
     "serve",
     "status_body",
 ]
@@ -54,6 +58,10 @@ logger = logging.getLogger("policyopt")
 API_ROOTS = ("/api/policy-optimization/online/jobs", "/api/prompt-learning/online/jobs")
 #: environment variable with comma-separated API keys the server accepts
 ENV_API_KEYS = "POLICYOPT_API_KEYS"
+#: seconds open connections get to finish when the server stops
+GRACEFUL_S = 2
+#: seconds running jobs get to reach their next check when the server stops
+RUNNER_STOP_S = 4.0
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -184,15 +192,20 @@ def create_app(
     task_app_factory: TaskAppFactory | None = None,
     allow_api_base: bool = False,
     health_check: bool = True,
-    max_active_jobs_per_key: int = 20,
+    max_active_jobs_per_key: int | None = None,
     poll_interval: float = 0.2,
     keepalive_s: float = 15.0,
+    policy: ServerPolicy | None = None,
+    secret_file: str | Path | None = None,
 ) -> FastAPI:
     """The job server's ASGI app; jobs run while it is being served (lifespan starts them).
 
-    ``api_keys``: the accepted keys (a list, or ``{label: key}``); only their SHA-256 is kept.
-    ``max_concurrent_jobs`` jobs run at once, the rest wait queued; a key may have at most
-    ``max_active_jobs_per_key`` unfinished jobs (429 beyond). Jobs a previous server left
+    ``api_keys``: the accepted keys (a list, or ``{label: key}``); only their HMAC with the
+    server secret is kept. ``policy`` is what jobs may do (:class:`ServerPolicy`: model
+    settings, task-app hosts, input limits, per-key quotas); ``allow_api_base`` and
+    ``max_active_jobs_per_key`` override its fields. ``secret_file`` (default: ``server.secret``
+    next to the database, created 0600) keys the owner ids and seals task-app keys at rest.
+    ``max_concurrent_jobs`` jobs run at once, the rest wait queued. Jobs a previous server left
     running or queued on the same ``db_path``/``data_dir`` resume when this one starts.
     """
     labelled = (
@@ -205,20 +218,34 @@ def create_app(
             "The job server needs at least one API key: pass --api-key, set "
             f"${ENV_API_KEYS} (comma-separated) or give a keys file."
         )
-    owners = {hash_api_key(key): label for label, key in labelled.items()}
+    updates: dict[str, Any] = {}
+    if allow_api_base:
+        updates["allow_api_base"] = True
+    if max_active_jobs_per_key is not None:
+        updates["max_active_jobs_per_key"] = max_active_jobs_per_key
+    policy = ServerPolicy.build(**{**(policy or ServerPolicy()).model_dump(), **updates})
     if isinstance(max_body_bytes, bool) or max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1; got {max_body_bytes!r}.")
     store = JobStore(db_path)
+    secret = ServerSecret.load_or_create(
+        secret_file if secret_file is not None else Path(db_path).parent / "server.secret"
+    )
+    owners = {secret.owner_id(key): label for label, key in labelled.items()}
+    for key in labelled.values():  # jobs of a server that stored plain SHA-256 owner ids
+        store.rename_owner(legacy_owner_id(key), secret.owner_id(key))
     store.set_api_keys(owners)
+    outbound = OutboundPolicy(policy.task_app_hosts)
     runner = JobRunner(
         store,
         data_dir,
         max_concurrent_jobs=max_concurrent_jobs,
         reflection_lm_factory=reflection_lm_factory,
         task_app_factory=task_app_factory,
-        allow_api_base=allow_api_base,
         health_check=health_check,
+        policy=policy,
+        secret=secret,
     )
+    submit_lock = asyncio.Lock()  # the quota check and the insert, one submit at a time
     owner_ids = list(owners)
 
     @contextlib.asynccontextmanager
@@ -229,7 +256,7 @@ def create_app(
         try:
             yield
         finally:
-            await asyncio.to_thread(runner.shutdown)
+            await asyncio.to_thread(runner.shutdown, RUNNER_STOP_S)
             store.close()
 
     app = FastAPI(
@@ -266,7 +293,7 @@ def create_app(
                 "Malformed Authorization header: expected 'Bearer <key>'.",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_request"'},
             )
-        digest = hash_api_key(token)
+        digest = secret.owner_id(token)
         match = None
         for known in owner_ids:  # compare every one, in constant time
             if hmac.compare_digest(digest, known):
@@ -296,30 +323,27 @@ def create_app(
                 415, f"Send the job as JSON (Content-Type: application/json), not {content_type}."
             )
         raw = await request.body()
+        data = _parse_json(raw, policy)
+        config = _parse_config(data, policy)
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HTTPException(400, f"The request body is not valid JSON: {exc}") from None
-        config = _parse_config(data, allow_api_base=allow_api_base)
-        active = await asyncio.to_thread(
-            store.list_jobs,
-            owner=who,
-            states=[JobState.PENDING, JobState.QUEUED, JobState.RUNNING],
-            limit=max_active_jobs_per_key + 1,
-        )
-        if len(active) >= max_active_jobs_per_key:
+            await asyncio.wait_for(asyncio.to_thread(outbound.check_url, config.task_app.url), 10)
+        except PolicyViolation as exc:
+            raise HTTPException(422, str(exc)) from None
+        except asyncio.TimeoutError:
             raise HTTPException(
-                429,
-                f"This key already has {len(active)} unfinished jobs (the limit is "
-                f"{max_active_jobs_per_key}); wait for some to finish or cancel them.",
+                422, "task_app.url: its host name did not resolve within 10 s"
+            ) from None
+        stored = secret.seal_config(config.to_dict())
+        async with submit_lock:
+            usage = await asyncio.to_thread(store.usage, who)
+            _check_quotas(policy, usage, config)
+            job = await asyncio.to_thread(
+                store.create_job,
+                owner=who,
+                algorithm=config.algorithm,
+                config=stored,
+                max_rollouts=config.budget.max_rollouts,
             )
-        job = await asyncio.to_thread(
-            store.create_job,
-            owner=who,
-            algorithm=config.algorithm,
-            config=config.to_dict(),
-            max_rollouts=config.budget.max_rollouts,
-        )
         await asyncio.to_thread(runner.submit, job.id)
         fresh = await asyncio.to_thread(store.get_job, job.id)
         assert fresh is not None
@@ -389,10 +413,7 @@ def create_app(
         raw = await request.body()
         reason: str | None = None
         if raw.strip():
-            try:
-                data = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise HTTPException(400, f"The request body is not valid JSON: {exc}") from None
+            data = _parse_json(raw, policy)
             if not isinstance(data, dict) or not isinstance(
                 data.get("reason", ""), (str, type(None))
             ):
@@ -426,7 +447,7 @@ def create_app(
     return app
 
 
-def _parse_config(data: Any, *, allow_api_base: bool) -> Any:
+def _parse_config(data: Any, policy: ServerPolicy) -> Any:
     """A submitted body -> JobConfig (422 with the config error's message when invalid).
 
     Accepts the config itself (TOML-shaped, with or without its ``policy_optimization`` /
@@ -465,19 +486,71 @@ def _parse_config(data: Any, *, allow_api_base: bool) -> Any:
         config = JobConfig.from_dict(data)
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
+    except RecursionError:  # defence in depth: the limits are checked before this
+        raise HTTPException(422, "The job config nests too deeply.") from None
     if config.task_app.api_key_env is not None:
         raise HTTPException(
             422,
             "task_app.api_key_env is resolved by the client before submitting (the server never "
             "reads its own environment for a job); send task_app.api_key instead.",
         )
-    if config.models.api_base and not allow_api_base:
-        raise HTTPException(
-            422,
-            "This server does not accept models.api_base (it could send the server's provider "
-            "keys elsewhere). Remove it, or start the server with --allow-api-base.",
-        )
+    try:
+        policy.check_models(config.models)
+        policy.check_ids(config)
+    except PolicyViolation as exc:
+        raise HTTPException(exc.status, str(exc)) from None
     return config
+
+
+def _parse_json(raw: bytes, policy: ServerPolicy) -> Any:
+    """A request body as JSON within the policy's limits (400 / 422 naming what was wrong)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise HTTPException(
+            422, f"The JSON body nests deeper than {policy.max_depth} levels."
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"The request body is not valid JSON: {exc}") from None
+    try:
+        check_json_limits(data, policy)
+    except PolicyViolation as exc:
+        raise HTTPException(422, f"The JSON body is over a limit: {exc}") from None
+    return data
+
+
+def _check_quotas(policy: ServerPolicy, usage: Mapping[str, float], config: Any) -> None:
+    """429 when this job would take its key over a quota (see :class:`ServerPolicy`)."""
+    if usage["active"] >= policy.max_active_jobs_per_key:
+        raise HTTPException(
+            429,
+            f"This key already has {int(usage['active'])} unfinished jobs (the limit is "
+            f"{policy.max_active_jobs_per_key}); wait for some to finish or cancel them.",
+        )
+    cap = policy.max_rollouts_per_key
+    if cap is not None and usage["rollouts"] + config.budget.max_rollouts > cap:
+        left = max(0, cap - int(usage["rollouts"]))
+        raise HTTPException(
+            429,
+            f"Rollout quota: this key's jobs hold {int(usage['rollouts'])} of its {cap} "
+            f"rollouts; budget.max_rollouts={config.budget.max_rollouts} does not fit "
+            f"({left} left).",
+        )
+    dollars = policy.max_cost_usd_per_key
+    if dollars is not None:
+        asked = config.budget.max_cost_usd
+        if asked is None:
+            raise HTTPException(
+                422,
+                "budget.max_cost_usd: required on this server, which caps LM spend per key "
+                f"(${dollars:g} in all).",
+            )
+        if usage["cost_usd"] + asked > dollars:
+            raise HTTPException(
+                429,
+                f"Cost quota: this key's jobs hold ${usage['cost_usd']:.4f} of its "
+                f"${dollars:g}; budget.max_cost_usd={asked:g} does not fit.",
+            )
 
 
 async def _sse(
@@ -527,11 +600,11 @@ def serve(
     max_body_bytes: int = 1 << 20,
     allow_api_base: bool = False,
     log_level: str = "info",
+    policy: ServerPolicy | None = None,
+    secret_file: str | Path | None = None,
 ) -> None:
-    """Serve the job server with uvicorn until interrupted (Ctrl-C stops it cleanly: running
-    jobs go back to the queue and resume on the next start)."""
-    import uvicorn
-
+    """Serve the job server with uvicorn until interrupted (SIGTERM or Ctrl-C stop it within
+    seconds: running jobs go back to the queue and resume on the next start)."""
     keys = load_api_keys(api_keys, keys_file=keys_file)
     app = create_app(
         db_path,
@@ -540,5 +613,27 @@ def serve(
         max_concurrent_jobs=max_concurrent_jobs,
         max_body_bytes=max_body_bytes,
         allow_api_base=allow_api_base,
+        policy=policy,
+        secret_file=secret_file,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    run_app(app, host=host, port=port, log_level=log_level)
+
+
+def run_app(
+    app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
+) -> None:
+    """Serve a job server app with uvicorn in the foreground until SIGTERM or Ctrl-C.
+
+    Stopping is prompt (about 7 s at most, well under 10): open connections, event streams
+    included, get ``GRACEFUL_S`` seconds, then the runner gets ``RUNNER_STOP_S`` to put its
+    running jobs back in the queue (they resume on the next start).
+    """
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_S,
+    )

@@ -9,13 +9,17 @@ Tables::
 
     jobs      one row per job: owner, state, config, times, progress, best, results, error
     events    (job_id, seq) -> type, time, level, message, data; seq increases by 1 per job
-    api_keys  owner id (a SHA-256 of the key, never the key) -> label, active flag
+    api_keys  owner id (an HMAC of the key, never the key) -> label, active flag
+
+The file is created 0600 (its directory 0700 when this creates it); SQLite gives its ``-wal``
+and ``-shm`` files the same mode.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -113,6 +117,12 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` if missing and make it readable by this user only (0600)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
 def new_job_id() -> str:
     """A fresh, unguessable job id such as ``po_3f9a0c1b2d4e5f60``."""
     return f"po_{secrets.token_hex(8)}"
@@ -205,7 +215,13 @@ class JobStore:
         self.path = Path(path)
         if str(path) == ":memory:":
             raise ConfigError("The job store needs a database file, not ':memory:'.")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True)
+        _private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                _private_file(side)
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -269,6 +285,40 @@ class JobStore:
                     "ON CONFLICT(owner) DO UPDATE SET active = 1, label = excluded.label",
                     (owner, label, now),
                 )
+
+    def rename_owner(self, old: str, new: str) -> int:
+        """Give ``old``'s jobs to ``new`` (an owner-id scheme change); returns how many."""
+        with self._write() as db:
+            moved = db.execute("UPDATE jobs SET owner = ? WHERE owner = ?", (new, old)).rowcount
+            db.execute("DELETE FROM api_keys WHERE owner = ?", (old,))
+        return int(moved)
+
+    def usage(self, owner: str) -> dict[str, float]:
+        """What a key's jobs hold: ``active`` (unfinished jobs), ``rollouts`` (used by finished
+        jobs, budgeted by unfinished ones) and ``cost_usd`` (spent by finished jobs as far as
+        known, else their cap; capped by unfinished ones)."""
+        row = (
+            self._connection()
+            .execute(
+                "SELECT "
+                "SUM(CASE WHEN status IN ('pending', 'queued', 'running') THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN status IN ('pending', 'queued', 'running') "
+                "THEN COALESCE(json_extract(progress, '$.max_rollouts'), 0) "
+                "ELSE COALESCE(json_extract(progress, '$.rollouts_used'), 0) END), "
+                "SUM(CASE WHEN status IN ('pending', 'queued', 'running') "
+                "THEN COALESCE(json_extract(config, '$.budget.max_cost_usd'), 0) "
+                "ELSE COALESCE(json_extract(results, '$.usage.cost_usd'), "
+                "json_extract(config, '$.budget.max_cost_usd'), 0) END) "
+                "FROM jobs WHERE owner = ?",
+                (owner,),
+            )
+            .fetchone()
+        )
+        return {
+            "active": int(row[0] or 0),
+            "rollouts": int(row[1] or 0),
+            "cost_usd": float(row[2] or 0.0),
+        }
 
     def active_owners(self) -> dict[str, str]:
         """``{owner_id: label}`` of the keys accepted now."""
