@@ -7,7 +7,8 @@ can catch either ``policyopt.errors.ConfigError`` or ``ValueError``::
     ├── ConfigError (ValueError)              a setting or an argument is invalid
     │   └── DatasetError                      trainset/valset is empty, has duplicate ids, ...
     ├── ScoreTypeError (TypeError)            evaluate() returned something that is not a score
-    ├── EvaluationError (RuntimeError)        too many rollouts failed (max_errors exceeded)
+    ├── EvaluationError (RuntimeError)        evaluate() or its backend looks broken (error rate)
+    ├── StopRequested (RuntimeError)          a stop fired mid-batch (STOP file, time limit)
     ├── BudgetExhausted (RuntimeError)        the rollout budget is spent (raised only on request)
     ├── LMError (RuntimeError)                an LM call failed after its retries
     ├── MissingDependencyError (ImportError)  an optional extra is not installed
@@ -29,6 +30,7 @@ __all__ = [
     "PolicyOptError",
     "ScoreTypeError",
     "StateError",
+    "StopRequested",
 ]
 
 
@@ -54,6 +56,17 @@ class EvaluationError(PolicyOptError, RuntimeError):
     def __init__(self, message: str, failures: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.failures: list[tuple[str, str]] = list(failures)
+
+
+class StopRequested(PolicyOptError, RuntimeError):
+    """A stop condition fired in the middle of a batch; the run ends with its result so far.
+
+    Raised by the rollout engine; the run lifecycle turns it into ``stop_reason=reason``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"stop requested: {reason}")
+        self.reason = reason
 
 
 class BudgetExhausted(PolicyOptError, RuntimeError):

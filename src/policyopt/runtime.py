@@ -1,24 +1,50 @@
-"""What every optimizer run sets up the same way: run dir, events, engine, splits, stops.
+"""What every optimizer run shares: run dir, events, engine, splits, stops, failure policy.
 
-An optimizer builds one :class:`RunContext` per ``optimize`` call and closes it when done.
+An optimizer builds one :class:`RunContext` per ``optimize`` call, runs its loop through
+:meth:`RunContext.guard` (which turns faults into stop reasons, the same way for every
+algorithm) and closes it when done. The failure policy, in one place:
+
+- ``evaluate`` errors: recorded as failed rollouts; an example that keeps failing is
+  quarantined; when the recent failure rate says the backend is broken the run stops with
+  ``stop_reason="evaluate_errors"`` and its best result so far (``strict=True`` raises instead).
+- LM errors (reflection, instruction proposal): the LM retries; then the proposal is skipped;
+  after ``MAX_LM_FAILURES`` in a row the run stops with ``stop_reason="lm_errors"``.
+- Ctrl-C, the STOP file and the time limit end the run within seconds, even mid-batch, with
+  ``stop_reason`` ``interrupted``, ``stop_file`` or ``time_limit``.
+
+Without a result to return (the seed prompt not yet scored), the fault is raised instead.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
+from policyopt.errors import EvaluationError, LMError, StopRequested
 from policyopt.events import EventBus, JSONLEventLog, Listener
 from policyopt.progress import ProgressDisplay
 from policyopt.rollout import RolloutEngine
+from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.state.rundir import RunDir, fingerprint
 from policyopt.stopping import Stopper
 from policyopt.types import Program, example_ids
 
-__all__ = ["RunContext", "RunSettings"]
+__all__ = ["MAX_LM_FAILURES", "LMUnavailable", "RunContext", "RunSettings"]
+
+logger = logging.getLogger("policyopt")
+
+#: LM failures in a row (after the LM's own retries) before a run stops with "lm_errors"
+MAX_LM_FAILURES = 5
+
+
+class LMUnavailable(LMError):
+    """The optimizer's LM failed ``MAX_LM_FAILURES`` times in a row: the run stops."""
+
 
 #: settings of every run that may change when a run_dir is resumed (the trajectory is the same)
 RESUMABLE = frozenset(
@@ -32,6 +58,10 @@ RESUMABLE = frozenset(
         "run_dir",
         "timeout",
         "max_errors",
+        "max_error_rate",
+        "error_window",
+        "quarantine_after",
+        "strict",
     }
 )
 
@@ -50,8 +80,23 @@ class RunSettings(BaseModel):
     backend: str | None = Field(None, description="joblib backend (None: threads)")
     max_time_s: float | None = Field(None, gt=0)
     max_cost_usd: float | None = Field(None, gt=0, description="cap on the optimizer's LM cost")
-    max_errors: int | None = Field(10, ge=0, description="failed rollouts tolerated")
-    timeout: float | None = Field(None, gt=0, description="seconds per rollout")
+    max_errors: int | None = Field(
+        None, ge=0, description="failed rollouts after which the run stops (None: no cap)"
+    )
+    max_error_rate: float | None = Field(
+        0.5, gt=0, le=1, description="stop when this share of the last error_window failed"
+    )
+    error_window: int = Field(20, ge=1, description="recent rollouts the error rate looks at")
+    quarantine_after: int | None = Field(
+        3, ge=1, description="failures of one example before it is quarantined"
+    )
+    strict: bool = Field(False, description="raise on evaluate/LM failure instead of stopping")
+    timeout: float | None = Field(
+        DEFAULT_TIMEOUT_S, gt=0, description="seconds per rollout (a timeout is a failure)"
+    )
+    score_range: tuple[float, float] | None = Field(
+        (0.0, 1.0), description="scores evaluate may return; the top is the perfect score"
+    )
     failure_score: float = 0.0
     progress: bool = True
     run_dir: str | None = None
@@ -62,6 +107,21 @@ class RunSettings(BaseModel):
         if value == 0 or value < -1:
             raise ValueError("must be >= 1, or -1 for all cores")
         return value
+
+    @field_validator("score_range")
+    @classmethod
+    def _score_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError("must be (low, high) with low < high, or None")
+        return value
+
+    @field_serializer("score_range")
+    def _dump_range(self, value: tuple[float, float] | None) -> list[float] | None:
+        return None if value is None else [value[0], value[1]]  # JSON has no tuples
+
+    def top_score(self) -> float:
+        """The perfect score: the top of ``score_range`` (1.0 when unchecked)."""
+        return 1.0 if self.score_range is None else self.score_range[1]
 
 
 class RunContext:
@@ -95,30 +155,108 @@ class RunContext:
             self.rundir = RunDir(s.run_dir, optimizer=optimizer, identity=ident, settings=dump)
             self.log = JSONLEventLog(self.rundir.events_path)
             self.events.subscribe(self.log)
-        self.engine = RolloutEngine(
-            program.evaluate,
-            max_rollouts=s.max_rollouts,
-            n_jobs=s.n_jobs,
-            backend=s.backend,
-            max_errors=s.max_errors,
-            timeout=s.timeout,
-            failure_score=s.failure_score,
-            events=self.events,
-            journal=self.rundir.journal if self.rundir else None,
-        )
-        self.train_split = "train"
-        self.train_ids = self.engine.add_split("train", trainset)
-        self.val_split = "train" if valset is None else "val"
-        self.val_ids = self.train_ids if valset is None else self.engine.add_split("val", valset)
         self.stopper = Stopper(
             max_time_s=s.max_time_s,
             max_cost_usd=s.max_cost_usd,
             patience=getattr(s, "patience", None),
             stop_file=self.rundir.stop_file if self.rundir else None,
         )
+        self.engine = RolloutEngine(
+            program.evaluate,
+            max_rollouts=s.max_rollouts,
+            n_jobs=s.n_jobs,
+            backend=s.backend,
+            max_errors=s.max_errors,
+            max_error_rate=s.max_error_rate,
+            error_window=s.error_window,
+            quarantine_after=s.quarantine_after,
+            timeout=s.timeout,
+            failure_score=s.failure_score,
+            score_range=s.score_range,
+            events=self.events,
+            journal=self.rundir.journal if self.rundir else None,
+            stop_check=self._urgent_stop,
+        )
+        self._has_result: Callable[[], bool] = lambda: False
+        self.strict: bool = s.strict
+        self.stop_detail: str | None = None
+        self._lm_failures = 0
+        self._lm_lock = threading.Lock()
+        self.train_split = "train"
+        self.train_ids = self.engine.add_split("train", trainset)
+        self.val_split = "train" if valset is None else "val"
+        self.val_ids = self.train_ids if valset is None else self.engine.add_split("val", valset)
         self.display = ProgressDisplay() if s.progress else None
         if self.display is not None:
             self.events.subscribe(self.display)
+
+    # ------------------------------------------------------------------ failure policy
+    def guard(self, body: Callable[[], str], *, has_result: Callable[[], bool]) -> str:
+        """Run the optimizer's loop; return its stop reason, turning faults into reasons.
+
+        A fault with nothing to return (``has_result()`` false), or any fault in ``strict``
+        mode (except Ctrl-C and stop requests), is raised instead.
+        """
+        self._has_result = has_result
+        try:
+            return body()
+        except KeyboardInterrupt:
+            if not has_result():
+                raise
+            return "interrupted"
+        except StopRequested as exc:
+            if not has_result():
+                raise
+            return exc.reason
+        except EvaluationError as exc:
+            if self.strict or not has_result():
+                raise
+            self.stop_detail = str(exc)
+            logger.warning("stopping the run: %s", str(exc).splitlines()[0])
+            return "evaluate_errors"
+        except LMUnavailable as exc:
+            if self.strict or not has_result():
+                raise
+            self.stop_detail = str(exc)
+            logger.warning("stopping the run: %s", exc)
+            return "lm_errors"
+
+    def _urgent_stop(self) -> str | None:
+        """A STOP file or the time limit, checked mid-batch once the run has a result to give
+        (the seed prompt is always scored first)."""
+        return self.stopper.urgent() if self._has_result() else None
+
+    def lm_failed(self, exc: BaseException, what: str) -> None:
+        """Count an LM failure (already retried by the LM): the proposal is skipped.
+
+        Raises :class:`LMUnavailable` after ``MAX_LM_FAILURES`` in a row, or at once when
+        ``strict``.
+        """
+        with self._lm_lock:
+            self._lm_failures += 1
+            count = self._lm_failures
+        logger.warning("%s failed (%d in a row): %s: %s", what, count, type(exc).__name__, exc)
+        if self.strict or count >= MAX_LM_FAILURES:
+            raise LMUnavailable(
+                f"the optimizer's LM failed {count} times in a row; last, {what}: "
+                f"{type(exc).__name__}: {str(exc)[:500]}"
+            ) from exc
+
+    def lm_ok(self) -> None:
+        """An LM call succeeded: the failure streak ends."""
+        with self._lm_lock:
+            self._lm_failures = 0
+
+    def fault_details(self) -> dict[str, Any]:
+        """What went wrong during the run, for ``OptimizationResult.details``."""
+        engine = self.engine
+        return {
+            "failed_rollouts": len(engine.failures),
+            "quarantined_examples": engine.quarantined,
+            "lost_rollouts": engine.lost_rollouts,
+            "resumed_rollouts": engine.resumed_rollouts,
+            "stop_detail": self.stop_detail,
+        }
 
     def memo(self, kind: str) -> list[dict[str, Any]]:
         """Journal records of ``kind`` from an earlier run in the same run dir."""

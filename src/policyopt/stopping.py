@@ -23,12 +23,19 @@ class Stopper:
     patience: int | None = None
     started: float = field(default_factory=time.monotonic)
 
-    def reason(self, *, cost_usd: float | None, steps_without_improvement: int) -> str | None:
-        """``"time_limit"``, ``"cost_limit"``, ``"stop_file"``, ``"no_improvement"`` or None."""
+    def urgent(self) -> str | None:
+        """The stops worth checking mid-batch: ``"stop_file"``, ``"time_limit"`` or None."""
         if self.stop_file is not None and self.stop_file.exists():
             return "stop_file"
         if self.max_time_s is not None and time.monotonic() - self.started >= self.max_time_s:
             return "time_limit"
+        return None
+
+    def reason(self, *, cost_usd: float | None, steps_without_improvement: int) -> str | None:
+        """``"time_limit"``, ``"cost_limit"``, ``"stop_file"``, ``"no_improvement"`` or None."""
+        urgent = self.urgent()
+        if urgent is not None:
+            return urgent
         if self.max_cost_usd is not None and (cost_usd or 0.0) >= self.max_cost_usd:
             return "cost_limit"
         if self.patience is not None and steps_without_improvement >= self.patience:

@@ -111,7 +111,9 @@ def test_failures_are_recorded_and_counted(
     batch: list[tuple[int, int]], fail: set[int], n_jobs: int
 ) -> None:
     evaluate = Counting(fail=fail)
-    engine, ids = make(evaluate, n_jobs=n_jobs, max_errors=None, failure_score=-1.0)
+    engine, ids = make(
+        evaluate, n_jobs=n_jobs, max_error_rate=None, quarantine_after=None, failure_score=-1.0
+    )
     result = engine.run([(PROMPTS[p], ids[e]) for p, e in batch], split="val")
     failed_keys = {(str(PROMPTS[p]), e) for p, e in batch if e in fail}
     assert len(engine.failures) == len(failed_keys)
@@ -254,12 +256,13 @@ def test_torn_journal_tail_is_dropped_and_repaired(tmp_path: Any) -> None:
     with path.open("ab") as handle:
         handle.write(b'{"type": "rollout", "prompt": "tor')  # killed mid-write
     journal = Journal(path)
-    assert len(journal.read()) == 3
+    assert [r["type"] for r in journal.read()] == ["start", "rollout"] * 3
     resumed, _ = make(Counting(), journal=journal)
     resumed.run([("p", ids[3])], split="val")
     resumed.close()
     records = Journal(path).read()
-    assert len(records) == 4 and all(r["type"] == "rollout" for r in records)
+    assert [r["type"] for r in records] == ["start", "rollout"] * 4
+    assert [r["n"] for r in records] == [1, 1, 2, 2, 3, 3, 4, 4]
 
 
 def test_process_backends_need_a_picklable_evaluate() -> None:

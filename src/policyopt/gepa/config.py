@@ -34,7 +34,9 @@ class GEPASettings(RunSettings):
     acceptance_margin: float = Field(0.0, ge=0.0, description="mean gain a child must beat")
     tie_tolerance: float = Field(1e-6, ge=0.0)
     skip_perfect: bool = True
-    perfect_score: float = 1.0
+    perfect_score: float | None = Field(
+        None, description="score that counts as solved; None: the top of score_range"
+    )
     stop_at_perfect: bool = True
     patience: int | None = Field(None, ge=1, description="iterations without a new best")
     max_proposal_retries: int = Field(2, ge=0)
@@ -48,6 +50,10 @@ class GEPASettings(RunSettings):
         if "{current}" not in value or ("{records}" not in value and "{feedback}" not in value):
             raise ValueError("must contain the placeholders {current} and {records} or {feedback}")
         return value
+
+    def perfect(self) -> float:
+        """The score that counts as solved."""
+        return self.top_score() if self.perfect_score is None else self.perfect_score
 
     def proposals(self) -> int:
         """Children per iteration: explicit, or one per ``minibatch_size`` threads (max 4).

@@ -45,7 +45,6 @@ __all__ = ["GEPA", "estimate"]
 logger = logging.getLogger("policyopt")
 
 _STALL_LIMIT = 25  # iterations in a row that neither pay a rollout nor add a candidate
-_MAX_REFLECTION_FAILURES = 5  # reflection LM errors in a row before the run stops
 _ASSUMED_ACCEPT_RATE = 0.25  # for the up-front estimate only
 
 
@@ -139,11 +138,12 @@ class _Run:
             max_chars=s.max_prompt_chars,
             journal=self.engine.journal,
             memo=memo,
+            on_error=self.ctx.lm_failed,
+            on_ok=self.ctx.lm_ok,
         )
         self.iteration = 0
         self.since_best = 0
         self.stalled = 0
-        self.reflection_failures = 0
         self.counts = {
             "proposed": 0,
             "accepted": 0,
@@ -176,32 +176,29 @@ class _Run:
     # ------------------------------------------------------------------ loop
     def run(self) -> OptimizationResult:
         s = self.s
-        self._check_budget()
-        self.events.emit(
-            RunStarted(
-                optimizer="gepa",
-                max_rollouts=s.max_rollouts,
-                n_train=len(self.train_ids),
-                n_val=len(self.val_ids),
-                settings=s.model_dump(exclude={"reflection_template"}),
-                estimate=estimate(s, len(self.val_ids), len(self.pop.components)),
-                resumed_rollouts=self.engine.resumed_rollouts,
-            )
-        )
-        reason = "budget"
         try:
-            try:
-                if not self._score_on_val([0]):
-                    raise ConfigError("the budget ran out while scoring the seed prompt")
-                self._track_best()
-                reason = self._loop()
-            except KeyboardInterrupt:
-                if not self.pop.val_scores[0]:
-                    raise
-                reason = "interrupted"
+            self._check_budget()
+            self.events.emit(
+                RunStarted(
+                    optimizer="gepa",
+                    max_rollouts=s.max_rollouts,
+                    n_train=len(self.train_ids),
+                    n_val=len(self.val_ids),
+                    settings=s.model_dump(exclude={"reflection_template"}),
+                    estimate=estimate(s, len(self.val_ids), len(self.pop.components)),
+                    resumed_rollouts=self.engine.resumed_rollouts,
+                )
+            )
+            reason = self.ctx.guard(self._body, has_result=lambda: bool(self.pop.val_scores[0]))
             return self._finish(reason)
         finally:
             self.ctx.close()
+
+    def _body(self) -> str:
+        if not self._score_on_val([0]):
+            raise ConfigError("the budget ran out while scoring the seed prompt")
+        self._track_best()
+        return self._loop()
 
     def _loop(self) -> str:
         """Iterate until a stop condition fires; returns its reason."""
@@ -223,12 +220,10 @@ class _Run:
 
     def _stop_reason(self) -> str | None:
         agg = self.pop.aggregate()
-        if self.s.stop_at_perfect and agg[self.best] >= self.s.perfect_score - self.s.tie_tolerance:
+        if self.s.stop_at_perfect and agg[self.best] >= self.s.perfect() - self.s.tie_tolerance:
             return "perfect_score"
         if self.stalled >= _STALL_LIMIT:
             return "stalled"
-        if self.reflection_failures >= _MAX_REFLECTION_FAILURES:
-            return "reflection_errors"
         return self.stopper.reason(
             cost_usd=self.proposer.usage.cost_usd, steps_without_improvement=self.since_best
         )
@@ -267,7 +262,7 @@ class _Run:
 
         jobs = []
         for slot, ((parent, batch), runs) in enumerate(zip(slots, parent_runs, strict=True)):
-            if s.skip_perfect and all(r is not None and r.value >= s.perfect_score for r in runs):
+            if s.skip_perfect and all(r is not None and r.value >= s.perfect() for r in runs):
                 self.counts["skipped_perfect"] += 1
                 continue
             if s.component_selection == "all":
@@ -302,15 +297,9 @@ class _Run:
         workers = max(1, min(len(jobs), self.s.n_jobs if self.s.n_jobs > 0 else 4))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(one, job) for job in jobs]
-            outcomes = []
-            for future in futures:
-                try:
-                    outcomes.append(future.result())
-                    self.reflection_failures = 0
-                except Exception as exc:  # an LM outage must not lose the run
-                    logger.warning("reflection LM failed: %s", exc)
-                    self.reflection_failures += 1
-                    outcomes.append(None)
+            # LM failures were counted (and skipped) by the proposer; a run-stopping one
+            # (LMUnavailable) is raised here once every sibling has finished
+            outcomes = [future.result() for future in futures]
         children, seen = [], set(self.pop.keys)
         for job, prompt in zip(jobs, outcomes, strict=True):
             if prompt is None:
@@ -531,8 +520,7 @@ class _Run:
                 "iterations": self.iteration,
                 "counts": dict(self.counts),  # type: ignore[dict-item]
                 "rejections": dict(self.proposer.rejections),  # type: ignore[dict-item]
-                "failed_rollouts": len(self.engine.failures),
-                "resumed_rollouts": self.engine.resumed_rollouts,
+                **self.ctx.fault_details(),  # type: ignore[dict-item]
                 "estimate": estimate(s, len(self.val_ids), len(pop.components)),  # type: ignore[dict-item]
             },
         )

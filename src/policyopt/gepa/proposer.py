@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policyopt.gepa.reflection import check_proposal, extract_instruction, render_prompt
@@ -31,8 +31,12 @@ class Proposer:
         max_chars: int,
         journal: Journal | None,
         memo: Sequence[Mapping[str, Any]] = (),
+        on_error: Callable[[BaseException, str], None] | None = None,
+        on_ok: Callable[[], None] | None = None,
     ) -> None:
-        self.lm = JournaledLM(lm, journal=journal, memo=memo, kind="proposal")
+        self.lm = JournaledLM(
+            lm, journal=journal, memo=memo, kind="proposal", on_error=on_error, on_ok=on_ok
+        )
         self.template = template
         self.max_retries = max_retries
         self.max_chars = max_chars
@@ -47,13 +51,16 @@ class Proposer:
     def propose(
         self, key: str, component: str, current: str, records: Sequence[Mapping[str, str]]
     ) -> str | None:
-        """A new text for ``component``, or None when every attempt was rejected."""
+        """A new text for ``component``, or None when every attempt was rejected or failed."""
         reason: str | None = None
         for attempt in range(self.max_retries + 1):
             prompt = render_prompt(self.template, component, current, records, reason)
             record = self.lm.ask(f"{key}/{attempt}", prompt)
+            if record is None:  # the LM failed past its retries: skip this proposal
+                return None
             text, balanced = extract_instruction(record["text"])
-            reason = check_proposal(
+            reason = "answer_too_long" if record.get("capped") else None
+            reason = reason or check_proposal(
                 text,
                 current,
                 balanced=balanced,

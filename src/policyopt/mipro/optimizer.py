@@ -177,6 +177,8 @@ class _Run:
             journal=self.ctx.engine.journal,
             memo=self.ctx.memo("proposer"),
             kind="proposer",
+            on_error=self.ctx.lm_failed,
+            on_ok=self.ctx.lm_ok,
         )
         self.label_key = s.label_key or detect_label_key(list(trainset))
         self.instructions: dict[str, list[str]] = {}
@@ -189,6 +191,7 @@ class _Run:
         self.grounding: list[Demo] = []
         self.params: list[dict[str, int]] = []  # of each candidate
         self.rejected_proposals = 0
+        self.failed_proposals = 0
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, params: dict[str, int]) -> str | dict[str, str]:
@@ -269,6 +272,7 @@ class _Run:
                 c, self.seed_prompt[c], self.n_candidates, grounding, seed_score
             )
         self.rejected_proposals = proposer.rejected
+        self.failed_proposals = proposer.failed
 
     def space(self) -> dict[str, int]:
         space = {f"{c}:instruction": len(self.instructions[c]) for c in self.components}
@@ -452,28 +456,20 @@ class _Run:
                     resumed_rollouts=ctx.engine.resumed_rollouts,
                 )
             )
-            reason = "interrupted"
-            try:
-                self.bootstrap()
-                # the seed's valset score grounds the proposals; its baseline entry below is
-                # then answered from the cache
-                seed = validate_prompt(self.program.prompt)
-                scored = ctx.engine.run(
-                    [(seed, i) for i in ctx.val_ids], split=ctx.val_split, label="seed"
-                )
-                if not scored.complete:
-                    raise ConfigError("the budget ran out while scoring the seed prompt")
-                self.propose(sum(scored.scores()) / len(ctx.val_ids))
-                baseline = {name: 0 for name in self.space()}
-                if not self.full_eval(baseline, "seed"):
-                    raise ConfigError("the budget ran out while scoring the seed prompt")
-                reason = self.search()
-            except KeyboardInterrupt:
-                if not self.candidates:
-                    raise
+            reason = ctx.guard(self._body, has_result=lambda: bool(self.candidates))
             return self.finish(reason, estimate)
         finally:
             ctx.close()
+
+    def _body(self) -> str:
+        self.bootstrap()
+        # The seed becomes candidate 0 before any LM call: whatever fails later (the proposer
+        # LM, evaluate), the run has a result. Its score grounds the proposals.
+        self.instructions = {c: [self.seed_prompt[c]] for c in self.components}
+        if not self.full_eval({name: 0 for name in self.space()}, "seed"):
+            raise ConfigError("the budget ran out while scoring the seed prompt")
+        self.propose(self.candidates[0].val_score)
+        return self.search()
 
     def finish(self, reason: str, estimate: dict[str, int]) -> OptimizationResult:
         s, ctx = self.s, self.ctx
@@ -502,8 +498,8 @@ class _Run:
                 "candidate_params": self.params,  # type: ignore[dict-item]
                 "estimate": estimate,  # type: ignore[dict-item]
                 "rejected_proposals": self.rejected_proposals,
-                "failed_rollouts": len(ctx.engine.failures),
-                "resumed_rollouts": ctx.engine.resumed_rollouts,
+                "failed_proposals": self.failed_proposals,
+                **ctx.fault_details(),  # type: ignore[dict-item]
             },
         )
         self.snapshot(reason)

@@ -82,11 +82,14 @@ class InstructionProposer:
         self.max_retries = max_retries
         self.summary = ""
         self.rejected = 0
+        self.failed = 0  # candidates skipped because the LM failed
 
     def summarize(self, examples: Sequence[Any]) -> str:
         """One LM call describing the dataset from a sample of examples (kept for the run)."""
         lines = "\n".join(f"- {str(e)[:300]}" for e in examples[:8])
         record = self.lm.ask("summary", SUMMARY_TEMPLATE.format(examples=lines))
+        if record is None or record.get("capped"):  # the LM failed: go on without a summary
+            return self.summary
         self.summary = " ".join(str(record["text"]).split())[:1500]
         return self.summary
 
@@ -126,8 +129,12 @@ class InstructionProposer:
                 if attempt:
                     prompt += f"\n(Attempt {attempt + 1}: the last answer was unusable.)"
                 record = self.lm.ask(f"instruction/{component}/{index}/{attempt}", prompt)
+                if record is None:  # the LM failed past its retries: skip this candidate
+                    self.failed += 1
+                    break
                 text, balanced = extract_instruction(str(record["text"]))
-                reason = check_proposal(
+                reason = "answer_too_long" if record.get("capped") else None
+                reason = reason or check_proposal(
                     text,
                     seed_text,
                     balanced=balanced,

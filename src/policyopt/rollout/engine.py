@@ -11,23 +11,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import joblib
 
-from policyopt.errors import ConfigError, DatasetError, EvaluationError, ScoreTypeError, describe
+from policyopt.errors import (
+    ConfigError,
+    DatasetError,
+    EvaluationError,
+    ScoreTypeError,
+    StopRequested,
+    describe,
+)
 from policyopt.events import BatchDone, EventBus, RolloutsProgress
-from policyopt.rollout.worker import Outcome, execute
+from policyopt.rollout.policy import ErrorPolicy
+from policyopt.rollout.worker import Outcome, Slots, execute
 from policyopt.state.journal import Journal
 from policyopt.types import ExampleId, Score, example_ids, prompt_key
 
-__all__ = ["BatchResult", "Rollout", "RolloutEngine", "check_backend"]
+__all__ = ["DEFAULT_TIMEOUT_S", "BatchResult", "Rollout", "RolloutEngine", "check_backend"]
 
+#: seconds a rollout may take before it is recorded as failed (None turns the limit off)
+DEFAULT_TIMEOUT_S = 600.0
 _TRACE_LIMIT = 20_000  # characters of JSON kept per trace/output; longer ones are cut
 _PROGRESS_EVERY_S = 0.25  # at most this often a RolloutsProgress event inside a batch
 
@@ -105,15 +116,40 @@ def check_backend(backend: object) -> None:
 #: joblib backends that run rollouts in this process (nothing is pickled)
 _IN_PROCESS = frozenset({"threading", "sequential"})
 
+_Done = tuple[int, Outcome, "Rollout | None"]
+
+
+def _in_process(backend: object) -> bool:
+    """True when rollouts run on threads of this process (they journal themselves)."""
+    if backend is None or (isinstance(backend, str) and backend in _IN_PROCESS):
+        return True
+    return bool(getattr(backend, "uses_threads", False))
+
+
+def _check_range(score_range: object) -> tuple[float, float] | None:
+    """Validate ``score_range``: None (no check) or ``(low, high)`` with ``low < high``."""
+    if score_range is None:
+        return None
+    if (
+        isinstance(score_range, (tuple, list))
+        and len(score_range) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in score_range)
+        and all(math.isfinite(v) for v in score_range)
+        and score_range[0] < score_range[1]
+    ):
+        return float(score_range[0]), float(score_range[1])
+    raise ConfigError(
+        "The 'score_range' parameter must be a pair (low, high) of finite numbers with "
+        f"low < high, or None; got {describe(score_range)}."
+    )
+
 
 def _check_shippable(evaluate: Callable[[Any, Any], object], backend: object) -> None:
     """Fail fast when a process or cluster backend cannot pickle ``evaluate``.
 
     Without this, joblib fails (or, on Dask, hangs) deep inside a batch.
     """
-    if backend is None or (isinstance(backend, str) and backend in _IN_PROCESS):
-        return
-    if getattr(backend, "uses_threads", False):  # a backend instance running threads
+    if _in_process(backend):
         return
     try:
         import cloudpickle as pickler  # what joblib itself uses to ship functions
@@ -162,11 +198,15 @@ def _settle(score: Score) -> Score:
 class RolloutEngine:
     """Runs batches of rollouts with a cache, a hard budget, an error policy and events.
 
-    ``max_rollouts`` is never exceeded: a batch that would cross it is cut (``BatchResult.n_cut``)
-    and the caller decides what to do. Cache hits cost nothing. An exception in ``evaluate``
-    becomes a failed :class:`Rollout` scored ``failure_score`` with the message as feedback; past
-    ``max_errors`` failures :meth:`run` raises :class:`EvaluationError`. With a ``journal``, every
-    finished rollout is written before :meth:`run` returns and is reloaded on the next start.
+    ``max_rollouts`` is never exceeded, across any number of kills: each rollout is journaled as
+    started before ``evaluate`` is called, and as finished the moment it finishes (from the
+    worker thread, or on arrival for process backends); a started rollout counts as spent even
+    if its result was lost. A batch that would cross the budget is cut
+    (``BatchResult.n_cut``). Cache hits cost nothing. A failure (exception, timeout, non-finite
+    score) becomes a failed :class:`Rollout` scored ``failure_score``; the :class:`ErrorPolicy`
+    quarantines examples that keep failing and raises :class:`EvaluationError` when the recent
+    failure rate says the backend is broken. ``stop_check`` (e.g. a STOP file) and Ctrl-C end a
+    batch within a fraction of a second, even while a rollout hangs.
     """
 
     def __init__(
@@ -176,11 +216,16 @@ class RolloutEngine:
         max_rollouts: int | None = None,
         n_jobs: int = 1,
         backend: str | joblib.parallel.ParallelBackendBase | None = None,
-        max_errors: int | None = 10,
-        timeout: float | None = None,
+        max_errors: int | None = None,
+        max_error_rate: float | None = 0.5,
+        error_window: int = 20,
+        quarantine_after: int | None = 3,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         failure_score: float = 0.0,
+        score_range: tuple[float, float] | None = None,
         events: EventBus | None = None,
         journal: Journal | None = None,
+        stop_check: Callable[[], str | None] | None = None,
     ) -> None:
         if not callable(evaluate):
             raise ConfigError(f"'evaluate' must be callable; got {describe(evaluate)}.")
@@ -196,37 +241,50 @@ class RolloutEngine:
                 f"The 'n_jobs' parameter must be an int >= 1 (or -1 for all cores); got "
                 f"{describe(n_jobs)} instead."
             )
-        if max_errors is not None and (not isinstance(max_errors, int) or max_errors < 0):
-            raise ConfigError(
-                "The 'max_errors' parameter must be an int >= 0 or None; got "
-                f"{describe(max_errors)}."
-            )
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
             raise ConfigError(
                 f"The 'timeout' parameter must be a number of seconds > 0 or None; got "
                 f"{describe(timeout)}."
             )
+        self.score_range = _check_range(score_range)
         check_backend(backend)
         _check_shippable(evaluate, backend)
         self.evaluate = evaluate
         self.max_rollouts = max_rollouts
         self.n_jobs = n_jobs
         self.backend = backend
+        self.policy = ErrorPolicy(
+            max_error_rate=max_error_rate,
+            error_window=error_window,
+            quarantine_after=quarantine_after,
+            max_errors=max_errors,
+        )
         self.max_errors = max_errors
         self.timeout = float(timeout) if timeout is not None else None
         self.failure_score = float(failure_score)
         self.events = events if events is not None else EventBus()
         self.journal = journal
+        self.stop_check = stop_check
+        self.in_process = _in_process(backend)
+        width = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+        self._slots = Slots(width)
 
         self._examples: dict[str, dict[ExampleId, Any]] = {}
         self._cache: dict[tuple[str, str, ExampleId], Rollout] = {}
         self._prompt_keys: dict[int, tuple[Any, str]] = {}
         self._used = 0
-        self._failures: list[tuple[str, str]] = []  # (split/example id, message)
         self._resumed = 0
+        self._lost = 0  # started in an earlier process, result never recorded
+        self._seq = 0  # attempt numbers pair a start record with its result
         self._replayable: set[tuple[str, str, ExampleId]] = set()  # journaled, not yet reached
         self._replayed = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one batch at a time
+        self._state = threading.Lock()  # counters, cache and journal order across workers
+        self._cancel = threading.Event()
+        self._stop_reason: str | None = None
+        self._next_stop_check = 0.0
         self._parallel: joblib.Parallel | None = None
         self._pool_finalizer: weakref.finalize[Any, Any] | None = None
         if journal is not None:
@@ -234,6 +292,7 @@ class RolloutEngine:
 
     def close(self) -> None:
         """Release the worker pool and close the journal (the cache still answers)."""
+        self._cancel.set()  # workers still waiting on a hung call let go at once
         if self._pool_finalizer is not None:
             self._pool_finalizer()
             self._pool_finalizer = None
@@ -250,7 +309,7 @@ class RolloutEngine:
     # ----------------------------------------------------------------- bookkeeping
     @property
     def rollouts_used(self) -> int:
-        """Rollouts paid so far (including those reloaded from the journal)."""
+        """Rollouts paid so far: every started call, including those reloaded or lost."""
         return self._used
 
     @property
@@ -283,9 +342,19 @@ class RolloutEngine:
         return self._resumed
 
     @property
+    def lost_rollouts(self) -> int:
+        """Rollouts an earlier process started but never recorded (killed): paid, no result."""
+        return self._lost
+
+    @property
     def failures(self) -> list[tuple[str, str]]:
-        """``(example, message)`` of every failed rollout paid in this process."""
-        return list(self._failures)
+        """``(split/example, message)`` of every failed rollout in this process."""
+        return list(self.policy.failures)
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """``split/example -> last error`` of the examples that kept failing."""
+        return {f"{s}/{i}": m for (s, i), m in self.policy.quarantined.items()}
 
     def add_split(self, name: str, examples: Sequence[Any]) -> list[ExampleId]:
         """Register a dataset under ``name`` and return its example ids (validated)."""
@@ -328,18 +397,42 @@ class RolloutEngine:
         """How many distinct rollouts of this request cost budget by the run's clock.
 
         Journaled rollouts not yet reached by a resumed run count as costs, as they did for the
-        original run: compare with :attr:`budget_left`.
+        original run: compare with :attr:`budget_left`. Quarantined examples cost nothing.
         """
         keys = {(self._key(p), split, i) for p, i in prompt_ids}
-        return sum(1 for k in keys if k not in self._cache or k in self._replayable)
+        return sum(
+            1
+            for k in keys
+            if (k not in self._cache or k in self._replayable)
+            and not self.policy.is_quarantined(split, k[2])
+        )
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the current batch as soon as possible; :meth:`run` raises :class:`StopRequested`."""
+        self._stop_reason = self._stop_reason or reason
+        self._cancel.set()
 
     # ----------------------------------------------------------------- running
     def run(
         self, prompt_ids: Sequence[tuple[Any, ExampleId]], *, split: str, label: str = ""
     ) -> BatchResult:
-        """Evaluate each ``(prompt, example_id)`` of ``split``; results come back in input order."""
+        """Evaluate each ``(prompt, example_id)`` of ``split``; results come back in input order.
+
+        Raises :class:`StopRequested` when ``stop_check`` fired or :meth:`request_stop` was
+        called (finished rollouts are kept), :class:`EvaluationError` when the error policy
+        says the backend is broken, :class:`ScoreTypeError` when ``evaluate`` returned a
+        non-score or a score outside ``score_range``.
+        """
         with self._lock:
-            return self._run(prompt_ids, split, label)
+            self._poll_stop(force=True)
+            if self._stop_reason is not None:
+                raise StopRequested(self._stop_reason)
+            self._cancel = threading.Event()
+            try:
+                return self._run(prompt_ids, split, label)
+            except BaseException:
+                self._cancel.set()  # Ctrl-C or an error: workers stop waiting
+                raise
 
     def _run(
         self, prompt_ids: Sequence[tuple[Any, ExampleId]], split: str, label: str
@@ -362,11 +455,14 @@ class RolloutEngine:
                     self._replayable.discard(key)
                     self._replayed += 1
                 continue
+            if example_id not in examples:
+                raise DatasetError(f"No example {example_id!r} in split {split!r}.")
+            if self.policy.is_quarantined(split, example_id):
+                results[index] = self._quarantined_rollout(key)
+                continue
             if key in todo:
                 todo[key].append(index)
                 continue
-            if example_id not in examples:
-                raise DatasetError(f"No example {example_id!r} in split {split!r}.")
             todo[key] = [index]
             payload.append((key, prompt, examples[example_id]))
 
@@ -377,22 +473,30 @@ class RolloutEngine:
         n_cut = sum(len(todo[key]) for key, _, _ in cut_payload)
 
         n_failed = 0
-        type_error: str | None = None
+        bad_score: str | None = None
+        breach: EvaluationError | None = None
         next_progress = time.perf_counter() + _PROGRESS_EVERY_S
         try:
-            for done, outcome in enumerate(self._dispatch(payload), start=1):
-                key = payload[outcome.index][0]
-                if outcome.kind == "type_error":
-                    type_error = (
-                        type_error or f"example {key[2]!r} of split {split!r}: {outcome.error}"
+            for done, (index, outcome, rollout) in enumerate(self._dispatch(payload), start=1):
+                key = payload[index][0]
+                if outcome.kind in ("type_error", "range_error"):
+                    bad_score = bad_score or (
+                        f"example {key[2]!r} of split {split!r}: {outcome.error}"
                     )
+                    self._cancel.set()
                     continue
-                rollout = self._record(key, outcome)
+                if outcome.kind == "no_slot":
+                    self.policy.record_unpaid(split, key[2], outcome.error or "no slot")
+                    rollout = self._failed_rollout(key, outcome.error or "no slot", 0.0)
+                if rollout is None:  # cancelled or abandoned: no result
+                    continue
                 n_failed += rollout.failed
                 for position in todo[key]:
                     results[position] = rollout
-                if rollout.failed:
-                    self._check_errors()
+                if rollout.failed and breach is None:
+                    breach = self.policy.breach()
+                    if breach is not None:
+                        self._cancel.set()  # let the rest go; what finished is journaled
                 if done < len(payload) and time.perf_counter() >= next_progress:
                     next_progress = time.perf_counter() + _PROGRESS_EVERY_S
                     self.events.emit(
@@ -420,22 +524,77 @@ class RolloutEngine:
                     duration_s=time.perf_counter() - start,
                 )
             )
-        if type_error is not None:
-            raise ScoreTypeError(type_error)
+        if bad_score is not None:
+            raise ScoreTypeError(bad_score)
+        if breach is not None:
+            raise breach
+        if self._stop_reason is not None:
+            raise StopRequested(self._stop_reason)
         return BatchResult(tuple(results), n_cut)
 
-    def _dispatch(self, payload: list[tuple[Any, Any, Any]]) -> Any:
-        """Yield one :class:`Outcome` per payload item, in completion order."""
-        evaluate, timeout = self.evaluate, self.timeout
-        if self.n_jobs == 1 or len(payload) <= 1:
-            for index, (_, prompt, example) in enumerate(payload):
-                yield execute(index, evaluate, _fresh(prompt), example, timeout)
+    def _dispatch(self, payload: list[tuple[Any, Any, Any]]) -> Iterator[_Done]:
+        """Yield ``(index, outcome, rollout)`` per payload item, in completion order."""
+        if self.in_process:
+            if self.n_jobs == 1 or len(payload) <= 1:
+                for index, (key, prompt, example) in enumerate(payload):
+                    yield self._one(index, key, prompt, example)
+                return
+            yield from self._pool()(
+                joblib.delayed(self._one)(index, key, prompt, example)
+                for index, (key, prompt, example) in enumerate(payload)
+            )
             return
-        parallel = self._pool()
-        yield from parallel(
-            joblib.delayed(execute)(index, evaluate, _fresh(prompt), example, timeout)
-            for index, (_, prompt, example) in enumerate(payload)
+        # Another process or machine: the start is recorded when joblib takes the task (the
+        # generator is consumed lazily), the result the moment it comes back.
+        evaluate, timeout = self.evaluate, self.timeout
+        seqs: dict[int, int] = {}
+
+        def shipped() -> Iterator[Any]:
+            for index, (key, prompt, example) in enumerate(payload):
+                if self._cancelled():
+                    return
+                seqs[index] = self._started(key)
+                yield joblib.delayed(execute)(index, evaluate, _fresh(prompt), example, timeout)
+
+        if self.n_jobs == 1 or len(payload) <= 1:
+            outcomes: Iterable[Outcome] = (fn(*args, **kw) for fn, args, kw in shipped())
+        else:
+            outcomes = self._pool()(shipped())
+        for outcome in outcomes:
+            key = payload[outcome.index][0]
+            outcome = self._check_range(outcome)
+            yield outcome.index, outcome, self._finished(key, outcome, seqs.get(outcome.index))
+
+    def _one(self, index: int, key: tuple[str, str, ExampleId], prompt: Any, example: Any) -> _Done:
+        """One in-process rollout on a worker thread: start and result journaled right here."""
+        seqs: list[int] = []
+        outcome = self._slots.call(
+            index,
+            self.evaluate,
+            _fresh(prompt),
+            example,
+            self.timeout,
+            cancelled=self._cancelled,
+            on_start=lambda: seqs.append(self._started(key)),
         )
+        outcome = self._check_range(outcome)
+        return index, outcome, self._finished(key, outcome, seqs[0] if seqs else None)
+
+    def _cancelled(self) -> bool:
+        self._poll_stop()
+        return self._cancel.is_set()
+
+    def _poll_stop(self, *, force: bool = False) -> None:
+        """Ask ``stop_check`` (at most every 0.25 s) and cancel the batch when it fires."""
+        if self.stop_check is None or self._stop_reason is not None:
+            return
+        now = time.monotonic()
+        if not force and now < self._next_stop_check:
+            return
+        self._next_stop_check = now + 0.25
+        reason = self.stop_check()
+        if reason:
+            self.request_stop(reason)
 
     def _pool(self) -> joblib.Parallel:
         """A joblib pool kept open across batches: starting one per batch costs ~10 ms."""
@@ -451,52 +610,103 @@ class RolloutEngine:
             self._pool_finalizer = weakref.finalize(self, parallel.__exit__, None, None, None)
         return self._parallel
 
-    def _record(self, key: tuple[str, str, ExampleId], outcome: Outcome) -> Rollout:
-        """Charge, cache and journal one finished rollout."""
-        self._used += 1
+    def _started(self, key: tuple[str, str, ExampleId]) -> int:
+        """Charge one rollout and journal that it started, before ``evaluate`` is called."""
+        with self._state:
+            self._used += 1
+            self._seq += 1
+            seq = self._seq
+            if self.journal is not None:
+                self.journal.append(
+                    {
+                        "type": "start",
+                        "n": seq,
+                        "prompt": key[0],
+                        "split": key[1],
+                        "example": key[2],
+                    }
+                )
+        return seq
+
+    def _check_range(self, outcome: Outcome) -> Outcome:
+        """An ``ok`` outcome whose score is outside ``score_range`` becomes a ``range_error``."""
+        if outcome.kind != "ok" or outcome.score is None:
+            return outcome
+        problem = self._out_of_range(outcome.score)
+        if problem is None:
+            return outcome
+        return dataclasses.replace(outcome, kind="range_error", score=None, error=problem)
+
+    def _finished(
+        self, key: tuple[str, str, ExampleId], outcome: Outcome, seq: int | None
+    ) -> Rollout | None:
+        """Cache and journal one finished rollout at once; None when there is no result."""
+        if outcome.kind not in ("ok", "error"):
+            return None
         if outcome.kind == "ok" and outcome.score is not None:
             rollout = Rollout(
                 key[0], key[1], key[2], _settle(outcome.score), None, False, outcome.duration_s
             )
         else:
-            message = outcome.error or "unknown error"
-            self._failures.append((f"{key[1]}/{key[2]}", message))
-            rollout = Rollout(
-                key[0],
-                key[1],
-                key[2],
-                Score(self.failure_score, feedback=f"Rollout failed: {message}"),
-                message,
-                False,
-                outcome.duration_s,
+            rollout = self._failed_rollout(
+                key, outcome.error or "unknown error", outcome.duration_s
             )
-        # Failures are cached too: within a run nothing is paid twice. They are journaled with
-        # their error and retried when a run is resumed (a transient error may be gone by then).
-        # The cache holds the object later batches get back, already marked as a cache hit.
-        self._cache[key] = dataclasses.replace(rollout, cached=True)
-        if self.journal is not None:
-            self.journal.append(_to_record(rollout))
+        with self._state:
+            self.policy.record(key[1], key[2], rollout.error)
+            # Failures are cached too: within a run nothing is paid twice. They are journaled
+            # with their error and retried when a run is resumed (a transient error may be gone).
+            self._cache[key] = dataclasses.replace(rollout, cached=True)
+            if self.journal is not None:
+                self.journal.append(_to_record(rollout, seq))
         return rollout
 
-    def _check_errors(self) -> None:
-        if self.max_errors is None or len(self._failures) <= self.max_errors:
-            return
-        shown = "\n".join(f"  - {where}: {message}" for where, message in self._failures[:10])
-        more = len(self._failures) - 10
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise EvaluationError(
-            f"{len(self._failures)} rollouts failed, more than max_errors={self.max_errors}. "
-            f"Fix evaluate() or raise max_errors. Failures:\n{shown}{tail}",
-            self._failures,
+    def _failed_rollout(
+        self, key: tuple[str, str, ExampleId], message: str, duration_s: float
+    ) -> Rollout:
+        return Rollout(
+            key[0],
+            key[1],
+            key[2],
+            Score(self.failure_score, feedback=f"Rollout failed: {message}"),
+            message,
+            False,
+            duration_s,
+        )
+
+    def _quarantined_rollout(self, key: tuple[str, str, ExampleId]) -> Rollout:
+        message = self.policy.quarantined[(key[1], key[2])]
+        rollout = self._failed_rollout(key, f"quarantined after repeated failures: {message}", 0)
+        return dataclasses.replace(rollout, cached=True)
+
+    def _out_of_range(self, score: Score) -> str | None:
+        if self.score_range is None:
+            return None
+        low, high = self.score_range
+        if low - 1e-9 <= score.score <= high + 1e-9:
+            return None
+        return (
+            f"evaluate returned the score {score.score!r}, outside score_range=[{low:g}, "
+            f"{high:g}]. Return scores in [{low:g}, {high:g}] ({high:g} = perfect), or declare "
+            "your range: e.g. GEPA(..., score_range=(0, 10)), whose top is then the perfect "
+            "score (score_range=None turns the check off)."
         )
 
     def _load(self, journal: Journal) -> None:
-        """Reload paid rollouts from the journal: successes fill the cache, all count as spent."""
-        for record in journal.read():
-            if record.get("type") != "rollout":
+        """Reload from the journal: every started rollout counts as spent; successes are cached."""
+        starts: set[int] = set()
+        finished: set[int] = set()
+        for record in journal.iter_records():
+            kind = record.get("type")
+            if kind == "start":
+                starts.add(int(record["n"]))
                 continue
-            self._used += 1
-            self._resumed += 1
+            if kind != "rollout":
+                continue
+            seq = record.get("n")
+            if seq is None:  # written before start records existed
+                self._used += 1
+            else:
+                finished.add(int(seq))
             if record.get("error") is not None:
                 continue
             score = Score(
@@ -511,6 +721,10 @@ class RolloutEngine:
             self._cache[key] = Rollout(
                 key[0], key[1], key[2], score, None, True, record.get("duration_s", 0.0)
             )
+        self._used += len(starts | finished)
+        self._resumed = self._used
+        self._lost = len(starts - finished)
+        self._seq = max(starts | finished, default=0)
 
 
 def _fresh(prompt: Any) -> Any:
@@ -518,10 +732,11 @@ def _fresh(prompt: Any) -> Any:
     return dict(prompt) if isinstance(prompt, Mapping) else prompt
 
 
-def _to_record(rollout: Rollout) -> dict[str, Any]:
+def _to_record(rollout: Rollout, seq: int | None) -> dict[str, Any]:
     score = rollout.score
     return {
         "type": "rollout",
+        "n": seq,
         "prompt": rollout.prompt_key,
         "split": rollout.split,
         "example": rollout.example_id,

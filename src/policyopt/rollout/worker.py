@@ -1,6 +1,9 @@
-"""The function that runs one rollout, wherever joblib sends it (thread, process, cluster).
+"""Running one rollout: in another process (:func:`execute`) or in this one (:class:`Slots`).
 
-Kept module-level and free of engine state so that any joblib backend can pickle it.
+:func:`execute` is module-level and free of engine state so that any joblib backend can pickle
+it. :class:`Slots` runs ``evaluate`` in-process on a thread of its own, so a hung call can be
+abandoned (on its timeout, Ctrl-C or a stop request) while at most ``n`` calls, hung ones
+included, are alive at once: timed-out threads never pile up past ``n_jobs``.
 """
 
 from __future__ import annotations
@@ -15,28 +18,52 @@ from typing import Any
 from policyopt.errors import ScoreTypeError
 from policyopt.types import Score, is_finite, normalize_score
 
-__all__ = ["Outcome", "execute"]
+__all__ = ["Outcome", "Slots", "classify", "execute"]
+
+_POLL_S = 0.1  # how often a waiting rollout looks at the cancel flag
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one call of ``evaluate`` produced: a score, or an error (``kind`` says which)."""
+    """What one rollout produced; ``kind`` says which.
+
+    ``ok``: a score. ``error``: evaluate raised, timed out or scored non-finite (a recorded
+    failure). ``type_error``: evaluate returned something that is not a score (a bug: the run
+    raises). ``cancelled``: never started. ``abandoned``: started, then given up on a stop
+    request (paid, no result). ``no_slot``: not started because every slot is held by a hung
+    call (a failure that costs nothing).
+    """
 
     index: int
-    kind: str  # "ok" | "error" | "type_error"
+    kind: str
     score: Score | None
     error: str | None
     duration_s: float
 
 
+def _describe_exception(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def classify(index: int, raw: object, elapsed: float) -> Outcome:
+    """Turn what ``evaluate`` returned into an :class:`Outcome` (the score normalised once)."""
+    try:
+        score = normalize_score(raw)
+    except ScoreTypeError as exc:
+        return Outcome(index, "type_error", None, str(exc), elapsed)
+    if not is_finite(score):
+        return Outcome(
+            index, "error", None, f"evaluate returned a non-finite score {score.score!r}", elapsed
+        )
+    return Outcome(index, "ok", score, None, elapsed)
+
+
 def _call_with_timeout(
     evaluate: Callable[[Any, Any], object], prompt: Any, example: Any, timeout: float
 ) -> object:
-    """Run ``evaluate`` in a helper thread and give up waiting after ``timeout`` seconds.
-
-    Threads cannot be killed: a timed-out call keeps running in the background and its result is
-    discarded. The user's own LM client should carry a timeout too.
-    """
+    """Run ``evaluate`` on a helper thread and stop waiting after ``timeout`` seconds."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -62,7 +89,7 @@ def execute(
     example: Any,
     timeout: float | None,
 ) -> Outcome:
-    """Call ``evaluate(prompt, example)`` once and classify what happened."""
+    """Call ``evaluate(prompt, example)`` once and classify what happened (any process)."""
     start = time.perf_counter()
     try:
         if timeout is None:
@@ -70,17 +97,99 @@ def execute(
         else:
             raw = _call_with_timeout(evaluate, prompt, example, timeout)
     except Exception as exc:
-        last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-        where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
-        message = f"{type(exc).__name__}: {exc}{where}"
-        return Outcome(index, "error", None, message, time.perf_counter() - start)
-    elapsed = time.perf_counter() - start
-    try:
-        score = normalize_score(raw)
-    except ScoreTypeError as exc:
-        return Outcome(index, "type_error", None, str(exc), elapsed)
-    if not is_finite(score):
-        return Outcome(
-            index, "error", None, f"evaluate returned a non-finite score {score.score!r}", elapsed
-        )
-    return Outcome(index, "ok", score, None, elapsed)
+        return Outcome(index, "error", None, _describe_exception(exc), time.perf_counter() - start)
+    return classify(index, raw, time.perf_counter() - start)
+
+
+class Slots:
+    """At most ``n`` live in-process ``evaluate`` calls; a hung call keeps its slot until it
+    returns, and callers stop waiting when ``cancelled()`` turns true."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._free = threading.BoundedSemaphore(n)
+        self._lock = threading.Lock()
+        self.hung = 0  # calls that timed out or were abandoned and still run
+
+    def call(
+        self,
+        index: int,
+        evaluate: Callable[[Any, Any], object],
+        prompt: Any,
+        example: Any,
+        timeout: float | None,
+        *,
+        cancelled: Callable[[], bool],
+        on_start: Callable[[], None],
+    ) -> Outcome:
+        """Run one rollout; ``on_start`` is called (and must record the start) just before."""
+        while not self._free.acquire(timeout=_POLL_S):
+            if cancelled():
+                return Outcome(index, "cancelled", None, None, 0.0)
+            with self._lock:
+                all_hung = self.hung >= self.n
+            if all_hung:
+                return Outcome(
+                    index,
+                    "no_slot",
+                    None,
+                    f"all {self.n} rollout slots are held by evaluate calls that timed out and "
+                    "are still running (evaluate hangs; give it a timeout of its own)",
+                    0.0,
+                )
+        if cancelled():
+            self._free.release()
+            return Outcome(index, "cancelled", None, None, 0.0)
+        try:
+            on_start()
+        except BaseException:
+            self._free.release()
+            raise
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                box["value"] = evaluate(prompt, example)
+            except BaseException as exc:  # reported by the waiting thread
+                box["error"] = exc
+            finally:
+                with self._lock:
+                    if box.get("hung"):
+                        self.hung -= 1
+                    box["done"] = True
+                self._free.release()
+                done.set()
+
+        start = time.perf_counter()
+        threading.Thread(target=target, name="policyopt-rollout", daemon=True).start()
+        deadline = None if timeout is None else start + timeout
+        while not done.wait(
+            _POLL_S if deadline is None else max(0.0, min(_POLL_S, deadline - time.perf_counter()))
+        ):
+            stop = cancelled()
+            late = deadline is not None and time.perf_counter() >= deadline
+            if stop or late:
+                with self._lock:
+                    if not box.get("done"):
+                        box["hung"] = True
+                        self.hung += 1
+                if box.get("hung"):
+                    elapsed = time.perf_counter() - start
+                    if stop:
+                        return Outcome(index, "abandoned", None, "stopped", elapsed)
+                    return Outcome(
+                        index,
+                        "error",
+                        None,
+                        f"TimeoutError: evaluate did not return within the {timeout:g} s "
+                        "rollout timeout",
+                        elapsed,
+                    )
+        elapsed = time.perf_counter() - start
+        if "error" in box:
+            error = box["error"]
+            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit in evaluate
+                raise error
+            return Outcome(index, "error", None, _describe_exception(error), elapsed)
+        return classify(index, box["value"], elapsed)

@@ -4,23 +4,45 @@ Each call has a position key chosen by the optimizer (e.g. ``iteration/slot/comp
 and the hash of its prompt. On replay, a journal record with the same key and prompt hash
 answers without calling the LM; a different prompt hash means the run diverged, and the LM is
 asked again. Usage is counted from the records, so it is the same in a fresh and a resumed run.
+
+Any answer is handled: a non-str is an LM failure; lone surrogates become ``?``; an answer over
+:data:`MAX_ANSWER_CHARS` is cut (and marked ``capped``) before the optimizer sees it, so the
+journal stays small and a replay sees exactly what the live run saw.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from policyopt.errors import LMError, describe
 from policyopt.state.journal import Journal
 from policyopt.types import LMUsage
 
-__all__ = ["JournaledLM"]
+__all__ = ["MAX_ANSWER_CHARS", "JournaledLM", "clean_text"]
+
+#: characters of one LM answer kept (and journaled); longer answers are cut and marked capped
+MAX_ANSWER_CHARS = 65_536
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (not encodable as UTF-8) replaced by ``?``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class JournaledLM:
-    """Wraps an LM (``complete()`` or a plain callable); answers are journaled and replayed."""
+    """Wraps an LM (``complete()`` or a plain callable); answers are journaled and replayed.
+
+    With ``on_error``, a failed call (after the LM's own retries) is reported to it and
+    :meth:`ask` returns None (the caller skips that proposal); ``on_error`` may raise to stop
+    the run. Without it, the error propagates.
+    """
 
     def __init__(
         self,
@@ -29,40 +51,38 @@ class JournaledLM:
         journal: Journal | None,
         memo: Sequence[Mapping[str, Any]] = (),
         kind: str = "proposal",
+        on_error: Callable[[BaseException, str], None] | None = None,
+        on_ok: Callable[[], None] | None = None,
     ) -> None:
         self.lm = lm
         self.journal = journal
         self.kind = kind
+        self.on_error = on_error
+        self.on_ok = on_ok
         self.memo: dict[str, Mapping[str, Any]] = {r["key"]: r for r in memo}
         self.usage = LMUsage()
         self._lock = threading.Lock()
 
-    def ask(self, key: str, prompt: str) -> Mapping[str, Any]:
-        """The answer record (``text``, ``finish_reason``, tokens, cost) for ``prompt``."""
+    def ask(self, key: str, prompt: str) -> Mapping[str, Any] | None:
+        """The answer record (``text``, ``finish_reason``, tokens, cost) for ``prompt``.
+
+        None when the LM failed and ``on_error`` chose to skip the call.
+        """
+        prompt = clean_text(prompt)
         digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
         record = self.memo.get(key)
         if record is None or record.get("prompt_hash") != digest:
-            complete = getattr(self.lm, "complete", None)
-            if complete is not None:
-                answer = complete(prompt)
-                text, finish = answer.text, answer.finish_reason
-                tokens = (answer.prompt_tokens, answer.completion_tokens)
-                cost = answer.cost_usd
-            else:
-                text, finish, cost = self.lm(prompt), None, None
-                tokens = (len(prompt) // 4, len(text) // 4)
-            record = {
-                "type": self.kind,
-                "key": key,
-                "prompt_hash": digest,
-                "text": text,
-                "finish_reason": finish,
-                "prompt_tokens": tokens[0],
-                "completion_tokens": tokens[1],
-                "cost_usd": cost,
-            }
+            try:
+                record = self._call(key, prompt, digest)
+            except Exception as exc:
+                if self.on_error is None:
+                    raise
+                self.on_error(exc, f"{self.kind} {key}")
+                return None
             if self.journal is not None:
                 self.journal.append(record)
+        if self.on_ok is not None:
+            self.on_ok()
         with self._lock:
             self.usage = self.usage + LMUsage(
                 calls=1,
@@ -70,4 +90,32 @@ class JournaledLM:
                 completion_tokens=record["completion_tokens"],
                 cost_usd=record["cost_usd"],
             )
+        return record
+
+    def _call(self, key: str, prompt: str, digest: str) -> dict[str, Any]:
+        complete = getattr(self.lm, "complete", None)
+        if complete is not None:
+            answer = complete(prompt)
+            text: object = answer.text
+            finish = answer.finish_reason
+            tokens = (answer.prompt_tokens, answer.completion_tokens)
+            cost = answer.cost_usd
+        else:
+            text, finish, cost = self.lm(prompt), None, None
+            tokens = (len(prompt) // 4, len(text) // 4 if isinstance(text, str) else 0)
+        if not isinstance(text, str):
+            raise LMError(f"the LM answered {describe(text)}, not a str")
+        text = clean_text(text)
+        record: dict[str, Any] = {
+            "type": self.kind,
+            "key": key,
+            "prompt_hash": digest,
+            "text": text[:MAX_ANSWER_CHARS],
+            "finish_reason": finish,
+            "prompt_tokens": tokens[0],
+            "completion_tokens": tokens[1],
+            "cost_usd": cost,
+        }
+        if len(text) > MAX_ANSWER_CHARS:
+            record["capped"] = len(text)
         return record

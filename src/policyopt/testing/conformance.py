@@ -102,10 +102,17 @@ def keyword_reflection_lm(words_per_fix: int = 1) -> ScriptedLM:
 
 
 def comparable(result: OptimizationResult) -> dict[str, Any]:
-    """A result without what legitimately differs between equal runs (time, paths, resume)."""
+    """A result without what legitimately differs between equal runs (time, paths, resume).
+
+    Rollouts a killed process started but never recorded are paid (they count in
+    ``n_rollouts``) and not part of the trajectory: they are taken out.
+    """
     data = result.model_dump(exclude={"wall_time_s"})
     data["settings"] = {k: v for k, v in data["settings"].items() if k != "run_dir"}
-    data["details"] = {k: v for k, v in data["details"].items() if k != "resumed_rollouts"}
+    data["n_rollouts"] -= int(data["details"].get("lost_rollouts") or 0)
+    data["details"] = {
+        k: v for k, v in data["details"].items() if k not in {"resumed_rollouts", "lost_rollouts"}
+    }
     return data
 
 
