@@ -61,7 +61,9 @@ class LocalLM(LM):
 
     ``with LocalLM() as lm: lm("Hi")``. The server starts on first use (or on ``__enter__``) and
     stops on ``close()``/``__exit__`` or when the object is garbage-collected. ``n_parallel``
-    requests are decoded together (continuous batching), so run rollouts with as many threads.
+    requests are decoded together (continuous batching), so run rollouts with as many threads;
+    it is also this LM's ``max_concurrency``, so more threads queue here, not on the server, and
+    a timed-out request is not re-sent on top of one the server is still generating.
     """
 
     MODEL_NAME = "smollm2-135m-instruct"
@@ -83,6 +85,7 @@ class LocalLM(LM):
             f"openai/{self.MODEL_NAME}",
             cache=cache,
             num_retries=2,
+            max_concurrency=litellm_kwargs.pop("max_concurrency", n_parallel),
             temperature=temperature,
             max_tokens=max_tokens,
             seed=seed,
