@@ -150,8 +150,9 @@ def test_a_run_against_a_slow_server_never_exceeds_its_concurrency() -> None:
         wall = time.monotonic() - start
         assert answers == [f"answer to q{i}" for i in range(calls)]
         assert server.max_held <= concurrency
-        # each call costs the server one answer, plus at most one abandoned one per timeout
-        assert len(server.received) <= calls + concurrency
+        # each call costs the server one answer, plus one abandoned per first timeout (2 here;
+        # slack for a loaded machine); the storm sent 30 requests for these 6 calls
+        assert len(server.received) <= calls + 2 * concurrency, len(server.received)
         assert lm.usage.calls == calls and lm.usage.errors == 0
         # 1 s + 1 s ghost + 3 x 1.5 s is ~6.5 s; the retry storm took > 12 s (or failed)
         assert wall < 12.0, wall

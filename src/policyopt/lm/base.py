@@ -157,11 +157,12 @@ class LM:
     ``num_retries`` retries rate limits (honouring ``retry-after``), server and connection errors
     with jittered backoff up to ``max_backoff`` seconds. ``timeout`` is the first per-request
     timeout; after a timeout it doubles up to ``max_timeout`` (default 4 x ``timeout``) for
-    every later request, and a timed-out request is retried at most ``timeout_retries`` times
-    (and never more than ``num_retries``). ``max_concurrency`` bounds the requests this LM has
-    in flight at once, across threads: set it to the server's parallel slots; a timed-out
-    request keeps its slot a while, as the server is likely still working on it (see the module
-    docstring).
+    every later request (it does not shrink back: a slow server rarely becomes fast mid-run, and
+    a longer wait only delays noticing a dead one), and a timed-out request is retried at most
+    ``timeout_retries`` times (and never more than ``num_retries``). ``max_concurrency``
+    bounds the requests this LM has in flight at once, across threads: set it to the server's
+    parallel slots; a timed-out request keeps its slot a while, as the server is likely still
+    working on it (see the module docstring).
     """
 
     def __init__(
