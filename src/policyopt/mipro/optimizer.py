@@ -39,7 +39,7 @@ from policyopt.mipro.demos import (
 )
 from policyopt.mipro.proposer import InstructionProposer
 from policyopt.mipro.search import Search
-from policyopt.runtime import RunContext
+from policyopt.runtime import LMUnavailable, RunContext
 from policyopt.state.memo import JournaledLM
 from policyopt.types import Candidate, OptimizationResult, Program, validate_prompt
 
@@ -273,6 +273,11 @@ class _Run:
             )
         self.rejected_proposals = proposer.rejected
         self.failed_proposals = proposer.failed
+        if proposer.failed and all(len(v) == 1 for v in self.instructions.values()):
+            raise LMUnavailable(
+                f"the proposer LM failed on all {proposer.failed} instruction proposals; "
+                "nothing new to search"
+            )
 
     def space(self) -> dict[str, int]:
         space = {f"{c}:instruction": len(self.instructions[c]) for c in self.components}
@@ -462,12 +467,16 @@ class _Run:
             ctx.close()
 
     def _body(self) -> str:
-        self.bootstrap()
-        # The seed becomes candidate 0 before any LM call: whatever fails later (the proposer
-        # LM, evaluate), the run has a result. Its score grounds the proposals.
+        # The seed is scored first and becomes candidate 0 before any other step: whatever
+        # fails or stops the run later (evaluate, the proposer LM, a STOP file), there is a
+        # result. Its score grounds the proposals.
         self.instructions = {c: [self.seed_prompt[c]] for c in self.components}
         if not self.full_eval({name: 0 for name in self.space()}, "seed"):
             raise ConfigError("the budget ran out while scoring the seed prompt")
+        self.bootstrap()
+        baseline = {name: 0 for name in self.space()}  # demo keys may exist now: all zeros
+        self.params[0] = baseline
+        self.full = {self.key(baseline): 0}
         self.propose(self.candidates[0].val_score)
         return self.search()
 

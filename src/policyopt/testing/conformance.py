@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 from policyopt.errors import EvaluationError
 from policyopt.protocol import Optimizer
+from policyopt.testing import faults
 from policyopt.testing.fake_lm import ScriptedLM
 from policyopt.types import OptimizationResult, Program, Score
 
@@ -119,9 +121,12 @@ def comparable(result: OptimizationResult) -> dict[str, Any]:
 class Conformance:
     """Checks an optimizer factory against the contract every policyopt optimizer keeps."""
 
-    def __init__(self, factory: Factory, *, budget: int = 120) -> None:
+    def __init__(
+        self, factory: Factory, *, budget: int = 120, lm_name: str = "reflection_lm"
+    ) -> None:
         self.factory = factory
         self.budget = budget
+        self.lm_name = lm_name  # the factory keyword that takes the optimizer's LM
 
     def _run(
         self,
@@ -132,6 +137,7 @@ class Conformance:
         max_errors: int | None = 10,
         n_jobs: int = 2,
         evaluate: CountingEvaluate | None = None,
+        **extra: Any,
     ) -> tuple[OptimizationResult, CountingEvaluate]:
         evaluate = evaluate or CountingEvaluate()
         program, train, val = keyword_task(evaluate=evaluate)
@@ -141,6 +147,7 @@ class Conformance:
             run_dir=None if run_dir is None else str(run_dir),
             max_errors=max_errors,
             n_jobs=n_jobs,
+            **extra,
         )
         return optimizer.optimize(program, train, val), evaluate
 
@@ -164,16 +171,20 @@ class Conformance:
         assert OptimizationResult.from_json(result.to_json()) == result
 
     def check_error_policy(self) -> None:
-        """Failures are recorded and counted; past ``max_errors`` the run stops with an error."""
+        """Examples that keep failing are quarantined, not fatal; strict mode raises."""
         result, evaluate = self._run(evaluate=CountingEvaluate(fail_on={"beta"}), max_errors=None)
         assert result.n_rollouts >= evaluate.total  # failed calls are paid too
         assert result.candidates, "a run with some failing examples still returns candidates"
+        assert result.stop_reason != "evaluate_errors", result.details.get("stop_detail")
+        quarantined = result.details["quarantined_examples"]
+        assert isinstance(quarantined, dict) and quarantined, "failing examples not quarantined"
+        assert all("beta" in str(message) for message in quarantined.values())
         try:
-            self._run(evaluate=CountingEvaluate(fail_on={"beta"}), max_errors=0)
+            self._run(evaluate=CountingEvaluate(fail_on={"beta"}), max_errors=0, strict=True)
         except EvaluationError as exc:
             assert "beta" in str(exc)
         else:
-            raise AssertionError("max_errors=0 did not stop a run whose evaluate fails")
+            raise AssertionError("strict max_errors=0 did not stop a run whose evaluate fails")
 
     def check_resume_spends_nothing(self, tmp_path: Path) -> None:
         """A crashed run, resumed, pays no finished rollout twice and ends like an unbroken one."""
@@ -203,3 +214,156 @@ class Conformance:
         self.check_json_round_trip()
         self.check_error_policy()
         self.check_resume_spends_nothing(tmp_path)
+        self.check_faults(tmp_path)
+        self.check_stops_while_a_rollout_hangs(tmp_path)
+
+    # ------------------------------------------------------------------ faults
+    def _guarded(self, limit_s: float, **kwargs: Any) -> tuple[Any, CountingEvaluate | None]:
+        """Run in a watchdog thread: ``(result or raised exception, evaluate)``; a hang fails."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"], box["evaluate"] = self._run(**kwargs)
+            except Exception as exc:
+                box["result"] = exc
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        thread.join(limit_s)
+        assert not thread.is_alive(), f"the run hung (> {limit_s:g} s) under {kwargs}"
+        return box.get("result"), box.get("evaluate")
+
+    def fault_table(self, tmp_path: Path) -> list[dict[str, Any]]:
+        """Run every fault of :mod:`policyopt.testing.faults`; one row per fault (what happened).
+
+        Rows: ``fault``, ``outcome`` (``result`` or the exception type), ``stop_reason``,
+        ``calls`` (real evaluate calls), ``budget``, ``detail``.
+        """
+        rows = []
+        cases = self._fault_cases(tmp_path)
+        for name, kwargs in cases:
+            counting = kwargs.pop("_count", None)
+            started = time.monotonic()
+            outcome, evaluate = self._guarded(60.0, max_errors=None, **kwargs)
+            calls = counting.calls if counting is not None else getattr(evaluate, "total", None)
+            row: dict[str, Any] = {
+                "fault": name,
+                "budget": self.budget,
+                "calls": calls,
+                "seconds": round(time.monotonic() - started, 2),
+            }
+            if isinstance(outcome, OptimizationResult):
+                row.update(
+                    outcome="result",
+                    stop_reason=outcome.stop_reason,
+                    n_rollouts=outcome.n_rollouts,
+                    quarantined=len(outcome.details.get("quarantined_examples") or {}),
+                    detail=str(outcome.details.get("stop_detail") or "")[:120],
+                )
+            else:
+                row.update(outcome=type(outcome).__name__, detail=str(outcome)[:160])
+            rows.append(row)
+        for _, kwargs in cases:  # let hung calls go
+            if isinstance(kwargs.get("evaluate"), faults.Hanging):
+                kwargs["evaluate"].release()
+        return rows
+
+    def _fault_cases(self, tmp_path: Path) -> list[tuple[str, dict[str, Any]]]:
+        base = keyword_reflection_lm()
+        flaky = faults.Flaky(CountingEvaluate(), rate=0.1)
+        broken = faults.BreaksAfter(CountingEvaluate(), 30)
+        lm = self.lm_name
+        return [
+            ("evaluate: 10% flaky", {"evaluate": flaky, "_count": flaky}),
+            (
+                "evaluate: one example always raises",
+                {"evaluate": faults.AlwaysFails(CountingEvaluate(), {"v1", "t1"})},
+            ),
+            (
+                "evaluate: NaN on one example",
+                {"evaluate": faults.NaNScores(CountingEvaluate(), {"v2"})},
+            ),
+            ("evaluate: NaN everywhere", {"evaluate": faults.NaNScores(CountingEvaluate())}),
+            ("evaluate: backend dies after 30 calls", {"evaluate": broken, "_count": broken}),
+            ("evaluate: score 1.7", {"evaluate": faults.OutOfRange(CountingEvaluate())}),
+            (
+                "evaluate: hangs on one example (timeout 0.5 s)",
+                {"evaluate": faults.Hanging(CountingEvaluate(), {"v3"}), "timeout": 0.5},
+            ),
+            ("LM: empty answers", {lm: faults.empty_lm()}),
+            ("LM: no fenced block", {lm: faults.unfenced_lm()}),
+            ("LM: 1 MB answers", {lm: faults.huge_lm(base), "run_dir": str(tmp_path / "huge")}),
+            ("LM: lone surrogates", {lm: faults.surrogate_lm(base)}),
+            ("LM: answers a number", {lm: faults.non_str_lm()}),
+            ("LM: raises RuntimeError", {lm: faults.raising_lm()}),
+            ("LM: 429 from a plain callable", {lm: faults.rate_limited_lm()}),
+            ("LM: slow (0.05 s per call)", {lm: faults.slow_lm(base, 0.05)}),
+        ]
+
+    def check_faults(self, tmp_path: Path) -> None:
+        """Each fault ends in a valid result with a clear stop reason, or a clear error."""
+        rows = {row["fault"]: row for row in self.fault_table(tmp_path)}
+        for name, row in rows.items():
+            if row["calls"] is not None:
+                assert row["calls"] <= self.budget, (name, row)
+        # evaluate faults that a run survives, with its best result so far
+        for name in (
+            "evaluate: 10% flaky",
+            "evaluate: one example always raises",
+            "evaluate: NaN on one example",
+        ):
+            assert rows[name]["outcome"] == "result", rows[name]
+            assert rows[name]["stop_reason"] != "evaluate_errors", rows[name]
+        assert rows["evaluate: one example always raises"]["quarantined"] >= 1
+        assert rows["evaluate: NaN on one example"]["quarantined"] >= 1
+        died = rows["evaluate: backend dies after 30 calls"]
+        assert died["outcome"] == "result" and died["stop_reason"] == "evaluate_errors", died
+        assert "connection refused" in died["detail"] or "backend" in died["detail"], died
+        assert rows["evaluate: NaN everywhere"]["outcome"] == "EvaluationError"
+        out_of_range = rows["evaluate: score 1.7"]
+        assert out_of_range["outcome"] == "ScoreTypeError", out_of_range
+        assert "score_range" in out_of_range["detail"], out_of_range
+        hung = rows["evaluate: hangs on one example (timeout 0.5 s)"]
+        assert hung["outcome"] in {"result", "EvaluationError"}, hung
+        # LM faults: the proposal is skipped; a dead LM stops the run with lm_errors
+        for name in (
+            "LM: answers a number",
+            "LM: raises RuntimeError",
+            "LM: 429 from a plain callable",
+        ):
+            assert rows[name]["outcome"] == "result", rows[name]
+            assert rows[name]["stop_reason"] == "lm_errors", rows[name]
+        for name in (
+            "LM: empty answers",
+            "LM: no fenced block",
+            "LM: 1 MB answers",
+            "LM: lone surrogates",
+            "LM: slow (0.05 s per call)",
+        ):
+            assert rows[name]["outcome"] == "result", rows[name]
+            assert rows[name]["stop_reason"] != "lm_errors", rows[name]
+        journal = tmp_path / "huge" / "journal.jsonl"
+        assert journal.stat().st_size < 64 * 1024 * 1024, "1 MB LM answers were journaled whole"
+
+    def check_stops_while_a_rollout_hangs(self, tmp_path: Path) -> None:
+        """The STOP file ends a run within seconds while a rollout hangs, with its result."""
+        hanging = faults.Hanging(CountingEvaluate(), {f"t{i}" for i in range(12)})
+        run_dir = tmp_path / "stop"
+
+        def stop_soon() -> None:
+            time.sleep(1.0)
+            (run_dir / "STOP").touch()
+
+        threading.Thread(target=stop_soon, daemon=True).start()
+        started = time.monotonic()
+        try:
+            result, _ = self._guarded(
+                30.0, evaluate=hanging, run_dir=run_dir, n_jobs=2, timeout=None, max_errors=None
+            )
+            assert isinstance(result, OptimizationResult), result
+            assert result.stop_reason == "stop_file", result.stop_reason
+            assert time.monotonic() - started < 15.0
+            assert hanging.live <= 2, f"{hanging.live} hung evaluate calls for n_jobs=2"
+        finally:
+            hanging.release()

@@ -12,7 +12,8 @@ from policyopt.testing.conformance import Conformance, keyword_reflection_lm
 
 
 def factory(**kwargs: Any) -> GEPA:
-    return GEPA(reflection_lm=keyword_reflection_lm(), progress=False, **kwargs)
+    kwargs.setdefault("reflection_lm", keyword_reflection_lm())
+    return GEPA(progress=False, **kwargs)
 
 
 SUITE = Conformance(factory)
@@ -36,6 +37,14 @@ def test_error_policy() -> None:
 
 def test_resume_spends_nothing(tmp_path: Path) -> None:
     SUITE.check_resume_spends_nothing(tmp_path)
+
+
+def test_faults(tmp_path: Path) -> None:
+    SUITE.check_faults(tmp_path)
+
+
+def test_stop_file_while_a_rollout_hangs(tmp_path: Path) -> None:
+    SUITE.check_stops_while_a_rollout_hangs(tmp_path)
 
 
 @pytest.mark.parametrize("merge", [True, False])

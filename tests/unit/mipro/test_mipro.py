@@ -179,10 +179,19 @@ def test_settings_model_rejects_bad_demo_counts() -> None:
 
 
 def factory(**kwargs: Any) -> MIPRO:
-    return mipro(proposer_lm=proposer(), num_candidates=4, num_trials=8, **kwargs)
+    kwargs.setdefault("proposer_lm", proposer())
+    return mipro(num_candidates=4, num_trials=8, **kwargs)
 
 
-SUITE = Conformance(factory, budget=150)
+SUITE = Conformance(factory, budget=150, lm_name="proposer_lm")
+
+
+def test_conformance_faults(tmp_path: Path) -> None:
+    SUITE.check_faults(tmp_path)
+
+
+def test_conformance_stop_file_while_a_rollout_hangs(tmp_path: Path) -> None:
+    SUITE.check_stops_while_a_rollout_hangs(tmp_path)
 
 
 def test_conformance_budget() -> None:
