@@ -36,6 +36,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from policyopt._version import __version__
 from policyopt.errors import ConfigError
+from policyopt.remote.api_schema import (
+    CancelBody,
+    EventsBody,
+    HealthBody,
+    JobListBody,
+    ResultsBody,
+    StatusBody,
+    errors,
+    install_openapi,
+)
 from policyopt.remote.outbound import OutboundPolicy
 from policyopt.remote.policy import PolicyViolation, ServerPolicy, check_json_limits
 from policyopt.remote.runner import JobRunner, ReflectionFactory, TaskAppFactory
@@ -265,7 +275,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
     )
     app.state.store = store
     app.state.runner = runner
@@ -312,7 +322,7 @@ def create_app(
             raise HTTPException(404, "No such job for this API key.")
         return job
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": HealthBody}})
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "jobs": runner.counts()}
 
@@ -433,15 +443,66 @@ def create_app(
             body["message"] = "cancel requested: the job stops at its next check"
         return body
 
+    common = (400, 401, 413, 422)
     for root in API_ROOTS:
-        app.add_api_route(root, submit, methods=["POST"], status_code=201)
-        app.add_api_route(root, list_jobs, methods=["GET"])
-        app.add_api_route(root + "/{job_id}", get_status, methods=["GET"])
-        app.add_api_route(root + "/{job_id}/results", get_results, methods=["GET"])
-        app.add_api_route(root + "/{job_id}/events", get_events, methods=["GET"])
-        app.add_api_route(root + "/{job_id}/events/stream", stream_events, methods=["GET"])
-        app.add_api_route(root + "/{job_id}/cancel", cancel, methods=["POST"])
-    app.add_api_route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"])
+        app.add_api_route(
+            root,
+            submit,
+            methods=["POST"],
+            status_code=201,
+            responses={201: {"model": StatusBody}, **errors(*common, 415, 429)},
+        )
+        app.add_api_route(
+            root,
+            list_jobs,
+            methods=["GET"],
+            responses={200: {"model": JobListBody}, **errors(*common)},
+        )
+        one = {**errors(*common, 404)}
+        app.add_api_route(
+            root + "/{job_id}",
+            get_status,
+            methods=["GET"],
+            responses={200: {"model": StatusBody}, **one},
+        )
+        app.add_api_route(
+            root + "/{job_id}/results",
+            get_results,
+            methods=["GET"],
+            responses={200: {"model": ResultsBody}, **one},
+        )
+        app.add_api_route(
+            root + "/{job_id}/events",
+            get_events,
+            methods=["GET"],
+            responses={200: {"model": EventsBody}, **one},
+        )
+        app.add_api_route(
+            root + "/{job_id}/events/stream",
+            stream_events,
+            methods=["GET"],
+            response_class=StreamingResponse,
+            responses={
+                200: {
+                    "description": "server-sent events",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **one,
+            },
+        )
+        app.add_api_route(
+            root + "/{job_id}/cancel",
+            cancel,
+            methods=["POST"],
+            responses={200: {"model": CancelBody}, **one},
+        )
+    app.add_api_route(
+        "/api/jobs/{job_id}/cancel",
+        cancel,
+        methods=["POST"],
+        responses={200: {"model": CancelBody}, **errors(*common, 404)},
+    )
+    install_openapi(app, API_ROOTS)
 
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
     return app
