@@ -61,12 +61,14 @@ def test_starts_and_stops_cleanly_and_caches_across_restarts(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 40 local-model rollouts; survives a 3x slower, loaded machine
 def test_the_instruction_moves_accuracy_on_the_builtin_task(local_lm: LocalLM) -> None:
-    """The README's claim: the naive seed prompt scores clearly lower than the reference one."""
+    """The README's claim, on 20 test words: the naive seed prompt scores clearly lower than
+    the reference one (full split: 0.027 vs 0.730; 20 words keep the suite short under load)."""
     task = get_task("antonyms")
     program = task.program(local_lm)
     with RolloutEngine(program.evaluate, n_jobs=4) as engine:
-        ids = engine.add_split("test", task.test)
+        ids = engine.add_split("test", task.test[:20])
         seed = engine.run([(task.seed_prompt, i) for i in ids], split="test").scores()
         reference = engine.run([(task.reference_prompt, i) for i in ids], split="test").scores()
     seed_acc, ref_acc = sum(seed) / len(seed), sum(reference) / len(reference)

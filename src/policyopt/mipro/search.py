@@ -47,6 +47,9 @@ class Search:
             if storage_path is not None:
                 # the run journal is the source of truth: a resumed run replays into a new study
                 storage_path.unlink(missing_ok=True)
+                # a process killed mid-write leaves Optuna's lock behind (30 s wait, then a
+                # warning): this run is the only writer of its run_dir, so a lock is stale
+                storage_path.with_name(storage_path.name + ".lock").unlink(missing_ok=True)
                 from optuna.storages.journal import JournalFileBackend
 
                 storage = optuna.storages.JournalStorage(JournalFileBackend(str(storage_path)))

@@ -18,7 +18,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 __all__ = [
@@ -221,34 +221,32 @@ class BreaksAfter(_Wrapper):
 def sigkill_loop(
     command: list[str],
     *,
-    kills: int,
-    seed: int = 0,
-    min_delay_s: float = 0.5,
-    max_delay_s: float = 3.0,
+    kill_when: Sequence[Callable[[], bool]],
     timeout_s: float = 300.0,
     env: dict[str, str] | None = None,
-) -> int:
-    """Run ``command``, SIGKILL it at ``kills`` random moments, then let it finish.
+) -> tuple[int, int]:
+    """Run ``command`` once per condition, SIGKILL it as soon as the condition holds, then let
+    a last run finish. Each start resumes where the last was killed (use a run_dir).
 
-    Each start resumes from where the last was killed (the command must use a run_dir). A run
-    that ends by itself before its kill is just done. Returns the exit code of the last run.
+    Returns ``(exit code of the last run, kills that landed)``; a run that ends before its
+    condition holds is just done.
     """
-    import random
     import signal
     import subprocess
 
-    rng = random.Random(seed)
     deadline = time.monotonic() + timeout_s
-    for _ in range(kills):
+    kills = 0
+    for condition in kill_when:
         proc = subprocess.Popen(command, env=env)
-        try:
-            code = proc.wait(timeout=rng.uniform(min_delay_s, max_delay_s))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            continue
-        if code != 0:
-            return code
-        return code  # finished before the kill
+        while proc.poll() is None and not condition():
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise TimeoutError(f"{command!r} did not finish within {timeout_s:g} s")
+            time.sleep(0.005)
+        if proc.poll() is not None:
+            return proc.returncode, kills
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills += 1
     proc = subprocess.Popen(command, env=env)
-    return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    return proc.wait(timeout=max(1.0, deadline - time.monotonic())), kills
