@@ -57,6 +57,11 @@ class _Wrapper:
         self.faults = 0
         self._lock = threading.Lock()
 
+    @property
+    def total(self) -> int:
+        """Calls so far (the money spent)."""
+        return self.calls
+
     def _count(self, fault: bool) -> None:
         with self._lock:
             self.calls += 1

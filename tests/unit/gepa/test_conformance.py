@@ -53,3 +53,27 @@ def test_resume_without_merge_too(tmp_path: Path, merge: bool) -> None:
         return GEPA(reflection_lm=keyword_reflection_lm(), progress=False, merge=merge, **kwargs)
 
     Conformance(make, budget=90).check_resume_spends_nothing(tmp_path)
+
+
+def test_ctrl_c_while_a_rollout_hangs_ends_in_seconds() -> None:
+    """Ctrl-C (SIGINT in the main thread) ends the run with its result while rollouts hang."""
+    import _thread
+    import threading
+    import time
+
+    from policyopt.testing import faults
+    from policyopt.testing.conformance import CountingEvaluate, keyword_task
+
+    hanging = faults.Hanging(CountingEvaluate(), {f"t{i}" for i in range(12)})
+    program, train, val = keyword_task(evaluate=hanging)  # type: ignore[arg-type]
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    started = time.monotonic()
+    try:
+        result = factory(max_rollouts=120, n_jobs=2, timeout=None).optimize(program, train, val)
+    finally:
+        timer.cancel()
+        hanging.release()
+    assert result.stop_reason == "interrupted"
+    assert time.monotonic() - started < 10.0
+    assert hanging.faults >= 1 and len(result.candidates) == 1
