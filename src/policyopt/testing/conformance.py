@@ -258,7 +258,7 @@ class Conformance:
                     outcome="result",
                     stop_reason=outcome.stop_reason,
                     n_rollouts=outcome.n_rollouts,
-                    quarantined=len(outcome.details.get("quarantined_examples") or {}),
+                    quarantined=len(dict(outcome.details.get("quarantined_examples") or {})),  # type: ignore[arg-type]
                     detail=str(outcome.details.get("stop_detail") or "")[:120],
                 )
             else:
