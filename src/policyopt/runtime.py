@@ -21,11 +21,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
-from policyopt.errors import EvaluationError, LMError, StopRequested
+from policyopt.errors import ConfigError, EvaluationError, LMError, StopRequested
 from policyopt.events import EventBus, JSONLEventLog, Listener
 from policyopt.progress import ProgressDisplay
 from policyopt.rollout import RolloutEngine
@@ -38,8 +45,32 @@ __all__ = ["MAX_LM_FAILURES", "LMUnavailable", "RunContext", "RunSettings"]
 
 logger = logging.getLogger("policyopt")
 
+_S = TypeVar("_S", bound=BaseModel)
+
 #: LM failures in a row (after the LM's own retries) before a run stops with "lm_errors"
 MAX_LM_FAILURES = 5
+
+
+def settings_or_error(model: type[_S], values: Mapping[str, Any], optimizer: str) -> _S:
+    """``model(**values)``, with pydantic's errors turned into one clear :class:`ConfigError`
+    per bad setting: its name, what was wrong, and the value given."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            lines.append(f"{where}: {error['msg']} (got {error.get('input')!r:.80})")
+        raise ConfigError(f"Invalid {optimizer} settings: " + "; ".join(lines)) from None
+
+
+def _one_lm(specific: Any, alias: Any, name: str) -> Any:
+    """The optimizer's LM from its own keyword or the common alias ``lm`` (not both)."""
+    if specific is not None and alias is not None:
+        raise ConfigError(f"Give the LM once: {name}= or lm=, not both.")
+    if specific is None and alias is None:
+        raise ConfigError(f"An LM is required: pass {name}= (or lm=), e.g. 'openai/gpt-4o-mini'.")
+    return specific if specific is not None else alias
 
 
 class LMUnavailable(LMError):
@@ -75,10 +106,10 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_rollouts: int = Field(ge=1, description="hard budget of evaluate() calls")
-    seed: int = 0
+    seed: int = Field(0, description="seed of every random choice (same seed, same run)")
     n_jobs: int = Field(4, description="rollouts in parallel (-1: all cores)")
     backend: str | None = Field(None, description="joblib backend (None: threads)")
-    max_time_s: float | None = Field(None, gt=0)
+    max_time_s: float | None = Field(None, gt=0, description="wall-clock limit in seconds")
     max_cost_usd: float | None = Field(None, gt=0, description="cap on the optimizer's LM cost")
     max_errors: int | None = Field(
         None, ge=0, description="failed rollouts after which the run stops (None: no cap)"
@@ -97,9 +128,11 @@ class RunSettings(BaseModel):
     score_range: tuple[float, float] | None = Field(
         (0.0, 1.0), description="scores evaluate may return; the top is the perfect score"
     )
-    failure_score: float = 0.0
-    progress: bool = True
-    run_dir: str | None = None
+    failure_score: float = Field(0.0, description="score of a failed rollout")
+    progress: bool = Field(True, description="live progress on stderr")
+    run_dir: str | None = Field(
+        None, description="journal the run here; the same run_dir resumes it"
+    )
 
     @field_validator("n_jobs")
     @classmethod

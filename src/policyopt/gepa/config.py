@@ -18,31 +18,35 @@ RESUMABLE_CHANGES = RESUMABLE | {"patience"}
 class GEPASettings(RunSettings):
     """Everything that configures a GEPA run except the reflection LM itself."""
 
-    minibatch_size: int = Field(3, ge=1)
-    merge: bool = True
+    minibatch_size: int = Field(3, ge=1, description="training examples per reflection")
+    merge: bool = Field(True, description="combine lineages that improved different parts")
     max_merges: int = Field(5, ge=0, description="cap on accepted merges")
-    merge_subsample_size: int = Field(5, ge=1)
+    merge_subsample_size: int = Field(5, ge=1, description="valset examples a merge is judged on")
     proposals_per_iteration: int | None = Field(
         None, ge=1, description="children proposed per iteration; None: from n_jobs"
     )
     max_accepted_per_iteration: int = Field(
-        1, ge=1, description="children (best minibatch gain first) that go on to the valset"
+        1, ge=1, description="children (best gain first) scored on the valset"
     )
-    candidate_selection: Literal["pareto", "current_best", "epsilon_greedy"] = "pareto"
-    epsilon: float = Field(0.1, ge=0.0, le=1.0)
-    component_selection: Literal["round_robin", "all"] = "round_robin"
+    candidate_selection: Literal["pareto", "current_best", "epsilon_greedy"] = Field(
+        "pareto", description="how parents are chosen"
+    )
+    epsilon: float = Field(0.1, ge=0.0, le=1.0, description="exploration rate of epsilon_greedy")
+    component_selection: Literal["round_robin", "all"] = Field(
+        "round_robin", description="which prompt components a reflection rewrites"
+    )
     acceptance_margin: float = Field(0.0, ge=0.0, description="mean gain a child must beat")
-    tie_tolerance: float = Field(1e-6, ge=0.0)
-    skip_perfect: bool = True
+    tie_tolerance: float = Field(1e-6, ge=0.0, description="scores this close count as equal")
+    skip_perfect: bool = Field(True, description="no reflection on a perfect minibatch")
     perfect_score: float | None = Field(
         None, description="score that counts as solved; None: the top of score_range"
     )
-    stop_at_perfect: bool = True
+    stop_at_perfect: bool = Field(True, description="stop once the valset is solved")
     patience: int | None = Field(None, ge=1, description="iterations without a new best")
-    max_proposal_retries: int = Field(2, ge=0)
-    max_prompt_chars: int = Field(20_000, ge=1)
-    max_record_chars: int = Field(1_500, ge=20)
-    reflection_template: str = DEFAULT_TEMPLATE
+    max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
+    max_prompt_chars: int = Field(20_000, ge=1, description="longest proposal accepted")
+    max_record_chars: int = Field(1_500, ge=20, description="characters per rollout record shown")
+    reflection_template: str = Field(DEFAULT_TEMPLATE, description="the reflection meta-prompt")
 
     @field_validator("reflection_template")
     @classmethod

@@ -17,7 +17,7 @@ import math
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,11 +33,12 @@ from policyopt.events import (
 from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
 from policyopt.gepa.merge import find_merge, merge_subsample
 from policyopt.gepa.proposer import Proposer
-from policyopt.gepa.reflection import make_records
+from policyopt.gepa.reflection import DEFAULT_TEMPLATE, make_records
 from policyopt.gepa.selection import EpochSampler, best_candidate, select_parent
 from policyopt.gepa.state import Population
 from policyopt.lm.base import resolve_lm
-from policyopt.runtime import RunContext
+from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
+from policyopt.runtime import RunContext, _one_lm, settings_or_error
 from policyopt.types import OptimizationResult, Program
 
 __all__ = ["GEPA", "estimate"]
@@ -67,9 +68,47 @@ def estimate(settings: GEPASettings, n_val: int, n_components: int) -> dict[str,
 class GEPA:
     """``GEPA(reflection_lm=..., max_rollouts=...).optimize(program, trainset, valset)``.
 
-    ``reflection_lm`` is a litellm model string, a :class:`policyopt.LM`, or any callable
-    ``str -> str``. ``listeners`` receive every event of the run (see :mod:`policyopt.events`).
-    Other settings: see :class:`~policyopt.gepa.config.GEPASettings`.
+    ``reflection_lm`` (alias ``lm``) is a litellm model string, a :class:`policyopt.LM`, or any
+    callable ``str -> str``. ``listeners`` receive every event of the run (see
+    :mod:`policyopt.events`). Every other parameter is a setting, validated by
+    :class:`~policyopt.gepa.config.GEPASettings`:
+
+    Args:
+            max_rollouts: hard budget of evaluate() calls
+            seed: seed of every random choice (same seed, same run)
+            n_jobs: rollouts in parallel (-1: all cores)
+            backend: joblib backend (None: threads)
+            max_time_s: wall-clock limit in seconds
+            max_cost_usd: cap on the optimizer's LM cost
+            max_errors: failed rollouts after which the run stops (None: no cap)
+            max_error_rate: stop when this share of the last error_window failed
+            error_window: recent rollouts the error rate looks at
+            quarantine_after: failures of one example before it is quarantined
+            strict: raise on evaluate/LM failure instead of stopping
+            timeout: seconds per rollout (a timeout is a failure)
+            score_range: scores evaluate may return; the top is the perfect score
+            failure_score: score of a failed rollout
+            progress: live progress on stderr
+            run_dir: journal the run here; the same run_dir resumes it
+            minibatch_size: training examples per reflection
+            merge: combine lineages that improved different parts
+            max_merges: cap on accepted merges
+            merge_subsample_size: valset examples a merge is judged on
+            proposals_per_iteration: children proposed per iteration; None: from n_jobs
+            max_accepted_per_iteration: children (best gain first) scored on the valset
+            candidate_selection: how parents are chosen
+            epsilon: exploration rate of epsilon_greedy
+            component_selection: which prompt components a reflection rewrites
+            acceptance_margin: mean gain a child must beat
+            tie_tolerance: scores this close count as equal
+            skip_perfect: no reflection on a perfect minibatch
+            perfect_score: score that counts as solved; None: the top of score_range
+            stop_at_perfect: stop once the valset is solved
+            patience: iterations without a new best
+            max_proposal_retries: re-asks after an unusable proposal
+            max_prompt_chars: longest proposal accepted
+            max_record_chars: characters per rollout record shown
+            reflection_template: the reflection meta-prompt
     """
 
     name = "gepa"
@@ -77,17 +116,51 @@ class GEPA:
     def __init__(
         self,
         *,
-        reflection_lm: Any,
+        reflection_lm: Any = None,
+        lm: Any = None,
         max_rollouts: int,
         listeners: Sequence[Listener] = (),
-        **settings: Any,
+        seed: int = 0,
+        n_jobs: int = 4,
+        backend: str | None = None,
+        max_time_s: float | None = None,
+        max_cost_usd: float | None = None,
+        max_errors: int | None = None,
+        max_error_rate: float | None = 0.5,
+        error_window: int = 20,
+        quarantine_after: int | None = 3,
+        strict: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        score_range: tuple[float, float] | None = (0.0, 1.0),
+        failure_score: float = 0.0,
+        progress: bool = True,
+        run_dir: str | None = None,
+        minibatch_size: int = 3,
+        merge: bool = True,
+        max_merges: int = 5,
+        merge_subsample_size: int = 5,
+        proposals_per_iteration: int | None = None,
+        max_accepted_per_iteration: int = 1,
+        candidate_selection: Literal["pareto", "current_best", "epsilon_greedy"] = "pareto",
+        epsilon: float = 0.1,
+        component_selection: Literal["round_robin", "all"] = "round_robin",
+        acceptance_margin: float = 0.0,
+        tie_tolerance: float = 1e-06,
+        skip_perfect: bool = True,
+        perfect_score: float | None = None,
+        stop_at_perfect: bool = True,
+        patience: int | None = None,
+        max_proposal_retries: int = 2,
+        max_prompt_chars: int = 20000,
+        max_record_chars: int = 1500,
+        reflection_template: str = DEFAULT_TEMPLATE,
     ) -> None:
-        self.reflection_lm = resolve_lm(reflection_lm, name="reflection_lm")
+        values = {k: v for k, v in locals().items() if k in GEPASettings.model_fields}
+        self.reflection_lm = resolve_lm(
+            _one_lm(reflection_lm, lm, "reflection_lm"), name="reflection_lm (lm)"
+        )
         self.listeners = list(listeners)
-        try:
-            self.settings = GEPASettings(max_rollouts=max_rollouts, **settings)
-        except ValueError as exc:  # pydantic's ValidationError names the field and the value
-            raise ConfigError(f"Invalid GEPA settings: {exc}") from exc
+        self.settings = settings_or_error(GEPASettings, values, "GEPA")
 
     def optimize(
         self, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None = None

@@ -34,27 +34,31 @@ def preset(auto: str, n_components: int, zero_shot: bool) -> tuple[int, int]:
 class MIPROSettings(RunSettings):
     """Everything that configures a MIPRO run except the proposer LM itself."""
 
-    auto: Literal["light", "medium", "heavy"] | None = None
+    auto: Literal["light", "medium", "heavy"] | None = Field(
+        None, description="preset sizes (DSPy's light/medium/heavy)"
+    )
     num_candidates: int | None = Field(None, ge=1, description="instructions and demo sets")
-    num_trials: int | None = Field(None, ge=1)
-    max_bootstrapped_demos: int = Field(4, ge=0)
-    max_labeled_demos: int = Field(4, ge=0)
+    num_trials: int | None = Field(None, ge=1, description="minibatch trials of the search")
+    max_bootstrapped_demos: int = Field(4, ge=0, description="demos from the seed's own runs")
+    max_labeled_demos: int = Field(4, ge=0, description="demos from labeled examples")
     metric_threshold: float | None = Field(
         None, description="a bootstrapped demo must score at least this (None: the max, 1.0)"
     )
     label_key: str | None = Field(
         None, description="example key holding the answer, for labeled demos (None: detect)"
     )
-    minibatch_size: int = Field(35, ge=1)
+    minibatch_size: int = Field(35, ge=1, description="valset examples per trial")
     full_eval_every: int = Field(5, ge=1, description="trials between full valset evaluations")
     trials_per_batch: int = Field(2, ge=1, description="trials asked of Optuna at once")
     n_startup_trials: int | None = Field(
         None, ge=0, description="random trials before TPE models (None: max(4, 2 x variables))"
     )
-    program_description: str | None = None
-    tips: bool = True
-    max_prompt_chars: int = Field(4000, ge=1)
-    max_proposal_retries: int = Field(2, ge=0)
+    program_description: str | None = Field(
+        None, description="what the program does, for the proposer"
+    )
+    tips: bool = Field(True, description="a random proposal tip per instruction")
+    max_prompt_chars: int = Field(4000, ge=1, description="longest instruction accepted")
+    max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
 
     @model_validator(mode="after")
     def _budget_shape(self) -> MIPROSettings:

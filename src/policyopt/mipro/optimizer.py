@@ -20,7 +20,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -39,7 +39,8 @@ from policyopt.mipro.demos import (
 )
 from policyopt.mipro.proposer import InstructionProposer
 from policyopt.mipro.search import Search
-from policyopt.runtime import LMUnavailable, RunContext
+from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
+from policyopt.runtime import LMUnavailable, RunContext, _one_lm, settings_or_error
 from policyopt.state.memo import JournaledLM
 from policyopt.types import Candidate, OptimizationResult, Program, validate_prompt
 
@@ -100,10 +101,43 @@ def bootstrap_size(settings: MIPROSettings, n_train: int, n_candidates: int) -> 
 class MIPRO:
     """``MIPRO(proposer_lm=..., max_rollouts=..., auto="light").optimize(program, train, val)``.
 
-    ``proposer_lm`` is a litellm model string, a :class:`policyopt.LM` or a callable
-    ``str -> str``. ``demo_formatter(instruction, demos) -> str`` decides how demos enter the
-    prompt (default :func:`~policyopt.mipro.demos.format_prompt`). Other settings:
-    :class:`~policyopt.mipro.config.MIPROSettings`.
+    ``proposer_lm`` (alias ``lm``) is a litellm model string, a :class:`policyopt.LM` or a
+    callable ``str -> str``. ``demo_formatter(instruction, demos) -> str`` decides how demos
+    enter the prompt (default :func:`~policyopt.mipro.demos.format_prompt`). Every other
+    parameter is a setting, validated by :class:`~policyopt.mipro.config.MIPROSettings`:
+
+    Args:
+            max_rollouts: hard budget of evaluate() calls
+            seed: seed of every random choice (same seed, same run)
+            n_jobs: rollouts in parallel (-1: all cores)
+            backend: joblib backend (None: threads)
+            max_time_s: wall-clock limit in seconds
+            max_cost_usd: cap on the optimizer's LM cost
+            max_errors: failed rollouts after which the run stops (None: no cap)
+            max_error_rate: stop when this share of the last error_window failed
+            error_window: recent rollouts the error rate looks at
+            quarantine_after: failures of one example before it is quarantined
+            strict: raise on evaluate/LM failure instead of stopping
+            timeout: seconds per rollout (a timeout is a failure)
+            score_range: scores evaluate may return; the top is the perfect score
+            failure_score: score of a failed rollout
+            progress: live progress on stderr
+            run_dir: journal the run here; the same run_dir resumes it
+            auto: preset sizes (DSPy's light/medium/heavy)
+            num_candidates: instructions and demo sets
+            num_trials: minibatch trials of the search
+            max_bootstrapped_demos: demos from the seed's own runs
+            max_labeled_demos: demos from labeled examples
+            metric_threshold: a bootstrapped demo must score at least this (None: the max, 1.0)
+            label_key: example key holding the answer, for labeled demos (None: detect)
+            minibatch_size: valset examples per trial
+            full_eval_every: trials between full valset evaluations
+            trials_per_batch: trials asked of Optuna at once
+            n_startup_trials: random trials before TPE models (None: max(4, 2 x variables))
+            program_description: what the program does, for the proposer
+            tips: a random proposal tip per instruction
+            max_prompt_chars: longest instruction accepted
+            max_proposal_retries: re-asks after an unusable proposal
     """
 
     name = "mipro"
@@ -111,21 +145,51 @@ class MIPRO:
     def __init__(
         self,
         *,
-        proposer_lm: Any,
+        proposer_lm: Any = None,
+        lm: Any = None,
         max_rollouts: int,
         demo_formatter: DemoFormatter = format_prompt,
         listeners: Sequence[Listener] = (),
-        **settings: Any,
+        seed: int = 0,
+        n_jobs: int = 4,
+        backend: str | None = None,
+        max_time_s: float | None = None,
+        max_cost_usd: float | None = None,
+        max_errors: int | None = None,
+        max_error_rate: float | None = 0.5,
+        error_window: int = 20,
+        quarantine_after: int | None = 3,
+        strict: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        score_range: tuple[float, float] | None = (0.0, 1.0),
+        failure_score: float = 0.0,
+        progress: bool = True,
+        run_dir: str | None = None,
+        auto: Literal["light", "medium", "heavy"] | None = None,
+        num_candidates: int | None = None,
+        num_trials: int | None = None,
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 4,
+        metric_threshold: float | None = None,
+        label_key: str | None = None,
+        minibatch_size: int = 35,
+        full_eval_every: int = 5,
+        trials_per_batch: int = 2,
+        n_startup_trials: int | None = None,
+        program_description: str | None = None,
+        tips: bool = True,
+        max_prompt_chars: int = 4000,
+        max_proposal_retries: int = 2,
     ) -> None:
-        self.proposer_lm = resolve_lm(proposer_lm, name="proposer_lm")
+        values = {k: v for k, v in locals().items() if k in MIPROSettings.model_fields}
+        self.proposer_lm = resolve_lm(
+            _one_lm(proposer_lm, lm, "proposer_lm"), name="proposer_lm (lm)"
+        )
         if not callable(demo_formatter):
             raise ConfigError("'demo_formatter' must be a callable (instruction, demos) -> str.")
         self.demo_formatter = demo_formatter
         self.listeners = list(listeners)
-        try:
-            self.settings = MIPROSettings(max_rollouts=max_rollouts, **settings)
-        except ValueError as exc:
-            raise ConfigError(f"Invalid MIPRO settings: {exc}") from exc
+        self.settings = settings_or_error(MIPROSettings, values, "MIPRO")
 
     def optimize(
         self, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None = None

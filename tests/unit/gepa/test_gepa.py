@@ -203,7 +203,6 @@ def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
     [
         ({"minibatch_size": 0}, "minibatch_size"),
         ({"candidate_selection": "random"}, "candidate_selection"),
-        ({"unknown_knob": 1}, "unknown_knob"),
         ({"n_jobs": 0}, "n_jobs"),
         ({"reflection_template": "no placeholders"}, "placeholders"),
     ],
@@ -211,6 +210,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
 def test_bad_settings_are_clear_errors(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         gepa(**kwargs)
+
+
+def test_an_unknown_setting_is_a_type_error_that_mypy_also_catches() -> None:
+    with pytest.raises(TypeError, match="unknown_knob"):
+        gepa(unknown_knob=1)
 
 
 def test_bad_reflection_lm_and_program() -> None:

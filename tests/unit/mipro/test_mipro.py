@@ -165,7 +165,6 @@ def test_presets_follow_the_written_formula_and_bound_the_real_spend(auto: str) 
         ({"num_candidates": None, "num_trials": None}, "set auto"),
         ({"auto": "extreme", "num_candidates": None, "num_trials": None}, "auto"),
         ({"minibatch_size": 0}, "minibatch_size"),
-        ({"bogus": 1}, "bogus"),
     ],
 )
 def test_bad_settings_are_clear_errors(kwargs: dict[str, Any], match: str) -> None:

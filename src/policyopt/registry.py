@@ -1,0 +1,149 @@
+"""Optimizers by name: each algorithm declared once, looked up by the CLI, the harness, the job
+config and the job server.
+
+An :class:`OptimizerSpec` says everything those callers need that the optimizer class alone does
+not: its settings model, the keyword of its LM and that LM's role, what it changes for a tiny
+model such as the embedded SmolLM2, and how it fits its plan to a rollout budget. Built-in
+algorithms live in their own folders and are listed in :data:`BUILTIN` as ``"module:SPEC"``
+(imported on first use); ``register_optimizer`` adds a user's own::
+
+    register_optimizer(OptimizerSpec(name="mine", cls=MyOptimizer, settings=MySettings))
+
+after which ``policyopt bench --optimizers mine`` and a job config with ``algorithm = "mine"``
+find it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from policyopt.errors import ConfigError, describe
+from policyopt.protocol import Optimizer
+
+__all__ = [
+    "BUILTIN",
+    "OptimizerSpec",
+    "get_spec",
+    "optimizer_names",
+    "register_optimizer",
+]
+
+#: A budget fit: ``(settings, budget, n_train, n_val) -> settings`` with the plan filled in.
+BudgetFit = Callable[[dict[str, Any], int, int, int], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One algorithm, declared once.
+
+    ``cls(**{lm_param: lm}, max_rollouts=..., **settings)`` builds it; ``settings`` is its
+    pydantic settings model (the one place its settings are validated). ``lm_role`` names what
+    the LM does (``reflection``, ``proposer``, ``meta``): it labels usage and CLI output.
+    ``small_model_settings`` and ``small_model_lm`` (LM keyword overrides) are what a tiny
+    model needs; ``fit_to_budget`` fills in a plan (e.g. trials) from the budget and data sizes.
+    """
+
+    name: str
+    cls: type[Any]
+    settings: type[BaseModel]
+    lm_param: str = "lm"
+    lm_role: str = "optimizer"
+    description: str = ""
+    small_model_settings: Mapping[str, Any] = field(default_factory=dict)
+    small_model_lm: Mapping[str, Any] = field(default_factory=dict)
+    fit_to_budget: BudgetFit | None = None
+
+    def setting_names(self) -> list[str]:
+        """Every setting the algorithm accepts (besides its LM and listeners)."""
+        return list(self.settings.model_fields)
+
+    def check_settings(self, settings: Mapping[str, Any], *, where: str = "") -> None:
+        """Raise :class:`ConfigError` naming any unknown setting and the known ones."""
+        unknown = sorted(set(settings) - set(self.setting_names()))
+        if unknown:
+            raise ConfigError(
+                f"{where or self.name}: unknown {self.name} setting(s) {', '.join(unknown)}. "
+                f"Known: {', '.join(sorted(self.setting_names()))}."
+            )
+
+    def plan(
+        self,
+        settings: Mapping[str, Any],
+        *,
+        budget: int,
+        n_train: int,
+        n_val: int,
+        small_model: bool = False,
+    ) -> dict[str, Any]:
+        """The settings a run will use: the small-model preset, then ``settings``, then the
+        budget fit for whatever the plan still leaves open."""
+        merged: dict[str, Any] = dict(self.small_model_settings) if small_model else {}
+        merged.update(settings)
+        self.check_settings(merged)
+        if self.fit_to_budget is not None:
+            merged = self.fit_to_budget(merged, budget, n_train, n_val)
+        return merged
+
+    def build(self, *, lm: Any, max_rollouts: int, **settings: Any) -> Optimizer:
+        """An optimizer instance with its LM and settings."""
+        self.check_settings(settings)
+        optimizer = self.cls(**{self.lm_param: lm}, max_rollouts=max_rollouts, **settings)
+        if not isinstance(optimizer, Optimizer):
+            raise ConfigError(f"{self.name}: {self.cls.__name__} has no optimize() method.")
+        return optimizer  # type: ignore[no-any-return]
+
+
+#: built-in algorithms: name -> "module:SPEC" (each declared in its own folder)
+BUILTIN: dict[str, str] = {
+    "gepa": "policyopt.gepa.spec:SPEC",
+    "mipro": "policyopt.mipro.spec:SPEC",
+}
+
+_REGISTRY: dict[str, OptimizerSpec | str] = dict(BUILTIN)
+_LOCK = threading.Lock()
+
+
+def register_optimizer(spec: OptimizerSpec, *, replace: bool = False) -> OptimizerSpec:
+    """Add ``spec`` under ``spec.name``; a name already taken needs ``replace=True``."""
+    if not isinstance(spec, OptimizerSpec):
+        raise ConfigError(f"register_optimizer takes an OptimizerSpec; got {describe(spec)}.")
+    if not spec.name or not spec.name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(
+            f"An optimizer name must be letters, digits, '-' or '_'; got {spec.name!r}."
+        )
+    with _LOCK:
+        if spec.name in _REGISTRY and not replace:
+            raise ConfigError(
+                f"An optimizer named {spec.name!r} is already registered; pass replace=True."
+            )
+        _REGISTRY[spec.name] = spec
+    return spec
+
+
+def optimizer_names() -> list[str]:
+    """Registered names, built-ins first."""
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> OptimizerSpec:
+    """The spec registered as ``name``; a clear error for an unknown name."""
+    with _LOCK:
+        entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ConfigError(
+            f"Unknown optimizer {name!r}; registered: {', '.join(optimizer_names())}."
+        )
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attr)
+        if not isinstance(entry, OptimizerSpec):
+            raise ConfigError(f"{module}:{attr} is not an OptimizerSpec.")
+        with _LOCK:
+            _REGISTRY[name] = entry
+    return entry

@@ -1,0 +1,113 @@
+"""The optimizer registry and the explicit signatures it relies on."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from policyopt import GEPA, MIPRO, OptimizationResult, Program
+from policyopt.errors import ConfigError
+from policyopt.gepa.config import GEPASettings
+from policyopt.mipro.config import MIPROSettings
+from policyopt.registry import (
+    OptimizerSpec,
+    get_spec,
+    optimizer_names,
+    register_optimizer,
+)
+from policyopt.runtime import RunSettings
+from policyopt.testing.conformance import keyword_reflection_lm, keyword_task
+
+
+@pytest.mark.parametrize(("cls", "model"), [(GEPA, GEPASettings), (MIPRO, MIPROSettings)])
+def test_every_setting_is_a_named_keyword_with_the_models_default(
+    cls: type[Any], model: type[Any]
+) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    for name, field in model.model_fields.items():
+        assert name in params, f"{cls.__name__} hides the setting {name!r}"
+        param = params[name]
+        assert param.kind is inspect.Parameter.KEYWORD_ONLY
+        if field.is_required():
+            assert param.default is inspect.Parameter.empty
+        else:
+            assert param.default == field.default, name
+        assert field.description, f"{name} has no one-line doc"
+        assert name in (cls.__doc__ or ""), f"{name} is not in {cls.__name__}'s docstring"
+    assert "lm" in params  # the one LM name both algorithms accept
+
+
+def test_the_lm_alias_and_its_errors() -> None:
+    program, train, val = keyword_task()
+    result = GEPA(lm=keyword_reflection_lm(), max_rollouts=60, progress=False).optimize(
+        program, train, val
+    )
+    assert result.n_rollouts <= 60
+    with pytest.raises(ConfigError, match="not both"):
+        GEPA(lm="a/b", reflection_lm="a/b", max_rollouts=10)
+    with pytest.raises(ConfigError, match="An LM is required"):
+        MIPRO(max_rollouts=10, auto="light")
+
+
+def test_settings_errors_name_the_setting_without_pydantic_noise() -> None:
+    with pytest.raises(ConfigError) as info:
+        GEPA(lm="a/b", max_rollouts=-3)
+    message = str(info.value)
+    assert message.startswith("Invalid GEPA settings: max_rollouts:") and "-3" in message
+    assert "pydantic" not in message and "errors.pydantic.dev" not in message
+
+
+def test_builtins_are_registered_with_their_roles() -> None:
+    assert optimizer_names()[:2] == ["gepa", "mipro"]
+    gepa, mipro = get_spec("gepa"), get_spec("mipro")
+    assert (gepa.cls, gepa.lm_param, gepa.lm_role) == (GEPA, "reflection_lm", "reflection")
+    assert (mipro.cls, mipro.lm_param, mipro.lm_role) == (MIPRO, "proposer_lm", "proposer")
+    assert "reflection_template" in gepa.plan({}, budget=100, n_train=5, n_val=5, small_model=True)
+    plan = mipro.plan({}, budget=200, n_train=30, n_val=30)
+    assert plan["num_candidates"] == 4 and plan["num_trials"] >= 1
+    assert mipro.plan({"auto": "light"}, budget=200, n_train=30, n_val=30) == {"auto": "light"}
+    with pytest.raises(ConfigError, match="unknown gepa setting.*merj.*Known:.*merge"):
+        gepa.plan({"merj": False}, budget=100, n_train=5, n_val=5)
+    with pytest.raises(ConfigError, match="Unknown optimizer 'nope'.*gepa, mipro"):
+        get_spec("nope")
+
+
+class Echo:
+    """A user's own optimizer: returns the seed prompt after scoring it once."""
+
+    def __init__(self, *, lm: Any, max_rollouts: int, seed: int = 0) -> None:
+        self.lm, self.max_rollouts, self.seed = lm, max_rollouts, seed
+
+    def optimize(self, program: Program, trainset: Any, valset: Any = None) -> OptimizationResult:
+        data = valset or trainset
+        scores = [float(program.evaluate(program.prompt, e)) for e in data]  # type: ignore[arg-type]
+        return OptimizationResult(
+            optimizer="echo",
+            best_prompt=program.prompt,
+            best_score=sum(scores) / len(scores),
+            best_candidate=0,
+            candidates=[],
+            n_rollouts=len(scores),
+            max_rollouts=self.max_rollouts,
+            seed=self.seed,
+            stop_reason="done",
+        )
+
+
+def test_a_users_own_optimizer_registers_and_builds() -> None:
+    spec = OptimizerSpec(name="echo-test", cls=Echo, settings=RunSettings)
+    register_optimizer(spec)
+    try:
+        assert get_spec("echo-test") is spec and "echo-test" in optimizer_names()
+        with pytest.raises(ConfigError, match="already registered"):
+            register_optimizer(spec)
+        optimizer = spec.build(lm="x/y", max_rollouts=5, seed=2)
+        assert isinstance(optimizer, Echo) and optimizer.seed == 2
+        with pytest.raises(ConfigError, match="letters, digits"):
+            register_optimizer(OptimizerSpec(name="bad name", cls=Echo, settings=RunSettings))
+    finally:
+        from policyopt import registry
+
+        registry._REGISTRY.pop("echo-test", None)
