@@ -1,20 +1,19 @@
-"""policyopt's own optimizers as benchmark entries: ``gepa`` and ``mipro``.
+"""policyopt's own optimizers as benchmark entries: every name in :mod:`policyopt.registry`.
 
-Set up as ``policyopt demo`` sets them up: on the embedded tiny model GEPA uses
-:data:`policyopt.gepa.SMALL_MODEL_SETTINGS`, and MIPRO proposes 4 candidates and runs as many
-minibatch trials as its written estimate fits into the budget. Each cell's run directory holds the
-optimizer's journal, so an interrupted cell resumes without paying finished rollouts again.
+Set up as ``policyopt demo`` sets them up, from the optimizer's spec: its small-model preset on
+the embedded tiny model and its budget fit (MIPRO: 4 candidates, as many minibatch trials as its
+written estimate fits). Each cell's run directory holds the optimizer's journal, so an
+interrupted cell resumes without paying finished rollouts again.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from policyopt.bench.registry import CellContext, OptimizerOutcome
 from policyopt.lm.metered import MeteredLM
+from policyopt.registry import get_spec
 from policyopt.types import OptimizationResult
 
-__all__ = ["PolicyoptGEPA", "PolicyoptMIPRO", "curve_of"]
+__all__ = ["PolicyoptGEPA", "PolicyoptMIPRO", "Registered", "curve_of"]
 
 
 def curve_of(result: OptimizationResult) -> list[tuple[int, float]]:
@@ -45,63 +44,52 @@ def _outcome(result: OptimizationResult) -> OptimizerOutcome:
     )
 
 
-class PolicyoptGEPA:
+class Registered:
+    """A policyopt optimizer from :mod:`policyopt.registry`, as a harness entry.
+
+    The cell's settings go through the optimizer's spec: its small-model preset (on the embedded
+    model), the cell's overrides, then its budget fit. The optimizer's LM gets the spec's
+    small-model overrides through a metered view, so the cell still counts every call.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.spec = get_spec(name)
+
+    def unavailable(self) -> str | None:
+        """Always available: it is part of policyopt."""
+        return None
+
+    def run(self, ctx: CellContext) -> OptimizerOutcome:
+        """Search within the cell's budget, journaled in the cell's run dir (a cut cell resumes)."""
+        spec = self.spec
+        settings = spec.plan(
+            ctx.settings,
+            budget=ctx.budget,
+            n_train=len(ctx.task.train),
+            n_val=len(ctx.task.val),
+            small_model=ctx.small_model,
+        )
+        lm = ctx.reflection_lm
+        if ctx.small_model and spec.small_model_lm:
+            lm = MeteredLM(ctx.reflection_lm, **spec.small_model_lm)
+        optimizer = spec.build(
+            lm=lm,
+            max_rollouts=ctx.budget,
+            n_jobs=ctx.n_jobs,
+            seed=ctx.seed,
+            run_dir=str(ctx.run_dir / spec.name),
+            progress=False,
+            **settings,
+        )
+        return _outcome(optimizer.optimize(ctx.program(), ctx.task.train, ctx.task.val))
+
+
+def PolicyoptGEPA() -> Registered:
     """policyopt's GEPA."""
-
-    name = "gepa"
-
-    def unavailable(self) -> str | None:
-        """Always available."""
-        return None
-
-    def run(self, ctx: CellContext) -> OptimizerOutcome:
-        """GEPA on the cell's task within the budget, journaled in the cell's run dir."""
-        from policyopt.gepa import GEPA, SMALL_MODEL_SETTINGS
-
-        settings: dict[str, Any] = dict(SMALL_MODEL_SETTINGS) if ctx.small_model else {}
-        settings.update(ctx.settings)
-        optimizer = GEPA(
-            reflection_lm=ctx.reflection_lm,
-            max_rollouts=ctx.budget,
-            n_jobs=ctx.n_jobs,
-            seed=ctx.seed,
-            run_dir=str(ctx.run_dir / "gepa"),
-            progress=False,
-            **settings,
-        )
-        return _outcome(optimizer.optimize(ctx.program(), ctx.task.train, ctx.task.val))
+    return Registered("gepa")
 
 
-class PolicyoptMIPRO:
+def PolicyoptMIPRO() -> Registered:
     """policyopt's MIPRO."""
-
-    name = "mipro"
-
-    def unavailable(self) -> str | None:
-        """Always available."""
-        return None
-
-    def run(self, ctx: CellContext) -> OptimizerOutcome:
-        """MIPRO with as many trials as fit in the budget, journaled in the cell's run dir."""
-        from policyopt.mipro import MIPRO, trials_for_budget
-
-        settings: dict[str, Any] = {"num_candidates": 4, "minibatch_size": 10}
-        settings.update(ctx.settings)
-        if "num_trials" not in settings and "auto" not in settings:
-            settings["num_trials"] = trials_for_budget(
-                ctx.budget, len(ctx.task.train), len(ctx.task.val), **settings
-            )
-        # the tiny model's proposals may come in a fenced block: no one-line stop for MIPRO
-        proposer = (
-            MeteredLM(ctx.reflection_lm, stop=None, max_tokens=96) if ctx.small_model else None
-        )
-        optimizer = MIPRO(
-            proposer_lm=proposer or ctx.reflection_lm,
-            max_rollouts=ctx.budget,
-            n_jobs=ctx.n_jobs,
-            seed=ctx.seed,
-            run_dir=str(ctx.run_dir / "mipro"),
-            progress=False,
-            **settings,
-        )
-        return _outcome(optimizer.optimize(ctx.program(), ctx.task.train, ctx.task.val))
+    return Registered("mipro")

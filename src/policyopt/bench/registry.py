@@ -26,6 +26,7 @@ __all__ = [
     "CellContext",
     "OptimizerOutcome",
     "get_optimizer",
+    "names",
     "register",
 ]
 
@@ -84,10 +85,9 @@ class BenchOptimizer(Protocol):
         ...
 
 
-#: name -> "module:factory" (imported on first use, so peers' packages stay optional)
+#: the peers: name -> "module:factory" (imported on first use, so their packages stay optional);
+#: policyopt's own optimizers come from :mod:`policyopt.registry` (see :func:`names`)
 OPTIMIZERS: dict[str, str] = {
-    "gepa": "policyopt.bench.ours:PolicyoptGEPA",
-    "mipro": "policyopt.bench.ours:PolicyoptMIPRO",
     "gepa-lib": "policyopt.bench.peers.gepa_lib:GEPALibrary",
     "dspy-gepa": "policyopt.bench.peers.dspy_gepa:DSPyGEPA",
     "dspy-mipro": "policyopt.bench.peers.dspy_mipro:DSPyMIPROv2",
@@ -104,11 +104,24 @@ def register(name: str, target: str | Callable[[], BenchOptimizer]) -> None:
 _FACTORIES: dict[str, str | Callable[[], BenchOptimizer]] = dict(OPTIMIZERS)
 
 
+def names() -> list[str]:
+    """Every optimizer the harness can run: policyopt's registry first, then the peers."""
+    from policyopt.registry import optimizer_names
+
+    return [*optimizer_names(), *(n for n in _FACTORIES if n not in optimizer_names())]
+
+
 def get_optimizer(name: str) -> BenchOptimizer:
     """The optimizer registered as ``name``; a clear error for an unknown name."""
+    from policyopt.registry import optimizer_names
+
+    if name in optimizer_names() and name not in _FACTORIES:
+        from policyopt.bench.ours import Registered
+
+        return Registered(name)
     if name not in _FACTORIES:
         raise ConfigError(
-            f"Unknown optimizer {name!r}; registered optimizers: {', '.join(sorted(_FACTORIES))}."
+            f"Unknown optimizer {name!r}; registered optimizers: {', '.join(names())}."
         )
     target = _FACTORIES[name]
     if isinstance(target, str):
