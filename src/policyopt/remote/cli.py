@@ -287,6 +287,13 @@ def serve(
         Path | None,
         typer.Option(help="Server secret file (created 0600; default: next to --db)."),
     ] = None,
+    isolation: Annotated[
+        str,
+        typer.Option(
+            help="'process': each job in its own process (requests never wait behind a "
+            "job); 'thread': jobs in the server's process."
+        ),
+    ] = "process",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the job server (FastAPI + uvicorn). Unfinished jobs in --db resume on start."""
@@ -327,6 +334,7 @@ def serve(
             log_level=log_level,
             policy=policy,
             secret_file=secret_file,
+            isolation=isolation,
         )
 
     _run(go)

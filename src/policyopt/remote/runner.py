@@ -6,6 +6,10 @@ makes it resumable: a server that died mid-job requeues the job on its next star
 optimizer replays its journal (finished rollouts are not paid again). A job that cannot be
 resumed, or that has already been interrupted too often, is marked failed with the reason.
 
+With ``isolation="process"`` (what ``policyopt serve`` uses) each job runs in a child process
+(:mod:`policyopt.remote.job_process`), so the optimizer's Python work never competes with the
+server's request handling for the GIL.
+
 The optimizer's events go to the store as the job's events; cancelling writes the run dir's
 ``STOP`` file, so the optimizer stops at its next check and the partial result is kept.
 """
@@ -282,7 +286,10 @@ class JobRunner:
         health_check: bool = True,
         policy: ServerPolicy | None = None,
         secret: ServerSecret | None = None,
+        isolation: str = "thread",
     ) -> None:
+        if isolation not in ("thread", "process"):
+            raise ConfigError(f"isolation must be 'thread' or 'process'; got {isolation!r}.")
         if isinstance(max_concurrent_jobs, bool) or max_concurrent_jobs < 1:
             raise ConfigError(
                 f"max_concurrent_jobs must be an int >= 1; got {max_concurrent_jobs!r}."
@@ -307,6 +314,9 @@ class JobRunner:
         )
         self.max_attempts = max_attempts
         self.health_check = health_check
+        self.isolation = isolation
+        self.factories = (reflection_lm_factory, task_app_factory)  # as given (for children)
+        self.children: dict[str, Any] = {}  # job id -> its process (isolation="process")
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, Path] = {}
@@ -351,10 +361,20 @@ class JobRunner:
                 (job_dir / "STOP").touch()
         for _ in self._threads:
             self._queue.put(None)
+        with self._lock:
+            children = list(self.children.values())
+        for child in children:  # they stop their job at its next check and report back
+            with contextlib.suppress(Exception):
+                child.terminate()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        with self._lock:
+            children = list(self.children.values())
+        for child in children:  # still running past the deadline: end it now
+            with contextlib.suppress(Exception):
+                child.kill()
         with self._lock:
             left = list(self._running)
             self._abandoned.update(left)
@@ -500,32 +520,46 @@ class JobRunner:
         try:
             if self.store.get_job(job_id).cancel_requested:  # type: ignore[union-attr]
                 stop_file.touch()  # cancelled between the check above and now
-            self._run_job(job, job_dir)
-        except _Interrupted:
+            if self.isolation == "process":
+                from policyopt.remote.job_process import run_in_child
+
+                kind, reason = run_in_child(self, job, job_dir)
+            else:
+                kind, reason = self.outcome(job, job_dir)
             if job_id in self._abandoned:  # shutdown() already put it back in the queue
                 return
-            self.store.transition(
-                job_id,
-                JobState.QUEUED,
-                event="job.suspended",
-                message="the server is shutting down; the job resumes on its next start",
-                only_from=[JobState.RUNNING],
-                attempts=job.attempts,  # a clean shutdown is not a failed attempt
-            )
-        except Exception as exc:
-            if job_id in self._abandoned:
-                return
-            cancelled = self.store.get_job(job_id)
-            if cancelled is not None and cancelled.cancel_requested:
-                self._cancelled(job_id, None)
-            else:
-                self._fail(job_id, _reason(exc))
+            if kind == "interrupted":
+                self.store.transition(
+                    job_id,
+                    JobState.QUEUED,
+                    event="job.suspended",
+                    message="the server is shutting down; the job resumes on its next start",
+                    only_from=[JobState.RUNNING],
+                    attempts=job.attempts,  # a clean shutdown is not a failed attempt
+                )
+            elif kind == "error":
+                cancelled = self.store.get_job(job_id)
+                if cancelled is not None and cancelled.cancel_requested:
+                    self._cancelled(job_id, None)
+                else:
+                    self._fail(job_id, reason)
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
                 self._listeners.pop(job_id, None)
             if not self._stopping.is_set():
                 stop_file.unlink(missing_ok=True)
+
+    def outcome(self, job: JobRecord, job_dir: Path) -> tuple[str, str]:
+        """Run a claimed job here: ``("done", "")`` (its end is recorded), ``("interrupted",
+        "")`` (the server is stopping) or ``("error", reason)``."""
+        try:
+            self._run_job(job, job_dir)
+        except _Interrupted:
+            return "interrupted", ""
+        except Exception as exc:
+            return "error", _reason(exc)
+        return "done", ""
 
     def _cancelled(self, job_id: str, results: dict[str, Any] | None) -> None:
         job = self.store.get_job(job_id)

@@ -207,6 +207,7 @@ def create_app(
     keepalive_s: float = 15.0,
     policy: ServerPolicy | None = None,
     secret_file: str | Path | None = None,
+    isolation: str = "thread",
 ) -> FastAPI:
     """The job server's ASGI app; jobs run while it is being served (lifespan starts them).
 
@@ -217,6 +218,8 @@ def create_app(
     next to the database, created 0600) keys the owner ids and seals task-app keys at rest.
     ``max_concurrent_jobs`` jobs run at once, the rest wait queued. Jobs a previous server left
     running or queued on the same ``db_path``/``data_dir`` resume when this one starts.
+    ``isolation="process"`` runs each job in a child process (what ``policyopt serve`` does:
+    requests never wait behind a job's Python work); the factories must then be picklable.
     """
     labelled = (
         {label: key for label, key in api_keys.items()}
@@ -254,6 +257,7 @@ def create_app(
         health_check=health_check,
         policy=policy,
         secret=secret,
+        isolation=isolation,
     )
     submit_lock = asyncio.Lock()  # the quota check and the insert, one submit at a time
     owner_ids = list(owners)
@@ -287,7 +291,7 @@ def create_app(
         )
         return JSONResponse({"detail": f"Invalid request: {problems}"}, status_code=422)
 
-    def owner(request: Request) -> str:
+    async def owner(request: Request) -> str:  # no I/O: no thread hop
         header = request.headers.get("authorization")
         if not header:
             raise HTTPException(
@@ -316,8 +320,8 @@ def create_app(
             )
         return match
 
-    def own_job(job_id: str, who: str) -> JobRecord:
-        job = store.get_job(job_id, owner=who) if len(job_id) <= 64 else None
+    def own_job(job_id: str, who: str, full: bool = True) -> JobRecord:
+        job = store.get_job(job_id, owner=who, full=full) if len(job_id) <= 64 else None
         if job is None:  # the same answer for a missing job and for someone else's
             raise HTTPException(404, "No such job for this API key.")
         return job
@@ -364,8 +368,10 @@ def create_app(
     ) -> dict[str, Any]:
         return {"jobs": [status_body(j) for j in store.list_jobs(owner=who, limit=limit)]}
 
-    def get_status(job_id: str, who: str = Depends(owner)) -> dict[str, Any]:
-        return status_body(own_job(job_id, who))
+    async def get_status(job_id: str, who: str = Depends(owner)) -> dict[str, Any]:
+        # one indexed read of a WAL database (never blocked by the writers), on the loop:
+        # cheaper than a thread hop, and jobs run elsewhere (isolation="process")
+        return status_body(own_job(job_id, who, full=False))
 
     def get_results(job_id: str, who: str = Depends(owner)) -> dict[str, Any]:
         job = own_job(job_id, who)
@@ -663,6 +669,7 @@ def serve(
     log_level: str = "info",
     policy: ServerPolicy | None = None,
     secret_file: str | Path | None = None,
+    isolation: str = "process",
 ) -> None:
     """Serve the job server with uvicorn until interrupted (SIGTERM or Ctrl-C stop it within
     seconds: running jobs go back to the queue and resume on the next start)."""
@@ -676,6 +683,7 @@ def serve(
         allow_api_base=allow_api_base,
         policy=policy,
         secret_file=secret_file,
+        isolation=isolation,
     )
     run_app(app, host=host, port=port, log_level=log_level)
 

@@ -197,6 +197,13 @@ _UPDATABLE = {
 }
 
 
+_LIGHT_COLUMNS = (
+    "id, owner, algorithm, status, '{}' AS config, created_at, started_at, finished_at, error, "
+    "progress, best_score, best_prompt, NULL AS results, cancel_requested, cancel_reason, "
+    "attempts, last_seq"
+)
+
+
 def _row_to_job(row: sqlite3.Row) -> JobRecord:
     data = dict(row)
     for name in _JSON_COLUMNS:
@@ -358,9 +365,20 @@ class JobStore:
         assert job is not None
         return job
 
-    def get_job(self, job_id: str, owner: str | None = None) -> JobRecord | None:
-        """The job, or None when it does not exist or (with ``owner``) belongs to someone else."""
-        row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    def get_job(
+        self, job_id: str, owner: str | None = None, *, full: bool = True
+    ) -> JobRecord | None:
+        """The job, or None when it does not exist or (with ``owner``) belongs to someone else.
+
+        ``full=False`` skips the two large columns (``config`` comes back ``{}``, ``results``
+        None): what a status answer needs, read cheaply.
+        """
+        columns = "*" if full else _LIGHT_COLUMNS
+        row = (
+            self._connection()
+            .execute(f"SELECT {columns} FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
         if row is None or (owner is not None and row["owner"] != owner):
             return None
         return _row_to_job(row)

@@ -55,8 +55,13 @@ class ServerSecret:
 
         if len(secret) < _SECRET_BYTES:
             raise ConfigError(f"The server secret must be at least {_SECRET_BYTES} bytes.")
+        self._secret = secret
         self._mac_key = _derive(secret, b"policyopt api-key owner id")
         self._fernet = Fernet(base64.urlsafe_b64encode(_derive(secret, b"policyopt sealed")))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable (a job's child process gets the server's secret this way, over a pipe)."""
+        return (ServerSecret, (self._secret,))
 
     @classmethod
     def load_or_create(cls, path: str | Path) -> ServerSecret:

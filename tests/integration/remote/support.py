@@ -7,6 +7,7 @@ it scores the synthetic keyword task in-process and counts every rollout it is a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -103,6 +104,15 @@ def scripted_reflection(config: Any) -> Any:
         return f"```\nSolve it with {word} and alpha.\n```"
 
     return ScriptedLM(answer)
+
+
+class FreshProposals:
+    """A picklable reflection-LM factory (for jobs in child processes): every proposal is a
+    prompt never seen before, so a search on a task it cannot solve never stalls."""
+
+    def __call__(self, config: Any) -> ScriptedLM:
+        count = itertools.count()
+        return ScriptedLM(lambda text: f"```\nSolve the task, take {next(count)}.\n```")
 
 
 class ScriptedTaskApp:

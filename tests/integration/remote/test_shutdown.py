@@ -2,8 +2,9 @@
 10 s, the job goes back to the queue, and the next server on the same files finishes it.
 
 Real processes on 127.0.0.1: the server (``run_app``, what ``policyopt serve`` runs, with a
-scripted reflection LM that always proposes a new prompt) and a task app whose rollouts take
-0.05 s and never succeed, so the job is still running when the signal comes.
+scripted reflection LM that always proposes a new prompt; jobs in threads, and in child
+processes) and a task app whose rollouts take 0.05 s and never succeed, so the job is still
+running when the signal comes.
 """
 
 from __future__ import annotations
@@ -39,23 +40,20 @@ app = task_app(Program("Solve the task.", evaluate), keyword_dataset(50, 50, 50)
 uvicorn.run(app, host="127.0.0.1", port={{port}}, log_level="warning")
 """
 SERVER = """
-import itertools
 from policyopt.remote.server import create_app, run_app
-from policyopt.testing import ScriptedLM
+from tests.integration.remote.support import FreshProposals
 
-count = itertools.count()
 app = create_app(
     {root!r} + "/jobs.db", {root!r} + "/runs", [{key!r}],
-    reflection_lm_factory=lambda config: ScriptedLM(
-        lambda text: "```\\nSolve the task, take %d.\\n```" % next(count)
-    ),
+    reflection_lm_factory=FreshProposals(), isolation={isolation!r},
 )
 run_app(app, host="127.0.0.1", port={{port}}, log_level="warning")
 """
 
 
-def start_server(root: Path, name: str) -> Child:
-    child = Child(SERVER.format(root=str(root), key=OWNER_KEY), root / f"{name}.log")
+def start_server(root: Path, name: str, isolation: str) -> Child:
+    code = SERVER.format(root=str(root), key=OWNER_KEY, isolation=isolation)
+    child = Child(code, root / f"{name}.log")
     child.wait_healthy()
     return child
 
@@ -88,8 +86,9 @@ def _hold_stream(url: str, job_id: str, stop: threading.Event) -> None:
         return
 
 
+@pytest.mark.parametrize("isolation", ["thread", "process"])
 def test_sigterm_stops_the_server_within_10_s_and_the_job_resumes(
-    task_app: Child, tmp_path: Path
+    task_app: Child, tmp_path: Path, isolation: str
 ) -> None:
     config = job_config(
         url=task_app.url,
@@ -98,7 +97,7 @@ def test_sigterm_stops_the_server_within_10_s_and_the_job_resumes(
         n_test=0,
         section={"n_jobs": 2},
     )
-    server = start_server(tmp_path, "first")
+    server = start_server(tmp_path, "first", isolation)
     stop = threading.Event()
     try:
         with PolicyOptimizationJob.from_dict(config, server.url, OWNER_KEY) as job:
@@ -124,7 +123,7 @@ def test_sigterm_stops_the_server_within_10_s_and_the_job_resumes(
     before = journal_keys(run_dir)
     assert 20 <= len(before) < 400
 
-    server = start_server(tmp_path, "second")
+    server = start_server(tmp_path, "second", isolation)
     try:
         with PolicyOptimizationJob.from_job_id(job_id, server.url, OWNER_KEY) as job:
             result = job.stream_until_complete(timeout=120)

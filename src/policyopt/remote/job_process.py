@@ -1,0 +1,106 @@
+"""Running one job in a child process, so that its Python work never slows the server.
+
+The job server answers status, list and event requests on one event loop; an optimizer running
+in the same process (rollout threads, event writes, proposal parsing) holds the GIL often
+enough to push those answers to seconds under load. With ``isolation="process"`` the runner's
+worker thread starts one child per job (``spawn``: a fresh interpreter, nothing inherited from
+the server's threads) and waits for it; the child opens the same SQLite file (WAL: the server's
+reads never wait for it) and runs the job exactly as a thread would, then reports how it ended.
+
+Stopping: the server sends SIGTERM, the child stops its job at the optimizer's next check and
+reports "interrupted"; a child still running at the deadline is killed, and the job resumes
+from its journal on the next start. Cancelling works through the run dir's ``STOP`` file, as
+in a thread. The factories given to the runner must be picklable (module-level callables).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from multiprocessing.connection import Connection
+
+    from policyopt.remote.runner import JobRunner
+    from policyopt.remote.store import JobRecord
+
+__all__ = ["run_in_child"]
+
+
+def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str, str]:
+    """Run a claimed job in a child process; its outcome as :meth:`JobRunner.outcome` gives it."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    spec = {
+        "db_path": str(runner.store.path),
+        "data_dir": str(runner.data_dir),
+        "policy": runner.policy,
+        "secret": runner.secret,
+        "factories": runner.factories,
+        "health_check": runner.health_check,
+    }
+    child = context.Process(
+        target=_child_main,
+        args=(spec, job.id, send),
+        name=f"policyopt-{job.id}",
+        daemon=True,  # ends with the server, whatever happens to it
+    )
+    with runner._lock:
+        runner.children[job.id] = child
+    try:
+        child.start()
+        send.close()
+        child.join()
+    finally:
+        with runner._lock:
+            runner.children.pop(job.id, None)
+    outcome: tuple[str, str] | None = None
+    if receive.poll():
+        try:
+            outcome = receive.recv()
+        except (EOFError, OSError):
+            outcome = None
+    receive.close()
+    if outcome is not None:
+        return outcome
+    if runner._stopping.is_set():
+        return "interrupted", ""
+    return "error", f"the job's process ended without a result (exit code {child.exitcode})"
+
+
+def _child_main(spec: dict[str, Any], job_id: str, send: Connection) -> None:
+    """The child: run one job with its own store connection and report the outcome."""
+    from policyopt.remote.runner import JobRunner
+    from policyopt.remote.store import JobStore
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which decides
+    store = JobStore(spec["db_path"])
+    reflection_factory, task_factory = spec["factories"]
+    runner = JobRunner(
+        store,
+        spec["data_dir"],
+        max_concurrent_jobs=1,
+        reflection_lm_factory=reflection_factory,
+        task_app_factory=task_factory,
+        health_check=spec["health_check"],
+        policy=spec["policy"],
+        secret=spec["secret"],
+    )
+    job_dir = Path(spec["data_dir"]) / job_id
+
+    def stop(signum: int, frame: Any) -> None:
+        runner._stopping.set()
+        (job_dir / "STOP").touch()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        job = store.get_job(job_id)
+        if job is None:
+            send.send(("error", f"job {job_id} is not in the database"))
+            return
+        send.send(runner.outcome(job, job_dir))
+    finally:
+        send.close()
+        store.close()
