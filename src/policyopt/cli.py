@@ -65,57 +65,54 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from policyopt.gepa import GEPA, SMALL_MODEL_SETTINGS
+    from policyopt.errors import ConfigError
     from policyopt.lm import LocalLM
-    from policyopt.mipro import MIPRO
+    from policyopt.registry import get_spec, optimizer_names
     from policyopt.rollout import RolloutEngine
     from policyopt.tasks import DEFAULT_TASK, get_task
 
-    if algorithm not in ("gepa", "mipro"):
-        raise typer.BadParameter(f"--algorithm must be gepa or mipro, not {algorithm!r}")
+    try:
+        spec = get_spec(algorithm)
+    except ConfigError:
+        raise typer.BadParameter(
+            f"--algorithm must be one of {', '.join(optimizer_names())}, not {algorithm!r}"
+        ) from None
     console = Console()
-    spec = get_task(task or DEFAULT_TASK, seed=0)
+    task_def = get_task(task or DEFAULT_TASK, seed=0)
     cut = (lambda rows: list(rows)[:limit]) if limit > 0 else list
-    train, val, test = cut(spec.train), cut(spec.val), cut(spec.test)
+    train, val, test = cut(task_def.train), cut(task_def.val), cut(task_def.test)
     console.print(
-        f"[bold]policyopt demo[/bold]: {algorithm.upper()} on task [cyan]{spec.name}[/cyan] "
+        f"[bold]policyopt demo[/bold]: {algorithm.upper()} on task [cyan]{task_def.name}[/cyan] "
         f"(train {len(train)}, val {len(val)}, test {len(test)}), budget {budget} rollouts, "
         "local model SmolLM2-135M-Instruct as task and proposal LM"
     )
     started = time.perf_counter()
     with (
         LocalLM(n_parallel=max(1, n_jobs), cache=cache or False) as lm,
-        # GEPA's compact template wants one line; MIPRO's proposals may come in a fenced block
-        LocalLM.for_reflection(
-            cache=cache or False,
-            **({} if algorithm == "gepa" else {"stop": None, "max_tokens": 96}),
-        ) as reflection_lm,
+        LocalLM.for_reflection(cache=cache or False, **spec.small_model_lm) as reflection_lm,
     ):
-        program = spec.program(lm)
-        optimizer: GEPA | MIPRO
-        if algorithm == "gepa":
-            optimizer = GEPA(
-                reflection_lm=reflection_lm,
-                max_rollouts=budget,
-                n_jobs=n_jobs,
-                seed=seed,
-                run_dir=None if run_dir is None else str(run_dir),
-                progress=progress,
-                **SMALL_MODEL_SETTINGS,
-            )
-        else:
-            optimizer = _fitted_mipro(
-                reflection_lm, budget, n_jobs, seed, run_dir, progress, len(train), len(val)
-            )
+        program = task_def.program(lm)
+        settings = spec.plan(
+            {}, budget=budget, n_train=len(train), n_val=len(val), small_model=True
+        )
+        optimizer = spec.build(
+            lm=reflection_lm,
+            max_rollouts=budget,
+            n_jobs=n_jobs,
+            seed=seed,
+            run_dir=None if run_dir is None else str(run_dir),
+            progress=progress,
+            **settings,
+        )
         result = optimizer.optimize(program, train, val)
         search_s = time.perf_counter() - started
         rows: list[dict[str, Any]] = []
         with RolloutEngine(program.evaluate, n_jobs=n_jobs) as engine:
             ids = engine.add_split("test", test)
             prompts = [
-                ("seed", spec.seed_prompt),
+                ("seed", task_def.seed_prompt),
                 (f"optimized ({algorithm.upper()})", result.best_prompt),
-                ("hand-written reference", spec.reference_prompt),
+                ("hand-written reference", task_def.reference_prompt),
             ]
             for label, prompt in prompts:
                 scores = engine.run([(prompt, i) for i in ids], split="test").scores()
@@ -125,7 +122,9 @@ def demo(
         task_usage, reflection_usage = lm.usage, reflection_lm.usage
     wall = time.perf_counter() - started
 
-    table = Table(title=f"{spec.name}: accuracy on the held-out test split ({len(test)} examples)")
+    table = Table(
+        title=f"{task_def.name}: accuracy on the held-out test split ({len(test)} examples)"
+    )
     table.add_column("prompt")
     table.add_column("test accuracy", justify="right")
     table.add_column("text")
@@ -145,7 +144,7 @@ def demo(
     )
     if output is not None:
         payload = {
-            "task": spec.name,
+            "task": task_def.name,
             "algorithm": algorithm,
             "budget": budget,
             "rows": rows,
@@ -154,33 +153,6 @@ def demo(
             "wall_time_s": wall,
         }
         output.write_text(json.dumps(payload, indent=2))
-
-
-def _fitted_mipro(
-    proposer: Any,
-    budget: int,
-    n_jobs: int,
-    seed: int,
-    run_dir: Path | None,
-    progress: bool,
-    n_train: int,
-    n_val: int,
-) -> Any:
-    """MIPRO with 4 candidates and as many trials as its written estimate fits in the budget."""
-    from policyopt.mipro import MIPRO, trials_for_budget
-
-    common: dict[str, Any] = {"num_candidates": 4, "minibatch_size": 10}
-    trials = trials_for_budget(budget, n_train, n_val, **common)
-    return MIPRO(
-        proposer_lm=proposer,
-        max_rollouts=budget,
-        num_trials=trials,
-        n_jobs=n_jobs,
-        seed=seed,
-        run_dir=None if run_dir is None else str(run_dir),
-        progress=progress,
-        **common,
-    )
 
 
 def _names(text: str) -> list[str]:
@@ -212,23 +184,55 @@ def bench(
         bool, typer.Option(help="Only rebuild the report from the records in --out.")
     ] = False,
     plots: Annotated[bool, typer.Option(help="Draw the plots (needs matplotlib).")] = True,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SPEC",
+            help="Variants to add, as a grid: 'gepa:merge=true,false;minibatch_size=3,6' "
+            "(repeatable).",
+        ),
+    ] = None,
+    sweep_file: Annotated[
+        Path | None,
+        typer.Option(help="A TOML grid of variants: sweep tables with optimizer and grid."),
+    ] = None,
+    baseline: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="What the ablation report compares with (repeatable; default: each variant's "
+            "plain optimizer).",
+        ),
+    ] = None,
 ) -> None:
     """Run tasks x optimizers x seeds (resumably) and write tables, CSV/JSON and plots.
 
     Every cell records the seed and optimized prompts' held-out test scores, rollouts, LM calls
     and tokens (task and optimizer model apart), cost and wall time under --out/cells/; a cell
     with a record is never run again. The report goes to --out/report.md.
+
+    Optimizers may be variants, e.g. --optimizers 'gepa,gepa[merge=false]', or come from
+    --sweep/--sweep-file (then, without --optimizers, each swept optimizer's plain form runs
+    too as the baseline); the report's Ablations section compares them on paired cells.
     """
     from policyopt.bench import BenchSettings, load_records, run_benchmark, write_report
-    from policyopt.bench.registry import OPTIMIZERS
+    from policyopt.bench.registry import names as optimizer_names
+    from policyopt.bench.variants import canonical, expand_sweep, load_sweep_file, split_names
     from policyopt.errors import PolicyOptError
     from policyopt.tasks import TASKS
 
     if not report_only:
         try:
+            swept = [v for spec in sweep or [] for v in expand_sweep(spec)]
+            if sweep_file is not None:
+                swept += load_sweep_file(sweep_file)
+            names = split_names(optimizers)
+            if not names:
+                names = [v.optimizer for v in swept] or optimizer_names()
+            names = list(dict.fromkeys([*names, *(v.name for v in swept)]))
             settings = BenchSettings(
                 tasks=_names(tasks) or list(TASKS),
-                optimizers=_names(optimizers) or list(OPTIMIZERS),
+                optimizers=names,
                 seeds=[int(s) for s in _names(seeds)],
                 budget=budget,
                 limit=limit or None,
@@ -238,6 +242,14 @@ def bench(
                 task_model=task_model,
                 reflection_model=reflection_model,
             )
+            unknown = [
+                b for b in (canonical(b) for b in baseline or []) if b not in settings.optimizers
+            ]
+            if unknown:
+                raise ValueError(
+                    f"--baseline {', '.join(unknown)} is not among the optimizers run: "
+                    f"{', '.join(settings.optimizers)}."
+                )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
         try:
@@ -258,7 +270,11 @@ def bench(
         header = "\n\n".join(
             line for line in first.splitlines()[1:] if line.startswith(("Command", "Machine"))
         )
-    paths = write_report(records, out, plots=plots, header=header)
+    try:
+        paths = write_report(records, out, plots=plots, header=header, baselines=baseline)
+    except PolicyOptError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(paths["markdown"].read_text(encoding="utf-8"))
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()), err=True)
 

@@ -2,7 +2,8 @@
 
 - bars: per task, the seed prompt's and each optimizer's optimized test score (the LangProBe chart);
 - curves: best validation score known against rollouts spent, per optimizer and seed;
-- cost: test score against what the search spent (USD when priced, else LM tokens).
+- cost: test score against what the search spent (USD when priced, else LM tokens);
+- forest: per baseline, each variant's mean test-score difference with its 95% interval.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from policyopt.bench.records import CellRecord
+from policyopt.bench.stats import Comparison
 from policyopt.errors import MissingDependencyError
 
-__all__ = ["bars", "cost", "curves"]
+__all__ = ["bars", "cost", "curves", "forest"]
 
 
 def _pyplot() -> Any:
@@ -143,4 +145,41 @@ def cost(records: Sequence[CellRecord], path: Path) -> Path:
     ax.set_ylabel("optimized test score")
     ax.set_title("Score against cost, one point per cell")
     ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def forest(comparisons: Sequence[Comparison], path: Path) -> Path:
+    """A forest plot: one row per variant, its mean difference from the baseline as a dot and
+    the 95% bootstrap interval as a bar, a line at 0; resolved rows drawn in colour."""
+    plt = _pyplot()
+    rows = [c for c in comparisons if c.n > 0]
+    baseline = comparisons[0].baseline if comparisons else ""
+    fig, ax = plt.subplots(figsize=(10.0, 1.4 + 0.45 * max(1, len(rows))))
+    for y, c in enumerate(reversed(rows)):
+        color = (
+            "C2" if c.verdict.endswith("better") else "C3" if c.verdict.endswith("worse") else "C0"
+        )
+        ax.errorbar(
+            [c.mean_diff],
+            [y],
+            xerr=[[c.mean_diff - c.ci_low], [c.ci_high - c.mean_diff]],
+            fmt="o",
+            color=color,
+            capsize=4,
+        )
+        ax.annotate(
+            f"n={c.n}  W/T/L {c.wins}/{c.ties}/{c.losses}  p(Holm)={c.p_holm:.3g}",
+            (1.01, y),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            fontsize=7,
+        )
+    ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
+    reach = max([abs(v) for c in rows for v in (c.ci_low, c.ci_high)] + [0.01])
+    ax.set_xlim(-1.15 * reach, 1.15 * reach)  # 0 in the middle: the side tells better/worse
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([c.variant for c in reversed(rows)], fontsize=8)
+    ax.set_ylim(-0.6, max(1, len(rows)) - 0.4)
+    ax.set_xlabel(f"test score minus {baseline}'s (mean, 95% bootstrap CI)")
+    ax.set_title(f"Ablations against {baseline}, paired on (task, seed)", fontsize=10)
     return _save(fig, path)

@@ -1,9 +1,10 @@
 """What a benchmark run records: its settings, and one JSON record per finished cell.
 
-A cell is task x optimizer x seed x budget. Its record holds the held-out test score of the seed
-prompt and of the optimized prompt, what the search spent (rollouts, LM calls and tokens, task
-model and optimizer model apart, cost) and the wall time, so every table and plot is built from
-records alone and a finished cell is never run again.
+A cell is task x optimizer x seed x budget, where the optimizer may be a variant
+(``gepa[merge=false]``, :mod:`policyopt.bench.variants`) named canonically. Its record holds the
+held-out test score of the seed prompt and of the optimized prompt, what the search spent
+(rollouts, LM calls and tokens, task model and optimizer model apart, cost) and the wall time,
+so every table and plot is built from records alone and a finished cell is never run again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from policyopt.bench.variants import Variant, parse_variant
 from policyopt.types import LMUsage
 
 __all__ = ["BenchSettings", "CellKey", "CellRecord", "SplitScore", "safe_name", "write_atomic"]
@@ -27,7 +29,9 @@ class BenchSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tasks: list[str] = Field(min_length=1, description="built-in task names or langprobe:<name>")
-    optimizers: list[str] = Field(min_length=1, description="registered optimizer names")
+    optimizers: list[str] = Field(
+        min_length=1, description="registered optimizer names or variants: gepa[merge=false]"
+    )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     budget: int = Field(200, ge=1, description="rollouts (metric calls) per cell's search")
     limit: int | None = Field(None, ge=1, description="use only the first N examples per split")
@@ -40,6 +44,14 @@ class BenchSettings(BaseModel):
         default_factory=dict, description="optimizer name -> its setting overrides"
     )
 
+    @field_validator("optimizers", mode="before")
+    @classmethod
+    def _canonical(cls, names: Any) -> Any:
+        """Variants by their canonical names, so spelling never splits one variant's cells."""
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return [parse_variant(n).name for n in names]
+        return names
+
     @field_validator("tasks", "optimizers")
     @classmethod
     def _unique(cls, names: list[str]) -> list[str]:
@@ -48,12 +60,16 @@ class BenchSettings(BaseModel):
         return names
 
     def cell_settings(self, optimizer: str) -> dict[str, Any]:
-        """The setting overrides of one optimizer (empty when none)."""
-        return dict(self.settings.get(optimizer, {}))
+        """The setting overrides of one optimizer or variant (empty when none): those given for
+        the optimizer's name in ``settings``, then the variant's own on top."""
+        variant = parse_variant(optimizer)
+        return {**self.settings.get(variant.optimizer, {}), **variant.settings}
 
 
 class CellKey(BaseModel):
-    """Which cell: task, optimizer, seed, budget, plus a hash of everything else that matters."""
+    """Which cell: task, optimizer, seed, budget, plus a hash of everything else that matters.
+
+    ``optimizer`` is the canonical name of the optimizer or variant (``gepa[merge=false]``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -66,24 +82,46 @@ class CellKey(BaseModel):
     @classmethod
     def of(cls, settings: BenchSettings, task: str, optimizer: str, seed: int) -> CellKey:
         """The key of one cell of ``settings``' grid."""
-        shared = {
+        shared: dict[str, Any] = {
             "limit": settings.limit,
             "split_seed": settings.split_seed,
             "task_model": settings.task_model,
             "reflection_model": settings.reflection_model,
             "settings": settings.cell_settings(optimizer),
         }
+        variant = parse_variant(optimizer)
+        if not variant.is_plain:  # (plain names keep the fingerprints of older records)
+            shared["variant"] = variant.name
         text = json.dumps(shared, sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:10]
         return cls(
-            task=task, optimizer=optimizer, seed=seed, budget=settings.budget, fingerprint=digest
+            task=task,
+            optimizer=variant.name,
+            seed=seed,
+            budget=settings.budget,
+            fingerprint=digest,
         )
+
+    @property
+    def variant(self) -> Variant:
+        """The optimizer name and the settings the cell's variant overrides."""
+        return parse_variant(self.optimizer)
+
+    @property
+    def base_optimizer(self) -> str:
+        """The registered optimizer's name (``gepa`` for ``gepa[merge=false]``)."""
+        return self.variant.optimizer
 
     @property
     def slug(self) -> str:
         """A file-name-safe name of the cell."""
         task = safe_name(self.task)
-        return f"{task}__{self.optimizer}__s{self.seed}__b{self.budget}__{self.fingerprint}"
+        name = self.optimizer
+        if "[" in name:  # a variant (plain names keep the file names of older records)
+            name = safe_name(name)
+            if len(name) > 80:  # the fingerprint below tells long variants apart
+                name = name[:80]
+        return f"{task}__{name}__s{self.seed}__b{self.budget}__{self.fingerprint}"
 
 
 class SplitScore(BaseModel):

@@ -1,7 +1,10 @@
 """Tables, files and plots from cell records: what ``policyopt bench`` prints and writes.
 
 Everything here reads :class:`~policyopt.bench.records.CellRecord` lists only, so a report can be
-rebuilt from a results directory at any time (``policyopt bench --report-only``).
+rebuilt from a results directory at any time (``policyopt bench --report-only``). When the
+records hold variants (``gepa[merge=false]``), an *Ablations* section compares each with its
+baseline on paired cells (:mod:`policyopt.bench.stats`), also written as ``ablations.csv`` /
+``ablations.json`` with one forest plot per baseline.
 """
 
 from __future__ import annotations
@@ -17,9 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from policyopt.bench.records import CellRecord, write_atomic
+from policyopt.bench.records import CellRecord, safe_name, write_atomic
+from policyopt.bench.stats import Comparison, compare
+from policyopt.bench.variants import parse_variant
+from policyopt.errors import ConfigError
 
 __all__ = [
+    "ablation_plan",
+    "ablations",
     "cell_rows",
     "machine_summary",
     "markdown_report",
@@ -101,9 +109,14 @@ def machine_summary() -> str:
 
 
 def markdown_report(
-    records: Sequence[CellRecord], title: str = "Benchmark results", header: str = ""
+    records: Sequence[CellRecord],
+    title: str = "Benchmark results",
+    header: str = "",
+    *,
+    baselines: Sequence[str] | None = None,
 ) -> str:
-    """A markdown table per task, then one over all tasks (mean ± std over seeds).
+    """A markdown table per task, then one over all tasks (mean ± std over seeds), then the
+    ablations when there are variants (``baselines``: see :func:`ablation_plan`).
 
     ``header`` (e.g. the command that made the run and the machine) goes under the title."""
     out = io.StringIO()
@@ -189,6 +202,96 @@ def markdown_report(
         "\n*win rate vs X*: share of (task, seed) cells where this optimizer's test score beats "
         "X's (ties count half; cells in brackets).\n"
     )
+    out.write(ablation_section(records, baselines))
+    return out.getvalue()
+
+
+def ablation_plan(
+    records: Sequence[CellRecord], baselines: Sequence[str] | None = None
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Which names are compared with which baseline, and the variants left without one.
+
+    With ``baselines``, every other optimizer or variant in the records is compared with each
+    of them. Without, each variant (``gepa[merge=false]``) is compared with its plain optimizer
+    (``gepa``) when that ran too; the variants whose plain optimizer did not run come back
+    second."""
+    names = _optimizer_order(_ok(records))
+    if baselines:
+        chosen = [parse_variant(b).name for b in baselines]
+        missing = [b for b in chosen if b not in names]
+        if missing:
+            raise ConfigError(
+                f"Baseline {', '.join(map(repr, missing))} has no finished cells; "
+                f"finished: {', '.join(names) or 'none'}."
+            )
+        return {b: [n for n in names if n not in chosen] for b in chosen}, []
+    plan: dict[str, list[str]] = {}
+    orphans: list[str] = []
+    for name in names:
+        variant = parse_variant(name)
+        if variant.is_plain:
+            continue
+        if variant.optimizer in names:
+            plan.setdefault(variant.optimizer, []).append(name)
+        else:
+            orphans.append(name)
+    return plan, orphans
+
+
+def ablations(
+    records: Sequence[CellRecord], baselines: Sequence[str] | None = None
+) -> list[Comparison]:
+    """Every planned comparison (:func:`ablation_plan`), Holm-corrected per baseline."""
+    plan, _ = ablation_plan(records, baselines)
+    rows: list[Comparison] = []
+    for baseline, variants in plan.items():
+        rows.extend(compare(records, variants, baseline))
+    return rows
+
+
+def _signed(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:+.3f}"
+
+
+def _p(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def ablation_section(records: Sequence[CellRecord], baselines: Sequence[str] | None) -> str:
+    """The markdown *Ablations* section (empty when nothing is to be compared)."""
+    plan, orphans = ablation_plan(records, baselines)
+    if not plan and not orphans:
+        return ""
+    out = io.StringIO()
+    out.write("\n## Ablations\n\n")
+    if plan:
+        out.write(
+            "Each variant against its baseline on the same (task, seed) cells. *mean diff*: "
+            "the variant's test score minus the baseline's, with a 95% bootstrap confidence "
+            "interval (10,000 resamples); *W/T/L*: cells it wins / ties (within 1e-9) / loses; "
+            "*p*: two-sided Wilcoxon signed-rank test (ties split); *p (Holm)*: corrected across "
+            "the variants compared with the same baseline. *resolved* needs p (Holm) < 0.05 and "
+            "an interval that excludes 0; with fewer than 6 non-tied pairs the test cannot get "
+            "there.\n\n"
+        )
+        out.write(
+            "| variant | baseline | n | mean diff [95% CI] | W/T/L | p | p (Holm) | verdict |\n"
+        )
+        out.write("|---|---|---|---|---|---|---|---|\n")
+        for row in ablations(records, baselines):
+            out.write(
+                f"| {row.variant} | {row.baseline} | {row.n} | {_signed(row.mean_diff)} "
+                f"[{_signed(row.ci_low)}, {_signed(row.ci_high)}] | "
+                f"{row.wins}/{row.ties}/{row.losses} | {_p(row.p)} | {_p(row.p_holm)} | "
+                f"{row.verdict} |\n"
+            )
+    if orphans:
+        out.write(
+            f"\nNo baseline for {', '.join(orphans)}: run the plain optimizer too "
+            "(e.g. --optimizers gepa) or name one with --baseline.\n"
+        )
     return out.getvalue()
 
 
@@ -252,15 +355,19 @@ def write_report(
     plots: bool = True,
     title: str = "",
     header: str = "",
+    baselines: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """Write report.md, cells.csv, cells.json and (with matplotlib) the plots; return paths."""
+    """Write report.md, cells.csv, cells.json and (with matplotlib) the plots; return paths.
+
+    With variants to compare (:func:`ablation_plan`) also ablations.csv, ablations.json and a
+    forest plot per baseline (``forest:<baseline>`` in the returned paths)."""
     out = Path(out_dir)
     paths = {
         "markdown": out / "report.md",
         "csv": out / "cells.csv",
         "json": out / "cells.json",
     }
-    text = markdown_report(records, title or "Benchmark results", header)
+    text = markdown_report(records, title or "Benchmark results", header, baselines=baselines)
     write_atomic(paths["markdown"], text)
     rows = cell_rows(records)
     buffer = io.StringIO()
@@ -274,7 +381,39 @@ def write_report(
     )
     if plots and records:
         paths.update(plot_all(records, out))
+    comparisons = ablations(records, baselines)
+    if comparisons:
+        paths.update(_write_ablations(comparisons, out, plots=plots))
     return paths
+
+
+def _write_ablations(
+    comparisons: Sequence[Comparison], out: Path, *, plots: bool
+) -> dict[str, Path]:
+    """ablations.csv / ablations.json and, with plots, one forest plot per baseline."""
+    rows = [c.as_dict() for c in comparisons]
+    paths = {"ablations_csv": out / "ablations.csv", "ablations_json": out / "ablations.json"}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(paths["ablations_csv"], buffer.getvalue())
+    as_json = [{k: None if _nan(v) else v for k, v in row.items()} for row in rows]
+    write_atomic(paths["ablations_json"], json.dumps(as_json, indent=1))
+    if plots:
+        from policyopt.bench import plots as charts
+
+        by_baseline: dict[str, list[Comparison]] = defaultdict(list)
+        for c in comparisons:
+            by_baseline[c.baseline].append(c)
+        for baseline, group in by_baseline.items():
+            path = out / f"ablation_forest__{safe_name(baseline)}.png"
+            paths[f"forest:{baseline}"] = charts.forest(group, path)
+    return paths
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def plot_all(records: Sequence[CellRecord], out_dir: str | Path) -> dict[str, Path]:

@@ -1,5 +1,8 @@
 """Run a benchmark grid: every (task, optimizer, seed) cell, resumably, side by side.
 
+An optimizer may be a variant, ``gepa[merge=false]``: its settings reach the optimizer as
+``CellContext.settings`` overrides (on top of ``BenchSettings.settings`` for its name).
+
 Layout of the output directory::
 
     bench.json                 the settings of the last invocation
@@ -37,6 +40,7 @@ from policyopt.bench.records import (
     write_atomic,
 )
 from policyopt.bench.registry import CellContext, OptimizerOutcome, get_optimizer
+from policyopt.bench.variants import check_settings, parse_variant
 from policyopt.lm.base import LM, LMLike
 from policyopt.lm.metered import MeteredLM
 from policyopt.rollout.engine import RolloutEngine
@@ -111,8 +115,11 @@ def run_benchmark(
 
     unavailable: dict[str, str] = {}
     optimizers = {}
-    for name in settings.optimizers:
-        optimizer = get_optimizer(name)
+    variants = [parse_variant(name) for name in settings.optimizers]
+    check_settings(variants)  # unknown setting names fail before any model starts
+    for variant in variants:
+        name = variant.name
+        optimizer = get_optimizer(variant.optimizer)
         reason = optimizer.unavailable()
         if reason is not None:
             unavailable[name] = reason
@@ -313,7 +320,7 @@ def _run_cell(
         "key": key,
         "seed_prompt": task.seed_prompt,
         "baseline_test": baseline,
-        "versions": _versions(key.optimizer),
+        "versions": _versions(key.base_optimizer),
     }
     try:
         outcome: OptimizerOutcome = optimizer.run(ctx)
