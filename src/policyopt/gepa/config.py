@@ -6,10 +6,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from policyopt.gepa.reflection import DEFAULT_TEMPLATE
+from policyopt.gepa.reflection import COMPACT_TEMPLATE, DEFAULT_TEMPLATE
 from policyopt.runtime import RESUMABLE, RunSettings
 
-__all__ = ["RESUMABLE_CHANGES", "GEPASettings"]
+__all__ = ["RESUMABLE_CHANGES", "TEMPLATES", "GEPASettings"]
+
+#: built-in reflection templates by name: ``reflection_template="compact"`` works anywhere
+TEMPLATES = {"default": DEFAULT_TEMPLATE, "compact": COMPACT_TEMPLATE}
 
 #: settings that may differ when a run_dir is resumed (they do not change the trajectory)
 RESUMABLE_CHANGES = RESUMABLE | {"patience"}
@@ -46,11 +49,15 @@ class GEPASettings(RunSettings):
     max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
     max_prompt_chars: int = Field(20_000, ge=1, description="longest proposal accepted")
     max_record_chars: int = Field(1_500, ge=20, description="characters per rollout record shown")
-    reflection_template: str = Field(DEFAULT_TEMPLATE, description="the reflection meta-prompt")
+    reflection_template: str = Field(
+        DEFAULT_TEMPLATE,
+        description="the reflection meta-prompt, or a built-in by name (default, compact)",
+    )
 
     @field_validator("reflection_template")
     @classmethod
     def _template(cls, value: str) -> str:
+        value = TEMPLATES.get(value, value)  # a built-in template by name
         if "{current}" not in value or ("{records}" not in value and "{feedback}" not in value):
             raise ValueError("must contain the placeholders {current} and {records} or {feedback}")
         return value

@@ -108,7 +108,7 @@ class GEPA:
             max_proposal_retries: re-asks after an unusable proposal
             max_prompt_chars: longest proposal accepted
             max_record_chars: characters per rollout record shown
-            reflection_template: the reflection meta-prompt
+            reflection_template: the reflection meta-prompt, or a built-in one by name
     """
 
     name = "gepa"
