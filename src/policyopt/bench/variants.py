@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from policyopt.errors import ConfigError
 
 __all__ = [
@@ -51,12 +53,10 @@ __all__ = [
 
 Scalar = bool | int | float | str | None
 
-#: optimizer name -> "module:Model" of its settings model (a pydantic model: its fields are the
-#: setting names a variant may override). The optimizer registry may replace this lookup.
-SETTINGS_MODELS: dict[str, str] = {
-    "gepa": "policyopt.gepa.config:GEPASettings",
-    "mipro": "policyopt.mipro.config:MIPROSettings",
-}
+#: harness-only optimizer name -> "module:Model" of its settings model (a pydantic model: its
+#: fields are the setting names a variant may override), for optimizers that are not in
+#: :mod:`policyopt.registry` (e.g. a peer that declares its settings); consulted first
+SETTINGS_MODELS: dict[str, str] = {}
 
 #: settings the harness sets for every cell itself (from --seeds, --budget, --n-jobs, --out)
 HARNESS_SETTINGS = frozenset({"max_rollouts", "seed", "n_jobs", "run_dir", "progress"})
@@ -318,13 +318,17 @@ def _model_names(model: Any) -> frozenset[str]:
 def settings_model(optimizer: str) -> Any | None:
     """The pydantic settings model of ``optimizer`` (None when the harness knows none).
 
-    The one place that maps an optimizer name to its settings: point it at the optimizer
-    registry once that names each optimizer's settings model."""
+    The one place that maps an optimizer name to its settings: :data:`SETTINGS_MODELS`, then
+    the optimizer registry (``policyopt.registry``: gepa, mipro and users' own)."""
     target = SETTINGS_MODELS.get(optimizer)
-    if target is None:
-        return None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    if target is not None:
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    from policyopt.registry import get_spec, optimizer_names
+
+    if optimizer in optimizer_names():
+        return get_spec(optimizer).settings
+    return None
 
 
 def setting_names(optimizer: str) -> frozenset[str] | None:
@@ -358,9 +362,16 @@ def check_settings(variants: Iterable[Variant | str]) -> None:
                 f" in {variant.name!r}; {variant.optimizer}'s settings are: "
                 f"{', '.join(sorted(known))}."
             )
+        payload: dict[str, Any] = dict(variant.settings)
+        if "max_rollouts" in _model_names(model):  # required, and set by the harness
+            payload.setdefault("max_rollouts", 1)
         try:
-            model.model_validate({"max_rollouts": 1, **variant.settings})
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            first = str(exc).splitlines()
-            detail = " ".join(line.strip() for line in first[1:3]) or str(exc)
-            raise ConfigError(f"Bad value in {variant.name!r}: {detail}") from exc
+            model.model_validate(payload)
+        except ValidationError as exc:
+            # only the variant's own values: other required fields are the optimizer's business
+            mine = [e for e in exc.errors() if e["loc"] and e["loc"][0] in variant.settings]
+            if mine:
+                detail = "; ".join(
+                    f"{e['loc'][0]}: {e['msg']} (got {e['input']!r})" for e in mine[:3]
+                )
+                raise ConfigError(f"Bad value in {variant.name!r}: {detail}.") from exc

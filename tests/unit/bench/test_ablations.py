@@ -425,3 +425,33 @@ def test_the_cli_sweeps_and_names_a_baseline(
     assert bad.exit_code != 0 and "not among the optimizers run" in bad.output
     bad = CliRunner().invoke(cli.app, [*args, "--sweep", "gepa:merge=true;merge=false"])
     assert bad.exit_code != 0 and "swept twice" in bad.output
+
+
+def test_settings_of_a_users_registered_optimizer_come_from_the_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    from policyopt import registry
+    from policyopt.registry import OptimizerSpec, register_optimizer
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # leave no trace
+
+    class OwnSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        depth: int = 1
+
+    class Own:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+        def optimize(self, program: Any, trainset: Any, valset: Any = None) -> Any:
+            raise NotImplementedError
+
+    register_optimizer(OptimizerSpec(name="abl-own", cls=Own, settings=OwnSettings), replace=True)
+    assert setting_names("abl-own") == {"depth"}
+    check_settings(["abl-own[depth=3]"])
+    with pytest.raises(ConfigError, match=r"'width'.*abl-own's settings are: depth"):
+        check_settings(["abl-own[width=3]"])
+    with pytest.raises(ConfigError, match=r"depth: .*integer"):
+        check_settings(["abl-own[depth=deep]"])
