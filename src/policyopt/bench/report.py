@@ -228,7 +228,10 @@ def ablation_plan(
     plan: dict[str, list[str]] = {}
     orphans: list[str] = []
     for name in names:
-        variant = parse_variant(name)
+        try:
+            variant = parse_variant(name)
+        except ConfigError:  # an odd name from an older run: not a variant
+            continue
         if variant.is_plain:
             continue
         if variant.optimizer in names:

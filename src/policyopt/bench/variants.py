@@ -176,7 +176,7 @@ def _head(spec: str) -> tuple[str, str | None]:
     _split(text, ",", spec)  # quotes and brackets balance
     name, bracket, rest = text.partition("[")
     name = name.strip()
-    if not name or _SPECIAL & set(name):
+    if not name or set(name) & set(",[]=\"' \t\n"):
         raise ConfigError(
             f"Bad optimizer name {name!r} in {spec!r}: write name[key=value,...], "
             "e.g. gepa[merge=false]."
