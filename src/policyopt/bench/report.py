@@ -365,6 +365,7 @@ def write_report(
     With variants to compare (:func:`ablation_plan`) also ablations.csv, ablations.json and a
     forest plot per baseline (``forest:<baseline>`` in the returned paths)."""
     out = Path(out_dir)
+    comparisons = ablations(records, baselines)  # first: a bad baseline overwrites nothing
     paths = {
         "markdown": out / "report.md",
         "csv": out / "cells.csv",
@@ -384,7 +385,6 @@ def write_report(
     )
     if plots and records:
         paths.update(plot_all(records, out))
-    comparisons = ablations(records, baselines)
     if comparisons:
         paths.update(_write_ablations(comparisons, out, plots=plots))
     return paths

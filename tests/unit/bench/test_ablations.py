@@ -455,3 +455,12 @@ def test_settings_of_a_users_registered_optimizer_come_from_the_registry(
         check_settings(["abl-own[width=3]"])
     with pytest.raises(ConfigError, match=r"depth: .*integer"):
         check_settings(["abl-own[depth=deep]"])
+
+
+def test_a_bad_baseline_overwrites_no_report(tmp_path: Path) -> None:
+    records = [_record("g", 0, 0.5), _record("g[a=1]", 0, 0.6)]
+    write_report(records, tmp_path, plots=False)
+    before = (tmp_path / "cells.json").read_text()
+    with pytest.raises(ConfigError, match="Baseline 'h'"):
+        write_report([], tmp_path, plots=False, baselines=["h"])
+    assert (tmp_path / "cells.json").read_text() == before
