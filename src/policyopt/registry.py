@@ -103,6 +103,7 @@ class OptimizerSpec:
 BUILTIN: dict[str, str] = {
     "gepa": "policyopt.gepa.spec:SPEC",
     "mipro": "policyopt.mipro.spec:SPEC",
+    "opro": "policyopt.opro.spec:SPEC",
 }
 
 _REGISTRY: dict[str, OptimizerSpec | str] = dict(BUILTIN)

@@ -11,6 +11,7 @@ from policyopt import GEPA, MIPRO, OptimizationResult, Program
 from policyopt.errors import ConfigError
 from policyopt.gepa.config import GEPASettings
 from policyopt.mipro.config import MIPROSettings
+from policyopt.opro import OPRO, OPROSettings
 from policyopt.registry import (
     OptimizerSpec,
     get_spec,
@@ -21,7 +22,9 @@ from policyopt.runtime import RunSettings
 from policyopt.testing.conformance import keyword_reflection_lm, keyword_task
 
 
-@pytest.mark.parametrize(("cls", "model"), [(GEPA, GEPASettings), (MIPRO, MIPROSettings)])
+@pytest.mark.parametrize(
+    ("cls", "model"), [(GEPA, GEPASettings), (MIPRO, MIPROSettings), (OPRO, OPROSettings)]
+)
 def test_every_setting_is_a_named_keyword_with_the_models_default(
     cls: type[Any], model: type[Any]
 ) -> None:
@@ -36,7 +39,7 @@ def test_every_setting_is_a_named_keyword_with_the_models_default(
             assert param.default == field.default, name
         assert field.description, f"{name} has no one-line doc"
         assert name in (cls.__doc__ or ""), f"{name} is not in {cls.__name__}'s docstring"
-    assert "lm" in params  # the one LM name both algorithms accept
+    assert "lm" in params  # the one LM name every algorithm accepts
 
 
 def test_the_lm_alias_and_its_errors() -> None:

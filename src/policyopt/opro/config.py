@@ -1,0 +1,80 @@
+"""OPRO's settings: one frozen, validated model; unknown names are an error."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from policyopt.opro.meta import DEFAULT_TEMPLATE
+from policyopt.runtime import RESUMABLE, RunSettings
+
+__all__ = ["RESUMABLE_CHANGES", "OPROSettings", "estimate"]
+
+#: settings that may differ when a run_dir is resumed (they change where a run ends, not its path)
+RESUMABLE_CHANGES = RESUMABLE | {"patience", "max_steps"}
+
+_ASSUMED_PROMOTION_RATE = 0.5  # for the up-front estimate only
+
+
+class OPROSettings(RunSettings):
+    """Everything that configures an OPRO run except the meta LM itself."""
+
+    proposals_per_step: int = Field(4, ge=1, description="new instructions asked per step")
+    max_history: int = Field(20, ge=1, description="best scored instructions in the meta-prompt")
+    n_exemplars: int = Field(3, ge=0, description="training examples shown per meta-prompt")
+    exemplar_feedback: bool = Field(
+        True, description="run the best prompt on the exemplars and show its answer and feedback"
+    )
+    minibatch_size: int | None = Field(
+        10, ge=1, description="valset examples a proposal is scored on (None: the whole valset)"
+    )
+    max_steps: int | None = Field(None, ge=1, description="cap on optimization steps")
+    patience: int | None = Field(None, ge=1, description="steps without a new best")
+    stop_at_perfect: bool = Field(True, description="stop once the valset is solved")
+    max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
+    max_prompt_chars: int = Field(4000, ge=1, description="longest instruction accepted")
+    max_exemplar_chars: int = Field(300, ge=20, description="characters per exemplar field shown")
+    meta_template: str = Field(DEFAULT_TEMPLATE, description="the meta-prompt")
+
+    @field_validator("meta_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{history}" not in value:
+            raise ValueError("must contain the placeholder {history} (and may use {exemplars})")
+        try:
+            value.format(history="", exemplars="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"may use only the placeholders {{history}} and {{exemplars}} (double other "
+                f"braces): {exc!r}"
+            ) from None
+        return value
+
+
+def estimate(settings: OPROSettings, n_train: int, n_val: int) -> dict[str, Any]:
+    """What the settings imply: rollouts per step (at most), steps and meta LM calls (a forecast).
+
+    A step pays at most ``k * minibatch`` proposal rollouts, ``k * n_exemplars`` exemplar runs
+    (fewer once cached) and one full evaluation (``n_val - minibatch`` more rollouts), assumed to
+    happen every other step.
+    """
+    k = settings.proposals_per_step
+    batch = n_val if settings.minibatch_size is None else min(settings.minibatch_size, n_val)
+    feedback = k * min(settings.n_exemplars, n_train) if settings.exemplar_feedback else 0
+    per_step_max = k * batch + feedback + (n_val - batch)
+    per_step = k * batch + feedback + _ASSUMED_PROMOTION_RATE * (n_val - batch)
+    steps = max(0, math.floor((settings.max_rollouts - n_val) / max(per_step, 1)))
+    if settings.max_steps is not None:
+        steps = min(steps, settings.max_steps)
+    return {
+        "max_rollouts": settings.max_rollouts,
+        "seed_evaluation": n_val,
+        "minibatch": batch,
+        "proposals_per_step": k,
+        "rollouts_per_step_max": per_step_max,
+        "steps": steps,
+        "meta_calls": steps * k,
+        "assumed_promotion_rate": _ASSUMED_PROMOTION_RATE,
+    }

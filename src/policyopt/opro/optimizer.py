@@ -1,0 +1,562 @@
+"""OPRO: large language models as optimizers (Yang et al. 2023, arXiv 2309.03409).
+
+The seed prompt is scored on the whole valset first (candidate 0: a run always has a result).
+Then each step:
+
+1. **Meta-prompt.** The best ``max_history`` instructions scored so far, in ascending order of
+   score (``text: ...`` / ``score: ...``, scores as 0-100 integers), and ``n_exemplars``
+   training examples drawn with the run's seeded RNG.
+2. **Proposals.** ``proposals_per_step`` meta LM calls (in parallel), one new instruction each:
+   the last fenced block of the answer, or the whole answer stripped of a ``text:`` label and
+   quotes. Empty, cut-off, over-long and already-seen instructions are retried (the retry
+   prompt says why), then dropped. Every answer is journaled under ``step/slot/attempt``.
+3. **Scoring.** The distinct new instructions are scored together on one seeded valset
+   minibatch (``minibatch_size``; ``None``: the whole valset) and join the history with that
+   score. The step's best is scored on the whole valset (a new candidate) when its minibatch
+   mean is at least the best candidate's mean on the same minibatch.
+
+The result is the best full-valset candidate. A step starts only when the budget can pay for
+all of it (exemplar runs, every proposal's minibatch, one full evaluation); otherwise fewer
+proposals, else the run stops with ``"budget"``. Other stops: ``max_steps``, a perfect score,
+``patience`` (steps without a new best), ``"stalled"`` (steps that neither pay a rollout nor
+score an instruction: the meta LM keeps repeating itself), and the shared lifecycle of
+:class:`~policyopt.runtime.RunContext` (time, cost, STOP file, Ctrl-C, evaluate and LM faults).
+
+Kept from the paper: the meta-prompt's shape (ascending scored history capped at 20, 0-100
+scores, exemplars drawn at random from the training set), several proposals per step, every
+proposal scored and shown to later steps. Changed:
+
+- the paper scores every proposal on the whole training set; here proposals are scored on a
+  valset minibatch and only the step's best pays a full valset evaluation (the history shows the
+  full score when there is one, else the minibatch mean), so a budget of rollouts buys many
+  more steps;
+- ``evaluate`` is a black box whose expected outputs may exist only in its feedback, so by
+  default (``exemplar_feedback``) the best prompt runs on the exemplars (cached, paid from the
+  budget) and the meta-prompt shows its answer, score and feedback; the paper shows the
+  exemplar's question and ground-truth answer, which here are the example's own fields;
+- each proposal draws its own exemplars (the paper samples one meta-prompt 8 times at
+  temperature 1): the calls differ, so a cached or greedy meta LM still gives distinct
+  proposals;
+- the answer is read from a fenced block (the paper asks for square brackets), as everywhere
+  in policyopt; the paper's instruction position (``<INS>`` before the question) is the
+  program's business here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from policyopt.errors import ConfigError
+from policyopt.events import (
+    CandidateEvaluated,
+    CandidateProposed,
+    Listener,
+    NewBest,
+    RunFinished,
+    RunStarted,
+)
+from policyopt.lm.base import resolve_lm
+from policyopt.opro.config import RESUMABLE_CHANGES, OPROSettings, estimate
+from policyopt.opro.meta import (
+    DEFAULT_TEMPLATE,
+    Exemplar,
+    Scored,
+    normalize,
+    parse_answer,
+    render_exemplars,
+    render_history,
+    render_meta_prompt,
+)
+from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
+from policyopt.runtime import RunContext, _one_lm, settings_or_error
+from policyopt.state.memo import JournaledLM
+from policyopt.types import Candidate, ExampleId, OptimizationResult, Program
+
+__all__ = ["OPRO"]
+
+logger = logging.getLogger("policyopt")
+
+_STALL_LIMIT = 10  # steps in a row that neither pay a rollout nor score a new instruction
+
+
+class OPRO:
+    """``OPRO(meta_lm=..., max_rollouts=...).optimize(program, trainset, valset)``.
+
+    ``meta_lm`` (alias ``lm``) is a litellm model string, a :class:`policyopt.LM`, or any
+    callable ``str -> str``: the optimizer LLM that reads the meta-prompt and writes new
+    instructions. The program's prompt must be a ``str`` (one instruction). ``listeners``
+    receive every event of the run. Every other parameter is a setting, validated by
+    :class:`~policyopt.opro.config.OPROSettings`:
+
+    Args:
+            max_rollouts: hard budget of evaluate() calls
+            seed: seed of every random choice (same seed, same run)
+            n_jobs: rollouts in parallel (-1: all cores)
+            backend: joblib backend (None: threads)
+            max_time_s: wall-clock limit in seconds
+            max_cost_usd: cap on the optimizer's LM cost
+            max_errors: failed rollouts after which the run stops (None: no cap)
+            max_error_rate: stop when this share of the last error_window failed
+            error_window: recent rollouts the error rate looks at
+            quarantine_after: failures of one example before it is quarantined
+            strict: raise on evaluate/LM failure instead of stopping
+            timeout: seconds per rollout (a timeout is a failure)
+            score_range: scores evaluate may return; the top is the perfect score
+            failure_score: score of a failed rollout
+            progress: live progress on stderr
+            run_dir: journal the run here; the same run_dir resumes it
+            proposals_per_step: new instructions asked per step
+            max_history: best scored instructions in the meta-prompt
+            n_exemplars: training examples shown per meta-prompt
+            exemplar_feedback: run the best prompt on the exemplars and show its answer and
+                feedback
+            minibatch_size: valset examples a proposal is scored on (None: the whole valset)
+            max_steps: cap on optimization steps
+            patience: steps without a new best
+            stop_at_perfect: stop once the valset is solved
+            max_proposal_retries: re-asks after an unusable proposal
+            max_prompt_chars: longest instruction accepted
+            max_exemplar_chars: characters per exemplar field shown
+            meta_template: the meta-prompt
+    """
+
+    name = "opro"
+
+    def __init__(
+        self,
+        *,
+        meta_lm: Any = None,
+        lm: Any = None,
+        max_rollouts: int,
+        listeners: Sequence[Listener] = (),
+        seed: int = 0,
+        n_jobs: int = 4,
+        backend: str | None = None,
+        max_time_s: float | None = None,
+        max_cost_usd: float | None = None,
+        max_errors: int | None = None,
+        max_error_rate: float | None = 0.5,
+        error_window: int = 20,
+        quarantine_after: int | None = 3,
+        strict: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        score_range: tuple[float, float] | None = (0.0, 1.0),
+        failure_score: float = 0.0,
+        progress: bool = True,
+        run_dir: str | None = None,
+        proposals_per_step: int = 4,
+        max_history: int = 20,
+        n_exemplars: int = 3,
+        exemplar_feedback: bool = True,
+        minibatch_size: int | None = 10,
+        max_steps: int | None = None,
+        patience: int | None = None,
+        stop_at_perfect: bool = True,
+        max_proposal_retries: int = 2,
+        max_prompt_chars: int = 4000,
+        max_exemplar_chars: int = 300,
+        meta_template: str = DEFAULT_TEMPLATE,
+    ) -> None:
+        values = {k: v for k, v in locals().items() if k in OPROSettings.model_fields}
+        self.meta_lm = resolve_lm(_one_lm(meta_lm, lm, "meta_lm"), name="meta_lm (lm)")
+        self.listeners = list(listeners)
+        self.settings = settings_or_error(OPROSettings, values, "OPRO")
+
+    def optimize(
+        self, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None = None
+    ) -> OptimizationResult:
+        """Run OPRO and return the best instruction found on the full valset."""
+        if not isinstance(program, Program):
+            raise ConfigError(
+                f"OPRO.optimize expects a policyopt.Program; got {type(program).__name__}. "
+                "Wrap your prompt and evaluate: Program(prompt, evaluate)."
+            )
+        if not isinstance(program.prompt, str):
+            raise ConfigError(
+                "OPRO optimizes one instruction: the program's prompt must be a str; got a dict "
+                f"of {len(program.prompt)} components (use GEPA or MIPRO for those)."
+            )
+        return _Run(self, program, trainset, valset).run()
+
+
+class _Run:
+    """One optimize() call: the state that lives for the run and the loop over it."""
+
+    def __init__(
+        self, opro: OPRO, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None
+    ) -> None:
+        s = self.s = opro.settings
+        self.seed_prompt = str(program.prompt)
+        self.ctx = RunContext(
+            optimizer="opro",
+            settings=s,
+            resumable=RESUMABLE_CHANGES,
+            identity={"seed_prompt": program.prompt},
+            program=program,
+            trainset=trainset,
+            valset=valset,
+            listeners=opro.listeners,
+        )
+        self.engine = self.ctx.engine
+        rng_exemplars, rng_batch = (
+            random.Random(int(q.generate_state(1)[0]))
+            for q in np.random.SeedSequence(s.seed).spawn(2)
+        )
+        self.rng_exemplars, self.rng_batch = rng_exemplars, rng_batch
+        self.meta = JournaledLM(
+            opro.meta_lm,
+            journal=self.engine.journal,
+            memo=self.ctx.memo("meta"),
+            kind="meta",
+            on_error=self.ctx.lm_failed,
+            on_ok=self.ctx.lm_ok,
+        )
+        self.candidates: list[Candidate] = []
+        self.history: list[Scored] = []  # every instruction scored, in the order scored
+        self.log: list[dict[str, Any]] = []  # the same, for details: step, slot, score, ...
+        self.seen: set[str] = set()
+        self.step = 0
+        self.since_best = 0
+        self.stalled = 0
+        self.best_score = -math.inf
+        self.counts = {"proposed": 0, "rejected": 0, "failed": 0, "scored": 0, "promoted": 0}
+        self.rejections: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def best(self) -> Candidate:
+        """The best full-valset candidate (the earliest among equals)."""
+        return max(self.candidates, key=lambda c: (c.val_score, -c.index))
+
+    def _full_eval(self, text: str, parents: list[int], origin: str) -> bool:
+        """Score ``text`` on the whole valset and keep it as a candidate; False when cut."""
+        ctx = self.ctx
+        result = self.engine.run([(text, i) for i in ctx.val_ids], split=ctx.val_split, label="val")
+        if not result.complete:
+            return False
+        index = len(self.candidates)
+        candidate = Candidate(
+            index=index,
+            prompt=text,
+            parents=parents,
+            origin=origin,
+            val_scores={i: r.value for i, r in zip(ctx.val_ids, result.rollouts, strict=True) if r},
+            found_at_rollout=self.engine.rollouts_spent,
+        )
+        self.candidates.append(candidate)
+        ctx.events.emit(
+            CandidateEvaluated(
+                candidate=index,
+                split="val",
+                score=candidate.val_score,
+                n_examples=len(candidate.val_scores),
+            )
+        )
+        if candidate.val_score > self.best_score + 1e-12:
+            self.best_score = candidate.val_score
+            ctx.events.emit(
+                NewBest(
+                    candidate=index,
+                    score=candidate.val_score,
+                    rollouts_used=self.engine.rollouts_spent,
+                )
+            )
+        return True
+
+    def _record(self, text: str, score: float, full: bool, **where: Any) -> None:
+        self.history.append(Scored(text, score, full, len(self.history)))
+        self.seen.add(normalize(text))
+        self.log.append({"text": text, "score": score, "full_valset": full, **where})
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> OptimizationResult:
+        s, ctx = self.s, self.ctx
+        plan = estimate(s, len(ctx.train_ids), len(ctx.val_ids))
+        try:
+            need = self.engine.count_uncached(
+                [(self.seed_prompt, i) for i in ctx.val_ids], ctx.val_split
+            )
+            if self.engine.budget_left is not None and need > self.engine.budget_left:
+                raise ConfigError(
+                    f"max_rollouts={s.max_rollouts} cannot even score the seed prompt on the "
+                    f"valset ({len(ctx.val_ids)} examples). Raise it to at least "
+                    f"{len(ctx.val_ids) + 3 * plan['rollouts_per_step_max']} for a useful run, "
+                    "or pass a smaller valset."
+                )
+            ctx.events.emit(
+                RunStarted(
+                    optimizer="opro",
+                    max_rollouts=s.max_rollouts,
+                    n_train=len(ctx.train_ids),
+                    n_val=len(ctx.val_ids),
+                    settings=s.model_dump(exclude={"meta_template"}),
+                    estimate=plan,
+                    resumed_rollouts=self.engine.resumed_rollouts,
+                )
+            )
+            reason = ctx.guard(self._body, has_result=lambda: bool(self.candidates))
+            return self._finish(reason, plan)
+        finally:
+            ctx.close()
+
+    def _body(self) -> str:
+        if not self._full_eval(self.seed_prompt, [], "seed"):
+            raise ConfigError("the budget ran out while scoring the seed prompt")
+        self._record(self.seed_prompt, self.candidates[0].val_score, True, step=0, candidate=0)
+        while True:
+            reason = self._stop_reason()
+            if reason:
+                return reason
+            self.step += 1
+            spent, scored = self.engine.rollouts_spent, len(self.history)
+            best_before = self.best_score
+            outcome = self._step()
+            self.since_best = 0 if self.best_score > best_before else self.since_best + 1
+            progress = self.engine.rollouts_spent > spent or len(self.history) > scored
+            self.stalled = 0 if progress else self.stalled + 1
+            self._snapshot(None)
+            if outcome:
+                return outcome
+
+    def _stop_reason(self) -> str | None:
+        s = self.s
+        if s.stop_at_perfect and self.best.val_score >= s.top_score() - 1e-9:
+            return "perfect_score"
+        if s.max_steps is not None and self.step >= s.max_steps:
+            return "max_steps"
+        if self.stalled >= _STALL_LIMIT:
+            return "stalled"
+        return self.ctx.stopper.reason(
+            cost_usd=self.meta.usage.cost_usd, steps_without_improvement=self.since_best
+        )
+
+    def _step(self) -> str | None:
+        """One step: meta-prompts, proposals, minibatch scores, maybe a promotion."""
+        s, ctx, engine = self.s, self.ctx, self.engine
+        incumbent = self.best
+        n_val = len(ctx.val_ids)
+        size = n_val if s.minibatch_size is None else min(s.minibatch_size, n_val)
+        # every random draw happens before the budget check, so a resumed run draws the same
+        batch = sorted(self.rng_batch.sample(list(ctx.val_ids), size))
+        n_ex = min(s.n_exemplars, len(ctx.train_ids))
+        draws = [
+            self.rng_exemplars.sample(list(ctx.train_ids), n_ex)
+            for _ in range(s.proposals_per_step)
+        ]
+        while draws:  # never start what the budget cannot finish; fewer proposals first
+            feedback_ids = self._feedback_ids(draws)
+            need = engine.count_uncached(
+                [(incumbent.prompt, i) for i in feedback_ids], ctx.train_split
+            )
+            need += len(draws) * size + (n_val - size)
+            if engine.budget_left is None or need <= engine.budget_left:
+                break
+            draws.pop()
+        if not draws:
+            return "budget"
+        exemplars = self._exemplars(incumbent, draws)
+        history = render_history(self.history, s.max_history, s.score_range)
+        texts = self._propose(history, exemplars)
+        if not texts:
+            return None
+        return self._score(incumbent, batch, texts)
+
+    def _feedback_ids(self, draws: list[list[ExampleId]]) -> list[ExampleId]:
+        if not self.s.exemplar_feedback:
+            return []
+        return sorted({i for draw in draws for i in draw})
+
+    def _exemplars(self, incumbent: Candidate, draws: list[list[ExampleId]]) -> list[str]:
+        """Each proposal's exemplars, rendered; with feedback, the best prompt's runs on them."""
+        s, ctx = self.s, self.ctx
+        runs: dict[ExampleId, Any] = {}
+        ids = self._feedback_ids(draws)
+        if ids:
+            result = self.engine.run(
+                [(incumbent.prompt, i) for i in ids], split=ctx.train_split, label="exemplars"
+            )
+            runs = dict(zip(ids, result.rollouts, strict=True))
+        rendered = []
+        for draw in draws:
+            items = []
+            for i in draw:
+                example = self.engine.example(ctx.train_split, i)
+                run = runs.get(i)
+                if run is None:
+                    items.append(Exemplar(example))
+                    continue
+                answer = run.error if run.failed else run.score.output
+                items.append(
+                    Exemplar(
+                        example,
+                        answer="" if answer is None else str(answer),
+                        score=run.value,
+                        feedback=run.score.feedback,
+                    )
+                )
+            rendered.append(render_exemplars(items, s.max_exemplar_chars, s.score_range))
+        return rendered
+
+    def _propose(self, history: str, exemplars: list[str]) -> list[tuple[int, str]]:
+        """Ask the meta LM once per slot (in parallel); ``(slot, text)`` of new distinct ones."""
+
+        def one(slot: int) -> str | None:
+            retry: str | None = None
+            for attempt in range(self.s.max_proposal_retries + 1):
+                prompt = render_meta_prompt(self.s.meta_template, history, exemplars[slot], retry)
+                record = self.meta.ask(f"{self.step}/{slot}/{attempt}", prompt)
+                if record is None:  # the LM failed past its retries: skip this proposal
+                    return "\0failed"
+                text, retry = parse_answer(record, self.seen, self.s.max_prompt_chars)
+                if text is not None:
+                    return text
+                with self.lock:
+                    self.rejections[str(retry)] = self.rejections.get(str(retry), 0) + 1
+            return None
+
+        slots = range(len(exemplars))
+        workers = max(1, min(len(exemplars), self.s.n_jobs if self.s.n_jobs > 0 else 4))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(one, slot) for slot in slots]
+            # a run-stopping LM failure (LMUnavailable) is raised once every sibling finished
+            outcomes = [future.result() for future in futures]
+        texts, seen = [], set()
+        for slot, text in zip(slots, outcomes, strict=True):
+            if text == "\0failed":
+                self.counts["failed"] += 1
+            elif text is None:
+                self.counts["rejected"] += 1
+            elif normalize(text) in seen:  # two slots proposed the same: keep the first
+                self.counts["rejected"] += 1
+                reason = "the instruction was proposed before"
+                self.rejections[reason] = self.rejections.get(reason, 0) + 1
+            else:
+                seen.add(normalize(text))
+                texts.append((slot, text))
+        self.counts["proposed"] += len(texts)
+        return texts
+
+    def _score(
+        self, incumbent: Candidate, batch: list[ExampleId], texts: list[tuple[int, str]]
+    ) -> str | None:
+        """Score the proposals on the minibatch; promote the step's best when it holds up."""
+        ctx, engine = self.ctx, self.engine
+        requests = [(text, i) for _, text in texts for i in batch]
+        result = engine.run(requests, split=ctx.val_split, label="proposals")
+        rollouts = iter(result.rollouts)
+        reference = math.fsum(incumbent.val_scores.get(i, 0.0) for i in batch) / len(batch)
+        scored = []
+        for slot, text in texts:
+            runs = [next(rollouts) for _ in batch]
+            if any(r is None for r in runs):
+                continue  # cut by the budget (not expected: the step was planned to fit)
+            mean = math.fsum(r.value for r in runs if r is not None) / len(batch)
+            self._record(text, mean, len(batch) == len(ctx.val_ids), step=self.step, slot=slot)
+            self.counts["scored"] += 1
+            scored.append((mean, -slot, text, len(self.log) - 1))
+        if not scored:
+            return None if result.complete else "budget"
+        top = max(scored)
+        for mean, _, _, _ in scored:
+            ctx.events.emit(
+                CandidateEvaluated(
+                    candidate=-1,
+                    split="minibatch",
+                    score=mean,
+                    n_examples=len(batch),
+                    accepted=mean >= reference - 1e-12 and mean == top[0],
+                )
+            )
+        mean, _, text, where = top
+        if mean < reference - 1e-12:
+            return None
+        need = engine.count_uncached([(text, i) for i in ctx.val_ids], ctx.val_split)
+        if engine.budget_left is not None and need > engine.budget_left:
+            return "budget"
+        index = len(self.candidates)
+        ctx.events.emit(
+            CandidateProposed(
+                candidate=index, parents=[incumbent.index], origin="opro", prompt=text
+            )
+        )
+        if not self._full_eval(text, [incumbent.index], "opro"):
+            return "budget"
+        self.counts["promoted"] += 1
+        full = self.candidates[index].val_score
+        self.history[where] = Scored(text, full, True, where)  # history and log share indices
+        self.log[where].update(score=full, full_valset=True, candidate=index)
+        return None
+
+    # ------------------------------------------------------------------ end
+    def _snapshot(self, stop_reason: str | None) -> None:
+        if self.ctx.rundir is None:
+            return
+        self.ctx.rundir.write_state(
+            {
+                "step": self.step,
+                "rollouts_used": self.engine.rollouts_used,
+                "best": self.best.index,
+                "stop_reason": stop_reason,
+                "candidates": [c.model_dump() for c in self.candidates],
+                "history": self.log,
+                "counts": self.counts,
+                "rng": {
+                    "exemplars": self.rng_exemplars.getstate(),
+                    "minibatches": self.rng_batch.getstate(),
+                },
+            }
+        )
+
+    def _finish(self, reason: str, plan: dict[str, Any]) -> OptimizationResult:
+        s, ctx = self.s, self.ctx
+        best = self.best
+        usage = self.meta.usage
+        result = OptimizationResult(
+            optimizer="opro",
+            best_prompt=best.prompt,
+            best_score=best.val_score,
+            best_candidate=best.index,
+            candidates=self.candidates,
+            n_rollouts=self.engine.rollouts_used,
+            max_rollouts=s.max_rollouts,
+            lm_usage={"meta": usage},
+            cost_usd=usage.cost_usd,
+            seed=s.seed,
+            settings=s.model_dump(),
+            stop_reason=reason,
+            wall_time_s=ctx.wall(),
+            details={
+                "steps": self.step,
+                "proposals_made": self.counts["proposed"],
+                "proposals_rejected": self.counts["rejected"],
+                "proposals_failed": self.counts["failed"],
+                "proposals_scored": self.counts["scored"],
+                "promoted": self.counts["promoted"],
+                "rejections": dict(self.rejections),  # type: ignore[dict-item]
+                "history": self.log,  # type: ignore[dict-item]
+                "estimate": plan,  # type: ignore[dict-item]
+                **ctx.fault_details(),  # type: ignore[dict-item]
+            },
+        )
+        self._snapshot(reason)
+        if ctx.rundir is not None:
+            ctx.rundir.write_result(result.to_json(indent=1))
+        ctx.events.emit(
+            RunFinished(
+                best_score=best.val_score,
+                best_candidate=best.index,
+                n_rollouts=self.engine.rollouts_used,
+                stop_reason=reason,
+                wall_time_s=ctx.wall(),
+            )
+        )
+        return result
