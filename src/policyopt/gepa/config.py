@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_serializer, field_validator
 
+from policyopt.gepa import strategies
 from policyopt.gepa.reflection import COMPACT_TEMPLATE, DEFAULT_TEMPLATE
 from policyopt.runtime import RESUMABLE, RunSettings
 
@@ -31,12 +32,24 @@ class GEPASettings(RunSettings):
     max_accepted_per_iteration: int = Field(
         1, ge=1, description="children (best gain first) scored on the valset"
     )
-    candidate_selection: Literal["pareto", "current_best", "epsilon_greedy"] = Field(
-        "pareto", description="how parents are chosen"
+    candidate_selection: Any = Field(
+        "pareto", description="how parents are chosen: pareto, current_best, epsilon_greedy"
     )
     epsilon: float = Field(0.1, ge=0.0, le=1.0, description="exploration rate of epsilon_greedy")
-    component_selection: Literal["round_robin", "all"] = Field(
-        "round_robin", description="which prompt components a reflection rewrites"
+    component_selection: Any = Field(
+        "round_robin", description="which components a reflection rewrites: round_robin, all"
+    )
+    minibatch_sampler: Any = Field(
+        "epoch", description="training minibatches: epoch (seeded shuffles), or a factory"
+    )
+    acceptance: Any = Field(
+        "improvement", description="child vs parent on a minibatch: improvement, non_decreasing"
+    )
+    merge_pairing: Any = Field(
+        "common_ancestor", description="which lineages a merge combines: common_ancestor"
+    )
+    proposer: Any = Field(
+        "reflection", description="who writes new texts: reflection (the LM), or your own"
     )
     acceptance_margin: float = Field(0.0, ge=0.0, description="mean gain a child must beat")
     tie_tolerance: float = Field(1e-6, ge=0.0, description="scores this close count as equal")
@@ -53,6 +66,15 @@ class GEPASettings(RunSettings):
         DEFAULT_TEMPLATE,
         description="the reflection meta-prompt, or a built-in by name (default, compact)",
     )
+
+    @field_validator(*strategies.NAMES)
+    @classmethod
+    def _strategy(cls, value: Any, info: ValidationInfo) -> Any:
+        return strategies.check(info.field_name or "", value)
+
+    @field_serializer(*strategies.NAMES)
+    def _dump_strategy(self, value: Any) -> Any:
+        return strategies.describe_strategy(value)
 
     @field_validator("reflection_template")
     @classmethod

@@ -30,16 +30,25 @@ from policyopt.events import (
     RunFinished,
     RunStarted,
 )
+from policyopt.gepa import strategies
 from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
-from policyopt.gepa.merge import find_merge, merge_subsample
+from policyopt.gepa.merge import merge_subsample
 from policyopt.gepa.proposer import Proposer
 from policyopt.gepa.reflection import DEFAULT_TEMPLATE, make_records
-from policyopt.gepa.selection import EpochSampler, best_candidate, select_parent
+from policyopt.gepa.selection import best_candidate
 from policyopt.gepa.state import Population
+from policyopt.gepa.strategies import (
+    AcceptanceCriterion,
+    BatchSamplerFactory,
+    CandidateSelector,
+    ComponentSelector,
+    MergePairing,
+    ReflectionProposer,
+)
 from policyopt.lm.base import resolve_lm
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import RunContext, _one_lm, settings_or_error
-from policyopt.types import OptimizationResult, Program
+from policyopt.types import LMUsage, OptimizationResult, Program
 
 __all__ = ["GEPA", "estimate"]
 
@@ -54,7 +63,7 @@ def estimate(settings: GEPASettings, n_val: int, n_components: int) -> dict[str,
     k, b = settings.proposals(), settings.minibatch_size
     per_iteration = k * (2 * b + _ASSUMED_ACCEPT_RATE * n_val)
     iterations = max(0.0, settings.max_rollouts - n_val) / per_iteration
-    per_child = n_components if settings.component_selection == "all" else 1
+    per_child = n_components if settings.component_selection == "all" else 1  # custom: one
     return {
         "max_rollouts": settings.max_rollouts,
         "seed_evaluation": n_val,
@@ -72,6 +81,9 @@ class GEPA:
     callable ``str -> str``. ``listeners`` receive every event of the run (see
     :mod:`policyopt.events`). Every other parameter is a setting, validated by
     :class:`~policyopt.gepa.config.GEPASettings`:
+
+    Strategy settings take a built-in's name or your own object (see
+    :mod:`policyopt.gepa.strategies`).
 
     Args:
             max_rollouts: hard budget of evaluate() calls
@@ -96,9 +108,13 @@ class GEPA:
             merge_subsample_size: valset examples a merge is judged on
             proposals_per_iteration: children proposed per iteration; None: from n_jobs
             max_accepted_per_iteration: children (best gain first) scored on the valset
-            candidate_selection: how parents are chosen
+            candidate_selection: how parents are chosen: pareto, current_best, epsilon_greedy
             epsilon: exploration rate of epsilon_greedy
-            component_selection: which prompt components a reflection rewrites
+            component_selection: which components a reflection rewrites: round_robin, all
+            minibatch_sampler: training minibatches: epoch (seeded shuffles), or a factory
+            acceptance: child vs parent on a minibatch: improvement, non_decreasing
+            merge_pairing: which lineages a merge combines: common_ancestor
+            proposer: who writes new texts: reflection (the LM), or your own
             acceptance_margin: mean gain a child must beat
             tie_tolerance: scores this close count as equal
             skip_perfect: no reflection on a perfect minibatch
@@ -141,9 +157,14 @@ class GEPA:
         merge_subsample_size: int = 5,
         proposals_per_iteration: int | None = None,
         max_accepted_per_iteration: int = 1,
-        candidate_selection: Literal["pareto", "current_best", "epsilon_greedy"] = "pareto",
+        candidate_selection: Literal["pareto", "current_best", "epsilon_greedy"]
+        | CandidateSelector = "pareto",
         epsilon: float = 0.1,
-        component_selection: Literal["round_robin", "all"] = "round_robin",
+        component_selection: Literal["round_robin", "all"] | ComponentSelector = "round_robin",
+        minibatch_sampler: Literal["epoch"] | BatchSamplerFactory = "epoch",
+        acceptance: Literal["improvement", "non_decreasing"] | AcceptanceCriterion = "improvement",
+        merge_pairing: Literal["common_ancestor"] | MergePairing = "common_ancestor",
+        proposer: Literal["reflection"] | ReflectionProposer = "reflection",
         acceptance_margin: float = 0.0,
         tie_tolerance: float = 1e-06,
         skip_perfect: bool = True,
@@ -202,18 +223,33 @@ class _Run:
         self.rng_parent, self.rng_sampler, self.rng_merge = (
             random.Random(int(q.generate_state(1)[0])) for q in seeds
         )
-        self.sampler = EpochSampler(self.train_ids, s.minibatch_size, self.rng_sampler)
-        memo = self.ctx.memo("proposal")
-        self.proposer = Proposer(
+        # the strategies: built-ins by name, or the user's own objects
+        self.selector: CandidateSelector = strategies.resolve(
+            "candidate_selection", s.candidate_selection, s
+        )
+        self.components: ComponentSelector = strategies.resolve(
+            "component_selection", s.component_selection, s
+        )
+        make_sampler = strategies.resolve("minibatch_sampler", s.minibatch_sampler, s)
+        self.sampler = make_sampler(self.train_ids, s.minibatch_size, self.rng_sampler)
+        self.acceptance: AcceptanceCriterion = strategies.resolve("acceptance", s.acceptance, s)
+        self.pairing: MergePairing = strategies.resolve("merge_pairing", s.merge_pairing, s)
+        self.proposer: Any = strategies.resolve("proposer", s.proposer, s) or Proposer(
             gepa.reflection_lm,
             template=s.reflection_template,
             max_retries=s.max_proposal_retries,
             max_chars=s.max_prompt_chars,
             journal=self.engine.journal,
-            memo=memo,
+            memo=self.ctx.memo("proposal"),
             on_error=self.ctx.lm_failed,
             on_ok=self.ctx.lm_ok,
         )
+        self.resume_exact = all(strategies.resumable(getattr(s, name)) for name in strategies.NAMES)
+        if self.rundir is not None and not self.resume_exact:
+            logger.warning(
+                "a custom GEPA strategy declares resumable=False: resuming this run_dir will "
+                "replay rollouts from the journal but may take other decisions"
+            )
         self.iteration = 0
         self.since_best = 0
         self.stalled = 0
@@ -298,7 +334,8 @@ class _Run:
         if self.stalled >= _STALL_LIMIT:
             return "stalled"
         return self.stopper.reason(
-            cost_usd=self.proposer.usage.cost_usd, steps_without_improvement=self.since_best
+            cost_usd=getattr(self.proposer, "usage", LMUsage()).cost_usd,
+            steps_without_improvement=self.since_best,
         )
 
     def _iterate(self) -> str | None:
@@ -315,9 +352,7 @@ class _Run:
         agg = pop.aggregate()
         slots = []
         for _ in range(self.k):
-            parent = select_parent(
-                s.candidate_selection, pop.front, agg, self.rng_parent, s.epsilon
-            )
+            parent = self.selector.select(pop.front, agg, self.rng_parent)
             slots.append((parent, self.sampler.next()))
         # never start what the budget cannot finish: parents (uncached) plus every child
         while slots:
@@ -338,11 +373,8 @@ class _Run:
             if s.skip_perfect and all(r is not None and r.value >= s.perfect() for r in runs):
                 self.counts["skipped_perfect"] += 1
                 continue
-            if s.component_selection == "all":
-                names = list(pop.components)
-            else:
-                names = [pop.components[pop.pointers[parent] % len(pop.components)]]
-                pop.pointers[parent] += 1
+            names = self.components.select(pop.pointers[parent], list(pop.components))
+            pop.pointers[parent] += 1
             rows = [
                 (engine.example(self.train_split, i), r.score.output, r.value, r.score.feedback)
                 for i, r in zip(batch, runs, strict=True)
@@ -398,9 +430,10 @@ class _Run:
             self.counts["proposed"] += 1
             if any(r is None for r in child_runs):
                 continue
-            before = math.fsum(r.value for r in runs if r is not None)
-            after = math.fsum(r.value for r in child_runs if r is not None)
-            ok = after > before + s.acceptance_margin * len(batch) + 1e-12
+            parent_scores = [r.value for r in runs if r is not None]
+            child_scores = [r.value for r in child_runs if r is not None]
+            before, after = math.fsum(parent_scores), math.fsum(child_scores)
+            ok = bool(self.acceptance.accept(parent_scores, child_scores))
             self.counts["accepted" if ok else "rejected"] += 1
             self.events.emit(
                 CandidateEvaluated(
@@ -497,7 +530,7 @@ class _Run:
         ):
             self.merges_due = 0
             return None
-        plan = find_merge(
+        plan = self.pairing.find(
             pop.front.non_dominated(agg),
             pop.prompts,
             pop.parents,
@@ -558,7 +591,7 @@ class _Run:
                 "candidates": self.pop.snapshot(),
                 "counts": self.counts,
                 "merges_due": self.merges_due,
-                "sampler": self.sampler.state(),
+                "sampler": self.sampler.state() if hasattr(self.sampler, "state") else None,
                 "rng": {
                     "parent": self.rng_parent.getstate(),
                     "sampler": self.rng_sampler.getstate(),
@@ -571,7 +604,7 @@ class _Run:
         pop, s = self.pop, self.s
         agg = pop.aggregate()
         best = best_candidate(agg)
-        usage = self.proposer.usage
+        usage = getattr(self.proposer, "usage", None) or LMUsage()
         wall = self.ctx.wall()
         result = OptimizationResult(
             optimizer="gepa",
@@ -592,7 +625,8 @@ class _Run:
                 "non_dominated": pop.front.non_dominated(agg),  # type: ignore[dict-item]
                 "iterations": self.iteration,
                 "counts": dict(self.counts),  # type: ignore[dict-item]
-                "rejections": dict(self.proposer.rejections),  # type: ignore[dict-item]
+                "rejections": dict(getattr(self.proposer, "rejections", {})),  # type: ignore[dict-item]
+                "resume_exact": self.resume_exact,
                 **self.ctx.fault_details(),  # type: ignore[dict-item]
                 "estimate": estimate(s, len(self.val_ids), len(pop.components)),  # type: ignore[dict-item]
             },
