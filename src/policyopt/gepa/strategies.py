@@ -35,10 +35,11 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from policyopt.errors import ConfigError, describe
+from policyopt.errors import describe
 from policyopt.gepa.merge import MergePlan, find_merge
 from policyopt.gepa.pareto import ParetoFront
 from policyopt.gepa.selection import EpochSampler, best_candidate
+from policyopt.plugins import describe_strategy, resumable
 
 __all__ = [
     "AcceptanceCriterion",
@@ -50,6 +51,7 @@ __all__ = [
     "ReflectionProposer",
     "describe_strategy",
     "resolve",
+    "resumable",
 ]
 
 
@@ -259,23 +261,3 @@ def resolve(setting: str, value: Any, settings: Any) -> Any:
     if isinstance(value, str):
         return _BUILTINS[setting][1][value](settings)
     return value
-
-
-def describe_strategy(value: Any) -> Any:
-    """How the settings record a strategy: its name, or ``custom:module.Class`` (+ config)."""
-    if isinstance(value, str):
-        return value
-    cls = value if isinstance(value, type) else type(value)
-    name = f"custom:{cls.__module__}.{cls.__qualname__}"
-    config = getattr(value, "config", None)
-    if callable(config) and not isinstance(value, type):
-        try:
-            return {"strategy": name, "config": config()}
-        except Exception as exc:  # a broken config() must not hide the strategy's name
-            raise ConfigError(f"{name}.config() failed: {exc}") from exc
-    return name
-
-
-def resumable(value: Any) -> bool:
-    """False when a custom strategy declares that a replay would not repeat its choices."""
-    return isinstance(value, str) or bool(getattr(value, "resumable", True))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_serializer, field_validator, model_validator
 
+from policyopt.mipro import strategies
 from policyopt.runtime import RESUMABLE, RunSettings
 
 __all__ = ["PRESETS", "RESUMABLE_CHANGES", "MIPROSettings", "preset"]
@@ -59,6 +60,24 @@ class MIPROSettings(RunSettings):
     tips: bool = Field(True, description="a random proposal tip per instruction")
     max_prompt_chars: int = Field(4000, ge=1, description="longest instruction accepted")
     max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
+    sampler: Any = Field(
+        "tpe", description="the search's Optuna sampler: tpe, random, a sampler or a factory"
+    )
+    instruction_proposer: Any = Field(
+        "grounded", description="who proposes instructions: grounded (the LM), or your own"
+    )
+    demo_bootstrapper: Any = Field(
+        "bootstrap", description="how demo sets are built: bootstrap, none, or your own"
+    )
+
+    @field_validator(*strategies.NAMES)
+    @classmethod
+    def _strategy(cls, value: Any, info: ValidationInfo) -> Any:
+        return strategies.check(info.field_name or "", value)
+
+    @field_serializer(*strategies.NAMES)
+    def _dump_strategy(self, value: Any) -> Any:
+        return strategies.describe_strategy(value)
 
     @model_validator(mode="after")
     def _budget_shape(self) -> MIPROSettings:
@@ -76,6 +95,8 @@ class MIPROSettings(RunSettings):
     @property
     def zero_shot(self) -> bool:
         """No demos at all: the search is over instructions only."""
+        if self.demo_bootstrapper == "none":
+            return True
         return self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
 
     def sizes(self, n_components: int) -> tuple[int, int]:

@@ -27,11 +27,11 @@ import numpy as np
 from policyopt.errors import ConfigError
 from policyopt.events import CandidateEvaluated, Listener, NewBest, RunFinished, RunStarted
 from policyopt.lm.base import resolve_lm
+from policyopt.mipro import strategies
 from policyopt.mipro.config import RESUMABLE_CHANGES, MIPROSettings
 from policyopt.mipro.demos import (
     Demo,
     DemoFormatter,
-    build_demo_sets,
     demo_input,
     detect_label_key,
     format_prompt,
@@ -39,6 +39,7 @@ from policyopt.mipro.demos import (
 )
 from policyopt.mipro.proposer import InstructionProposer
 from policyopt.mipro.search import Search
+from policyopt.mipro.strategies import DemoSetBuilder, InstructionSource
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import LMUnavailable, RunContext, _one_lm, settings_or_error
 from policyopt.state.memo import JournaledLM
@@ -93,7 +94,7 @@ def trials_for_budget(
 
 def bootstrap_size(settings: MIPROSettings, n_train: int, n_candidates: int) -> int:
     """How many training examples the seed program runs on to find demos."""
-    if settings.max_bootstrapped_demos == 0:
+    if settings.max_bootstrapped_demos == 0 or settings.demo_bootstrapper == "none":
         return 0
     return min(n_train, max(8, n_candidates * settings.max_bootstrapped_demos))
 
@@ -138,6 +139,9 @@ class MIPRO:
             tips: a random proposal tip per instruction
             max_prompt_chars: longest instruction accepted
             max_proposal_retries: re-asks after an unusable proposal
+            sampler: the search's Optuna sampler: tpe, random, a sampler or a factory
+            instruction_proposer: who proposes instructions: grounded (the LM), or your own
+            demo_bootstrapper: how demo sets are built: bootstrap, none, or your own
     """
 
     name = "mipro"
@@ -180,6 +184,9 @@ class MIPRO:
         tips: bool = True,
         max_prompt_chars: int = 4000,
         max_proposal_retries: int = 2,
+        sampler: Literal["tpe", "random"] | Any = "tpe",
+        instruction_proposer: Literal["grounded"] | InstructionSource = "grounded",
+        demo_bootstrapper: Literal["bootstrap", "none"] | DemoSetBuilder = "bootstrap",
     ) -> None:
         values = {k: v for k, v in locals().items() if k in MIPROSettings.model_fields}
         self.proposer_lm = resolve_lm(
@@ -308,14 +315,18 @@ class _Run:
         if s.zero_shot:
             self.demo_sets = [[]]
         else:
-            self.demo_sets = build_demo_sets(
-                self.n_candidates,
-                found,
-                labeled,
-                max_bootstrapped=s.max_bootstrapped_demos,
-                max_labeled=s.max_labeled_demos,
-                rng=self.rng_boot,
-            )
+            builder = strategies.demo_builder(s.demo_bootstrapper)
+            self.demo_sets = [
+                list(demos)
+                for demos in builder.build(
+                    self.n_candidates,
+                    found,
+                    labeled,
+                    max_bootstrapped=s.max_bootstrapped_demos,
+                    max_labeled=s.max_labeled_demos,
+                    rng=self.rng_boot,
+                )
+            ] or [[]]
         self.grounding = found or labeled
 
     def propose(self, seed_score: float | None) -> None:
@@ -328,13 +339,22 @@ class _Run:
             max_chars=s.max_prompt_chars,
             max_retries=s.max_proposal_retries,
         )
-        examples = [ctx.engine.example(ctx.train_split, i) for i in ctx.train_ids[:8]]
-        proposer.summarize(examples)
+        grounded = s.instruction_proposer == "grounded"
+        if grounded:  # the dataset summary grounds the built-in proposer only
+            examples = [ctx.engine.example(ctx.train_split, i) for i in ctx.train_ids[:8]]
+            proposer.summarize(examples)
         grounding = [g for g in self.demo_sets if g] or [self.grounding[:4]]
+        source: Any = proposer if grounded else s.instruction_proposer
         for c in self.components:
-            self.instructions[c] = proposer.propose(
+            proposed = source.propose(
                 c, self.seed_prompt[c], self.n_candidates, grounding, seed_score
             )
+            # the seed text first, then distinct texts (a custom source may not ensure it)
+            texts = [
+                self.seed_prompt[c],
+                *(t for t in proposed if isinstance(t, str) and t.strip()),
+            ]
+            self.instructions[c] = list(dict.fromkeys(texts))[: self.n_candidates]
         self.rejected_proposals = proposer.rejected
         self.failed_proposals = proposer.failed
         if proposer.failed and all(len(v) == 1 for v in self.instructions.values()):
@@ -413,7 +433,11 @@ class _Run:
         n_startup = s.n_startup_trials if s.n_startup_trials is not None else max(4, 2 * len(space))
         storage = ctx.rundir.path / "optuna.jsonl" if ctx.rundir else None
         search = Search(
-            space, seed=self.search_seed, n_startup_trials=n_startup, storage_path=storage
+            space,
+            seed=self.search_seed,
+            n_startup_trials=n_startup,
+            storage_path=storage,
+            sampler=strategies.make_sampler(s.sampler, self.search_seed, n_startup),
         )
         baseline = {name: 0 for name in space}
         search.add(baseline, self.candidates[0].val_score)

@@ -26,6 +26,7 @@ class Search:
         seed: int,
         n_startup_trials: int,
         storage_path: Path | None,
+        sampler: Any = None,
     ) -> None:
         import optuna
 
@@ -37,12 +38,13 @@ class Search:
         }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(
-                seed=seed,
-                multivariate=True,
-                constant_liar=True,
-                n_startup_trials=n_startup_trials,
-            )
+            if sampler is None:
+                sampler = optuna.samplers.TPESampler(
+                    seed=seed,
+                    multivariate=True,
+                    constant_liar=True,
+                    n_startup_trials=n_startup_trials,
+                )
             storage: Any = None
             if storage_path is not None:
                 # the run journal is the source of truth: a resumed run replays into a new study
