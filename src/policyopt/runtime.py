@@ -33,13 +33,13 @@ from pydantic import (
 )
 
 from policyopt.errors import ConfigError, EvaluationError, LMError, StopRequested
-from policyopt.events import EventBus, JSONLEventLog, Listener
+from policyopt.events import EventBus, JSONLEventLog, Listener, RunFinished, RunStarted
 from policyopt.progress import ProgressDisplay
 from policyopt.rollout import RolloutEngine
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.state.rundir import RunDir, fingerprint
 from policyopt.stopping import Stopper
-from policyopt.types import Program, example_ids
+from policyopt.types import OptimizationResult, Program, example_ids
 
 __all__ = ["MAX_LM_FAILURES", "LMUnavailable", "RunContext", "RunSettings"]
 
@@ -222,6 +222,73 @@ class RunContext:
         self.display = ProgressDisplay() if s.progress else None
         if self.display is not None:
             self.events.subscribe(self.display)
+
+    # ------------------------------------------------------------------ lifecycle
+    def execute(
+        self,
+        *,
+        optimizer: str,
+        seed_prompt: Any,
+        settings: Mapping[str, Any],
+        estimate: Mapping[str, Any],
+        body: Callable[[], str],
+        has_result: Callable[[], bool],
+        finish: Callable[[str], OptimizationResult],
+        budget_hint: str = "",
+    ) -> OptimizationResult:
+        """One run, start to end, the same for every optimizer.
+
+        Refuses a budget that cannot score the seed prompt on the valset; announces the run
+        (``RunStarted`` with the up-front ``estimate``); runs ``body`` (the algorithm's loop,
+        returning its stop reason) under :meth:`guard`; builds the result with ``finish`` and
+        publishes it (``result.json``, ``RunFinished``); always releases the run's resources.
+        """
+        try:
+            seed_requests = [(seed_prompt, i) for i in self.val_ids]
+            if not self.affordable(seed_requests, self.val_split):
+                max_rollouts = self.engine.max_rollouts
+                raise ConfigError(
+                    f"max_rollouts={max_rollouts} cannot even score the seed prompt on the "
+                    f"valset ({len(self.val_ids)} examples).{budget_hint} Raise max_rollouts "
+                    "or pass a smaller valset."
+                )
+            self.events.emit(
+                RunStarted(
+                    optimizer=optimizer,
+                    max_rollouts=self.engine.max_rollouts or 0,
+                    n_train=len(self.train_ids),
+                    n_val=len(self.val_ids),
+                    settings=dict(settings),
+                    estimate=dict(estimate),
+                    resumed_rollouts=self.engine.resumed_rollouts,
+                )
+            )
+            reason = self.guard(body, has_result=has_result)
+            result = finish(reason)
+            if self.rundir is not None:
+                self.rundir.write_result(result.to_json(indent=1))
+            self.events.emit(
+                RunFinished(
+                    best_score=result.best_score,
+                    best_candidate=result.best_candidate,
+                    n_rollouts=result.n_rollouts,
+                    stop_reason=result.stop_reason,
+                    wall_time_s=result.wall_time_s,
+                )
+            )
+            return result
+        finally:
+            self.close()
+
+    def affordable(
+        self, requests: Sequence[tuple[Any, str]], split: str, *, extra: int = 0
+    ) -> bool:
+        """Whether the budget (by the run's clock) pays for these rollouts plus ``extra``.
+
+        Optimizers never start a step the budget cannot finish.
+        """
+        left = self.engine.budget_left
+        return left is None or self.engine.count_uncached(requests, split) + extra <= left
 
     # ------------------------------------------------------------------ failure policy
     def guard(self, body: Callable[[], str], *, has_result: Callable[[], bool]) -> str:

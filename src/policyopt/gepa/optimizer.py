@@ -27,8 +27,6 @@ from policyopt.events import (
     CandidateProposed,
     Listener,
     NewBest,
-    RunFinished,
-    RunStarted,
 )
 from policyopt.gepa import strategies
 from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
@@ -269,39 +267,21 @@ class _Run:
         self.best = 0
         self.best_score = -math.inf
 
-    # ------------------------------------------------------------------ set-up
-    def _check_budget(self) -> None:
-        need = self.engine.count_uncached(
-            [(self.pop.shaped(self.pop.prompts[0]), i) for i in self.val_ids], self.val_split
-        )
-        if self.engine.budget_left is not None and need > self.engine.budget_left:
-            raise ConfigError(
-                f"max_rollouts={self.s.max_rollouts} cannot even score the seed prompt on the "
-                f"valset ({len(self.val_ids)} examples). Raise it to at least "
-                f"{len(self.val_ids) + 2 * self.s.minibatch_size * 5} for a useful run, or pass "
-                "a smaller valset."
-            )
-
     # ------------------------------------------------------------------ loop
     def run(self) -> OptimizationResult:
         s = self.s
-        try:
-            self._check_budget()
-            self.events.emit(
-                RunStarted(
-                    optimizer="gepa",
-                    max_rollouts=s.max_rollouts,
-                    n_train=len(self.train_ids),
-                    n_val=len(self.val_ids),
-                    settings=s.model_dump(exclude={"reflection_template"}),
-                    estimate=estimate(s, len(self.val_ids), len(self.pop.components)),
-                    resumed_rollouts=self.engine.resumed_rollouts,
-                )
-            )
-            reason = self.ctx.guard(self._body, has_result=lambda: bool(self.pop.val_scores[0]))
-            return self._finish(reason)
-        finally:
-            self.ctx.close()
+        return self.ctx.execute(
+            optimizer="gepa",
+            seed_prompt=self.pop.shaped(self.pop.prompts[0]),
+            settings=s.model_dump(exclude={"reflection_template"}),
+            estimate=estimate(s, len(self.val_ids), len(self.pop.components)),
+            body=self._body,
+            has_result=lambda: bool(self.pop.val_scores[0]),
+            finish=self._finish,
+            budget_hint=(
+                f" A useful run needs at least {len(self.val_ids) + 2 * s.minibatch_size * 5}."
+            ),
+        )
 
     def _body(self) -> str:
         if not self._score_on_val([0]):
@@ -357,9 +337,8 @@ class _Run:
         # never start what the budget cannot finish: parents (uncached) plus every child
         while slots:
             requests = [(pop.shaped(pop.prompts[p]), i) for p, batch in slots for i in batch]
-            need = engine.count_uncached(requests, self.train_split)
-            need += sum(len(batch) for _, batch in slots)
-            if engine.budget_left is None or need <= engine.budget_left:
+            n_children = sum(len(batch) for _, batch in slots)
+            if self.ctx.affordable(requests, self.train_split, extra=n_children):
                 break
             slots.pop()
         if not slots:
@@ -459,11 +438,11 @@ class _Run:
     def _admit(self, new: list[tuple[dict[str, str], list[int], str, int]]) -> str | None:
         """Score accepted children on the valset (as many as the budget allows) and add them."""
         pop, engine = self.pop, self.engine
-        indices, need, outcome = [], 0, None
+        indices: list[int] = []
+        outcome, requests = None, []
         for prompt, parents, origin, pointer in new:
-            requests = [(pop.shaped(prompt), i) for i in self.val_ids]
-            need += engine.count_uncached(requests, self.val_split)
-            if engine.budget_left is not None and need > engine.budget_left:
+            requests += [(pop.shaped(prompt), i) for i in self.val_ids]
+            if not self.ctx.affordable(requests, self.val_split):
                 outcome = "budget"  # score what fits, then stop
                 break
             index = pop.add(prompt, parents, origin, engine.rollouts_spent, pointer)
@@ -552,8 +531,7 @@ class _Run:
             self.rng_merge,
         )
         requests = [(pop.shaped(plan.prompt), i) for i in ids]
-        need = engine.count_uncached(requests, self.val_split)
-        if engine.budget_left is not None and need > engine.budget_left:
+        if not self.ctx.affordable(requests, self.val_split):
             return "budget"
         self.counts["merges_tried"] += 1
         self.merges_due -= 1
@@ -632,15 +610,4 @@ class _Run:
             },
         )
         self._snapshot(reason)
-        if self.rundir is not None:
-            self.rundir.write_result(result.to_json(indent=1))
-        self.events.emit(
-            RunFinished(
-                best_score=agg[best],
-                best_candidate=best,
-                n_rollouts=self.engine.rollouts_used,
-                stop_reason=reason,
-                wall_time_s=wall,
-            )
-        )
         return result

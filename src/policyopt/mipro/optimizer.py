@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from policyopt.errors import ConfigError
-from policyopt.events import CandidateEvaluated, Listener, NewBest, RunFinished, RunStarted
+from policyopt.events import CandidateEvaluated, Listener, NewBest
 from policyopt.lm.base import resolve_lm
 from policyopt.mipro import strategies
 from policyopt.mipro.config import RESUMABLE_CHANGES, MIPROSettings
@@ -418,11 +418,9 @@ class _Run:
             return None
         _, key = max(pending, key=lambda p: (p[0], p[1]))
         params = next(t["params"] for t in self.trials if self.key(t["params"]) == key)
-        need = self.ctx.engine.count_uncached(
+        if not self.ctx.affordable(
             [(self.prompt(params), i) for i in self.ctx.val_ids], self.ctx.val_split
-        )
-        left = self.ctx.engine.budget_left
-        if left is not None and need > left:
+        ):
             return "budget"
         return None if self.full_eval(params, "trial") else "budget"
 
@@ -454,9 +452,8 @@ class _Run:
             trials = search.ask(k)
             configs = [{name: int(t.params[name]) for name in space} for t in trials]
             requests = [(self.prompt(p), i) for p in configs for i in batch_ids]
-            need = engine.count_uncached(requests, ctx.val_split) + len(ctx.val_ids)
-            left = engine.budget_left
-            if left is not None and need > left:
+            # a trial batch is started only if a full evaluation can follow it
+            if not ctx.affordable(requests, ctx.val_split, extra=len(ctx.val_ids)):
                 search.fail(trials)  # asked but never run: the budget cannot pay for them
                 return "budget"
             result = engine.run(requests, split=ctx.val_split, label="trials")
@@ -528,31 +525,16 @@ class _Run:
     def run(self) -> OptimizationResult:
         s, ctx = self.s, self.ctx
         estimate = estimate_rollouts(s, len(ctx.train_ids), len(ctx.val_ids), len(self.components))
-        try:
-            need = ctx.engine.count_uncached(
-                [(validate_prompt(self.program.prompt), i) for i in ctx.val_ids], ctx.val_split
-            )
-            if ctx.engine.budget_left is not None and need > ctx.engine.budget_left:
-                raise ConfigError(
-                    f"max_rollouts={s.max_rollouts} cannot even score the seed prompt on the "
-                    f"valset ({len(ctx.val_ids)} examples); these settings would use about "
-                    f"{estimate['total']}."
-                )
-            ctx.events.emit(
-                RunStarted(
-                    optimizer="mipro",
-                    max_rollouts=s.max_rollouts,
-                    n_train=len(ctx.train_ids),
-                    n_val=len(ctx.val_ids),
-                    settings=s.model_dump(),
-                    estimate=estimate,
-                    resumed_rollouts=ctx.engine.resumed_rollouts,
-                )
-            )
-            reason = ctx.guard(self._body, has_result=lambda: bool(self.candidates))
-            return self.finish(reason, estimate)
-        finally:
-            ctx.close()
+        return ctx.execute(
+            optimizer="mipro",
+            seed_prompt=validate_prompt(self.program.prompt),
+            settings=s.model_dump(),
+            estimate=estimate,
+            body=self._body,
+            has_result=lambda: bool(self.candidates),
+            finish=lambda reason: self.finish(reason, estimate),
+            budget_hint=f" These settings would use about {estimate['total']}.",
+        )
 
     def _body(self) -> str:
         # The seed is scored first and becomes candidate 0 before any other step: whatever
@@ -600,15 +582,4 @@ class _Run:
             },
         )
         self.snapshot(reason)
-        if ctx.rundir is not None:
-            ctx.rundir.write_result(result.to_json(indent=1))
-        ctx.events.emit(
-            RunFinished(
-                best_score=best.val_score,
-                best_candidate=best.index,
-                n_rollouts=ctx.engine.rollouts_used,
-                stop_reason=reason,
-                wall_time_s=ctx.wall(),
-            )
-        )
         return result
