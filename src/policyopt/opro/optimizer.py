@@ -465,20 +465,21 @@ class _Run:
             scored.append((mean, -slot, text, len(self.log) - 1))
         if not scored:
             return None if result.complete else "budget"
-        top = max(scored)
-        for mean, _, _, _ in scored:
+        top = max(scored)  # best mean; among equals, the lowest slot
+        promote = top[0] >= reference - 1e-12
+        for entry in scored:
             ctx.events.emit(
                 CandidateEvaluated(
                     candidate=-1,
                     split="minibatch",
-                    score=mean,
+                    score=entry[0],
                     n_examples=len(batch),
-                    accepted=mean >= reference - 1e-12 and mean == top[0],
+                    accepted=promote and entry is top,
                 )
             )
-        mean, _, text, where = top
-        if mean < reference - 1e-12:
+        if not promote:
             return None
+        _, _, text, where = top
         need = engine.count_uncached([(text, i) for i in ctx.val_ids], ctx.val_split)
         if engine.budget_left is not None and need > engine.budget_left:
             return "budget"
