@@ -14,7 +14,9 @@ from policyopt._version import __version__
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="policyopt: optimize the prompts of LLM programs (GEPA, MIPRO).",
+    # help text is plain text: brackets such as gepa[merge=false] are shown, not read as markup
+    rich_markup_mode=None,
+    help="policyopt: optimize the prompts of LLM programs (GEPA, MIPRO, and registered ones).",
 )
 
 
