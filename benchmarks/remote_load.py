@@ -32,40 +32,60 @@ JOBS = "/api/policy-optimization/online/jobs"
 
 
 # ----------------------------------------------------------------------------- server side
+class Task:
+    """The scripted task app client: every rollout takes ``delay`` s and never succeeds, so the
+    jobs keep running (and writing events) for the whole load. Picklable, for job processes."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def __call__(self, config: Any) -> Task:  # the runner's task_app_factory
+        return self
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    def program(self, prompt: str, policy: Any = None) -> Any:
+        from policyopt import Program
+
+        return Program(prompt, self.evaluate)
+
+    def evaluate(self, prompt: Any, example: dict[str, Any]) -> Any:
+        from policyopt import Score
+
+        time.sleep(self.delay)  # a rollout's latency
+        return Score(0.0, feedback="Not yet right.")
+
+    def close(self) -> None:
+        pass
+
+
+class Proposals:
+    """The reflection LM factory: a new prompt at every call. Picklable, for job processes."""
+
+    def __call__(self, config: Any) -> Any:
+        from policyopt.testing import ScriptedLM
+
+        counter = itertools.count()
+        return ScriptedLM(lambda text: f"```\nSolve the task, take {next(counter)}.\n```")
+
+
 def serve(port: int, root: str, delay: float, max_jobs: int) -> None:
-    """The child process: a job server whose jobs run a scripted keyword task."""
-    from policyopt import Program, Score
+    """The child process: a job server whose jobs run a scripted task (this checkout's code, or
+    a baseline's when PYTHONPATH points at an exported older ``src``)."""
+    import inspect
+
     from policyopt.remote._serving import ServerThread
     from policyopt.remote.server import create_app
-    from policyopt.testing import ScriptedLM
 
-    counter = itertools.count()
-
-    class Task:
-        def health(self) -> dict[str, Any]:
-            return {"status": "ok"}
-
-        def program(self, prompt: str, policy: Any = None) -> Program:
-            return Program(prompt, self.evaluate)
-
-        def evaluate(self, prompt: Any, example: dict[str, Any]) -> Score:
-            time.sleep(delay)  # a rollout's latency
-            # never solved: the jobs keep running (and writing events) for the whole load
-            return Score(0.0, feedback="Not yet right.")
-
-        def close(self) -> None:
-            pass
-
-    app = create_app(
-        Path(root) / "jobs.db",
-        Path(root) / "runs",
-        [KEY],
-        max_concurrent_jobs=max_jobs,
-        task_app_factory=lambda config: Task(),
-        reflection_lm_factory=lambda config: ScriptedLM(
-            lambda text: f"```\nSolve the task, take {next(counter)}.\n```"
-        ),
-    )
+    options: dict[str, Any] = {
+        "max_concurrent_jobs": max_jobs,
+        "task_app_factory": Task(delay),
+        "reflection_lm_factory": Proposals(),
+    }
+    if "isolation" in inspect.signature(create_app).parameters:
+        options["isolation"] = "process"  # what `policyopt serve` does
+    app = create_app(Path(root) / "jobs.db", Path(root) / "runs", [KEY], **options)
     server = ServerThread(app, port=port).start()
     print("ready", flush=True)
     try:
@@ -91,30 +111,44 @@ def job_config(budget: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- client side
 async def status_load(
-    client: Any, ids: list[str], total: int, concurrency: int, deadline: float
+    url: str, ids: list[str], total: int, concurrency: int, deadline: float
 ) -> tuple[list[float], int, float]:
-    """``total`` GETs of job status, ``concurrency`` at a time; latencies (s), errors, wall."""
+    """``total`` GETs of job status, ``concurrency`` at a time; latencies (s), errors, wall.
+
+    The status requests go through aiohttp (C-accelerated): httpx's connection pool scans all
+    its connections for every request, which at hundreds of connections costs more CPU than
+    the server's answer, and the benchmark would measure its own client.
+    """
+    import aiohttp
+
     latencies: list[float] = []
     errors = 0
     semaphore = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(
+        url, headers=headers, connector=connector, timeout=timeout
+    ) as session:
 
-    async def one(n: int) -> None:
-        nonlocal errors
-        if time.monotonic() > deadline:
-            return
-        async with semaphore:
-            start = time.perf_counter()
-            try:
-                response = await client.get(f"{JOBS}/{ids[n % len(ids)]}")
-                ok = response.status_code == 200
-            except Exception:
-                ok = False
-            latencies.append(time.perf_counter() - start)
-            errors += not ok
+        async def one(n: int) -> None:
+            nonlocal errors
+            if time.monotonic() > deadline:
+                return
+            async with semaphore:
+                start = time.perf_counter()
+                try:
+                    async with session.get(f"{JOBS}/{ids[n % len(ids)]}") as response:
+                        await response.read()
+                        ok = response.status == 200
+                except Exception:
+                    ok = False
+                latencies.append(time.perf_counter() - start)
+                errors += not ok
 
-    began = time.perf_counter()
-    await asyncio.gather(*(one(n) for n in range(total)))
-    return latencies, errors, time.perf_counter() - began
+        began = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in range(total)))
+        return latencies, errors, time.perf_counter() - began
 
 
 async def one_stream(client: Any, job_id: str, deadline: float) -> dict[str, Any]:
@@ -147,7 +181,7 @@ async def one_stream(client: Any, job_id: str, deadline: float) -> dict[str, Any
     return {"events": events, "first_byte_s": first, "error": None, "ordered": ordered}
 
 
-async def run(args: argparse.Namespace, url: str) -> None:
+async def run(args: argparse.Namespace, url: str) -> dict[str, float]:
     import httpx
 
     limits = httpx.Limits(max_connections=args.concurrency + args.streams + 10)
@@ -160,14 +194,19 @@ async def run(args: argparse.Namespace, url: str) -> None:
             response = await client.post(JOBS, json=job_config(args.budget))
             response.raise_for_status()
             ids.append(response.json()["job_id"])
-        await asyncio.sleep(1.0)  # let them start
+        started = time.monotonic()  # wait until the jobs really run (rollouts paid)
+        while time.monotonic() - started < 60:
+            states = [(await client.get(f"{JOBS}/{i}")).json() for i in ids]
+            if all(s["progress"]["rollouts_used"] > 0 for s in states[: args.max_jobs]):
+                break
+            await asyncio.sleep(0.2)
         deadline = time.monotonic() + args.duration
         streams = [
             asyncio.create_task(one_stream(client, ids[n % len(ids)], deadline))
             for n in range(args.streams)
         ]
         latencies, errors, wall = await status_load(
-            client, ids, args.requests, args.concurrency, deadline
+            url, ids, args.requests, args.concurrency, deadline
         )
         states = [(await client.get(f"{JOBS}/{i}")).json() for i in ids]
         for job_id in ids:
@@ -197,6 +236,12 @@ async def run(args: argparse.Namespace, url: str) -> None:
         f"{all(r['ordered'] for r in results)}, first byte p50 "
         f"{statistics.median(firsts) * 1000 if firsts else float('nan'):.1f} ms"
     )
+    return {
+        "rps": done / wall,
+        "p50": cuts[49],
+        "p99": cuts[98],
+        "errors": errors + sum(r["error"] is not None for r in results),
+    }
 
 
 def free_port() -> int:
@@ -215,15 +260,54 @@ def main() -> None:
     parser.add_argument("--max-jobs", type=int, default=2, help="jobs the server runs at once")
     parser.add_argument("--budget", type=int, default=5000, help="rollouts per job")
     parser.add_argument("--delay", type=float, default=0.02, help="seconds per rollout")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="first load a server built from this git revision's src (e.g. the code before a "
+        "change), then this checkout's, and print both side by side",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(int(args.serve[0]), args.serve[1], args.delay, args.max_jobs)
         return
 
+    runs: dict[str, dict[str, float]] = {}
+    if args.baseline:
+        print(f"== baseline: {args.baseline} (jobs in the server's threads)")
+        runs["baseline"] = one_run(args, baseline_src(args.baseline))
+        print("== this checkout (jobs in child processes, as `policyopt serve` runs them)")
+    runs["current"] = one_run(args, None)
+    if "baseline" in runs:
+        old, new = runs["baseline"], runs["current"]
+        print(
+            f"side by side: {old['rps']:.0f} -> {new['rps']:.0f} req/s "
+            f"(x{new['rps'] / old['rps']:.1f}); p50 {old['p50'] * 1000:.0f} -> "
+            f"{new['p50'] * 1000:.0f} ms; p99 {old['p99'] * 1000:.0f} -> {new['p99'] * 1000:.0f} "
+            f"ms; errors {old['errors']:.0f} -> {new['errors']:.0f}"
+        )
+
+
+def baseline_src(rev: str) -> tempfile.TemporaryDirectory[str]:
+    """The ``src`` folder of git revision ``rev``, exported into a temporary directory."""
+    folder = tempfile.TemporaryDirectory()
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", folder.name], input=archive, check=True)
+    return folder
+
+
+def one_run(
+    args: argparse.Namespace, src: tempfile.TemporaryDirectory[str] | None
+) -> dict[str, float]:
+    """Start a server child (this checkout, or the exported ``src``), load it, stop it."""
     port = free_port()
     with tempfile.TemporaryDirectory() as root:
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        if src is not None:
+            env["PYTHONPATH"] = str(Path(src.name) / "src")
         child = subprocess.Popen(
             [
                 sys.executable,
@@ -244,7 +328,7 @@ def main() -> None:
             assert child.stdout is not None
             if child.stdout.readline().strip() != "ready":
                 raise SystemExit("the server did not start")
-            asyncio.run(run(args, f"http://127.0.0.1:{port}"))
+            return asyncio.run(run(args, f"http://127.0.0.1:{port}"))
         finally:
             child.send_signal(signal.SIGINT)
             try:
@@ -252,6 +336,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+            if src is not None:
+                src.cleanup()
 
 
 if __name__ == "__main__":

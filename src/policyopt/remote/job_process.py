@@ -4,8 +4,9 @@ The job server answers status, list and event requests on one event loop; an opt
 in the same process (rollout threads, event writes, proposal parsing) holds the GIL often
 enough to push those answers to seconds under load. With ``isolation="process"`` the runner's
 worker thread starts one child per job (``spawn``: a fresh interpreter, nothing inherited from
-the server's threads) and waits for it; the child opens the same SQLite file (WAL: the server's
-reads never wait for it) and runs the job exactly as a thread would, then reports how it ended.
+the server's threads) at a lower CPU priority (``JOB_NICENESS``) and waits for it; the child
+opens the same SQLite file (WAL: the server's reads never wait for it) and runs the job exactly
+as a thread would, then reports how it ended.
 
 Stopping: the server sends SIGTERM, the child stops its job at the optimizer's next check and
 reports "interrupted"; a child still running at the deadline is killed, and the job resumes
@@ -15,7 +16,9 @@ in a thread. The factories given to the runner must be picklable (module-level c
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +29,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.runner import JobRunner
     from policyopt.remote.store import JobRecord
 
-__all__ = ["run_in_child"]
+__all__ = ["JOB_NICENESS", "run_in_child"]
+
+#: how much lower a job's CPU priority is than the server's: when the cores are busy, answering
+#: a request comes before the next rollout (a job is throughput work, a request waits for us)
+JOB_NICENESS = 10
 
 
 def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str, str]:
@@ -51,6 +58,11 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         runner.children[job.id] = child
     try:
         child.start()
+        with contextlib.suppress(OSError, AttributeError):  # not on every platform
+            # at once, from here: the child's start-up (imports) already yields to requests
+            os.setpriority(
+                os.PRIO_PROCESS, child.pid, os.getpriority(os.PRIO_PROCESS, 0) + JOB_NICENESS
+            )
         send.close()
         child.join()
     finally:

@@ -389,9 +389,11 @@ class JobStore:
         owner: str | None = None,
         states: Iterable[JobState] | None = None,
         limit: int = 100,
+        full: bool = True,
     ) -> list[JobRecord]:
-        """Jobs, newest first, optionally of one owner and in some states."""
-        sql = "SELECT * FROM jobs WHERE 1=1"
+        """Jobs, newest first, optionally of one owner and in some states (``full=False``: as
+        in :meth:`get_job`, without config and results)."""
+        sql = f"SELECT {'*' if full else _LIGHT_COLUMNS} FROM jobs WHERE 1=1"
         args: list[Any] = []
         if owner is not None:
             sql += " AND owner = ?"
