@@ -60,8 +60,6 @@ from policyopt.events import (
     CandidateProposed,
     Listener,
     NewBest,
-    RunFinished,
-    RunStarted,
 )
 from policyopt.lm.base import resolve_lm
 from policyopt.opro.config import RESUMABLE_CHANGES, OPROSettings, estimate
@@ -281,32 +279,17 @@ class _Run:
     def run(self) -> OptimizationResult:
         s, ctx = self.s, self.ctx
         plan = estimate(s, len(ctx.train_ids), len(ctx.val_ids))
-        try:
-            need = self.engine.count_uncached(
-                [(self.seed_prompt, i) for i in ctx.val_ids], ctx.val_split
-            )
-            if self.engine.budget_left is not None and need > self.engine.budget_left:
-                raise ConfigError(
-                    f"max_rollouts={s.max_rollouts} cannot even score the seed prompt on the "
-                    f"valset ({len(ctx.val_ids)} examples). Raise it to at least "
-                    f"{len(ctx.val_ids) + 3 * plan['rollouts_per_step_max']} for a useful run, "
-                    "or pass a smaller valset."
-                )
-            ctx.events.emit(
-                RunStarted(
-                    optimizer="opro",
-                    max_rollouts=s.max_rollouts,
-                    n_train=len(ctx.train_ids),
-                    n_val=len(ctx.val_ids),
-                    settings=s.model_dump(exclude={"meta_template"}),
-                    estimate=plan,
-                    resumed_rollouts=self.engine.resumed_rollouts,
-                )
-            )
-            reason = ctx.guard(self._body, has_result=lambda: bool(self.candidates))
-            return self._finish(reason, plan)
-        finally:
-            ctx.close()
+        useful = len(ctx.val_ids) + 3 * plan["rollouts_per_step_max"]
+        return ctx.execute(
+            optimizer="opro",
+            seed_prompt=self.seed_prompt,
+            settings=s.model_dump(exclude={"meta_template"}),
+            estimate=plan,
+            body=self._body,
+            has_result=lambda: bool(self.candidates),
+            finish=lambda reason: self._finish(reason, plan),
+            budget_hint=f" A useful run needs at least {useful}.",
+        )
 
     def _body(self) -> str:
         if not self._full_eval(self.seed_prompt, [], "seed"):
@@ -341,7 +324,7 @@ class _Run:
 
     def _step(self) -> str | None:
         """One step: meta-prompts, proposals, minibatch scores, maybe a promotion."""
-        s, ctx, engine = self.s, self.ctx, self.engine
+        s, ctx = self.s, self.ctx
         incumbent = self.best
         n_val = len(ctx.val_ids)
         size = n_val if s.minibatch_size is None else min(s.minibatch_size, n_val)
@@ -353,12 +336,9 @@ class _Run:
             for _ in range(s.proposals_per_step)
         ]
         while draws:  # never start what the budget cannot finish; fewer proposals first
-            feedback_ids = self._feedback_ids(draws)
-            need = engine.count_uncached(
-                [(incumbent.prompt, i) for i in feedback_ids], ctx.train_split
-            )
-            need += len(draws) * size + (n_val - size)
-            if engine.budget_left is None or need <= engine.budget_left:
+            feedback = [(incumbent.prompt, i) for i in self._feedback_ids(draws)]
+            # exemplar runs, every proposal on the minibatch, then one full evaluation
+            if ctx.affordable(feedback, ctx.train_split, extra=len(draws) * size + n_val - size):
                 break
             draws.pop()
         if not draws:
@@ -480,8 +460,7 @@ class _Run:
         if not promote:
             return None
         _, _, text, where = top
-        need = engine.count_uncached([(text, i) for i in ctx.val_ids], ctx.val_split)
-        if engine.budget_left is not None and need > engine.budget_left:
+        if not ctx.affordable([(text, i) for i in ctx.val_ids], ctx.val_split):
             return "budget"
         index = len(self.candidates)
         ctx.events.emit(
@@ -549,15 +528,4 @@ class _Run:
             },
         )
         self._snapshot(reason)
-        if ctx.rundir is not None:
-            ctx.rundir.write_result(result.to_json(indent=1))
-        ctx.events.emit(
-            RunFinished(
-                best_score=best.val_score,
-                best_candidate=best.index,
-                n_rollouts=self.engine.rollouts_used,
-                stop_reason=reason,
-                wall_time_s=ctx.wall(),
-            )
-        )
         return result
