@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,10 +90,13 @@ class OptimizerSpec:
             merged = self.fit_to_budget(merged, budget, n_train, n_val)
         return merged
 
-    def build(self, *, lm: Any, max_rollouts: int, **settings: Any) -> Optimizer:
-        """An optimizer instance with its LM and settings."""
+    def build(
+        self, *, lm: Any, max_rollouts: int, listeners: Sequence[Any] = (), **settings: Any
+    ) -> Optimizer:
+        """An optimizer instance with its LM, event listeners (if any) and settings."""
         self.check_settings(settings)
-        optimizer = self.cls(**{self.lm_param: lm}, max_rollouts=max_rollouts, **settings)
+        extra: dict[str, Any] = {"listeners": list(listeners)} if listeners else {}
+        optimizer = self.cls(**{self.lm_param: lm}, max_rollouts=max_rollouts, **extra, **settings)
         if not isinstance(optimizer, Optimizer):
             raise ConfigError(f"{self.name}: {self.cls.__name__} has no optimize() method.")
         return optimizer  # type: ignore[no-any-return]

@@ -83,12 +83,10 @@ class _SharedLocalLMs:
         with self._lock:
             if algorithm not in self._models:
                 from policyopt.lm import LocalLM
+                from policyopt.registry import get_spec
 
-                # GEPA's compact template wants one line; MIPRO's proposals come in a fenced
-                # block (as in ``policyopt demo``)
-                extra: dict[str, Any] = (
-                    {} if algorithm == "gepa" else {"stop": None, "max_tokens": 96}
-                )
+                # what the algorithm needs of a tiny model (as in ``policyopt demo``)
+                extra = dict(get_spec(algorithm).small_model_lm)
                 self._models[algorithm] = LocalLM.for_reflection(**extra)
             return self._models[algorithm]
 
@@ -603,15 +601,9 @@ class JobRunner:
             lm = self.reflection_lm_factory(config)
             train = [{"id": i} for i in config.train_ids]
             val = [{"id": i} for i in config.val_ids] if config.val_ids else None
-            optimizer: Any
-            if config.algorithm == "gepa":
-                from policyopt.gepa import GEPA
+            from policyopt.registry import get_spec
 
-                optimizer = GEPA(reflection_lm=lm, listeners=[listener], **kwargs)
-            else:
-                from policyopt.mipro import MIPRO
-
-                optimizer = MIPRO(proposer_lm=lm, listeners=[listener], **kwargs)
+            optimizer = get_spec(config.algorithm).build(lm=lm, listeners=[listener], **kwargs)
             result = optimizer.optimize(program, train, val)
             if self._stopping.is_set():
                 raise _Interrupted
