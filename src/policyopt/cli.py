@@ -27,6 +27,16 @@ def version() -> None:
 
 
 @app.command()
+def optimizers() -> None:
+    """List the registered optimizers: name, the role of their LM, and what they do."""
+    from policyopt.registry import get_spec, optimizer_names
+
+    for name in optimizer_names():
+        spec = get_spec(name)
+        typer.echo(f"{name}: {spec.description} ({spec.lm_role} LM: {spec.lm_param}=)")
+
+
+@app.command()
 def tasks() -> None:
     """List the built-in tasks."""
     from policyopt.tasks import TASKS, get_task
@@ -42,7 +52,9 @@ def tasks() -> None:
 @app.command()
 def demo(
     task: Annotated[str, typer.Option(help="Built-in task (see `policyopt tasks`).")] = "",
-    algorithm: Annotated[str, typer.Option(help="gepa or mipro.")] = "gepa",
+    algorithm: Annotated[
+        str, typer.Option(help="A registered optimizer (see `policyopt optimizers`).")
+    ] = "gepa",
     budget: Annotated[int, typer.Option(help="The optimizer's rollout budget.")] = 300,
     n_jobs: Annotated[int, typer.Option(help="Rollouts in parallel.")] = 4,
     limit: Annotated[int, typer.Option(help="Use only the first N examples of each split.")] = 0,

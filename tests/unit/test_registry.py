@@ -114,3 +114,15 @@ def test_a_users_own_optimizer_registers_and_builds() -> None:
         from policyopt import registry
 
         registry._REGISTRY.pop("echo-test", None)
+
+
+def test_the_cli_lists_the_registry() -> None:
+    from typer.testing import CliRunner
+
+    from policyopt.cli import app
+
+    result = CliRunner().invoke(app, ["optimizers"])
+    assert result.exit_code == 0
+    for name in optimizer_names():
+        assert f"{name}: " in result.output
+    assert "reflection LM: reflection_lm=" in result.output
