@@ -74,6 +74,7 @@ class BatchDone(Event):
     rollouts_used: int
     max_rollouts: int | None
     duration_s: float
+    last_error: str | None = None  # the last failed rollout's error in this batch, if any
 
 
 @dataclass(frozen=True, kw_only=True)

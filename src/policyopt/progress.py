@@ -1,4 +1,9 @@
-"""Progress display: an event listener showing rollouts used of the budget, best score, time left.
+"""Progress display: an event listener showing rollouts used of the budget, best score, failed
+rollouts (count and last reason) and time left.
+
+The time-left estimate is shown only once the run has a rate worth extrapolating (a few batches
+done and a few percent of the budget spent): the first batches are the seed evaluation and a cold
+model, and an estimate from them read "~3849s left" on a run that took 100 s.
 
 On a terminal or in a notebook it draws a live rich progress bar on stderr; elsewhere (CI logs,
 files) it writes one plain line every ``interval`` seconds instead of redrawing. It never touches
@@ -64,6 +69,9 @@ class ProgressDisplay:
         self.best: float | None = None
         self.started = time.monotonic()
         self._base = 0  # rollouts already paid when this display started (resumed runs)
+        self.batches = 0  # batches finished since the display started
+        self.failed = 0  # failed rollouts seen
+        self.last_error: str | None = None
         self._last_line = 0.0
         self._progress: Any = None
         self._task: Any = None
@@ -74,7 +82,11 @@ class ProgressDisplay:
             from rich.console import Console
 
             console = Console(file=self.stream)
-            return bool(console.is_terminal or console.is_jupyter)
+            if console.is_jupyter:  # rich draws there through ipywidgets, or warns without it
+                import importlib.util
+
+                return importlib.util.find_spec("ipywidgets") is not None
+            return bool(console.is_terminal)
         except Exception:
             return False
 
@@ -85,10 +97,15 @@ class ProgressDisplay:
             self._base = event.resumed_rollouts
             self.used = event.resumed_rollouts
             self.started = time.monotonic()
+            self.batches = 0
             if event.estimate:
                 print(f"[policyopt] {describe_estimate(event)}", file=self.stream, flush=True)
         elif isinstance(event, (BatchDone, RolloutsProgress)):
             self.used = event.rollouts_used
+            if isinstance(event, BatchDone):
+                self.batches += 1
+                self.failed += event.n_failed
+                self.last_error = event.last_error or self.last_error
             if self.total is None:
                 self.total = event.max_rollouts
         elif isinstance(event, NewBest):
@@ -104,22 +121,40 @@ class ProgressDisplay:
         self._update()
 
     # ------------------------------------------------------------------ drawing
+    #: the estimate waits for this many finished batches and this share of the budget
+    ETA_MIN_BATCHES = 3
+    ETA_MIN_FRACTION = 0.05
+
     def eta_seconds(self) -> float | None:
-        """Seconds left at the current rate, if the budget is known and progress was made."""
+        """Seconds left at the current rate; None until the rate means something (a few
+        batches done and a few percent of the budget spent) or without a budget."""
         done = self.used - self._base
-        if self.total is None or done <= 0:
+        if self.total is None or done <= 0 or self.batches < self.ETA_MIN_BATCHES:
+            return None
+        if done < self.ETA_MIN_FRACTION * max(1, self.total - self._base):
             return None
         rate = done / max(time.monotonic() - self.started, 1e-9)
         return max(0.0, (self.total - self.used) / rate)
 
+    def failures(self) -> str:
+        """``", 3 failed (last: ValueError: ...)"``, or "" when nothing failed."""
+        if not self.failed:
+            return ""
+        reason = (self.last_error or "").splitlines()[0] if self.last_error else ""
+        if len(reason) > 100:
+            reason = reason[:97] + "..."
+        return f", {self.failed} failed" + (f" (last: {reason})" if reason else "")
+
     def summary(self) -> str:
-        """One line: rollouts used of the budget, best score, elapsed and time left."""
+        """One line: rollouts used of the budget, best score, failures, elapsed and time left."""
         budget = f"/{self.total}" if self.total is not None else ""
         best = f", best {self.best:.3f}" if self.best is not None else ""
         eta = self.eta_seconds()
         left = f", ~{eta:.0f}s left" if eta is not None and self.used < (self.total or 0) else ""
         elapsed = time.monotonic() - self.started
-        return f"{self.used}{budget} {self.label}{best}, {elapsed:.0f}s elapsed{left}"
+        return (
+            f"{self.used}{budget} {self.label}{best}{self.failures()}, {elapsed:.0f}s elapsed{left}"
+        )
 
     def _update(self, final: bool = False) -> None:
         if not self._live:
@@ -136,9 +171,9 @@ class ProgressDisplay:
                 Progress,
                 TextColumn,
                 TimeElapsedColumn,
-                TimeRemainingColumn,
             )
 
+            # no TimeRemainingColumn: its estimate is as wild as ours early on; ours waits
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -146,14 +181,26 @@ class ProgressDisplay:
                 TextColumn(self.label),
                 TextColumn("{task.fields[best]}"),
                 TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[left]}"),
+                TextColumn("{task.fields[failed]}", markup=False),
                 console=Console(file=self.stream),
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("policyopt", total=self.total, best="")
+            self._task = self._progress.add_task(
+                "policyopt", total=self.total, best="", left="", failed=""
+            )
         best = f"best {self.best:.3f}" if self.best is not None else ""
-        self._progress.update(self._task, completed=self.used, total=self.total, best=best)
+        eta = self.eta_seconds()
+        left = f"~{eta:.0f}s left" if eta is not None and not final else ""
+        self._progress.update(
+            self._task,
+            completed=self.used,
+            total=self.total,
+            best=best,
+            left=left,
+            failed=self.failures().lstrip(", "),
+        )
 
     def close(self) -> None:
         """Stop drawing (idempotent)."""

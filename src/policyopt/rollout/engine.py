@@ -330,6 +330,7 @@ class RolloutEngine:
         n_cut = sum(len(todo[key]) for key, _, _ in cut_payload)
 
         n_failed = 0
+        last_error: str | None = None
         bad_score: str | None = None
         breach: EvaluationError | None = None
         next_progress = time.perf_counter() + _PROGRESS_EVERY_S
@@ -348,6 +349,8 @@ class RolloutEngine:
                 if rollout is None:  # cancelled or abandoned: no result
                     continue
                 n_failed += rollout.failed
+                if rollout.failed:
+                    last_error = rollout.error
                 for position in todo[key]:
                     results[position] = rollout
                 if rollout.failed and breach is None:
@@ -375,6 +378,7 @@ class RolloutEngine:
                     n_run=len(payload),
                     n_cached=n_cached,
                     n_failed=n_failed,
+                    last_error=last_error,
                     n_cut=n_cut,
                     rollouts_used=self._used,
                     max_rollouts=self.max_rollouts,
