@@ -8,7 +8,9 @@ from policyopt.errors import PolicyOptError
 from policyopt.gepa import GEPA
 from policyopt.lm import LM, LocalLM
 from policyopt.mipro import MIPRO
+from policyopt.opro import OPRO
 from policyopt.protocol import Optimizer
+from policyopt.registry import OptimizerSpec, register_optimizer
 from policyopt.rollout import RolloutEngine
 from policyopt.types import Candidate, OptimizationResult, Program, Score
 
@@ -16,13 +18,16 @@ __all__ = [
     "GEPA",
     "LM",
     "MIPRO",
+    "OPRO",
     "Candidate",
     "LocalLM",
     "OptimizationResult",
     "Optimizer",
+    "OptimizerSpec",
     "PolicyOptError",
     "Program",
     "RolloutEngine",
     "Score",
     "__version__",
+    "register_optimizer",
 ]
