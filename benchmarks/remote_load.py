@@ -144,11 +144,17 @@ async def status_load(
                 except Exception:
                     ok = False
                 latencies.append(time.perf_counter() - start)
+                starts.append(start - began)
                 errors += not ok
 
+        starts: list[float] = []
         began = time.perf_counter()
         await asyncio.gather(*(one(n) for n in range(total)))
-        return latencies, errors, time.perf_counter() - began
+        wall = time.perf_counter() - began
+        late = sorted(lat for lat, at in zip(latencies, starts, strict=True) if at > 1.0)
+        if len(late) > 100:
+            print(f"  after the first second: p99 {late[int(len(late) * 0.99)] * 1000:.0f} ms")
+        return latencies, errors, wall
 
 
 async def one_stream(client: Any, job_id: str, deadline: float) -> dict[str, Any]:

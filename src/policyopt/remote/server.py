@@ -26,7 +26,7 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,34 @@ class _BodyLimit:
         return f"Request body too large: the limit is {self.limit} bytes."
 
 
+class _StatusFastPath:
+    """ASGI middleware: ``GET <root>/{id}`` (the route clients poll, hundreds at a time) is
+    answered here, by the same function as the FastAPI route, without FastAPI's routing and
+    dependency machinery (a third of the cost of an answer). Everything else passes through."""
+
+    def __init__(self, app: Any, answer: Callable[[str, str | None], Any]) -> None:
+        self.app = app
+        self.answer = answer
+        self.prefixes = tuple(root + "/" for root in API_ROOTS)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            for prefix in self.prefixes:
+                if path.startswith(prefix):
+                    job_id = path[len(prefix) :]
+                    if job_id and "/" not in job_id:
+                        header = None
+                        for name, value in scope["headers"]:
+                            if name == b"authorization":
+                                header = value.decode("latin-1")
+                                break
+                        await self.answer(job_id, header)(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+
 async def _send_json(send: Any, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode("utf-8")
     await send(
@@ -291,8 +319,8 @@ def create_app(
         )
         return JSONResponse({"detail": f"Invalid request: {problems}"}, status_code=422)
 
-    async def owner(request: Request) -> str:  # no I/O: no thread hop
-        header = request.headers.get("authorization")
+    def authenticate(header: str | None) -> str:
+        """The owner id of an ``Authorization`` header; HTTPException 401 when it has none."""
         if not header:
             raise HTTPException(
                 401,
@@ -319,6 +347,9 @@ def create_app(
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
         return match
+
+    async def owner(request: Request) -> str:  # no I/O: no thread hop
+        return authenticate(request.headers.get("authorization"))
 
     def own_job(job_id: str, who: str, full: bool = True) -> JobRecord:
         job = store.get_job(job_id, owner=who, full=full) if len(job_id) <= 64 else None
@@ -367,12 +398,18 @@ def create_app(
         jobs = store.list_jobs(owner=who, limit=limit, full=False)
         return JSONResponse({"jobs": [status_body(j) for j in jobs]})
 
+    def status_answer(job_id: str, header: str | None) -> JSONResponse:
+        """``GET JOBS/{id}``: one indexed read of the WAL database (never blocked by the jobs'
+        writes), done on the event loop: cheaper than a thread hop, and jobs run elsewhere."""
+        try:
+            who = authenticate(header)
+            return JSONResponse(status_body(own_job(job_id, who, full=False)))
+        except HTTPException as exc:
+            return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
     async def get_status(job_id: str, request: Request) -> JSONResponse:
-        # the hottest route, kept lean: the key checked here rather than through a dependency,
-        # one indexed read of the WAL database (never blocked by the jobs' writes) on the loop,
-        # cheaper than a thread hop, and a JSONResponse with no re-encoding
-        who = await owner(request)
-        return JSONResponse(status_body(own_job(job_id, who, full=False)))
+        # served by _StatusFastPath before FastAPI; this route documents it and is the fallback
+        return status_answer(job_id, request.headers.get("authorization"))
 
     def get_results(job_id: str, who: str = Depends(owner)) -> dict[str, Any]:
         job = own_job(job_id, who)
@@ -412,7 +449,7 @@ def create_app(
         who: str = Depends(owner),
         since_seq: int = Query(0, ge=0),
     ) -> StreamingResponse:
-        await asyncio.to_thread(own_job, job_id, who, False)
+        own_job(job_id, who, False)  # a light read, on the loop like the status route
         since = since_seq
         header = request.headers.get("last-event-id")
         if header:
@@ -514,6 +551,7 @@ def create_app(
     install_openapi(app, API_ROOTS)
 
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    app.add_middleware(_StatusFastPath, answer=status_answer)
     return app
 
 
@@ -646,7 +684,7 @@ async def _sse(
         if events:
             idle = 0.0
             continue
-        job = await asyncio.to_thread(store.get_job, job_id)
+        job = store.get_job(job_id, full=False)  # light, on the loop
         if job is None or (job.status.terminal and job.last_seq <= last):
             return  # its terminal event was sent before (a reconnect after the end)
         if await request.is_disconnected():
