@@ -60,9 +60,9 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         child.start()
         with contextlib.suppress(OSError, AttributeError):  # not on every platform
             # at once, from here: the child's start-up (imports) already yields to requests
-            os.setpriority(
-                os.PRIO_PROCESS, child.pid, os.getpriority(os.PRIO_PROCESS, 0) + JOB_NICENESS
-            )
+            if child.pid is not None:
+                mine = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, child.pid, mine + JOB_NICENESS)
         send.close()
         child.join()
     finally:
