@@ -1,11 +1,17 @@
-"""The ``policyopt`` command line: ``demo``, ``bench``, ``tasks`` and ``version`` (and more)."""
+"""The ``policyopt`` command line: ``demo``, ``show``, ``plot``, ``compare``, ``bench``, ``tasks``,
+``version`` (and more).
+
+A mistake on the command line (an unknown task, a budget of 0, a bad setting, a directory that is
+not a run) is one line on stderr saying what, where and how to fix it, and exit code 2, checked
+before any model is loaded; never a traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -18,6 +24,12 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="policyopt: optimize the prompts of LLM programs (GEPA, MIPRO, and registered ones).",
 )
+
+
+def _fail(message: str) -> NoReturn:
+    """One clear line on stderr and exit code 2 (a usage error), no traceback."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -47,6 +59,68 @@ def tasks() -> None:
             f"{name}: {task.description} "
             f"(train {len(task.train)}, val {len(task.val)}, test {len(task.test)})"
         )
+
+
+def _error_text(exc: BaseException) -> str:
+    """An exception as one line; pydantic's many-line errors become their first problem."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        return f"{where}: {first.get('msg')} (got {first.get('input')!r:.60})"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _demo_spec(algorithm: str) -> Any:
+    from policyopt.errors import ConfigError
+    from policyopt.registry import get_spec, optimizer_names
+
+    try:
+        return get_spec(algorithm)
+    except ConfigError:
+        _fail(
+            f"--algorithm {algorithm!r} is not a registered optimizer; use one of "
+            f"{', '.join(optimizer_names())}."
+        )
+
+
+def _demo_task(name: str) -> Any:
+    from policyopt.tasks import TASKS, get_task
+
+    if name not in TASKS:
+        _fail(
+            f"--task {name!r} is not a built-in task; use one of {', '.join(TASKS)} "
+            "(`policyopt tasks` describes them)."
+        )
+    return get_task(name, seed=0)
+
+
+def _check_demo_numbers(*, budget: int, n_jobs: int, limit: int) -> None:
+    if budget < 1:
+        _fail(f"--budget must be a positive number of rollouts, not {budget}; e.g. --budget 300.")
+    if n_jobs < 1:
+        _fail(f"--n-jobs must be 1 or more, not {n_jobs}.")
+    if limit < 0:
+        _fail(f"--limit must be 0 (all examples) or a positive count, not {limit}.")
+
+
+def _demo_settings(
+    spec: Any, *, budget: int, n_train: int, n_val: int, **common: Any
+) -> dict[str, Any]:
+    """The optimizer's settings for the demo, validated by building it once with no LM call."""
+    from policyopt.errors import PolicyOptError
+
+    run_dir = common.pop("run_dir")
+    try:
+        settings = dict(
+            spec.plan({}, budget=budget, n_train=n_train, n_val=n_val, small_model=True)
+        )
+        settings.update(common, run_dir=None if run_dir is None else str(run_dir))
+        spec.build(lm=lambda text: "", max_rollouts=budget, **settings)  # only validates
+    except (PolicyOptError, ValueError, TypeError) as exc:
+        _fail(f"{spec.name} with --budget {budget}: {_error_text(exc)}")
+    return settings
 
 
 @app.command()
@@ -79,22 +153,36 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from policyopt.errors import ConfigError
-    from policyopt.lm import LocalLM
-    from policyopt.registry import get_spec, optimizer_names
-    from policyopt.rollout import RolloutEngine
-    from policyopt.tasks import DEFAULT_TASK, get_task
+    from policyopt.errors import PolicyOptError
+    from policyopt.tasks import DEFAULT_TASK
 
-    try:
-        spec = get_spec(algorithm)
-    except ConfigError:
-        raise typer.BadParameter(
-            f"--algorithm must be one of {', '.join(optimizer_names())}, not {algorithm!r}"
-        ) from None
-    console = Console()
-    task_def = get_task(task or DEFAULT_TASK, seed=0)
+    # every check that can fail does so here, before the model loads (about 30 s)
+    spec = _demo_spec(algorithm)
+    name = task or DEFAULT_TASK
+    _check_demo_numbers(budget=budget, n_jobs=n_jobs, limit=limit)
+    task_def = _demo_task(name)
     cut = (lambda rows: list(rows)[:limit]) if limit > 0 else list
     train, val, test = cut(task_def.train), cut(task_def.val), cut(task_def.test)
+    if budget < len(val):
+        _fail(
+            f"--budget {budget} cannot score the seed prompt on the {len(val)} validation "
+            f"examples of {name!r}; use --budget {len(val)} or more (the demo's default is 300), "
+            "or fewer examples with --limit."
+        )
+    settings = _demo_settings(
+        spec,
+        budget=budget,
+        n_train=len(train),
+        n_val=len(val),
+        n_jobs=n_jobs,
+        seed=seed,
+        run_dir=run_dir,
+        progress=progress,
+    )
+    from policyopt.lm import LocalLM
+    from policyopt.rollout import RolloutEngine
+
+    console = Console()
     console.print(
         f"[bold]policyopt demo[/bold]: {algorithm.upper()} on task [cyan]{task_def.name}[/cyan] "
         f"(train {len(train)}, val {len(val)}, test {len(test)}), budget {budget} rollouts, "
@@ -106,19 +194,11 @@ def demo(
         LocalLM.for_reflection(cache=cache or False, **spec.small_model_lm) as reflection_lm,
     ):
         program = task_def.program(lm)
-        settings = spec.plan(
-            {}, budget=budget, n_train=len(train), n_val=len(val), small_model=True
-        )
-        optimizer = spec.build(
-            lm=reflection_lm,
-            max_rollouts=budget,
-            n_jobs=n_jobs,
-            seed=seed,
-            run_dir=None if run_dir is None else str(run_dir),
-            progress=progress,
-            **settings,
-        )
-        result = optimizer.optimize(program, train, val)
+        optimizer = spec.build(lm=reflection_lm, max_rollouts=budget, **settings)
+        try:
+            result = optimizer.optimize(program, train, val)
+        except PolicyOptError as exc:  # e.g. a --run-dir written with other settings
+            _fail(_error_text(exc))
         search_s = time.perf_counter() - started
         rows: list[dict[str, Any]] = []
         with RolloutEngine(program.evaluate, n_jobs=n_jobs) as engine:
@@ -139,14 +219,11 @@ def demo(
     table = Table(
         title=f"{task_def.name}: accuracy on the held-out test split ({len(test)} examples)"
     )
-    table.add_column("prompt")
-    table.add_column("test accuracy", justify="right")
-    table.add_column("text")
+    table.add_column("prompt", no_wrap=True)
+    table.add_column("test accuracy", justify="right", no_wrap=True)
+    table.add_column("text", overflow="fold", ratio=1)  # whole prompts, wrapped
     for row in rows:
-        text = str(row["text"])
-        table.add_row(
-            row["prompt"], f"{row['test_accuracy']:.3f}", text[:70] + "..." * (len(text) > 70)
-        )
+        table.add_row(row["prompt"], f"{row['test_accuracy']:.3f}", str(row["text"]))
     console.print(table)
     calls = sum(u.calls for u in result.lm_usage.values())
     console.print(
@@ -156,6 +233,10 @@ def demo(
         f"{result.candidates[0].val_score:.3f} -> {result.best_score:.3f}. "
         f"Total {wall:.0f}s, {task_usage.calls + reflection_usage.calls} LM calls."
     )
+    if run_dir is not None:
+        console.print(
+            f"The run is in {run_dir}: `policyopt show {run_dir}`, `policyopt plot {run_dir}`."
+        )
     if output is not None:
         payload = {
             "task": task_def.name,
@@ -167,6 +248,94 @@ def demo(
             "wall_time_s": wall,
         }
         output.write_text(json.dumps(payload, indent=2))
+
+
+def _load_run(path: Path) -> Any:
+    """The run in ``path``, or one clear error line (exit code 2)."""
+    from policyopt.errors import PolicyOptError
+    from policyopt.runview import load_run
+
+    try:
+        return load_run(path)
+    except PolicyOptError as exc:
+        _fail(_error_text(exc))
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read the run in {path}: {exc}")
+
+
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (the run_dir= of a run).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print everything as one JSON object, for machines.")
+    ] = False,
+    all_proposals: Annotated[
+        bool, typer.Option(help="List every proposal (by default: the accepted ones and 20).")
+    ] = False,
+) -> None:
+    """A run's summary, its candidates with lineage, and the proposals kept or rejected and why.
+
+    The summary: best prompt and score, stop reason, rollouts (and failures), LM calls, cost and
+    wall time. Works on finished runs and on killed or running ones (from their state).
+    """
+    from policyopt.runview.show import render, to_dict
+
+    view = _load_run(run_dir)
+    if as_json:
+        typer.echo(json.dumps(to_dict(view), indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+
+    render(view, Console(), all_proposals=all_proposals)
+
+
+def _plot_or_fail(draw: Any) -> dict[str, Path]:
+    from policyopt.errors import PolicyOptError
+
+    try:
+        return dict(draw())
+    except PolicyOptError as exc:
+        _fail(_error_text(exc))
+    except OSError as exc:
+        _fail(f"cannot write the plots: {exc}")
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (the run_dir= of a run).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where the files go (default: RUN_DIR/plots).")
+    ] = None,
+) -> None:
+    """Draw a run: best score against rollouts, the candidate lineage (with scores) and Pareto
+    coverage per validation example, as PNG files and one self-contained HTML page."""
+    from policyopt.runview.plots import plot_run
+
+    view = _load_run(run_dir)
+    paths = _plot_or_fail(lambda: plot_run(view, out or run_dir / "plots"))
+    for path in paths.values():
+        typer.echo(str(path))
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run directories.")],
+    out: Annotated[Path, typer.Option(help="Where the files go.")] = Path("policyopt-compare"),
+) -> None:
+    """Overlay several runs' best score against rollouts (PNG), with a table of each (HTML)."""
+    from policyopt.runview.plots import compare_runs
+
+    views = [_load_run(path) for path in run_dirs]
+    paths = _plot_or_fail(lambda: compare_runs(views, out))
+    for view in views:
+        best = view.best
+        score = "-" if best is None else f"{best.val_score:.3f}"
+        typer.echo(
+            f"{view.path}: {view.optimizer}, best {score}, {view.n_rollouts} rollouts, "
+            f"stop {view.stop_reason}"
+        )
+    for path in paths.values():
+        typer.echo(str(path))
 
 
 def _names(text: str) -> list[str]:

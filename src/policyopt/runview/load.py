@@ -1,0 +1,345 @@
+"""Read a run directory back, read only: the result, candidates, curve and proposals.
+
+Works on finished runs (``result.json``) and on runs that were killed or are still going (then
+the candidates come from ``state.json`` and the curve from ``events.jsonl``). Nothing here writes
+to the directory: a torn last journal record is skipped (as the library does on resume), a
+damaged record anywhere else is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from policyopt.errors import StateError
+from policyopt.lm.parsing import check_proposal, extract_instruction
+from policyopt.state.journal import Journal
+from policyopt.types import Candidate, OptimizationResult, prompt_key
+
+__all__ = ["Proposal", "RunView", "load_run"]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One proposal LM answer and what became of it.
+
+    ``status`` is ``accepted`` (it became candidate ``candidate``), ``rejected`` (scored on a
+    training minibatch and not kept), ``unusable`` (refused before any rollout, ``reason``
+    says why), ``not scored`` (a duplicate, raced out by a sibling, or the budget ran out) or,
+    for searches that combine proposals (MIPRO, OPRO), ``not kept``.
+    """
+
+    key: str
+    text: str
+    status: str
+    reason: str
+    candidate: int | None = None
+    minibatch_score: float | None = None
+    minibatch_size: int = 0
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What ``policyopt show`` and ``policyopt plot`` read from one run directory."""
+
+    path: Path
+    optimizer: str
+    finished: bool
+    result: OptimizationResult | None
+    candidates: list[Candidate]
+    best_candidate: int | None
+    stop_reason: str
+    n_rollouts: int
+    max_rollouts: int | None
+    curve: list[tuple[int, float]]
+    proposals: list[Proposal]
+    failed_rollouts: int
+    last_failure: str | None
+    torn_tail: bool
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Candidate | None:
+        """The best candidate (by the result, else by mean validation score)."""
+        if not self.candidates:
+            return None
+        if self.best_candidate is not None:
+            for c in self.candidates:
+                if c.index == self.best_candidate:
+                    return c
+        return max(self.candidates, key=lambda c: c.val_score)
+
+    @property
+    def name(self) -> str:
+        """A short label for legends: the directory's name."""
+        return self.path.name or str(self.path)
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StateError(
+            f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); the file is damaged."
+        ) from exc
+    except OSError as exc:
+        raise StateError(f"cannot read {path}: {exc.strerror}.") from exc
+
+
+def _journal(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """Complete journal records and whether a torn last record was skipped."""
+    journal_path = path / "journal.jsonl"
+    if not journal_path.exists():
+        return [], False
+    seen: list[str] = []
+
+    class _Note(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger, note = logging.getLogger("policyopt"), _Note(logging.WARNING)
+    logger.addHandler(note)
+    try:
+        records = Journal(journal_path).read()
+    finally:
+        logger.removeHandler(note)
+    return records, any("torn" in m for m in seen)
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    events_path = path / "events.jsonl"
+    if not events_path.exists():
+        return []
+    events = []
+    lines = events_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # a torn last line: the run was killed while logging
+            raise StateError(
+                f"{events_path} line {number} is not valid JSON; the event log is damaged."
+            ) from None
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _candidates(state: dict[str, Any] | None) -> list[Candidate]:
+    out = []
+    for raw in (state or {}).get("candidates") or []:
+        try:
+            out.append(Candidate.model_validate(raw))
+        except ValidationError:
+            continue  # an optimizer whose state keeps candidates in another shape
+    return out
+
+
+def _curve(
+    events: list[dict[str, Any]], candidates: list[Candidate], n_rollouts: int
+) -> list[tuple[int, float]]:
+    """Best validation score known against rollouts spent, as steps."""
+    points = [
+        (int(e["rollouts_used"]), float(e["score"]))
+        for e in events
+        if e.get("kind") == "new_best" and "rollouts_used" in e and "score" in e
+    ]
+    if not points:  # no event log: the candidates' own record
+        best = float("-inf")
+        for c in sorted(candidates, key=lambda c: c.found_at_rollout):
+            if c.val_scores and c.val_score > best:
+                best = c.val_score
+                points.append((c.found_at_rollout, best))
+    if points and n_rollouts > points[-1][0]:
+        points.append((n_rollouts, points[-1][1]))
+    return points
+
+
+def _key_order(key: str) -> tuple[int, ...]:
+    """``iteration/slot/component/attempt`` keys sort numerically (others keep their place)."""
+    parts = key.split("/")
+    numbers = [int(p) for p in parts if p.isdigit()]
+    return tuple(numbers[:2]) if len(numbers) >= 2 else (1 << 30,)
+
+
+def _proposals(
+    journal: list[dict[str, Any]],
+    candidates: list[Candidate],
+    events: list[dict[str, Any]],
+    max_chars: int,
+) -> list[Proposal]:
+    """Each proposal answer, matched to the candidate or the minibatch verdict it led to.
+
+    A usable proposal that is not already a candidate is scored on a training minibatch; the
+    optimizer logs those verdicts (``candidate_evaluated``, split ``minibatch``) in the order
+    of the proposals' iteration and slot, which is how they are paired here. When the counts
+    disagree (a step cut by the budget), the verdict falls back to the proposal's own rollouts.
+    """
+    by_key = {prompt_key(c.prompt): c for c in candidates}
+    train: dict[str, list[float]] = {}
+    for r in journal:
+        if r.get("type") == "rollout" and r.get("split") != "val":
+            score = r.get("score")
+            if isinstance(score, (int, float)):
+                train.setdefault(str(r.get("prompt")), []).append(float(score))
+    # LM answers journaled by the optimizer (GEPA: "proposal", MIPRO: "proposer", OPRO: "meta");
+    # a dataset summary is context, not a proposal
+    records = [
+        r
+        for r in journal
+        if r.get("type") not in {"start", "rollout"}
+        and isinstance(r.get("text"), str)
+        and not str(r.get("key", "")).startswith("summary")
+    ]
+    reflective = all(r.get("type") == "proposal" for r in records)
+    records.sort(key=lambda r: _key_order(str(r.get("key", ""))))  # stable: attempts in order
+    drafts: list[tuple[str, str, str | None]] = []
+    for r in records:
+        text, balanced = extract_instruction(str(r.get("text") or ""))
+        reason = "the answer was too long and was cut" if r.get("capped") else None
+        reason = reason or check_proposal(
+            text,
+            "",
+            balanced=balanced,
+            truncated=r.get("finish_reason") == "length",
+            max_chars=max_chars,
+        )
+        drafts.append((str(r.get("key", "")), text, reason))
+    verdicts = [
+        e
+        for e in events
+        if e.get("kind") == "candidate_evaluated" and e.get("split") == "minibatch"
+    ]
+    scored: list[int] = []  # positions in drafts of the proposals that reached a minibatch
+    first_seen: set[str] = set()
+    for n, (_, text, reason) in enumerate(drafts):
+        if reason is not None:
+            continue
+        hashed = prompt_key(text)
+        cand = by_key.get(hashed)
+        if cand is None or (cand.origin != "seed" and hashed not in first_seen):
+            scored.append(n)  # a new text (or the proposal that made this candidate)
+        first_seen.add(hashed)
+    # one verdict per reflective child (GEPA logs them as candidate -1)
+    gepa_style = reflective and all(e.get("candidate") == -1 for e in verdicts)
+    paired = (
+        dict(zip(scored, verdicts, strict=True))
+        if gepa_style and len(scored) == len(verdicts)
+        else {}
+    )
+    out, claimed = [], set()
+    for n, (key, text, reason) in enumerate(drafts):
+        if reason is not None:
+            out.append(Proposal(key, text, "unusable", reason))
+            continue
+        hashed = prompt_key(text)
+        cand = by_key.get(hashed)
+        verdict = paired.get(n)
+        mean: float | None
+        if verdict is not None:
+            mean, size = float(verdict.get("score", 0.0)), int(verdict.get("n_examples", 0))
+        else:
+            scores = train.get(hashed, [])
+            mean, size = (sum(scores) / len(scores) if scores else None), len(scores)
+        if cand is not None and cand.origin != "seed" and hashed not in claimed:
+            claimed.add(hashed)
+            why = f"became candidate {cand.index} (val {cand.val_score:.3f})"
+            out.append(Proposal(key, text, "accepted", why, cand.index, mean, size))
+        elif cand is not None:
+            why = f"the same text as candidate {cand.index}: nothing to score"
+            out.append(Proposal(key, text, "not scored", why, cand.index))
+        elif verdict is not None and verdict.get("accepted"):
+            why = (
+                f"passed its minibatch ({mean:.3f} on {size} examples) but a sibling gained "
+                "more, or the budget ran out before its validation"
+            )
+            out.append(Proposal(key, text, "not scored", why, None, mean, size))
+        elif not reflective:
+            why = "not among the candidates scored on the whole valset"
+            out.append(Proposal(key, text, "not kept", why, None, mean, size))
+        elif mean is not None:
+            why = (
+                f"minibatch score {mean:.3f} on {size} examples was not better than its "
+                "parent's on the same examples"
+            )
+            out.append(Proposal(key, text, "rejected", why, None, mean, size))
+        else:
+            why = "not scored: the step was cut short (budget, time or stop)"
+            out.append(Proposal(key, text, "not scored", why))
+    return out
+
+
+def load_run(path: str | Path) -> RunView:
+    """Read the run in ``path``; :class:`StateError` says what is wrong when it is not one."""
+    root = Path(path)
+    if not root.exists():
+        raise StateError(f"{root} does not exist. Give the run_dir= of a policyopt run.")
+    if not root.is_dir():
+        raise StateError(f"{root} is a file, not a run directory. Give the run's directory.")
+    config_path = root / "config.json"
+    if not config_path.exists():
+        raise StateError(
+            f"{root} is not a policyopt run directory (it has no config.json). Give the "
+            "run_dir= an optimizer wrote to."
+        )
+    config = _json_file(config_path)
+    if not isinstance(config, dict) or "optimizer" not in config:
+        raise StateError(f"{config_path} has no 'optimizer': not a policyopt run directory.")
+    result: OptimizationResult | None = None
+    result_path = root / "result.json"
+    if result_path.exists():
+        try:
+            result = OptimizationResult.from_json(result_path.read_bytes())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            what = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+            raise StateError(
+                f"{result_path} is not a valid result ({what}); the file is damaged or from "
+                "another program."
+            ) from None
+    state_path = root / "state.json"
+    state = _json_file(state_path) if state_path.exists() else None
+    journal, torn = _journal(root)
+    events = _events(root)
+    started = [e for e in events if e.get("kind") == "run_started"]
+    settings = dict(config.get("settings") or {})
+    best: Any
+    budget: Any
+    if result is not None:
+        candidates = list(result.candidates)
+        best, stop = result.best_candidate, result.stop_reason
+        n_rollouts, budget = result.n_rollouts, result.max_rollouts
+    else:
+        candidates = _candidates(state)
+        best = (state or {}).get("best")
+        stop = "(unfinished: no result.json)"
+        n_rollouts = sum(1 for r in journal if r.get("type") == "start")
+        budget = settings.get("max_rollouts") or (
+            started[-1].get("max_rollouts") if started else None
+        )
+    failures = [r for r in journal if r.get("type") == "rollout" and r.get("error")]
+    max_chars = int(settings.get("max_prompt_chars") or 20000)
+    return RunView(
+        path=root,
+        optimizer=str(config["optimizer"]),
+        finished=result is not None,
+        result=result,
+        candidates=candidates,
+        best_candidate=best if isinstance(best, int) else None,
+        stop_reason=stop,
+        n_rollouts=n_rollouts,
+        max_rollouts=budget if isinstance(budget, int) else None,
+        curve=_curve(events, candidates, n_rollouts),
+        proposals=_proposals(journal, candidates, events, max_chars),
+        failed_rollouts=len(failures),
+        last_failure=str(failures[-1]["error"]) if failures else None,
+        torn_tail=torn,
+        config=config,
+    )
