@@ -1,0 +1,48 @@
+"""Every notebook in notebooks/ runs top to bottom (nbclient) on the real local model.
+
+Each runs in a fresh temporary working directory: a notebook must write nothing where it is
+run from (its run goes to a temp dir), and must print no warning.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
+
+
+def _stderr_of(notebook: Any) -> str:
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                texts.append(output.get("text", ""))
+    return "".join(texts)
+
+
+# quiet: about 60 s on the 2-core CI machine; 600 s survives a loaded machine's slowdown
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=300,  # per cell
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},  # the kernel's working directory
+    )
+    started = time.perf_counter()
+    client.execute()  # raises CellExecutionError, with the cell and its traceback, on failure
+    elapsed = time.perf_counter() - started
+    stderr = _stderr_of(notebook)
+    assert "Warning" not in stderr and "warn" not in stderr.lower(), stderr
+    assert list(tmp_path.iterdir()) == [], "the notebook wrote into its working directory"
+    print(f"{path.name}: {elapsed:.0f}s")
