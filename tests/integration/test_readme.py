@@ -1,0 +1,52 @@
+"""The README's Python example runs as written, on the real local model, and `policyopt show`
+reads the run it leaves behind."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from policyopt.cli import app
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_example() -> str:
+    """The first Python block of the README's "Using it" section, exactly as printed."""
+    section = README.read_text(encoding="utf-8").split("\n## Using it\n", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "no Python example under '## Using it'"
+    return match.group(1)
+
+
+# 117 s on the loaded 2-core machine (two model starts, 40 rollouts); 400 s leaves room
+@pytest.mark.timeout(400)
+def test_readme_example_runs_as_written(tmp_path: Path) -> None:
+    code = readme_example()
+    assert "trainset, valset =" in code and "SMALL_MODEL_SETTINGS" in code
+    assert "LocalLM.for_reflection()" in code
+    (tmp_path / "example.py").write_text(code, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=380,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = proc.stdout.strip().splitlines()[-1]
+    run_dir = tmp_path / "runs" / "antonyms"
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["n_rollouts"] <= 40 and saved["stop_reason"] in printed
+    shown = CliRunner().invoke(app, ["show", str(run_dir), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["best"]["prompt"] == saved["best_prompt"]
