@@ -190,3 +190,17 @@ def test_the_installed_command_prints_no_traceback(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_an_unfinished_run_shows_and_plots_from_its_state(run_dir: Path, tmp_path: Path) -> None:
+    killed = tmp_path / "killed"
+    shutil.copytree(run_dir, killed)
+    (killed / "result.json").unlink()  # killed before the end: state.json and the journal remain
+    result = runner.invoke(app, ["show", str(killed), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["finished"] is False and data["best"]["candidate"] == 5
+    assert data["n_rollouts"] == 122 and len(data["candidates"]) == 6
+    result = runner.invoke(app, ["plot", str(killed)])
+    assert result.exit_code == 0, result.output
+    assert (killed / "plots" / "report.html").stat().st_size > 0
