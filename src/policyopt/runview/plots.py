@@ -52,12 +52,16 @@ def curve(views: Sequence[RunView], path: Path) -> Path:
     """Best validation score against rollouts spent, one step line per run."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    names = [v.name for v in views]
+    unique = len(set(names)) == len(names)  # else label by the whole path
     for view in views:
         if not view.curve:
             continue
         xs = [x for x, _ in view.curve]
         ys = [y for _, y in view.curve]
-        label = view.name if len(views) > 1 else f"{view.optimizer} (best {ys[-1]:.3f})"
+        name = view.name if unique else str(view.path)
+        label = f"{name}: {view.optimizer}" if len(views) > 1 else view.optimizer
+        label += f" (best {ys[-1]:.3f})"
         ax.step(xs, ys, where="post", marker="o", markersize=3, label=label)
         if view.max_rollouts:
             ax.axvline(view.max_rollouts, color="#999999", linestyle=":", linewidth=1)
