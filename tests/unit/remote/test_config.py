@@ -196,7 +196,10 @@ def test_train_ids_are_required_and_test_ids_are_held_out() -> None:
             {"gepa": {"minibatch_size": 0}},
             "gepa.minibatch_size: Input should be greater than or equal to 1 (got int 0)",
         ),
-        ({"gepa": {"candidate_selection": "best"}}, "gepa.candidate_selection: Input should be"),
+        (
+            {"gepa": {"candidate_selection": "best"}},
+            "gepa.candidate_selection: unknown candidate_selection 'best'; built-in: pareto",
+        ),
         (
             {"budget": {"max_rollouts": 0}},
             "budget.max_rollouts: Input should be greater than or equal to 1",
