@@ -70,10 +70,24 @@ class Proposals:
         return ScriptedLM(lambda text: f"```\nSolve the task, take {next(counter)}.\n```")
 
 
-def serve(port: int, root: str, delay: float, max_jobs: int) -> None:
+def serve(port: int, root: str, delay: float, max_jobs: int, plain: bool = False) -> None:
     """The child process: a job server whose jobs run a scripted task (this checkout's code, or
-    a baseline's when PYTHONPATH points at an exported older ``src``)."""
+    a baseline's when PYTHONPATH points at an exported older ``src``). ``plain``: uvicorn with
+    its pure-Python HTTP parser and asyncio's loop, as installed before httptools and uvloop
+    were dependencies."""
     import inspect
+
+    if plain:
+        import uvicorn
+
+        original = uvicorn.Config.__init__
+
+        def pure_python(self: Any, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("http", "h11")
+            kwargs.setdefault("loop", "asyncio")
+            original(self, *args, **kwargs)
+
+        uvicorn.Config.__init__ = pure_python  # type: ignore[method-assign]
 
     from policyopt.remote._serving import ServerThread
     from policyopt.remote.server import create_app
@@ -272,16 +286,23 @@ def main() -> None:
         help="first load a server built from this git revision's src (e.g. the code before a "
         "change), then this checkout's, and print both side by side",
     )
+    parser.add_argument(
+        "--plain-baseline",
+        action="store_true",
+        help="serve the baseline with uvicorn's pure-Python parser and asyncio's loop (its "
+        "environment before httptools and uvloop were dependencies)",
+    )
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1], args.delay, args.max_jobs)
+        serve(int(args.serve[0]), args.serve[1], args.delay, args.max_jobs, args.plain)
         return
 
     runs: dict[str, dict[str, float]] = {}
     if args.baseline:
         print(f"== baseline: {args.baseline} (jobs in the server's threads)")
-        runs["baseline"] = one_run(args, baseline_src(args.baseline))
+        runs["baseline"] = one_run(args, baseline_src(args.baseline), plain=args.plain_baseline)
         print("== this checkout (jobs in child processes, as `policyopt serve` runs them)")
     runs["current"] = one_run(args, None)
     if "baseline" in runs:
@@ -306,7 +327,7 @@ def baseline_src(rev: str) -> tempfile.TemporaryDirectory[str]:
 
 
 def one_run(
-    args: argparse.Namespace, src: tempfile.TemporaryDirectory[str] | None
+    args: argparse.Namespace, src: tempfile.TemporaryDirectory[str] | None, plain: bool = False
 ) -> dict[str, float]:
     """Start a server child (this checkout, or the exported ``src``), load it, stop it."""
     port = free_port()
@@ -325,6 +346,7 @@ def one_run(
                 str(args.delay),
                 "--max-jobs",
                 str(args.max_jobs),
+                *(["--plain"] if plain else []),
             ],
             stdout=subprocess.PIPE,
             text=True,
