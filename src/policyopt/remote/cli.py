@@ -294,6 +294,14 @@ def serve(
             "job); 'thread': jobs in the server's process."
         ),
     ] = "process",
+    job_niceness: Annotated[
+        int,
+        typer.Option(
+            help="With --isolation process: how much lower the jobs' CPU priority is (0-19); "
+            "a burst of requests then slows the jobs rather than the reverse (so does any "
+            "other load on the machine; 0 gives jobs the server's priority)."
+        ),
+    ] = 10,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the job server (FastAPI + uvicorn). Unfinished jobs in --db resume on start."""
@@ -335,6 +343,7 @@ def serve(
             policy=policy,
             secret_file=secret_file,
             isolation=isolation,
+            job_niceness=job_niceness,
         )
 
     _run(go)

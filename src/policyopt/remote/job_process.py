@@ -4,9 +4,11 @@ The job server answers status, list and event requests on one event loop; an opt
 in the same process (rollout threads, event writes, proposal parsing) holds the GIL often
 enough to push those answers to seconds under load. With ``isolation="process"`` the runner's
 worker thread starts one child per job (``spawn``: a fresh interpreter, nothing inherited from
-the server's threads) at a lower CPU priority (``JOB_NICENESS``) and waits for it; the child
-opens the same SQLite file (WAL: the server's reads never wait for it) and runs the job exactly
-as a thread would, then reports how it ended.
+the server's threads) at a lower CPU priority (the runner's ``job_niceness``, 10 by default: a
+burst of requests then slows the jobs rather than the reverse; so does any other load on the
+machine, and 0 turns it off), and waits for it; the child opens the same SQLite file
+(WAL: the server's reads never wait for it), runs the job exactly as a thread would, and
+reports how it ended.
 
 Stopping: the server sends SIGTERM, the child stops its job at the optimizer's next check and
 reports "interrupted"; a child still running at the deadline is killed, and the job resumes
@@ -29,11 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.runner import JobRunner
     from policyopt.remote.store import JobRecord
 
-__all__ = ["JOB_NICENESS", "run_in_child"]
-
-#: how much lower a job's CPU priority is than the server's: when the cores are busy, answering
-#: a request comes before the next rollout (a job is throughput work, a request waits for us)
-JOB_NICENESS = 10
+__all__ = ["run_in_child"]
 
 
 def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str, str]:
@@ -60,9 +58,9 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         child.start()
         with contextlib.suppress(OSError, AttributeError):  # not on every platform
             # at once, from here: the child's start-up (imports) already yields to requests
-            if child.pid is not None:
+            if child.pid is not None and runner.job_niceness:
                 mine = os.getpriority(os.PRIO_PROCESS, 0)
-                os.setpriority(os.PRIO_PROCESS, child.pid, mine + JOB_NICENESS)
+                os.setpriority(os.PRIO_PROCESS, child.pid, mine + runner.job_niceness)
         send.close()
         child.join()
     finally:

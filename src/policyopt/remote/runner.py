@@ -285,6 +285,7 @@ class JobRunner:
         policy: ServerPolicy | None = None,
         secret: ServerSecret | None = None,
         isolation: str = "thread",
+        job_niceness: int = 10,
     ) -> None:
         if isolation not in ("thread", "process"):
             raise ConfigError(f"isolation must be 'thread' or 'process'; got {isolation!r}.")
@@ -313,6 +314,7 @@ class JobRunner:
         self.max_attempts = max_attempts
         self.health_check = health_check
         self.isolation = isolation
+        self.job_niceness = job_niceness  # added to a job process's niceness
         self.factories = (reflection_lm_factory, task_app_factory)  # as given (for children)
         self.children: dict[str, Any] = {}  # job id -> its process (isolation="process")
         self._queue: queue.Queue[str | None] = queue.Queue()

@@ -236,6 +236,7 @@ def create_app(
     policy: ServerPolicy | None = None,
     secret_file: str | Path | None = None,
     isolation: str = "thread",
+    job_niceness: int = 10,
 ) -> FastAPI:
     """The job server's ASGI app; jobs run while it is being served (lifespan starts them).
 
@@ -247,7 +248,8 @@ def create_app(
     ``max_concurrent_jobs`` jobs run at once, the rest wait queued. Jobs a previous server left
     running or queued on the same ``db_path``/``data_dir`` resume when this one starts.
     ``isolation="process"`` runs each job in a child process (what ``policyopt serve`` does:
-    requests never wait behind a job's Python work); the factories must then be picklable.
+    requests never wait behind a job's Python work); the factories must then be picklable, and
+    ``job_niceness`` lowers those processes' CPU priority.
     """
     labelled = (
         {label: key for label, key in api_keys.items()}
@@ -286,6 +288,7 @@ def create_app(
         policy=policy,
         secret=secret,
         isolation=isolation,
+        job_niceness=job_niceness,
     )
     submit_lock = asyncio.Lock()  # the quota check and the insert, one submit at a time
     owner_ids = list(owners)
@@ -711,6 +714,7 @@ def serve(
     policy: ServerPolicy | None = None,
     secret_file: str | Path | None = None,
     isolation: str = "process",
+    job_niceness: int = 10,
 ) -> None:
     """Serve the job server with uvicorn until interrupted (SIGTERM or Ctrl-C stop it within
     seconds: running jobs go back to the queue and resume on the next start)."""
@@ -725,6 +729,7 @@ def serve(
         policy=policy,
         secret_file=secret_file,
         isolation=isolation,
+        job_niceness=job_niceness,
     )
     run_app(app, host=host, port=port, log_level=log_level)
 
