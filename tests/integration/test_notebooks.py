@@ -6,7 +6,9 @@ run from (its run goes to a temp dir), and must print no warning.
 
 from __future__ import annotations
 
+import gc
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,14 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
         resources={"metadata": {"path": str(tmp_path)}},  # the kernel's working directory
     )
     started = time.perf_counter()
-    client.execute()  # raises CellExecutionError, with the cell and its traceback, on failure
+    try:
+        client.execute()  # raises CellExecutionError, with the cell and its traceback, on failure
+    finally:
+        # nbclient leaves asyncio loops (AF_UNIX socket pairs) for the garbage collector: reap
+        # them here, or their ResourceWarning surfaces in whichever test collects next
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
     elapsed = time.perf_counter() - started
     stderr = _stderr_of(notebook)
     assert "Warning" not in stderr and "warn" not in stderr.lower(), stderr
