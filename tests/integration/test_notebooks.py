@@ -47,6 +47,7 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
     finally:
         # nbclient leaves asyncio loops (AF_UNIX socket pairs) for the garbage collector: reap
         # them here, or their ResourceWarning surfaces in whichever test collects next
+        del client
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
