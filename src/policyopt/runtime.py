@@ -188,6 +188,16 @@ class RunContext:
             self.rundir = RunDir(s.run_dir, optimizer=optimizer, identity=ident, settings=dump)
             self.log = JSONLEventLog(self.rundir.events_path)
             self.events.subscribe(self.log)
+        try:
+            self._setup(s, program, trainset, valset)
+        except BaseException:
+            if self.rundir is not None:  # let the run dir go: this run never started
+                self.rundir.close()
+            raise
+
+    def _setup(
+        self, s: Any, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None
+    ) -> None:
         self.stopper = Stopper(
             max_time_s=s.max_time_s,
             max_cost_usd=s.max_cost_usd,
@@ -371,5 +381,7 @@ class RunContext:
         self.engine.close()
         if self.log is not None:
             self.log.close()
+        if self.rundir is not None:
+            self.rundir.close()
         if self.display is not None:
             self.display.close()

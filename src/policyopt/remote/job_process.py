@@ -22,6 +22,8 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,12 +47,13 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         "secret": runner.secret,
         "factories": runner.factories,
         "health_check": runner.health_check,
+        "parent_pid": os.getpid(),
     }
     child = context.Process(
         target=_child_main,
         args=(spec, job.id, send),
         name=f"policyopt-{job.id}",
-        daemon=True,  # ends with the server, whatever happens to it
+        daemon=True,  # ends with the server on a normal exit; _die_with_parent covers SIGKILL
     )
     with runner._lock:
         runner.children[job.id] = child
@@ -80,8 +83,29 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
     return "error", f"the job's process ended without a result (exit code {child.exitcode})"
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """End this child when the server dies, even by SIGKILL (``daemon=True`` only covers a
+    normal exit): otherwise an orphaned job keeps paying rollouts into the journal while the
+    restarted server resumes the same job, and finished rollouts are paid twice."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux: the kernel does it
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the server died before the line above
+        os._exit(1)
+
+    def watch() -> None:  # elsewhere (and as a second line): poll for a new parent
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="policyopt-parent-watch", daemon=True).start()
+
+
 def _child_main(spec: dict[str, Any], job_id: str, send: Connection) -> None:
     """The child: run one job with its own store connection and report the outcome."""
+    _die_with_parent(int(spec["parent_pid"]))
     from policyopt.remote.runner import JobRunner
     from policyopt.remote.store import JobStore
 

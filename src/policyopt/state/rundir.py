@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from policyopt._version import __version__
 from policyopt.errors import StateError
@@ -54,6 +54,31 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _lock(path: Path) -> IO[str] | None:
+    """An exclusive lock on the run dir: two processes writing one journal would pay finished
+    rollouts twice. Held until :meth:`RunDir.close` or the process ends (SIGKILL included)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StateError(
+            f"{path.parent} is in use by another run ({holder}); wait for it to end, or use "
+            "another run_dir."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
 class RunDir:
     """Files of one run; refuses to resume a directory written with other settings or data."""
 
@@ -67,6 +92,18 @@ class RunDir:
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.path / ".lock")
+        try:
+            self._check(optimizer, identity, settings)
+        except BaseException:
+            self.close()
+            raise
+        self.journal = Journal(self.path / "journal.jsonl")
+
+    def _check(
+        self, optimizer: str, identity: Mapping[str, Any], settings: Mapping[str, Any]
+    ) -> None:
+        """Refuse to resume a run written with other settings; write ``config.json``."""
         config_path = self.path / "config.json"
         config = {
             "optimizer": optimizer,
@@ -98,7 +135,12 @@ class RunDir:
                     "change), or another run_dir."
                 )
         _atomic_write(config_path, json.dumps(config, indent=2, default=repr))
-        self.journal = Journal(self.path / "journal.jsonl")
+
+    def close(self) -> None:
+        """Let another process use this run dir (the lock also ends with the process)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def events_path(self) -> Path:

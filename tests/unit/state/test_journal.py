@@ -103,3 +103,18 @@ def test_blank_lines_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     path.write_bytes(b'{"a": 1}\n\n' + json.dumps({"a": 2}).encode() + b"\n")
     assert Journal(path).read() == [{"a": 1}, {"a": 2}]
+
+
+def test_a_run_dir_is_used_by_one_run_at_a_time(tmp_path: Path) -> None:
+    """Two writers of one journal would pay finished rollouts twice: the second is refused."""
+    from policyopt.state.rundir import RunDir
+
+    first = RunDir(tmp_path, optimizer="gepa", identity={}, settings={})
+    with pytest.raises(StateError, match=r"in use by another run \(pid \d+\)"):
+        RunDir(tmp_path, optimizer="gepa", identity={}, settings={})
+    first.close()
+    RunDir(tmp_path, optimizer="gepa", identity={}, settings={}).close()
+    # a refused resume lets the run dir go at once
+    with pytest.raises(StateError, match="holds a 'gepa' run"):
+        RunDir(tmp_path, optimizer="mipro", identity={}, settings={})
+    RunDir(tmp_path, optimizer="gepa", identity={}, settings={}).close()
