@@ -31,12 +31,12 @@ from policyopt.rollout.policy import ErrorPolicy
 from policyopt.rollout.records import (
     BatchResult,
     Rollout,
-    _check_range,
-    _check_shippable,
-    _in_process,
-    _settle,
-    _to_record,
     check_backend,
+    check_score_range,
+    check_shippable,
+    runs_in_process,
+    settle,
+    to_record,
 )
 from policyopt.rollout.worker import Outcome, Slots, execute
 from policyopt.state.journal import Journal
@@ -105,9 +105,9 @@ class RolloutEngine:
                 f"The 'timeout' parameter must be a number of seconds > 0 or None; got "
                 f"{describe(timeout)}."
             )
-        self.score_range = _check_range(score_range)
+        self.score_range = check_score_range(score_range)
         check_backend(backend)
-        _check_shippable(evaluate, backend)
+        check_shippable(evaluate, backend)
         self.evaluate = evaluate
         self.max_rollouts = max_rollouts
         self.n_jobs = n_jobs
@@ -118,13 +118,12 @@ class RolloutEngine:
             quarantine_after=quarantine_after,
             max_errors=max_errors,
         )
-        self.max_errors = max_errors
         self.timeout = float(timeout) if timeout is not None else None
         self.failure_score = float(failure_score)
         self.events = events if events is not None else EventBus()
         self.journal = journal
         self.stop_check = stop_check
-        self.in_process = _in_process(backend)
+        self.in_process = runs_in_process(backend)
         width = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
         self._slots = Slots(width)
 
@@ -423,7 +422,7 @@ class RolloutEngine:
             outcomes = self._pool()(shipped())
         for outcome in outcomes:
             key = payload[outcome.index][0]
-            outcome = self._check_range(outcome)
+            outcome = self.check_score_range(outcome)
             yield outcome.index, outcome, self._finished(key, outcome, seqs.get(outcome.index))
 
     def _one(self, index: int, key: tuple[str, str, ExampleId], prompt: Any, example: Any) -> _Done:
@@ -438,7 +437,7 @@ class RolloutEngine:
             cancelled=self._cancelled,
             on_start=lambda: seqs.append(self._started(key)),
         )
-        outcome = self._check_range(outcome)
+        outcome = self.check_score_range(outcome)
         return index, outcome, self._finished(key, outcome, seqs[0] if seqs else None)
 
     def _cancelled(self) -> bool:
@@ -489,7 +488,7 @@ class RolloutEngine:
                 )
         return seq
 
-    def _check_range(self, outcome: Outcome) -> Outcome:
+    def check_score_range(self, outcome: Outcome) -> Outcome:
         """An ``ok`` outcome whose score is outside ``score_range`` becomes a ``range_error``."""
         if outcome.kind != "ok" or outcome.score is None:
             return outcome
@@ -506,7 +505,7 @@ class RolloutEngine:
             return None
         if outcome.kind == "ok" and outcome.score is not None:
             rollout = Rollout(
-                key[0], key[1], key[2], _settle(outcome.score), None, False, outcome.duration_s
+                key[0], key[1], key[2], settle(outcome.score), None, False, outcome.duration_s
             )
         else:
             rollout = self._failed_rollout(
@@ -518,7 +517,7 @@ class RolloutEngine:
             # with their error and retried when a run is resumed (a transient error may be gone).
             self._cache[key] = dataclasses.replace(rollout, cached=True)
             if self.journal is not None:
-                self.journal.append(_to_record(rollout, seq))
+                self.journal.append(to_record(rollout, seq))
         return rollout
 
     def _failed_rollout(

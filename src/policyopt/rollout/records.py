@@ -94,14 +94,14 @@ def check_backend(backend: object) -> None:
 _IN_PROCESS = frozenset({"threading", "sequential"})
 
 
-def _in_process(backend: object) -> bool:
+def runs_in_process(backend: object) -> bool:
     """True when rollouts run on threads of this process (they journal themselves)."""
     if backend is None or (isinstance(backend, str) and backend in _IN_PROCESS):
         return True
     return bool(getattr(backend, "uses_threads", False))
 
 
-def _check_range(score_range: object) -> tuple[float, float] | None:
+def check_score_range(score_range: object) -> tuple[float, float] | None:
     """Validate ``score_range``: None (no check) or ``(low, high)`` with ``low < high``."""
     if score_range is None:
         return None
@@ -119,12 +119,12 @@ def _check_range(score_range: object) -> tuple[float, float] | None:
     )
 
 
-def _check_shippable(evaluate: Callable[[Any, Any], object], backend: object) -> None:
+def check_shippable(evaluate: Callable[[Any, Any], object], backend: object) -> None:
     """Fail fast when a process or cluster backend cannot pickle ``evaluate``.
 
     Without this, joblib fails (or, on Dask, hangs) deep inside a batch.
     """
-    if _in_process(backend):
+    if runs_in_process(backend):
         return
     try:
         import cloudpickle as pickler  # what joblib itself uses to ship functions
@@ -157,7 +157,7 @@ def _jsonable(value: Any) -> Any:
     return json.loads(text)
 
 
-def _settle(score: Score) -> Score:
+def settle(score: Score) -> Score:
     """Make output/trace JSON-safe so a fresh run and a resumed one see identical rollouts."""
     if score.output is None and score.trace is None:
         return score
@@ -170,7 +170,7 @@ def _settle(score: Score) -> Score:
     )
 
 
-def _to_record(rollout: Rollout, seq: int | None) -> dict[str, Any]:
+def to_record(rollout: Rollout, seq: int | None) -> dict[str, Any]:
     score = rollout.score
     return {
         "type": "rollout",

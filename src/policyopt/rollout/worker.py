@@ -60,28 +60,6 @@ def classify(index: int, raw: object, elapsed: float) -> Outcome:
     return Outcome(index, "ok", score, None, elapsed)
 
 
-def _call_with_timeout(
-    evaluate: Callable[[Any, Any], object], prompt: Any, example: Any, timeout: float
-) -> object:
-    """Run ``evaluate`` on a helper thread and stop waiting after ``timeout`` seconds."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = evaluate(prompt, example)
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="policyopt-rollout", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"evaluate did not return within the {timeout:g} s rollout timeout")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def execute(
     index: int,
     evaluate: Callable[[Any, Any], object],
@@ -89,16 +67,29 @@ def execute(
     example: Any,
     timeout: float | None,
 ) -> Outcome:
-    """Call ``evaluate(prompt, example)`` once and classify what happened (any process)."""
+    """Call ``evaluate(prompt, example)`` once and classify what happened (any process).
+
+    With a ``timeout`` the call runs as an in-process rollout would (:class:`Slots`); without
+    one, directly on this worker.
+    """
+    if timeout is not None:
+        return Slots(1).call(
+            index, evaluate, prompt, example, timeout, cancelled=_never, on_start=_nothing
+        )
     start = time.perf_counter()
     try:
-        if timeout is None:
-            raw = evaluate(prompt, example)
-        else:
-            raw = _call_with_timeout(evaluate, prompt, example, timeout)
+        raw = evaluate(prompt, example)
     except Exception as exc:
         return Outcome(index, "error", None, _describe_exception(exc), time.perf_counter() - start)
     return classify(index, raw, time.perf_counter() - start)
+
+
+def _never() -> bool:
+    return False
+
+
+def _nothing() -> None:
+    return None
 
 
 class Slots:

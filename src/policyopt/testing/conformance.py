@@ -243,10 +243,9 @@ class Conformance:
         rows = []
         cases = self._fault_cases(tmp_path)
         for name, kwargs in cases:
-            counting = kwargs.pop("_count", None)
             started = time.monotonic()
             outcome, evaluate = self._guarded(60.0, max_errors=None, **kwargs)
-            calls = counting.calls if counting is not None else getattr(evaluate, "total", None)
+            calls = getattr(evaluate, "total", None)
             row: dict[str, Any] = {
                 "fault": name,
                 "budget": self.budget,
@@ -275,7 +274,7 @@ class Conformance:
         broken = faults.BreaksAfter(CountingEvaluate(), 30)
         lm = self.lm_name
         return [
-            ("evaluate: 10% flaky", {"evaluate": flaky, "_count": flaky}),
+            ("evaluate: 10% flaky", {"evaluate": flaky}),
             (
                 "evaluate: one example always raises",
                 {"evaluate": faults.AlwaysFails(CountingEvaluate(), {"v1", "t1"})},
@@ -285,7 +284,7 @@ class Conformance:
                 {"evaluate": faults.NaNScores(CountingEvaluate(), {"v2"})},
             ),
             ("evaluate: NaN everywhere", {"evaluate": faults.NaNScores(CountingEvaluate())}),
-            ("evaluate: backend dies after 30 calls", {"evaluate": broken, "_count": broken}),
+            ("evaluate: backend dies after 30 calls", {"evaluate": broken}),
             ("evaluate: score 1.7", {"evaluate": faults.OutOfRange(CountingEvaluate())}),
             (
                 "evaluate: hangs on one example (timeout 0.5 s)",
