@@ -27,6 +27,7 @@ from policyopt.errors import (
     describe,
 )
 from policyopt.events import BatchDone, EventBus, RolloutsProgress
+from policyopt.rollout.dask_backend import DaskRunner, is_dask
 from policyopt.rollout.policy import ErrorPolicy
 from policyopt.rollout.records import (
     BatchResult,
@@ -124,6 +125,8 @@ class RolloutEngine:
         self.journal = journal
         self.stop_check = stop_check
         self.in_process = runs_in_process(backend)
+        # Dask: one future per rollout on a cluster (preflight, kill-safe; see dask_backend)
+        self._dask = DaskRunner(backend, evaluate, n_jobs) if is_dask(backend) else None
         width = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
         self._slots = Slots(width)
 
@@ -149,6 +152,8 @@ class RolloutEngine:
     def close(self) -> None:
         """Release the worker pool and close the journal (the cache still answers)."""
         self._cancel.set()  # workers still waiting on a hung call let go at once
+        if self._dask is not None:
+            self._dask.close()
         if self._pool_finalizer is not None:
             self._pool_finalizer()
             self._pool_finalizer = None
@@ -416,8 +421,12 @@ class RolloutEngine:
                 seqs[index] = self._started(key)
                 yield joblib.delayed(execute)(index, evaluate, _fresh(prompt), example, timeout)
 
-        if self.n_jobs == 1 or len(payload) <= 1:
-            outcomes: Iterable[Outcome] = (fn(*args, **kw) for fn, args, kw in shipped())
+        if self._dask is not None:
+            outcomes: Iterable[Outcome] = self._dask.run(
+                shipped(), example=payload[0][2] if payload else None, cancelled=self._cancelled
+            )
+        elif self.n_jobs == 1 or len(payload) <= 1:
+            outcomes = (fn(*args, **kw) for fn, args, kw in shipped())
         else:
             outcomes = self._pool()(shipped())
         for outcome in outcomes:

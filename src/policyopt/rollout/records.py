@@ -13,6 +13,7 @@ from typing import Any
 import joblib
 
 from policyopt.errors import ConfigError, describe
+from policyopt.rollout.dask_backend import is_dask
 from policyopt.types import ExampleId, Score
 
 __all__ = ["BatchResult", "Rollout", "check_backend"]
@@ -73,8 +74,13 @@ class BatchResult:
 
 
 def check_backend(backend: object) -> None:
-    """Raise :class:`ConfigError` unless ``backend`` is ``None``, a joblib backend or its name."""
-    if backend is None or isinstance(backend, joblib.parallel.ParallelBackendBase):
+    """Raise :class:`ConfigError` unless ``backend`` is ``None``, a joblib backend or its name,
+    or a Dask one (``"dask"``, ``"dask://ADDRESS"``, a ``distributed.Client``)."""
+    if (
+        backend is None
+        or isinstance(backend, joblib.parallel.ParallelBackendBase)
+        or is_dask(backend)
+    ):
         return
     if not isinstance(backend, str):
         raise ConfigError(
@@ -86,7 +92,7 @@ def check_backend(backend: object) -> None:
         raise ConfigError(
             f"The 'backend' parameter must be a registered joblib backend; got {backend!r}. "
             f"Known: {sorted(known)}. For Ray, call ray.util.joblib.register_ray() first; for "
-            "Dask, create a distributed.Client first."
+            "Dask, use 'dask' (the current distributed.Client) or 'dask://tcp://host:8786'."
         )
 
 
