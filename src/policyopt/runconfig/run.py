@@ -1,0 +1,185 @@
+"""Run a prepared local config: open the models, build the optimizer from the registry, search,
+score the test split, and write the outcome into the run directory.
+
+Everything that can be checked without a model is checked by :func:`check_run` first (the
+optimizer's settings with the budget fit, the tracking extra), so ``policyopt optimize`` fails
+before the embedded model spends its ~30 s loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from policyopt.errors import ConfigError, MissingDependencyError
+from policyopt.runconfig.local import Prepared
+from policyopt.types import OptimizationResult
+
+__all__ = ["OUTCOME_FILE", "check_run", "optimizer_settings", "run_local", "tracking_module"]
+
+#: what ``policyopt optimize`` writes beside the optimizer's own ``result.json``
+OUTCOME_FILE = "optimize.json"
+
+
+def optimizer_settings(prepared: Prepared, *, progress: bool) -> dict[str, Any]:
+    """The optimizer's keyword settings: the registry's plan (small-model preset when the
+    optimizer's LM is the local model, then the config's table, then the budget fit), the seed,
+    the budget's other caps, the run directory and the progress switch."""
+    from policyopt.registry import get_spec
+
+    config = prepared.config
+    spec = get_spec(config.algorithm)
+    budget = int(config.budget.max_rollouts or 0)
+    n_val = len(prepared.val) if prepared.val is not None else len(prepared.train)
+    settings = dict(
+        spec.plan(
+            dict(config.sections.get(config.algorithm) or {}),
+            budget=budget,
+            n_train=len(prepared.train),
+            n_val=n_val,
+            small_model=prepared.reflection_model == "local",
+        )
+    )
+    fields = set(spec.setting_names())
+    for key, value in config.optimizer_kwargs().items():
+        if key != "max_rollouts" and key in fields:
+            settings[key] = value
+    if "run_dir" in fields:
+        settings["run_dir"] = str(prepared.run_dir)
+    if "progress" in fields:
+        settings["progress"] = progress
+    return settings
+
+
+def tracking_module() -> Any:
+    """``policyopt.tracking.mlflow``, or one clear error when it or mlflow is missing."""
+    import importlib
+    import importlib.util
+
+    try:
+        module = importlib.import_module("policyopt.tracking.mlflow")
+    except ModuleNotFoundError as exc:
+        if exc.name == "mlflow":
+            raise MissingDependencyError(
+                "MLflow tracking needs mlflow: pip install 'policyopt[mlflow]'."
+            ) from None
+        raise ConfigError(f"MLflow tracking is not available in this install ({exc}).") from None
+    if importlib.util.find_spec("mlflow") is None:
+        raise MissingDependencyError(
+            "MLflow tracking needs mlflow: pip install 'policyopt[mlflow]'."
+        )
+    return module
+
+
+def check_run(
+    prepared: Prepared, *, progress: bool, mlflow_uri: str | None = None
+) -> dict[str, Any]:
+    """Validate the optimizer's settings (built once with a dummy LM, no call) and the tracking
+    setup; returns the settings. Raises :class:`ConfigError` with one clear line."""
+    from policyopt.registry import get_spec
+
+    config = prepared.config
+    spec = get_spec(config.algorithm)
+    budget = int(config.budget.max_rollouts or 0)
+    n_val = len(prepared.val) if prepared.val is not None else len(prepared.train)
+    if budget < n_val:
+        raise ConfigError(
+            f"budget.max_rollouts = {budget} cannot score the seed prompt on the {n_val} "
+            f"validation examples; raise it to {n_val} or more, or use fewer examples "
+            "(limit = N on the data source)."
+        )
+    settings = optimizer_settings(prepared, progress=progress)
+    try:
+        spec.build(lm=lambda text: "", max_rollouts=budget, **settings)  # only validates
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{config.algorithm} settings: {' '.join(str(exc).split())}") from None
+    if mlflow_uri is not None or _mlflow(prepared) is not None:
+        tracking_module()
+    return settings
+
+
+def _mlflow(prepared: Prepared) -> Any:
+    tracking = prepared.config.tracking
+    return None if tracking is None else tracking.mlflow
+
+
+@contextlib.contextmanager
+def _models(prepared: Prepared, n_jobs: int, small_lm: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """The task model (None when the program brings its own) and the optimizer's LM, open."""
+    from policyopt.lm import LM, LocalLM
+
+    config = prepared.config
+    with contextlib.ExitStack() as stack:
+
+        def open_model(ref: Any, kwargs: dict[str, Any], *, reflection: bool) -> Any:
+            if ref is None or callable(ref):
+                return ref
+            if ref == "local":
+                if reflection:
+                    lm = LocalLM.for_reflection(**{**small_lm, **kwargs})
+                else:
+                    lm = LocalLM(n_parallel=max(1, n_jobs), **kwargs)
+                return stack.enter_context(lm)
+            return LM(ref, **kwargs)
+
+        refl_kwargs = dict(config.models.reflection_kwargs)
+        if config.models.api_base:
+            refl_kwargs["api_base"] = config.models.api_base
+        task = open_model(prepared.task_model, dict(config.models.task_kwargs), reflection=False)
+        reflection = open_model(prepared.reflection_model, refl_kwargs, reflection=True)
+        yield task, reflection
+
+
+def run_local(
+    prepared: Prepared,
+    *,
+    progress: bool = True,
+    listeners: Sequence[Callable[[Any], None]] = (),
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[OptimizationResult, dict[str, Any]]:
+    """Run the search (resuming the run directory if it holds one), score the seed and best
+    prompts on the test split when there is one, and write ``optimize.json`` into the run dir.
+
+    Returns the result and the outcome written (test scores, task-model usage, run dir).
+    """
+    from policyopt.registry import get_spec
+    from policyopt.rollout import RolloutEngine
+
+    config = prepared.config
+    spec = get_spec(config.algorithm)
+    settings = optimizer_settings(prepared, progress=progress)
+    budget = int(config.budget.max_rollouts or 0)
+    prepared.run_dir.mkdir(parents=True, exist_ok=True)
+    small_lm = dict(spec.small_model_lm)
+    with _models(prepared, int(settings.get("n_jobs") or 4), small_lm) as (task_lm, refl_lm):
+        program = prepared.build_program(task_lm)
+        optimizer = spec.build(lm=refl_lm, max_rollouts=budget, listeners=listeners, **settings)
+        log(f"Searching with {spec.name} (run dir {prepared.run_dir}) ...")
+        result = optimizer.optimize(program, prepared.train, prepared.val)
+        test: dict[str, Any] | None = None
+        if prepared.test:
+            log(f"Scoring the seed and the best prompt on {len(prepared.test)} test examples ...")
+            with RolloutEngine(program.evaluate, n_jobs=int(settings.get("n_jobs") or 4)) as eng:
+                ids = eng.add_split("test", prepared.test)
+                test = {"n_examples": len(ids)}
+                for label, prompt in (("seed", program.prompt), ("best", result.best_prompt)):
+                    scores = eng.run([(prompt, i) for i in ids], split="test").scores()
+                    test[f"{label}_score"] = sum(scores) / len(scores)
+        task_usage = getattr(task_lm, "usage", None)
+    outcome = {
+        "run_dir": str(prepared.run_dir),
+        "optimizer": spec.name,
+        "best_prompt": result.best_prompt,
+        "best_val_score": result.best_score,
+        "seed_val_score": result.candidates[0].val_score if result.candidates else None,
+        "n_rollouts": result.n_rollouts,
+        "stop_reason": result.stop_reason,
+        "test": test,
+        "task_lm_usage": task_usage.model_dump() if task_usage is not None else None,
+    }
+    path = Path(prepared.run_dir) / OUTCOME_FILE
+    path.write_text(json.dumps(outcome, indent=2, ensure_ascii=False, default=str) + "\n")
+    return result, outcome
