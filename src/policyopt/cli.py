@@ -514,6 +514,22 @@ def bench(
             "plain optimizer).",
         ),
     ] = None,
+    dask: Annotated[
+        bool,
+        typer.Option(
+            "--dask",
+            help="Run each cell as a Dask task on a local cluster of --parallel-cells worker "
+            "processes (pip install 'policyopt[dask]').",
+        ),
+    ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Run each cell as a task on the Dask cluster of this scheduler, e.g. "
+            "tcp://10.0.0.5:8786 (same policyopt on the workers; --parallel-cells at once).",
+        ),
+    ] = None,
 ) -> None:
     """Run tasks x optimizers x seeds (resumably) and write tables, CSV/JSON and plots.
 
@@ -524,6 +540,9 @@ def bench(
     Optimizers may be variants, e.g. --optimizers 'gepa,gepa[merge=false]', or come from
     --sweep/--sweep-file (then, without --optimizers, each swept optimizer's plain form runs
     too as the baseline); the report's Ablations section compares them on paired cells.
+
+    With --dask or --scheduler ADDRESS each cell's search and test run as a Dask task; records,
+    resumption and the report stay the same (they are written here).
     """
     from policyopt.bench import BenchSettings, load_records, run_benchmark, write_report
     from policyopt.bench.registry import names as optimizer_names
@@ -562,11 +581,16 @@ def bench(
                 )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
+        from policyopt.bench.dask_cells import DaskSession
+
+        cluster = DaskSession(local=dask, address=scheduler, n_workers=parallel_cells)
         try:
-            run_benchmark(settings, out, log=lambda m: typer.echo(m, err=True))
+            run_benchmark(settings, out, dask=cluster.open(), log=lambda m: typer.echo(m, err=True))
         except PolicyOptError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
+        finally:
+            cluster.close()
     import shlex
     import sys
 

@@ -102,8 +102,12 @@ def run_benchmark(
     reflection_lm: LMLike | None = None,
     tasks: Mapping[str, Task] | None = None,
     log: Log | None = None,
+    dask: Any = None,
 ) -> BenchRun:
     """Run every cell of ``settings``' grid that has no record yet in ``out_dir``.
+
+    ``dask`` (a ``distributed.Client`` or ``"dask://ADDRESS"``) runs each cell's search and test
+    as a Dask task (:mod:`policyopt.bench.dask_cells`); records and resumption stay the same.
 
     ``task_lm``/``reflection_lm`` replace the models named in ``settings`` (e.g. scripted ones in
     tests); ``tasks`` supplies task objects by name instead of looking them up.
@@ -150,6 +154,13 @@ def run_benchmark(
 
     with _models(settings, task_lm, reflection_lm) as (shared_task, shared_reflection):
         baselines = _Baselines(out, settings, shared_task, say)
+        run_cell: Callable[..., CellRecord] = _run_cell
+        remote = None
+        if dask is not None:  # the cell's search and test on a worker; all else stays here
+            from policyopt.bench.dask_cells import CellsOnDask
+
+            remote = CellsOnDask(dask, shared_task, shared_reflection)
+            run_cell = remote
         lock = threading.Lock()
         done = 0
 
@@ -157,7 +168,7 @@ def run_benchmark(
             nonlocal done
             task = task_objects[key.task]
             baseline = baselines.get(key.task, task)
-            record = _run_cell(
+            record = run_cell(
                 key,
                 task,
                 optimizers[key.optimizer],
@@ -186,6 +197,8 @@ def run_benchmark(
         else:
             with ThreadPoolExecutor(settings.parallel_cells) as pool:
                 list(pool.map(one, todo))
+        if remote is not None:
+            remote.close()
 
     return BenchRun(out, load_records(out), todo, skipped, unavailable)
 

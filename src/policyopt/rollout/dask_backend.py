@@ -152,10 +152,11 @@ class DaskRunner:
         return max(1, sum(self.client.nthreads().values()))
 
     # ---------------------------------------------------------------- preflight
-    def preflight(self, example: object) -> None:
-        """Check once per example type that every worker and the scheduler load ``evaluate``,
-        the example and policyopt itself; raise :class:`ConfigError` naming what failed where."""
-        kind = f"{type(example).__module__}.{type(example).__qualname__}"
+    def preflight(self, example: object, label: str | None = None) -> None:
+        """Check once per example type (or ``label``) that every worker and the scheduler load
+        ``evaluate``, the example and policyopt; raise :class:`ConfigError` naming what failed
+        where."""
+        kind = label or f"an example ({type(example).__module__}.{type(example).__qualname__})"
         if kind in self._checked:
             return
         import cloudpickle
@@ -179,7 +180,7 @@ class DaskRunner:
         if not problems:
             blobs = [
                 (f"evaluate from {_where(self.evaluate)}", cloudpickle.dumps(self.evaluate)),
-                (f"an example ({kind}) from {_where(example)}", cloudpickle.dumps(example)),
+                (f"{kind} from {_where(example)}", cloudpickle.dumps(example)),
             ]
             from policyopt import __version__
 

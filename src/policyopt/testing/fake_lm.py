@@ -90,3 +90,12 @@ class ScriptedLM:
     def calls(self) -> int:
         """How many times it was asked."""
         return len(self.prompts)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (e.g. sent to Dask workers): everything but the lock."""
+        with self._lock:
+            return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()

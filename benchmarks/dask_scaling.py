@@ -1,0 +1,137 @@
+"""Rollouts on Dask: 1 vs 2 worker processes on a CPU-bound evaluate, side by side in one run.
+
+``evaluate`` does a fixed amount of pure-Python work, calibrated at start to take about 50 ms on
+one core here (so it holds the GIL: threads would not help, processes must). For each round, a
+fresh ``LocalCluster`` with 1 and then with 2 worker processes (one thread each) runs the same
+rollouts through ``RolloutEngine(backend=client)``; a warm-up batch first pays the preflight and
+the workers' imports, outside the timing. Rounds alternate the two sizes, so load drift on a
+shared machine hits both alike. It prints rollouts/s and the speed-up per round and their medians,
+and writes them to ``benchmarks/results/dask_scaling.json``.
+
+Run: ``.venv/bin/python benchmarks/dask_scaling.py`` (``--quick``: fewer rollouts and rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from policyopt.rollout import RolloutEngine
+from policyopt.rollout.dask_backend import local_cluster
+
+WORK_MS = 50.0
+
+
+def spin(steps: int) -> int:
+    """Pure-Python busy work (holds the GIL)."""
+    x = 1
+    for _ in range(steps):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+    return x
+
+
+def calibrate(ms: float) -> int:
+    """Steps of :func:`spin` that take ``ms`` milliseconds on one core here (best of 5)."""
+    probe = 200_000
+    best = min(_timed(probe) for _ in range(5))
+    return int(probe * ms / 1000 / best)
+
+
+def _timed(steps: int) -> float:
+    start = time.process_time()
+    spin(steps)
+    return time.process_time() - start
+
+
+def busy_evaluate(prompt: str, example: dict[str, Any]) -> float:
+    """A CPU-bound rollout: ``example['steps']`` of busy work, scored deterministically."""
+    return (spin(example["steps"]) + len(prompt)) % 100 / 100
+
+
+def one(n_workers: int, n_rollouts: int, steps: int) -> dict[str, Any]:
+    """Wall time of ``n_rollouts`` rollouts on a fresh cluster of ``n_workers`` processes."""
+    examples = [{"id": str(i), "steps": steps} for i in range(n_rollouts)]
+    warm = [{"id": f"w{i}", "steps": steps} for i in range(2 * n_workers)]
+    cluster = local_cluster(n_workers=n_workers, threads_per_worker=1)
+    try:
+        from distributed import Client
+
+        with (
+            Client(cluster, set_as_default=False) as client,
+            RolloutEngine(busy_evaluate, n_jobs=2 * n_workers, backend=client) as engine,
+        ):
+            engine.add_split("warm", warm)
+            engine.run([("P", e["id"]) for e in warm], split="warm")
+            engine.add_split("timed", examples)
+            start = time.perf_counter()
+            batch = engine.run([("P", e["id"]) for e in examples], split="timed")
+            wall = time.perf_counter() - start
+            assert batch.complete and not any(r.failed for r in batch.done())
+            mean_rollout_s = statistics.fmean(r.duration_s for r in batch.done())
+    finally:
+        cluster.close()
+    return {
+        "workers": n_workers,
+        "rollouts": n_rollouts,
+        "wall_s": round(wall, 3),
+        "rollouts_per_s": round(n_rollouts / wall, 2),
+        "mean_rollout_s": round(mean_rollout_s, 4),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollouts", type=int, default=160)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="60 rollouts, 1 round")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dask_scaling.json"))
+    args = parser.parse_args()
+    rollouts, rounds = (60, 1) if args.quick else (args.rollouts, args.rounds)
+    steps = calibrate(WORK_MS)
+    load = os.getloadavg()
+    print(
+        f"{steps} steps ~ {WORK_MS:g} ms of one core; load average {load[0]:.2f}; {rollouts} "
+        f"rollouts per run, {rounds} rounds"
+    )
+    runs: list[dict[str, Any]] = []
+    for round_no in range(rounds):
+        pair = [one(1, rollouts, steps), one(2, rollouts, steps)]
+        speedup = pair[0]["wall_s"] / pair[1]["wall_s"]
+        for run in pair:
+            run["round"] = round_no
+            runs.append(run)
+            print(
+                f"round {round_no}: {run['workers']} worker(s): {run['wall_s']:.2f} s, "
+                f"{run['rollouts_per_s']:.1f} rollouts/s (a rollout {run['mean_rollout_s']:.3f} s)"
+            )
+        print(f"round {round_no}: speed-up 2 vs 1 workers: {speedup:.2f}x")
+    speedups = [a["wall_s"] / b["wall_s"] for a, b in zip(runs[::2], runs[1::2], strict=True)]
+    summary = {
+        "work_ms": WORK_MS,
+        "steps": steps,
+        "rollouts": rollouts,
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(v, 2) for v in load],
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+        "median_speedup": round(statistics.median(speedups), 3),
+        "speedups": [round(s, 3) for s in speedups],
+        "runs": runs,
+    }
+    print(
+        f"median speed-up, 2 vs 1 worker processes: {summary['median_speedup']:.2f}x "
+        f"(target >= 1.7x); load average now {os.getloadavg()[0]:.2f}"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
