@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from policyopt._version import __version__
 from policyopt.errors import ConfigError, DatasetError, ScoreTypeError, describe
+from policyopt.prompts import Message, PromptShape, validate_prompt
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -27,6 +28,7 @@ __all__ = [
     "OptimizationResult",
     "Program",
     "Prompt",
+    "PromptValue",
     "Score",
     "example_ids",
     "normalize_score",
@@ -36,8 +38,12 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-#: A prompt is one text, or named components for multi-prompt programs.
-Prompt: TypeAlias = "str | dict[str, str]"
+#: A prompt is one text, named components for multi-prompt programs, or a list of chat
+#: messages whose contents are the components (see :mod:`policyopt.prompts`).
+Prompt: TypeAlias = "str | dict[str, str] | list[dict[str, str]]"
+
+#: The same, as pydantic fields declare it (a result holds prompts in the user's shape).
+PromptValue: TypeAlias = str | dict[str, str] | list[Message]
 
 #: Example ids are strings so that per-example score maps round-trip exactly through JSON.
 ExampleId: TypeAlias = str
@@ -116,31 +122,12 @@ def is_finite(score: Score) -> bool:
     return score.objectives is None or all(math.isfinite(v) for v in score.objectives.values())
 
 
-def validate_prompt(prompt: object, *, name: str = "prompt") -> str | dict[str, str]:
-    """Check that ``prompt`` is a str or a non-empty dict of str -> str and return it."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, Mapping):
-        if not prompt:
-            raise ConfigError(
-                f"The {name!r} must be a str or a non-empty dict of named str components; "
-                "got an empty dict."
-            )
-        for key, value in prompt.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise ConfigError(
-                    f"The {name!r} must be a str or a dict[str, str]; component {key!r} is "
-                    f"{describe(value)}. Convert every component to text."
-                )
-        return dict(prompt)
-    raise ConfigError(
-        f"The {name!r} must be a str or a dict[str, str] of named components; "
-        f"got {describe(prompt)} instead."
-    )
+def prompt_key(prompt: str | Mapping[str, str] | Sequence[Mapping[str, str]]) -> str:
+    """Stable content hash of a prompt: the rollout cache and journal key it by this.
 
-
-def prompt_key(prompt: str | Mapping[str, str]) -> str:
-    """Stable content hash of a prompt: the rollout cache and journal key it by this."""
+    The JSON form keeps the shapes apart: ``"hi"``, ``{"prompt": "hi"}`` and
+    ``[{"role": "user", "content": "hi"}]`` hash differently.
+    """
     canonical = json.dumps(prompt, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     # surrogatepass: a lone surrogate (an LM can answer one) still hashes, stably
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
@@ -184,20 +171,20 @@ class Program:
     """The thing being optimized: a seed prompt and the user's ``evaluate`` (and ``run``).
 
     ``evaluate(prompt, example)`` runs the user's program with ``prompt`` on one example and
-    returns a float or a :class:`Score`. It receives the prompt in the seed's shape (str or
-    dict). ``run(prompt, example)``, optional, returns the program's output (MIPRO bootstraps
-    demonstrations from it).
+    returns a float or a :class:`Score`. It receives the prompt in the seed's shape (str, dict,
+    or a list of chat messages with optimized contents). ``run(prompt, example)``, optional,
+    returns the program's output (MIPRO bootstraps demonstrations from it).
     """
 
     __slots__ = ("evaluate", "prompt", "run")
 
     def __init__(
         self,
-        prompt: str | Mapping[str, str],
+        prompt: str | Mapping[str, str] | Sequence[Mapping[str, str]],
         evaluate: Callable[[Any, Any], object],
         run: Callable[[Any, Any], object] | None = None,
     ) -> None:
-        self.prompt: str | dict[str, str] = validate_prompt(prompt, name="prompt")
+        self.prompt: str | dict[str, str] | list[Message] = validate_prompt(prompt, name="prompt")
         if not callable(evaluate):
             raise ConfigError(
                 f"The 'evaluate' parameter of Program must be callable as evaluate(prompt, "
@@ -212,8 +199,9 @@ class Program:
 
     @property
     def components(self) -> list[str]:
-        """Names of the prompt's components (``["prompt"]`` for a single text)."""
-        return list(self.prompt) if isinstance(self.prompt, dict) else ["prompt"]
+        """Names of the prompt's components (``["prompt"]`` for a single text, the message
+        names for chat messages: see :mod:`policyopt.prompts`)."""
+        return list(PromptShape.of(self.prompt).names)
 
     def __repr__(self) -> str:
         name = getattr(self.evaluate, "__qualname__", type(self.evaluate).__name__)
@@ -254,7 +242,7 @@ class Candidate(_Frozen):
     """One prompt an optimizer tried, with its lineage and per-example validation scores."""
 
     index: int
-    prompt: str | dict[str, str]
+    prompt: PromptValue
     parents: list[int] = Field(default_factory=list)
     origin: str = "seed"
     val_scores: dict[ExampleId, float] = Field(default_factory=dict)
@@ -274,7 +262,7 @@ class OptimizationResult(_Frozen):
     schema_version: int = SCHEMA_VERSION
     library_version: str = __version__
     optimizer: str
-    best_prompt: str | dict[str, str]
+    best_prompt: PromptValue
     best_score: float
     best_candidate: int
     candidates: list[Candidate]

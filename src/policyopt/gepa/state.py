@@ -8,17 +8,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policyopt.gepa.pareto import ParetoFront
-from policyopt.types import Candidate, prompt_key
+from policyopt.prompts import PromptShape
+from policyopt.types import Candidate, PromptValue, prompt_key
 
 __all__ = ["Population"]
 
 
 @dataclass
 class Population:
-    """Every candidate GEPA kept, indexed by its position; prompts are stored as dicts."""
+    """Every candidate GEPA kept, indexed by its position; prompts are stored as components
+    (name -> text) and rebuilt in the seed's shape (str, dict or chat messages) by ``shape``."""
 
     components: list[str]
-    single: bool  # the seed was a plain str: hand evaluate() a str
+    shape: PromptShape
     tolerance: float = 1e-6
     prompts: list[dict[str, str]] = field(default_factory=list)
     parents: list[list[int]] = field(default_factory=list)
@@ -33,17 +35,17 @@ class Population:
         self.front = ParetoFront(self.tolerance)
 
     @classmethod
-    def from_seed(cls, seed: str | Mapping[str, str], tolerance: float) -> Population:
+    def from_seed(cls, seed: object, tolerance: float) -> Population:
         """A population holding only the seed (not yet scored)."""
-        single = isinstance(seed, str)
-        prompt = {"prompt": seed} if isinstance(seed, str) else dict(seed)
-        pop = cls(components=list(prompt), single=single, tolerance=tolerance)
+        shape = PromptShape.of(seed)
+        prompt = shape.components(seed)
+        pop = cls(components=list(prompt), shape=shape, tolerance=tolerance)
         pop.add(prompt, [], "seed", 0, 0)
         return pop
 
-    def shaped(self, prompt: Mapping[str, str]) -> str | dict[str, str]:
+    def shaped(self, prompt: Mapping[str, str]) -> PromptValue:
         """The prompt in the seed's shape (what evaluate() receives)."""
-        return prompt["prompt"] if self.single else dict(prompt)
+        return self.shape.shaped(prompt)
 
     def key(self, prompt: Mapping[str, str]) -> str:
         """Content key of a prompt, as the rollout engine computes it."""

@@ -73,10 +73,11 @@ from policyopt.opro.meta import (
     render_history,
     render_meta_prompt,
 )
+from policyopt.prompts import PromptShape
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import RunContext, _one_lm, settings_or_error
 from policyopt.state.memo import JournaledLM
-from policyopt.types import Candidate, ExampleId, OptimizationResult, Program
+from policyopt.types import Candidate, ExampleId, OptimizationResult, Program, PromptValue
 
 __all__ = ["OPRO"]
 
@@ -90,7 +91,8 @@ class OPRO:
 
     ``meta_lm`` (alias ``lm``) is a litellm model string, a :class:`policyopt.LM`, or any
     callable ``str -> str``: the optimizer LLM that reads the meta-prompt and writes new
-    instructions. The program's prompt must be a ``str`` (one instruction). ``listeners``
+    instructions. The program's prompt must be a ``str`` (one instruction) or chat messages
+    (OPRO rewrites the system message, else the first; the others stay). ``listeners``
     receive every event of the run. Every other parameter is a setting, validated by
     :class:`~policyopt.opro.config.OPROSettings`:
 
@@ -177,10 +179,11 @@ class OPRO:
                 f"OPRO.optimize expects a policyopt.Program; got {type(program).__name__}. "
                 "Wrap your prompt and evaluate: Program(prompt, evaluate)."
             )
-        if not isinstance(program.prompt, str):
+        if isinstance(program.prompt, dict):
             raise ConfigError(
-                "OPRO optimizes one instruction: the program's prompt must be a str; got a dict "
-                f"of {len(program.prompt)} components (use GEPA or MIPRO for those)."
+                "OPRO optimizes one instruction: the program's prompt must be a str or chat "
+                f"messages; got a dict of {len(program.prompt)} components (use GEPA or MIPRO "
+                "for those)."
             )
         return _Run(self, program, trainset, valset).run()
 
@@ -192,7 +195,10 @@ class _Run:
         self, opro: OPRO, program: Program, trainset: Sequence[Any], valset: Sequence[Any] | None
     ) -> None:
         s = self.s = opro.settings
-        self.seed_prompt = str(program.prompt)
+        # a chat prompt: OPRO rewrites its instruction-bearing message, the rest stays
+        self.shape = PromptShape.of(program.prompt)
+        self.fixed = self.shape.components(program.prompt)
+        self.seed_prompt = self.fixed[self.shape.instruction]
         self.ctx = RunContext(
             optimizer="opro",
             settings=s,
@@ -235,16 +241,23 @@ class _Run:
         """The best full-valset candidate (the earliest among equals)."""
         return max(self.candidates, key=lambda c: (c.val_score, -c.index))
 
+    def wrap(self, text: str) -> PromptValue:
+        """The prompt ``evaluate`` receives for an instruction, in the seed's shape."""
+        return self.shape.shaped({**self.fixed, self.shape.instruction: text})
+
     def _full_eval(self, text: str, parents: list[int], origin: str) -> bool:
         """Score ``text`` on the whole valset and keep it as a candidate; False when cut."""
         ctx = self.ctx
-        result = self.engine.run([(text, i) for i in ctx.val_ids], split=ctx.val_split, label="val")
+        prompt = self.wrap(text)
+        result = self.engine.run(
+            [(prompt, i) for i in ctx.val_ids], split=ctx.val_split, label="val"
+        )
         if not result.complete:
             return False
         index = len(self.candidates)
         candidate = Candidate(
             index=index,
-            prompt=text,
+            prompt=prompt,
             parents=parents,
             origin=origin,
             val_scores={i: r.value for i, r in zip(ctx.val_ids, result.rollouts, strict=True) if r},
@@ -282,7 +295,7 @@ class _Run:
         useful = len(ctx.val_ids) + 3 * plan["rollouts_per_step_max"]
         return ctx.execute(
             optimizer="opro",
-            seed_prompt=self.seed_prompt,
+            seed_prompt=self.wrap(self.seed_prompt),
             settings=s.model_dump(exclude={"meta_template"}),
             estimate=plan,
             body=self._body,
@@ -430,7 +443,7 @@ class _Run:
     ) -> str | None:
         """Score the proposals on the minibatch; promote the step's best when it holds up."""
         ctx, engine = self.ctx, self.engine
-        requests = [(text, i) for _, text in texts for i in batch]
+        requests = [(self.wrap(text), i) for _, text in texts for i in batch]
         result = engine.run(requests, split=ctx.val_split, label="proposals")
         rollouts = iter(result.rollouts)
         reference = math.fsum(incumbent.val_scores.get(i, 0.0) for i in batch) / len(batch)
@@ -460,12 +473,15 @@ class _Run:
         if not promote:
             return None
         _, _, text, where = top
-        if not ctx.affordable([(text, i) for i in ctx.val_ids], ctx.val_split):
+        if not ctx.affordable([(self.wrap(text), i) for i in ctx.val_ids], ctx.val_split):
             return "budget"
         index = len(self.candidates)
         ctx.events.emit(
             CandidateProposed(
-                candidate=index, parents=[incumbent.index], origin="opro", prompt=text
+                candidate=index,
+                parents=[incumbent.index],
+                origin="opro",
+                prompt=self.wrap(text),
             )
         )
         if not self._full_eval(text, [incumbent.index], "opro"):

@@ -60,7 +60,7 @@ class StatusBody(_Open):
     finished_at: str | None
     progress: Progress
     best_score: float | None
-    best_prompt: str | dict[str, str] | None
+    best_prompt: str | dict[str, str] | list[dict[str, str]] | None
     error: str | None
     cancel_requested: bool
     last_seq: int

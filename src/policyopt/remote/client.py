@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ class JobStatus(_Model):
     finished_at: str | None = None
     progress: Progress = Field(default_factory=Progress)
     best_score: float | None = None
-    best_prompt: str | dict[str, str] | None = None
+    best_prompt: str | dict[str, str] | list[dict[str, str]] | None = None
     error: str | None = None
     cancel_requested: bool = False
     last_seq: int = 0
@@ -140,7 +140,7 @@ class RankedPrompt(_Model):
 
     rank: int
     candidate: int
-    prompt: str | dict[str, str]
+    prompt: str | dict[str, str] | list[dict[str, str]]
     val_score: float | None
     n_val: int = 0
     origin: str = ""
@@ -190,10 +190,12 @@ class JobEvent(_Model):
         return self.type in ("job.succeeded", "job.failed", "job.cancelled")
 
 
-def _text(prompt: str | Mapping[str, str]) -> str:
+def _text(prompt: str | Mapping[str, str] | Sequence[Mapping[str, str]]) -> str:
     if isinstance(prompt, str):
         return prompt
-    return "\n\n".join(f"[{name}]\n{text}" for name, text in prompt.items())
+    if isinstance(prompt, Mapping):
+        return "\n\n".join(f"[{name}]\n{text}" for name, text in prompt.items())
+    return "\n\n".join(f"[{m.get('role', '?')}]\n{m.get('content', '')}" for m in prompt)
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, str]]:

@@ -84,8 +84,8 @@ class RolloutRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     example_id: str = Field(min_length=1, max_length=1000)
-    prompt: str | dict[str, str] = Field(
-        description="the candidate prompt: a text, or named text components"
+    prompt: str | dict[str, str] | list[dict[str, str]] = Field(
+        description="the candidate prompt: a text, named text components, or chat messages"
     )
     policy: dict[str, Any] = Field(default_factory=dict)
     run_id: str | None = Field(default=None, max_length=200)

@@ -20,7 +20,7 @@ import json as _json
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -165,7 +165,7 @@ class TaskAppClient:
     def rollout(
         self,
         example_id: str,
-        prompt: str | Mapping[str, str],
+        prompt: str | Mapping[str, str] | Sequence[Mapping[str, str]],
         policy: Mapping[str, Any] | None = None,
         *,
         run_id: str | None = None,
@@ -173,7 +173,11 @@ class TaskAppClient:
         """``POST /rollout``: the score of ``prompt`` on one example, as a :class:`Score`."""
         body = RolloutRequest(
             example_id=str(example_id),
-            prompt=prompt if isinstance(prompt, str) else dict(prompt),
+            prompt=prompt  # type: ignore[arg-type]
+            if isinstance(prompt, str)
+            else dict(prompt)
+            if isinstance(prompt, Mapping)
+            else [dict(m) for m in prompt],
             policy=dict(policy or {}),
             run_id=run_id if run_id is not None else self.run_id,
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from policyopt.errors import MissingDependencyError
+from policyopt.prompts import prompt_text
 from policyopt.runview.load import RunView
 from policyopt.runview.show import to_dict
 
@@ -195,8 +196,7 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _prompt(prompt: Any) -> str:
-    text = prompt if isinstance(prompt, str) else "\n".join(f"[{k}] {v}" for k, v in prompt.items())
-    return f"<pre>{html.escape(text)}</pre>"
+    return f"<pre>{html.escape(prompt_text(prompt))}</pre>"
 
 
 _STYLE = """

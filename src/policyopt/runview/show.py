@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from policyopt.prompts import prompt_text
 from policyopt.runview.load import RunView
 
 __all__ = ["render", "to_dict"]
 
 
-def _prompt_text(prompt: str | dict[str, str]) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    return "\n".join(f"[{name}] {text}" for name, text in prompt.items())
+def _prompt_text(prompt: object) -> str:
+    """A prompt for people: a text as is, components and chat messages one per line."""
+    return prompt_text(prompt)
 
 
 def to_dict(view: RunView) -> dict[str, Any]:

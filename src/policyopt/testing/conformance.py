@@ -10,6 +10,7 @@ Give it a factory that builds your optimizer from a few standard settings::
     suite.check_all(tmp_path)        # or call the check_* methods one by one
 
 The task is synthetic: each example needs a keyword in the prompt, and the feedback names it.
+:meth:`Conformance.check_chat_prompts` runs it with a chat-message seed prompt.
 """
 
 from __future__ import annotations
@@ -18,26 +19,62 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from policyopt.errors import EvaluationError
+from policyopt.errors import ConfigError, EvaluationError
 from policyopt.protocol import Optimizer
 from policyopt.testing import faults
 from policyopt.testing.fake_lm import ScriptedLM
 from policyopt.types import OptimizationResult, Program, Score
 
 __all__ = [
+    "CHAT_SEED",
     "KEYWORDS",
+    "ChatEvaluate",
     "Conformance",
     "CountingEvaluate",
+    "chat_problem",
     "comparable",
     "keyword_reflection_lm",
     "keyword_task",
 ]
 
 KEYWORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")
+
+#: The keyword task's seed as chat messages (both contents are optimizable components).
+CHAT_SEED = [
+    {"role": "system", "content": "Solve the task."},
+    {"role": "user", "content": "Here is the input."},
+]
+
+
+def _text(prompt: Any) -> str:
+    """Every text of a prompt, joined: a str, a dict's values or chat messages' contents."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, Mapping):
+        return " ".join(prompt.values())
+    return " ".join(m["content"] for m in prompt)
+
+
+def chat_problem(prompt: Any) -> str | None:
+    """What is wrong with a prompt built from :data:`CHAT_SEED` (None: nothing).
+
+    It must be a list of message dicts: the system message, optional user/assistant
+    demonstration pairs, then the user message, every content a str.
+    """
+    if not isinstance(prompt, list) or not all(isinstance(m, dict) for m in prompt):
+        return f"not a list of message dicts: {type(prompt).__name__}"
+    if not all(isinstance(m.get("content"), str) for m in prompt):
+        return "a message content is not a str"
+    roles = [m.get("role") for m in prompt]
+    pairs = (len(roles) - 2) // 2
+    if len(roles) < 2 or roles != ["system", *(["user", "assistant"] * pairs), "user"]:
+        return f"unexpected roles {roles}"
+    return None
+
 
 Factory = Callable[..., Optimizer]
 
@@ -65,7 +102,7 @@ class CountingEvaluate:
         return sum(self.calls.values())
 
     def __call__(self, prompt: Any, example: dict[str, str]) -> Score:
-        text = prompt if isinstance(prompt, str) else " ".join(prompt.values())
+        text = _text(prompt)
         with self._lock:
             if self.crash_after is not None and self.total >= self.crash_after:
                 raise _Crash("simulated crash")
@@ -82,12 +119,31 @@ class CountingEvaluate:
 
 
 def keyword_task(
-    n_train: int = 12, n_val: int = 12, evaluate: CountingEvaluate | None = None
+    n_train: int = 12,
+    n_val: int = 12,
+    evaluate: CountingEvaluate | None = None,
+    prompt: Any = "Solve the task.",
 ) -> tuple[Program, list[dict[str, str]], list[dict[str, str]]]:
-    """``(program, trainset, valset)`` of the synthetic keyword task."""
+    """``(program, trainset, valset)`` of the synthetic keyword task (``prompt``: its seed)."""
     train = [{"id": f"t{i}", "need": KEYWORDS[i % len(KEYWORDS)]} for i in range(n_train)]
     val = [{"id": f"v{i}", "need": KEYWORDS[(i + 1) % len(KEYWORDS)]} for i in range(n_val)]
-    return Program("Solve the task.", evaluate or CountingEvaluate()), train, val
+    return Program(prompt, evaluate or CountingEvaluate()), train, val
+
+
+class ChatEvaluate(CountingEvaluate):
+    """The keyword task's evaluate for :data:`CHAT_SEED`: also records every prompt it got
+    that is not chat messages of the seed's shape (see :func:`chat_problem`)."""
+
+    def __init__(self, crash_after: int | None = None) -> None:
+        super().__init__(crash_after=crash_after)
+        self.problems: list[str] = []
+
+    def __call__(self, prompt: Any, example: dict[str, str]) -> Score:
+        problem = chat_problem(prompt)
+        if problem is not None:
+            with self._lock:
+                self.problems.append(problem)
+        return super().__call__(prompt, example)
 
 
 def keyword_reflection_lm(words_per_fix: int = 1) -> ScriptedLM:
@@ -153,8 +209,14 @@ class Conformance:
 
     def check_budget_never_exceeded(self) -> None:
         """For several budgets: finished evaluate calls <= budget == or > reported rollouts."""
-        for budget in (12, 13, 17, 30, self.budget):
-            result, evaluate = self._run(max_rollouts=budget)
+        for budget in (12, 13, 17, 30, 50, self.budget):
+            evaluate = CountingEvaluate()
+            try:
+                result, evaluate = self._run(max_rollouts=budget, evaluate=evaluate)
+            except ConfigError as exc:  # a budget too small for one step may be refused ...
+                assert evaluate.total == 0, "a refused budget spent rollouts"  # ... up front
+                assert "max_rollouts" in str(exc), str(exc)
+                continue
             assert evaluate.total <= budget, (budget, evaluate.total)
             assert result.n_rollouts == evaluate.total, (result.n_rollouts, evaluate.total)
             assert max(evaluate.calls.values()) == 1, "a rollout was paid twice"
@@ -207,6 +269,36 @@ class Conformance:
         assert not set(broken.calls) & set(rest.calls), "a finished rollout was paid again"
         assert comparable(resumed) == comparable(reference)
 
+    def check_chat_prompts(self, tmp_path: Path) -> None:
+        """A chat-message seed: ``evaluate`` always gets chat messages of the seed's shape
+        (never a flattened string), the contents improve, every candidate keeps the shape, the
+        result round-trips through JSON and a finished run_dir replays at no cost."""
+
+        def run(evaluate: ChatEvaluate) -> OptimizationResult:
+            program, train, val = keyword_task(evaluate=evaluate, prompt=CHAT_SEED)
+            optimizer = self.factory(
+                max_rollouts=self.budget,
+                seed=0,
+                run_dir=str(tmp_path / "chat"),
+                max_errors=10,
+                n_jobs=2,
+            )
+            return optimizer.optimize(program, train, val)
+
+        evaluate = ChatEvaluate()
+        result = run(evaluate)
+        assert evaluate.total > 0 and not evaluate.problems, evaluate.problems[:3]
+        assert result.n_rollouts == evaluate.total <= self.budget
+        for candidate in result.candidates:
+            assert chat_problem(candidate.prompt) is None, candidate.prompt
+        assert chat_problem(result.best_prompt) is None, result.best_prompt
+        assert result.best_score > result.candidates[0].val_score, "chat contents never improved"
+        assert OptimizationResult.from_json(result.to_json()) == result
+        replay = ChatEvaluate()
+        again = run(replay)
+        assert replay.total == 0, f"replaying a finished chat run paid {replay.total} rollouts"
+        assert comparable(again) == comparable(result)
+
     def check_all(self, tmp_path: Path) -> None:
         """Every check above."""
         self.check_budget_never_exceeded()
@@ -214,6 +306,7 @@ class Conformance:
         self.check_json_round_trip()
         self.check_error_policy()
         self.check_resume_spends_nothing(tmp_path)
+        self.check_chat_prompts(tmp_path)
         self.check_faults(tmp_path)
         self.check_stops_while_a_rollout_hangs(tmp_path)
 

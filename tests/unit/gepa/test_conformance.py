@@ -39,6 +39,10 @@ def test_resume_spends_nothing(tmp_path: Path) -> None:
     SUITE.check_resume_spends_nothing(tmp_path)
 
 
+def test_chat_prompts(tmp_path: Path) -> None:
+    SUITE.check_chat_prompts(tmp_path)
+
+
 def test_faults(tmp_path: Path) -> None:
     SUITE.check_faults(tmp_path)
 
