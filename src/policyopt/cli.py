@@ -123,6 +123,38 @@ def _demo_settings(
     return settings
 
 
+_MLFLOW_OPTION = typer.Option(
+    "--mlflow",
+    metavar="URI",
+    help="Log the run to MLflow: sqlite:///mlflow.db (or a path ending in .db), a folder, or a "
+    "tracking server's URL (pip install 'policyopt[mlflow]').",
+)
+
+
+def _mlflow_uri(uri: str | None) -> str | None:
+    """The checked tracking URI of ``--mlflow`` (None when not given), or one error line."""
+    if uri is None:
+        return None
+    from policyopt.errors import PolicyOptError
+    from policyopt.tracking.mlflow import resolve_uri
+
+    try:
+        return resolve_uri(uri)
+    except PolicyOptError as exc:
+        _fail(f"--mlflow: {_error_text(exc)}")
+
+
+def _tracking(uri: str | None, **run: Any) -> Any:
+    """An MLflow run as a context manager yielding its listener, or ``None`` without a URI."""
+    import contextlib
+
+    if uri is None:
+        return contextlib.nullcontext(None)
+    from policyopt.tracking.mlflow import mlflow_listener
+
+    return mlflow_listener(uri, **run)
+
+
 @app.command()
 def demo(
     task: Annotated[str, typer.Option(help="Built-in task (see `policyopt tasks`).")] = "",
@@ -143,6 +175,7 @@ def demo(
         Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    mlflow: Annotated[str | None, _MLFLOW_OPTION] = None,
 ) -> None:
     """The main job: GEPA (or MIPRO) optimizes a built-in task's prompt on the local model.
 
@@ -169,6 +202,7 @@ def demo(
             f"examples of {name!r}; use --budget {len(val)} or more (the demo's default is 300), "
             "or fewer examples with --limit."
         )
+    tracking_uri = _mlflow_uri(mlflow)
     settings = _demo_settings(
         spec,
         budget=budget,
@@ -192,9 +226,17 @@ def demo(
     with (
         LocalLM(n_parallel=max(1, n_jobs), cache=cache or False) as lm,
         LocalLM.for_reflection(cache=cache or False, **spec.small_model_lm) as reflection_lm,
+        _tracking(
+            tracking_uri,
+            run_name=f"demo {task_def.name} {algorithm}",
+            params={"task": task_def.name, "budget": budget, "seed": seed, "model": "local"},
+        ) as tracker,
     ):
         program = task_def.program(lm)
-        optimizer = spec.build(lm=reflection_lm, max_rollouts=budget, **settings)
+        listeners = [tracker] if tracker is not None else []
+        optimizer = spec.build(
+            lm=reflection_lm, max_rollouts=budget, listeners=listeners, **settings
+        )
         try:
             result = optimizer.optimize(program, train, val)
         except PolicyOptError as exc:  # e.g. a --run-dir written with other settings
@@ -214,6 +256,16 @@ def demo(
                     {"prompt": label, "test_accuracy": sum(scores) / len(scores), "text": prompt}
                 )
         task_usage, reflection_usage = lm.usage, reflection_lm.usage
+        if tracker is not None:
+            names = ("test_seed", "test_optimized", "test_reference")
+            scores = {name: row["test_accuracy"] for name, row in zip(names, rows, strict=True)}
+            tracker.log_metrics(
+                {**scores, "task_lm_calls": task_usage.calls}, step=result.n_rollouts
+            )
+            if run_dir is not None:
+                tracker.log_run_dir(run_dir)
+            else:
+                tracker.log_result(result)
     wall = time.perf_counter() - started
 
     table = Table(
@@ -237,6 +289,8 @@ def demo(
         console.print(
             f"The run is in {run_dir}: `policyopt show {run_dir}`, `policyopt plot {run_dir}`."
         )
+    if tracker is not None:
+        console.print(f"Logged to MLflow {tracking_uri} as run {tracker.run_id}.")
     if output is not None:
         payload = {
             "task": task_def.name,
@@ -530,6 +584,7 @@ def bench(
             "tcp://10.0.0.5:8786 (same policyopt on the workers; --parallel-cells at once).",
         ),
     ] = None,
+    mlflow: Annotated[str | None, _MLFLOW_OPTION] = None,
 ) -> None:
     """Run tasks x optimizers x seeds (resumably) and write tables, CSV/JSON and plots.
 
@@ -543,6 +598,8 @@ def bench(
 
     With --dask or --scheduler ADDRESS each cell's search and test run as a Dask task; records,
     resumption and the report stay the same (they are written here).
+
+    With --mlflow URI the invocation is one MLflow run and each cell run now a nested run in it.
     """
     from policyopt.bench import BenchSettings, load_records, run_benchmark, write_report
     from policyopt.bench.registry import names as optimizer_names
@@ -581,11 +638,18 @@ def bench(
                 )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
+        tracking_uri = _mlflow_uri(mlflow)
         from policyopt.bench.dask_cells import DaskSession
 
         cluster = DaskSession(local=dask, address=scheduler, n_workers=parallel_cells)
         try:
-            run_benchmark(settings, out, dask=cluster.open(), log=lambda m: typer.echo(m, err=True))
+            run_benchmark(
+                settings,
+                out,
+                dask=cluster.open(),
+                log=lambda m: typer.echo(m, err=True),
+                mlflow=tracking_uri,
+            )
         except PolicyOptError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc

@@ -97,7 +97,7 @@ class CandidateProposed(Event):
     candidate: int
     parents: list[int]
     origin: str
-    prompt: str | dict[str, str]
+    prompt: str | dict[str, str] | list[dict[str, str]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +132,9 @@ class RunFinished(Event):
     n_rollouts: int
     stop_reason: str
     wall_time_s: float
+    best_prompt: Any = None  # the best candidate's prompt (for listeners that keep no history)
+    lm_usage: dict[str, dict[str, Any]] = field(default_factory=dict)  # per LM role: LMUsage
+    cost_usd: float | None = None
 
 
 Listener = Callable[[Event], None]

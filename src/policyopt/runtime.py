@@ -284,6 +284,9 @@ class RunContext:
                     n_rollouts=result.n_rollouts,
                     stop_reason=result.stop_reason,
                     wall_time_s=result.wall_time_s,
+                    best_prompt=result.best_prompt,
+                    lm_usage={role: u.model_dump() for role, u in result.lm_usage.items()},
+                    cost_usd=result.cost_usd,
                 )
             )
             return result

@@ -80,6 +80,7 @@ class Registered:
             seed=ctx.seed,
             run_dir=str(ctx.run_dir / spec.name),
             progress=False,
+            listeners=ctx.listeners,
             **settings,
         )
         return _outcome(optimizer.optimize(ctx.program(), ctx.task.train, ctx.task.val))

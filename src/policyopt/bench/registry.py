@@ -45,6 +45,7 @@ class CellContext:
     run_dir: Path
     small_model: bool = True  # the embedded SmolLM2: use the settings tuned for tiny models
     settings: dict[str, Any] = field(default_factory=dict)  # per-optimizer overrides
+    listeners: tuple[Callable[[Any], None], ...] = ()  # event listeners (e.g. MLflow tracking)
 
     def program(self) -> Program:
         """The task's program on the cell's task LM, seeded with the task's seed prompt."""

@@ -40,6 +40,7 @@ from policyopt.bench.records import (
     write_atomic,
 )
 from policyopt.bench.registry import CellContext, OptimizerOutcome, get_optimizer
+from policyopt.bench.tracking import bench_run, cell_run, log_cell
 from policyopt.bench.variants import check_settings, parse_variant
 from policyopt.lm.base import LM, LMLike
 from policyopt.lm.metered import MeteredLM
@@ -103,6 +104,7 @@ def run_benchmark(
     tasks: Mapping[str, Task] | None = None,
     log: Log | None = None,
     dask: Any = None,
+    mlflow: str | None = None,
 ) -> BenchRun:
     """Run every cell of ``settings``' grid that has no record yet in ``out_dir``.
 
@@ -110,7 +112,8 @@ def run_benchmark(
     as a Dask task (:mod:`policyopt.bench.dask_cells`); records and resumption stay the same.
 
     ``task_lm``/``reflection_lm`` replace the models named in ``settings`` (e.g. scripted ones in
-    tests); ``tasks`` supplies task objects by name instead of looking them up.
+    tests); ``tasks`` supplies task objects by name instead of looking them up. ``mlflow`` (a
+    tracking URI) logs the invocation as an MLflow run with one nested run per cell run now.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,10 @@ def run_benchmark(
                     todo.append(key)
     say(f"{len(todo)} cells to run, {len(skipped)} already finished")
 
-    with _models(settings, task_lm, reflection_lm) as (shared_task, shared_reflection):
+    with (
+        _models(settings, task_lm, reflection_lm) as (shared_task, shared_reflection),
+        bench_run(mlflow, settings, out) as parent_run,
+    ):
         baselines = _Baselines(out, settings, shared_task, say)
         run_cell: Callable[..., CellRecord] = _run_cell
         remote = None
@@ -168,16 +174,20 @@ def run_benchmark(
             nonlocal done
             task = task_objects[key.task]
             baseline = baselines.get(key.task, task)
-            record = run_cell(
-                key,
-                task,
-                optimizers[key.optimizer],
-                settings,
-                shared_task,
-                shared_reflection,
-                baseline,
-                out,
-            )
+            with cell_run(parent_run, key, settings) as tracker:
+                record = run_cell(
+                    key,
+                    task,
+                    optimizers[key.optimizer],
+                    settings,
+                    shared_task,
+                    shared_reflection,
+                    baseline,
+                    out,
+                    listeners=() if tracker is None else (tracker,),
+                )
+                if tracker is not None:
+                    log_cell(tracker, record)
             write_atomic(out / "cells" / f"{key.slug}.json", record.model_dump_json(indent=2))
             with lock:
                 done += 1
@@ -312,6 +322,7 @@ def _run_cell(
     shared_reflection: LMLike,
     baseline: SplitScore,
     out: Path,
+    listeners: tuple[Callable[[Any], None], ...] = (),
 ) -> CellRecord:
     """Search, then score the result on test; a crash becomes a ``failed`` record."""
     started = time.perf_counter()
@@ -327,6 +338,7 @@ def _run_cell(
         run_dir=out / "runs" / key.slug,
         small_model=settings.task_model == "local" or settings.reflection_model == "local",
         settings=settings.cell_settings(key.optimizer),
+        listeners=listeners,
     )
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     common: dict[str, Any] = {
