@@ -38,8 +38,10 @@ __all__ = ["DASK_PREFIX", "DaskRunner", "connect", "is_dask", "local_cluster", "
 
 #: a backend string ``dask://<scheduler address>`` connects to that scheduler
 DASK_PREFIX = "dask://"
-#: seconds to wait for a first worker (or for a scheduler) before failing
+#: seconds to wait for a first worker before failing
 WORKER_WAIT_S = 30.0
+#: seconds to keep trying to reach a scheduler named by address before failing
+CONNECT_TIMEOUT_S = 10.0
 _POLL_S = 0.1  # how often a waiting batch looks at the cancel flag
 _INSTALL_HINT = "Install the extra: pip install 'policyopt[dask]' (dask[distributed])."
 
@@ -101,12 +103,13 @@ def connect(backend: object) -> tuple[Any, bool]:
             "'dask://tcp://host:8786' (or 'dask' for the current Client)."
         )
     try:
-        return distributed.Client(address, timeout=WORKER_WAIT_S, set_as_default=False), True
+        client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ConfigError(
             f"Cannot reach the Dask scheduler at {address!r} ({type(exc).__name__}: {exc}). "
             "Start one (dask scheduler --host HOST) or fix the address in backend='dask://...'."
         ) from None
+    return client, True
 
 
 def probe(blobs: list[tuple[str, bytes]]) -> dict[str, Any]:
