@@ -108,11 +108,30 @@ Source = Annotated[DataSource, BeforeValidator(_source)]
 
 
 class DataConfig(_Strict):
-    """The splits: ``train`` is required; without ``val`` the search validates on train."""
+    """The splits: ``train`` is required; without ``val`` the search validates on train. Or
+    ``load``: one ``module:callable`` returning ``{"train": [...], "val": [...], "test": [...]}``
+    (``data = "module:load"`` is short for it)."""
 
-    train: Source
+    train: Source | None = None
     val: Source | None = None
     test: Source | None = None
+    load: str | None = Field(default=None, description="module:callable returning the splits")
+
+    @model_validator(mode="after")
+    def _splits(self) -> DataConfig:
+        if self.load is not None:
+            if any(s is not None for s in (self.train, self.val, self.test)):
+                raise ValueError("give load (all splits) or train/val/test, not both")
+            if not REF.fullmatch(self.load):
+                raise ValueError(f"load must be 'module:callable'; got {self.load!r}")
+        elif self.train is None:
+            raise ValueError("data.train is required (a file, 'hf:NAME' or 'module:load')")
+        return self
+
+
+def _data(value: Any) -> Any:
+    """``data = "module:load"`` as ``{load = "module:load"}``."""
+    return {"load": value} if isinstance(value, str) else value
 
 
 class LocalModels(Models):
@@ -170,7 +189,7 @@ class LocalConfig(RunConfigBase):
     evaluate: str | None = Field(
         default=None, description="module:function evaluate(prompt, example[, lm])"
     )
-    data: DataConfig | str = Field(
+    data: Annotated[DataConfig, BeforeValidator(_data)] = Field(
         description="the splits' sources, or 'module:load' returning {train, val, test}"
     )
     models: LocalModels = Field(default_factory=lambda: LocalModels())
@@ -195,10 +214,6 @@ class LocalConfig(RunConfigBase):
             value = getattr(self, key)
             if value is not None and not REF.fullmatch(value):
                 problems.append((key, f"must be 'module:attribute'; got {value!r}"))
-        if isinstance(self.data, str) and not REF.fullmatch(self.data):
-            problems.append(
-                ("data", "a string here is 'module:load'; give files as data.train = 'x.jsonl'")
-            )
         for key in ("task", "reflection"):
             value = getattr(self.models, key)
             if value is not None and ":" in value and "/" not in value and not REF.fullmatch(value):
@@ -394,14 +409,15 @@ def _evaluate_builder(evaluate: Any, prompt: str, takes_lm: bool) -> Callable[[A
 
 
 # ------------------------------------------------------------------------------- data
-def _load_data(data: DataConfig | str, base: Path) -> tuple[list[Any], list[Any] | None, list[Any]]:
-    if isinstance(data, str):
-        loaded = _call_loader(data, "data")
+def _load_data(data: DataConfig, base: Path) -> tuple[list[Any], list[Any] | None, list[Any]]:
+    if data.load is not None:
+        ref = data.load
+        loaded = _call_loader(ref, "data.load")
         if isinstance(loaded, Mapping):
             unknown = set(loaded) - {"train", "val", "test"}
             if unknown or "train" not in loaded:
                 raise ConfigError(
-                    f"data: {data} must return a dict with 'train' (and 'val', 'test'); "
+                    f"data.load: {ref} must return a dict with 'train' (and 'val', 'test'); "
                     f"got keys {sorted(loaded)}."
                 )
             splits = [loaded.get("train"), loaded.get("val"), loaded.get("test")]
@@ -413,12 +429,13 @@ def _load_data(data: DataConfig | str, base: Path) -> tuple[list[Any], list[Any]
             splits = [*loaded, None][:3]
         else:
             raise ConfigError(
-                f"data: {data} must return {{'train': [...], 'val': [...], 'test': [...]}} or "
+                f"data.load: {ref} must return {{'train': [...], 'val': [...], 'test': [...]}} or "
                 f"(train, val[, test]); got {describe(loaded)}."
             )
-        out = [None if s is None else _examples(s, f"data ({data})") for s in splits]
+        out = [None if s is None else _examples(s, f"data.load ({ref})") for s in splits]
         train, val, test = out
     else:
+        assert data.train is not None  # checked by DataConfig
         train = _read_source(data.train, "data.train", "train", base)
         val = None if data.val is None else _read_source(data.val, "data.val", "validation", base)
         test = None if data.test is None else _read_source(data.test, "data.test", "test", base)

@@ -1,0 +1,346 @@
+"""``policyopt optimize`` / ``policyopt estimate`` on a user-style module with scripted LMs
+(``models.task = "prog:task_lm"``): a run, its resume (no rollout paid twice), --set, the
+estimate, data formats, and bad configs as one error line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from policyopt.cli import app
+
+runner = CliRunner()
+
+PAIRS = [
+    ("hot", "cold"),
+    ("up", "down"),
+    ("big", "small"),
+    ("fast", "slow"),
+    ("open", "closed"),
+    ("happy", "sad"),
+    ("early", "late"),
+    ("full", "empty"),
+]
+
+PROGRAM = """
+from pathlib import Path
+from policyopt import Program, Score
+
+CALLS = Path(__file__).with_name("calls.txt")
+OPPOSITES = dict(PAIRS_REPR)
+
+
+def evaluate(prompt, example, lm):
+    with CALLS.open("a") as f:
+        f.write(example["word"] + "\\n")
+    answer = lm(f"{prompt}\\n\\nInput: {example['word']}\\nAnswer:")
+    ok = example["answer"] in answer.lower()
+    return Score(float(ok), output=answer, feedback=None if ok else f"expected {example['answer']}")
+
+
+def evaluate_own(prompt, example):
+    return evaluate(prompt, example, task_lm)
+
+
+def task_lm(text):
+    word = text.rsplit("Input: ", 1)[1].split("\\n")[0]
+    return OPPOSITES.get(word, "?") if "opposite" in text.lower() else "hmm"
+
+
+def reflect(text):
+    return "```\\nGive the opposite of the word.\\n```"
+
+
+def make_program(lm):
+    return Program("Answer the question.", lambda p, e: evaluate(p, e, lm))
+
+
+def load():
+    rows = [{"id": w, "word": w, "answer": a} for w, a in OPPOSITES.items()]
+    return {"train": rows[:4], "val": rows[4:]}
+
+
+program = Program("Answer the question.", evaluate_own)
+""".replace("PAIRS_REPR", repr(PAIRS))
+
+CONFIG = """
+[policy_optimization]
+algorithm = "gepa"
+initial_prompt = "Answer the question."
+evaluate = "prog:evaluate"
+run_dir = "runs/one"
+
+[policy_optimization.data]
+train = "train.jsonl"
+val = "val.jsonl"
+
+[policy_optimization.models]
+task = "prog:task_lm"
+reflection = "prog:reflect"
+
+[policy_optimization.budget]
+max_rollouts = 30
+
+[policy_optimization.gepa]
+minibatch_size = 2
+n_jobs = 2
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    """A folder with prog.py, train/val JSONL files and config.toml; the module is forgotten
+    afterwards so that every test imports its own."""
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    rows = [{"id": w, "word": w, "answer": a} for w, a in PAIRS]
+    for name, part in (("train", rows[:4]), ("val", rows[4:])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    (tmp_path / "config.toml").write_text(CONFIG)
+    yield tmp_path
+    sys.modules.pop("prog", None)
+    while str(tmp_path) in sys.path:
+        sys.path.remove(str(tmp_path))
+
+
+def calls(project: Path) -> int:
+    path = project / "calls.txt"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def invoke(*args: str) -> Result:
+    return runner.invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def assert_one_line_error(result: Result, *needles: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# --------------------------------------------------------------------------- optimize
+def test_optimize_prints_estimate_and_best_prompt_and_resumes_without_paying_again(
+    project: Path,
+) -> None:
+    config = str(project / "config.toml")
+    first = invoke("optimize", config, "--no-progress")
+    assert first.exit_code == 0, first.output
+    assert "Estimate: gepa on 4 train / 4 val / 0 test examples, budget 30" in first.stdout
+    assert "Best prompt (val score 1.000, seed prompt 0.000" in first.stdout
+    assert "\nGive the opposite of the word.\n" in first.stdout  # in full, on its own line
+    run_dir = project / "runs" / "one"
+    outcome = json.loads((run_dir / "optimize.json").read_text())
+    assert outcome["best_prompt"] == "Give the opposite of the word."
+    assert (run_dir / "result.json").exists()
+    paid = calls(project)
+    assert 0 < paid <= 30 and outcome["n_rollouts"] == paid
+
+    again = invoke("optimize", config, "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert calls(project) == paid  # every finished rollout came from the journal
+    assert "\nGive the opposite of the word.\n" in again.stdout
+
+
+def test_set_overrides_and_run_dir_option(project: Path, tmp_path_factory: Any) -> None:
+    where = tmp_path_factory.mktemp("elsewhere") / "run"
+    result = invoke(
+        "optimize",
+        str(project / "config.toml"),
+        "--no-progress",
+        "--set",
+        "budget.max_rollouts=6",
+        "--set",
+        'models.reflection="prog:task_lm"',  # proposals that never help
+        "--run-dir",
+        str(where),
+    )
+    assert result.exit_code == 0, result.output
+    assert calls(project) <= 6
+    assert json.loads((where / "optimize.json").read_text())["n_rollouts"] <= 6
+    assert not (project / "runs").exists()
+
+
+def test_program_object_module_loader_and_variant(project: Path) -> None:
+    (project / "variant.toml").write_text(
+        """
+[policy_optimization]
+algorithm = "gepa[merge=false]"
+program = "prog:program"
+data = "prog:load"
+run_dir = "runs/v"
+[policy_optimization.models]
+reflection = "prog:reflect"
+[policy_optimization.budget]
+max_rollouts = 20
+"""
+    )
+    result = invoke("optimize", str(project / "variant.toml"), "--no-progress")
+    assert result.exit_code == 0, result.output
+    settings = json.loads((project / "runs" / "v" / "result.json").read_text())["settings"]
+    assert settings["merge"] is False
+
+
+def test_program_factory_gets_the_task_model_and_test_split_is_scored(project: Path) -> None:
+    rows = [{"id": f"t{w}", "word": w, "answer": a} for w, a in PAIRS[:3]]
+    with (project / "test.csv").open("w") as f:
+        f.write(
+            "id,word,answer\n" + "".join(f"{r['id']},{r['word']},{r['answer']}\n" for r in rows)
+        )
+    text = CONFIG.replace('evaluate = "prog:evaluate"', 'program = "prog:make_program"')
+    text = text.replace('val = "val.jsonl"', 'val = "val.jsonl"\ntest = "test.csv"')
+    (project / "factory.toml").write_text(text)
+    result = invoke("optimize", str(project / "factory.toml"), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "Test split (3 examples): seed 0.000 -> best 1.000" in result.stdout
+
+
+def test_parquet_data(project: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    rows = [{"id": w, "word": w, "answer": a} for w, a in PAIRS]
+    pq.write_table(pa.Table.from_pylist(rows[:4]), project / "train.parquet")
+    text = CONFIG.replace('train = "train.jsonl"', 'train = "train.parquet"')
+    (project / "pq.toml").write_text(text)
+    result = invoke("estimate", str(project / "pq.toml"))
+    assert result.exit_code == 0, result.output
+    assert "on 4 train / 4 val" in result.stdout
+
+
+# --------------------------------------------------------------------------- estimate
+def test_estimate_counts_rollouts_calls_tokens_and_dollars(project: Path) -> None:
+    config = str(project / "config.toml")
+    scripted = invoke("estimate", config)
+    assert scripted.exit_code == 0, scripted.output
+    assert "rollouts: at most 30 in the search (hard cap 30)" in scripted.stdout
+    assert "task LM (prog:task_lm): ~30 calls" in scripted.stdout
+    assert "unknown price" in scripted.stdout
+    priced = invoke(
+        "estimate",
+        config,
+        "--set",
+        "models.reflection=openai/gpt-4o-mini",
+        "--set",
+        "models.task=local",
+        "--json",
+    )
+    assert priced.exit_code == 0, priced.output
+    est = json.loads(priced.stdout)
+    task, reflection = est["lms"]
+    assert task["cost_usd"] == 0.0 and task["calls"] == 30
+    assert reflection["price_known"] and reflection["calls"] >= 1
+    assert 0 < est["cost_usd"] < 0.1 and est["cost_unknown_for"] == []
+    assert calls(project) == 0  # nothing ran
+
+
+# ------------------------------------------------------------------------- bad configs
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (
+            ("[policy_optimization.gepa]", "[policy_optimization.gepa]\nminibatch_sise = 3"),
+            ["gepa.minibatch_sise: unknown key; did you mean minibatch_size?"],
+        ),
+        (("run_dir = ", "rundir = 1\nrun_dir = "), ["rundir: unknown key; did you mean run_dir?"]),
+        (
+            ('"prog:evaluate"', '"nowhere:evaluate"'),
+            ["evaluate: no module named 'nowhere'", "next to the config file"],
+        ),
+        (('"prog:evaluate"', '"prog:evaluat"'), ["evaluate: module 'prog' has no attribute"]),
+        (
+            ("max_rollouts = 30", 'max_rollouts = "many"'),
+            ["budget.max_rollouts: Input should be a valid integer"],
+        ),
+        (
+            ('train = "train.jsonl"', 'train = "missing.jsonl"'),
+            ["data.train: data file", "missing.jsonl", "does not exist"],
+        ),
+        (('train = "train.jsonl"', 'train = "train.txt"'), ["data.train:", ".jsonl, .json"]),
+        (
+            ('algorithm = "gepa"', 'algorithm = "gepo"'),
+            ["algorithm: unknown algorithm 'gepo'", "gepa, mipro, opro"],
+        ),
+        (
+            ("[policy_optimization.data]", 'task_app_url = "http://x"\n[policy_optimization.data]'),
+            ["task_app_url: is for remote jobs"],
+        ),
+        (
+            ('evaluate = "prog:evaluate"', 'evaluate = "prog:evaluate"\nprogram = "prog:program"'),
+            ["program: give program"],
+        ),
+        (
+            ("[policy_optimization.gepa]", "[policy_optimization.gepa]\nrun_dir = 'x'"),
+            ["gepa.run_dir: set run_dir at the top"],
+        ),
+        (
+            ('task = "prog:task_lm"', ""),
+            ["evaluate: it must be callable as evaluate(prompt, example)"],
+        ),
+        (("max_rollouts = 30", "max_rollouts = 2"), ["cannot score the seed prompt on the 4"]),
+    ],
+)
+def test_bad_configs_are_one_error_line(
+    project: Path, change: tuple[str, str], needles: list[str]
+) -> None:
+    text = CONFIG.replace(*change)
+    assert text != CONFIG
+    (project / "bad.toml").write_text(text)
+    for command in ("optimize", "estimate"):
+        assert_one_line_error(invoke(command, str(project / "bad.toml")), "bad.toml", *needles)
+    assert calls(project) == 0
+
+
+def test_bad_data_file_line_and_bad_toml_and_missing_file(project: Path) -> None:
+    (project / "val.jsonl").write_text('{"id": "a", "word": "x", "answer": "y"}\n{oops\n')
+    assert_one_line_error(
+        invoke("optimize", str(project / "config.toml")), "data.val: val.jsonl line 2 is not JSON"
+    )
+    (project / "broken.toml").write_text("[policy_optimization\nalgorithm = 1")
+    assert_one_line_error(invoke("optimize", str(project / "broken.toml")), "is not valid TOML")
+    assert_one_line_error(invoke("estimate", str(project / "nope.toml")), "does not exist")
+    assert_one_line_error(
+        invoke("estimate", str(project / "config.toml"), "--set", "gepa.minibatch=2"),
+        "did you mean minibatch_size?",
+    )
+    assert_one_line_error(
+        invoke("estimate", str(project / "config.toml"), "--set", "novalue"),
+        "is not key.path=value",
+    )
+
+
+def test_a_hugging_face_dataset_without_datasets_is_a_clear_error(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    text = CONFIG.replace('train = "train.jsonl"', 'train = "hf:rotten_tomatoes"')
+    (project / "hf.toml").write_text(text)
+    assert_one_line_error(
+        invoke("estimate", str(project / "hf.toml")), "data.train:", "pip install datasets"
+    )
+
+
+def test_mlflow_tracking_logs_the_run(project: Path) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("policyopt.tracking.mlflow")
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    text = (
+        CONFIG + f'\n[policy_optimization.tracking.mlflow]\nuri = "{store}"\nexperiment = "own"\n'
+    )
+    (project / "tracked.toml").write_text(text)
+    result = invoke("optimize", str(project / "tracked.toml"), "--no-progress")
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("own")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.metrics["best_score"] == 1.0
+    assert run.data.params["config"].endswith("tracked.toml")
