@@ -36,6 +36,11 @@ __all__ = [
 
 #: A budget fit: ``(settings, budget, n_train, n_val) -> settings`` with the plan filled in.
 BudgetFit = Callable[[dict[str, Any], int, int, int], dict[str, Any]]
+#: An up-front estimate: ``(planned settings, budget, n_train, n_val) -> {what: how many}``.
+#: Every built-in's has ``rollouts`` and ``lm_calls`` (its optimizer LM's calls), and
+#: ``lm_calls_min``/``lm_calls_max`` where the forecast is a range; ``assumed_*`` keys name the
+#: guesses a forecast rests on.
+Estimator = Callable[[dict[str, Any], int, int, int], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ class OptimizerSpec:
     pydantic settings model (the one place its settings are validated). ``lm_role`` names what
     the LM does (``reflection``, ``proposer``, ``meta``): it labels usage and CLI output.
     ``small_model_settings`` and ``small_model_lm`` (LM keyword overrides) are what a tiny
-    model needs; ``fit_to_budget`` fills in a plan (e.g. trials) from the budget and data sizes.
+    model needs; ``fit_to_budget`` fills in a plan (e.g. trials) from the budget and data sizes
+    (and raises when the budget cannot run it); ``estimator`` forecasts what the plan spends.
     """
 
     name: str
@@ -58,6 +64,7 @@ class OptimizerSpec:
     small_model_settings: Mapping[str, Any] = field(default_factory=dict)
     small_model_lm: Mapping[str, Any] = field(default_factory=dict)
     fit_to_budget: BudgetFit | None = None
+    estimator: Estimator | None = None
 
     def setting_names(self) -> list[str]:
         """Every setting the algorithm accepts (besides its LM and listeners)."""
@@ -89,6 +96,24 @@ class OptimizerSpec:
         if self.fit_to_budget is not None:
             merged = self.fit_to_budget(merged, budget, n_train, n_val)
         return merged
+
+    def estimate(
+        self,
+        settings: Mapping[str, Any],
+        *,
+        budget: int,
+        n_train: int,
+        n_val: int,
+        small_model: bool = False,
+    ) -> dict[str, Any]:
+        """What a run with :meth:`plan`'s settings is expected to spend, before it starts
+        (empty when the spec has no estimator)."""
+        planned = self.plan(
+            settings, budget=budget, n_train=n_train, n_val=n_val, small_model=small_model
+        )
+        if self.estimator is None:
+            return {}
+        return self.estimator(planned, budget, n_train, n_val)
 
     def build(
         self, *, lm: Any, max_rollouts: int, listeners: Sequence[Any] = (), **settings: Any

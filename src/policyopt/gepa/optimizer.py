@@ -29,6 +29,7 @@ from policyopt.events import (
     NewBest,
 )
 from policyopt.gepa import strategies
+from policyopt.gepa.budget import gepa_estimate
 from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
 from policyopt.gepa.merge import merge_subsample
 from policyopt.gepa.proposer import Proposer
@@ -53,23 +54,14 @@ __all__ = ["GEPA", "estimate"]
 logger = logging.getLogger("policyopt")
 
 _STALL_LIMIT = 25  # iterations in a row that neither pay a rollout nor add a candidate
-_ASSUMED_ACCEPT_RATE = 0.25  # for the up-front estimate only
 
 
-def estimate(settings: GEPASettings, n_val: int, n_components: int) -> dict[str, Any]:
-    """What the settings imply: rollouts, iterations and reflection calls (a forecast)."""
-    k, b = settings.proposals(), settings.minibatch_size
-    per_iteration = k * (2 * b + _ASSUMED_ACCEPT_RATE * n_val)
-    iterations = max(0.0, settings.max_rollouts - n_val) / per_iteration
-    per_child = n_components if settings.component_selection == "all" else 1  # custom: one
-    return {
-        "max_rollouts": settings.max_rollouts,
-        "seed_evaluation": n_val,
-        "proposals_per_iteration": k,
-        "iterations": round(iterations),
-        "reflection_calls": round(iterations * k * per_child),
-        "assumed_accept_rate": _ASSUMED_ACCEPT_RATE,
-    }
+def estimate(
+    settings: GEPASettings, n_val: int, n_components: int, n_train: int | None = None
+) -> dict[str, Any]:
+    """What the settings imply: rollouts, iterations and reflection calls (a forecast with its
+    range; see :mod:`policyopt.gepa.budget`)."""
+    return gepa_estimate(settings, n_train=n_train, n_val=n_val, n_components=n_components)
 
 
 class GEPA:
@@ -274,7 +266,9 @@ class _Run:
             optimizer="gepa",
             seed_prompt=self.pop.shaped(self.pop.prompts[0]),
             settings=s.model_dump(exclude={"reflection_template"}),
-            estimate=estimate(s, len(self.val_ids), len(self.pop.components)),
+            estimate=estimate(
+                s, len(self.val_ids), len(self.pop.components), len(self.train_ids)
+            ),
             body=self._body,
             has_result=lambda: bool(self.pop.val_scores[0]),
             finish=self._finish,
@@ -606,7 +600,9 @@ class _Run:
                 "rejections": dict(getattr(self.proposer, "rejections", {})),  # type: ignore[dict-item]
                 "resume_exact": self.resume_exact,
                 **self.ctx.fault_details(),  # type: ignore[dict-item]
-                "estimate": estimate(s, len(self.val_ids), len(pop.components)),  # type: ignore[dict-item]
+                "estimate": estimate(  # type: ignore[dict-item]
+                    s, len(self.val_ids), len(pop.components), len(self.train_ids)
+                ),
             },
         )
         self._snapshot(reason)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from policyopt.gepa.budget import gepa_estimate
 from policyopt.gepa.config import GEPASettings
 from policyopt.gepa.optimizer import GEPA
 from policyopt.gepa.reflection import COMPACT_TEMPLATE
 from policyopt.registry import OptimizerSpec
 
-__all__ = ["SMALL_MODEL_SETTINGS", "SPEC"]
+__all__ = ["SMALL_MODEL_SETTINGS", "SPEC", "estimate"]
 
 #: GEPA settings for a very small reflection model such as the embedded SmolLM2-135M:
 #: a short feedback-only meta-prompt, and no multi-paragraph proposals.
@@ -17,6 +18,13 @@ SMALL_MODEL_SETTINGS: dict[str, Any] = {
     "reflection_template": COMPACT_TEMPLATE,
     "max_prompt_chars": 300,
 }
+
+
+def estimate(settings: dict[str, Any], budget: int, n_train: int, n_val: int) -> dict[str, Any]:
+    """The up-front forecast of a run with ``settings`` (see :mod:`policyopt.gepa.budget`)."""
+    model = GEPASettings(**{**settings, "max_rollouts": budget})
+    return gepa_estimate(model, n_train=n_train, n_val=n_val, n_components=1)
+
 
 SPEC = OptimizerSpec(
     name="gepa",
@@ -26,4 +34,5 @@ SPEC = OptimizerSpec(
     lm_role="reflection",
     description="reflective prompt evolution over a Pareto population (arXiv 2507.19457)",
     small_model_settings=SMALL_MODEL_SETTINGS,
+    estimator=estimate,
 )

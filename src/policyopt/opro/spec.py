@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from policyopt.opro.config import OPROSettings
+from policyopt.opro.config import estimate as opro_estimate
 from policyopt.opro.meta import COMPACT_TEMPLATE
 from policyopt.opro.optimizer import OPRO
 from policyopt.registry import OptimizerSpec
 
-__all__ = ["SMALL_MODEL_LM", "SMALL_MODEL_SETTINGS", "SPEC"]
+__all__ = ["SMALL_MODEL_LM", "SMALL_MODEL_SETTINGS", "SPEC", "estimate"]
 
 #: OPRO settings for a very small meta model such as the embedded SmolLM2-135M: a short
 #: meta-prompt asking for one sentence, few instructions and exemplars in it, short proposals.
@@ -25,6 +27,35 @@ SMALL_MODEL_SETTINGS: dict[str, Any] = {
 #: the compact template asks for one sentence, so the one-line answer is kept as it is.
 SMALL_MODEL_LM: dict[str, Any] = {}
 
+
+def estimate(settings: dict[str, Any], budget: int, n_train: int, n_val: int) -> dict[str, Any]:
+    """The up-front forecast of a run with ``settings`` (see :func:`policyopt.opro.estimate`)."""
+    model = OPROSettings(**{**settings, "max_rollouts": budget})
+    plan = opro_estimate(model, n_train, n_val)
+    # The keys every spec's estimate shares (see policyopt.registry.Estimator). OPRO steps until
+    # its budget (or max_steps, patience, a perfect score) ends it. Its calls are a range: a
+    # step costs between its proposals' minibatch runs (exemplars cached, no promotion) and
+    # rollouts_per_step_max, and a repeated or unusable proposal is re-asked.
+    k, left = model.proposals_per_step, max(0, budget - n_val)
+    cheapest = k * plan["minibatch"]
+    steps_max = left // max(1, cheapest)
+    steps_min = left // max(1, plan["rollouts_per_step_max"])
+    if model.max_steps is not None:
+        steps_max, steps_min = min(steps_max, model.max_steps), min(steps_min, model.max_steps)
+    # a step the budget cannot pay in full runs with fewer proposals: one call at least
+    fewest = max(steps_min * k, 1 if left >= plan["minibatch"] else 0)
+    point = round(math.sqrt(fewest * max(fewest, steps_max * k)))  # the range's middle
+    return {
+        **plan,
+        "rollouts": budget,
+        "lm_calls": point,
+        "lm_calls_min": fewest,
+        "lm_calls_max": steps_max * k * (model.max_proposal_retries + 1),
+        "why_a_range": "repeated or unusable proposals are re-asked; cached exemplar runs and "
+        "unpromoted steps cost fewer rollouts, so the budget buys more steps",
+    }
+
+
 SPEC = OptimizerSpec(
     name="opro",
     cls=OPRO,
@@ -34,4 +65,5 @@ SPEC = OptimizerSpec(
     description="LLM as optimizer: scored-history meta-prompt (arXiv 2309.03409)",
     small_model_settings=SMALL_MODEL_SETTINGS,
     small_model_lm=SMALL_MODEL_LM,
+    estimator=estimate,
 )
