@@ -27,6 +27,7 @@ from policyopt.errors import (
     describe,
 )
 from policyopt.events import BatchDone, EventBus, RolloutsProgress
+from policyopt.rollout.aio import AsyncSlots, is_async_callable
 from policyopt.rollout.dask_backend import DaskRunner, is_dask
 from policyopt.rollout.policy import ErrorPolicy
 from policyopt.rollout.records import (
@@ -64,7 +65,9 @@ class RolloutEngine:
     score) becomes a failed :class:`Rollout` scored ``failure_score``; the :class:`ErrorPolicy`
     quarantines examples that keep failing and raises :class:`EvaluationError` when the recent
     failure rate says the backend is broken. ``stop_check`` (e.g. a STOP file) and Ctrl-C end a
-    batch within a fraction of a second, even while a rollout hangs.
+    batch within a fraction of a second, even while a rollout hangs. An ``async def evaluate``
+    runs on policyopt's event loop with ``n_jobs`` coroutines in flight and the same records
+    (:mod:`policyopt.rollout.aio`); on a process backend each worker awaits it.
     """
 
     def __init__(
@@ -129,6 +132,8 @@ class RolloutEngine:
         self._dask = DaskRunner(backend, evaluate, n_jobs) if is_dask(backend) else None
         width = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
         self._slots = Slots(width)
+        # an async evaluate runs on policyopt's event loop, n_jobs coroutines in flight
+        self._aio = AsyncSlots(width) if self.in_process and is_async_callable(evaluate) else None
 
         self._examples: dict[str, dict[ExampleId, Any]] = {}
         self._cache: dict[tuple[str, str, ExampleId], Rollout] = {}
@@ -154,6 +159,8 @@ class RolloutEngine:
         self._cancel.set()  # workers still waiting on a hung call let go at once
         if self._dask is not None:
             self._dask.close()
+        if self._aio is not None:
+            self._aio.close()
         if self._pool_finalizer is not None:
             self._pool_finalizer()
             self._pool_finalizer = None
@@ -399,6 +406,18 @@ class RolloutEngine:
 
     def _dispatch(self, payload: list[tuple[Any, Any, Any]]) -> Iterator[_Done]:
         """Yield ``(index, outcome, rollout)`` per payload item, in completion order."""
+        if self._aio is not None:
+            yield from self._aio.run(
+                [(index, _fresh(item[1]), item[2]) for index, item in enumerate(payload)],
+                self.evaluate,
+                self.timeout,
+                cancelled=self._cancelled,
+                on_start=lambda index: self._started(payload[index][0]),
+                on_done=lambda index, outcome, seq: self._settle(
+                    payload[index], index, outcome, seq
+                ),
+            )
+            return
         if self.in_process:
             if self.n_jobs == 1 or len(payload) <= 1:
                 for index, (key, prompt, example) in enumerate(payload):
@@ -448,6 +467,11 @@ class RolloutEngine:
         )
         outcome = self.check_score_range(outcome)
         return index, outcome, self._finished(key, outcome, seqs[0] if seqs else None)
+
+    def _settle(self, item: tuple[Any, Any, Any], index: int, outcome: Outcome, seq: Any) -> _Done:
+        """A finished async rollout, on the event loop: checked, cached and journaled at once."""
+        outcome = self.check_score_range(outcome)
+        return index, outcome, self._finished(item[0], outcome, seq)
 
     def _cancelled(self) -> bool:
         self._poll_stop()

@@ -3,11 +3,15 @@
 :func:`execute` is module-level and free of engine state so that any joblib backend can pickle
 it. :class:`Slots` runs ``evaluate`` in-process on a thread of its own, so a hung call can be
 abandoned (on its timeout, Ctrl-C or a stop request) while at most ``n`` calls, hung ones
-included, are alive at once: timed-out threads never pile up past ``n_jobs``.
+included, are alive at once: timed-out threads never pile up past ``n_jobs``. An ``evaluate``
+that returns an awaitable here (an async one on a process backend, or a sync wrapper of one) is
+awaited on policyopt's event loop (:mod:`policyopt.rollout.aio`); in-process async rollouts do
+not come here at all.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import traceback
@@ -18,7 +22,7 @@ from typing import Any
 from policyopt.errors import ScoreTypeError
 from policyopt.types import Score, is_finite, normalize_score
 
-__all__ = ["Outcome", "Slots", "classify", "execute"]
+__all__ = ["Outcome", "Slots", "awaited", "classify", "describe_exception", "execute"]
 
 _POLL_S = 0.1  # how often a waiting rollout looks at the cancel flag
 
@@ -41,7 +45,8 @@ class Outcome:
     duration_s: float
 
 
-def _describe_exception(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (at file:line)`` of an exception raised by ``evaluate``."""
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
     return f"{type(exc).__name__}: {exc}{where}"
@@ -78,10 +83,20 @@ def execute(
         )
     start = time.perf_counter()
     try:
-        raw = evaluate(prompt, example)
+        raw = awaited(evaluate(prompt, example))
     except Exception as exc:
-        return Outcome(index, "error", None, _describe_exception(exc), time.perf_counter() - start)
+        return Outcome(index, "error", None, describe_exception(exc), time.perf_counter() - start)
     return classify(index, raw, time.perf_counter() - start)
+
+
+def awaited(value: object) -> object:
+    """``value``, or its result when it is awaitable: an async ``evaluate`` called from a
+    thread or another process (or a sync wrapper of one) is awaited on policyopt's loop."""
+    if not inspect.isawaitable(value):
+        return value
+    from policyopt.rollout.aio import await_blocking  # aio builds on this module
+
+    return await_blocking(value)
 
 
 def _never() -> bool:
@@ -141,7 +156,7 @@ class Slots:
 
         def target() -> None:
             try:
-                box["value"] = evaluate(prompt, example)
+                box["value"] = awaited(evaluate(prompt, example))
             except BaseException as exc:  # reported by the waiting thread
                 box["error"] = exc
             finally:
@@ -182,5 +197,5 @@ class Slots:
             error = box["error"]
             if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit in evaluate
                 raise error
-            return Outcome(index, "error", None, _describe_exception(error), elapsed)
+            return Outcome(index, "error", None, describe_exception(error), elapsed)
         return classify(index, box["value"], elapsed)
