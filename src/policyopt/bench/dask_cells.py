@@ -31,6 +31,14 @@ from policyopt.types import LMUsage
 __all__ = ["CellsOnDask", "DaskSession", "LMRecipe", "portable"]
 
 
+class ServedLM(LM):
+    """The embedded model's server reached from a worker: an :class:`LM` that costs nothing,
+    as :class:`~policyopt.lm.local.LocalLM` reports it (so cost columns match a local run)."""
+
+    def _cost(self, litellm: Any, response: Any) -> float | None:
+        return 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class LMRecipe:
     """How a worker builds an :class:`LM` equal to the driver's (same model, server, settings)."""
@@ -41,10 +49,11 @@ class LMRecipe:
     timeout: float | None
     max_concurrency: int | None
     cache: str | None
+    free: bool = False  # the embedded model: no price
 
     def build(self) -> LM:
         """The LM, on the worker."""
-        return LM(
+        return (ServedLM if self.free else LM)(
             self.model,
             num_retries=self.num_retries,
             timeout=self.timeout,
@@ -73,6 +82,7 @@ def portable(lm: LMLike, role: str) -> Any:
             lm.timeout,
             lm.max_concurrency,
             None if cache is None else str(cache),
+            free=isinstance(lm, LocalLM),
         )
     import cloudpickle
 
