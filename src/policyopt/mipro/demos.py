@@ -3,8 +3,11 @@
 A demo is an (input, output) pair of texts. Bootstrapped demos are training examples on which
 the seed program's output scored at least ``metric_threshold`` (the output is ``Score.output``,
 or ``program.run``'s when evaluate gives none); labeled demos pair an example's input with its
-label field. The default formatter appends them to the instruction as ``Input:``/``Output:``
-blocks; pass your own ``demo_formatter(instruction, demos) -> str`` to MIPRO to change that.
+label field. Inline (``demo_placement="inline"``), the default formatter appends them to the
+instruction as ``Input:``/``Output:`` blocks; pass your own ``demo_formatter(instruction, demos)
+-> str`` to MIPRO to change that. As turns (``demo_placement="turns"``, the default for a
+chat-message prompt), each demo becomes a user message (its input) and an assistant message (its
+output), inserted after the prompt's leading system messages: :func:`demo_turns`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ __all__ = [
     "DemoFormatter",
     "build_demo_sets",
     "demo_input",
+    "demo_turns",
     "detect_label_key",
     "format_prompt",
 ]
@@ -46,6 +50,15 @@ def format_prompt(instruction: str, demos: Sequence[Demo]) -> str:
         return instruction
     blocks = "\n\n".join(f"Input: {d.input}\nOutput: {d.output}" for d in demos)
     return f"{instruction}\n\nExamples:\n\n{blocks}"
+
+
+def demo_turns(demos: Sequence[Demo]) -> list[dict[str, str]]:
+    """Demos as earlier chat turns: a user message with the input, an assistant one with the
+    output (small chat models use demos this way, not written inside one message)."""
+    turns: list[dict[str, str]] = []
+    for d in demos:
+        turns += [{"role": "user", "content": d.input}, {"role": "assistant", "content": d.output}]
+    return turns
 
 
 def detect_label_key(examples: Sequence[Any]) -> str | None:
