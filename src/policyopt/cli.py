@@ -258,9 +258,9 @@ def demo(
         task_usage, reflection_usage = lm.usage, reflection_lm.usage
         if tracker is not None:
             names = ("test_seed", "test_optimized", "test_reference")
-            scores = {name: row["test_accuracy"] for name, row in zip(names, rows, strict=True)}
+            tested = {name: row["test_accuracy"] for name, row in zip(names, rows, strict=True)}
             tracker.log_metrics(
-                {**scores, "task_lm_calls": task_usage.calls}, step=result.n_rollouts
+                {**tested, "task_lm_calls": task_usage.calls}, step=result.n_rollouts
             )
             if run_dir is not None:
                 tracker.log_run_dir(run_dir)
