@@ -229,9 +229,13 @@ def results(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    db: Annotated[Path, typer.Option(help="SQLite database file of jobs and events.")] = Path(
-        "policyopt-jobs/jobs.db"
-    ),
+    db: Annotated[
+        str,
+        typer.Option(
+            help="Job database: a SQLite file (replicas on one host) or a "
+            "postgresql://user@host:port/dbname URL (replicas on several hosts)."
+        ),
+    ] = "policyopt-jobs/jobs.db",
     data_dir: Annotated[Path, typer.Option(help="Directory for the jobs' run dirs.")] = Path(
         "policyopt-jobs/runs"
     ),
@@ -302,9 +306,27 @@ def serve(
             "other load on the machine; 0 gives jobs the server's priority)."
         ),
     ] = 10,
+    replica_id: Annotated[
+        str | None,
+        typer.Option(
+            help="This replica's name in the job leases it holds (default: host, boot id, "
+            "pid and a random suffix)."
+        ),
+    ] = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            help="How long a running job's lease lasts without a heartbeat: when a replica "
+            "dies, another one resumes its jobs after this long. Use one value for all "
+            "replicas."
+        ),
+    ] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Run the job server (FastAPI + uvicorn). Unfinished jobs in --db resume on start."""
+    """Run the job server (FastAPI + uvicorn). Unfinished jobs in --db resume on start.
+
+    Several servers on one --db and one shared --data-dir are replicas of one service: they
+    share the queue, and the jobs of one that dies resume on another."""
     from policyopt.remote.policy import ServerPolicy
     from policyopt.remote.server import serve as run_server
 
@@ -344,6 +366,8 @@ def serve(
             secret_file=secret_file,
             isolation=isolation,
             job_niceness=job_niceness,
+            replica_id=replica_id,
+            lease_s=lease_seconds,
         )
 
     _run(go)

@@ -6,9 +6,9 @@ enough to push those answers to seconds under load. With ``isolation="process"``
 worker thread starts one child per job (``spawn``: a fresh interpreter, nothing inherited from
 the server's threads) at a lower CPU priority (the runner's ``job_niceness``, 10 by default: a
 burst of requests then slows the jobs rather than the reverse; so does any other load on the
-machine, and 0 turns it off), and waits for it; the child opens the same SQLite file
-(WAL: the server's reads never wait for it), runs the job exactly as a thread would, and
-reports how it ended.
+machine, and 0 turns it off), and waits for it; the child opens the same job database
+(SQLite in WAL mode: the server's reads never wait for it; or PostgreSQL), runs the job exactly
+as a thread would, under the server's replica id and lease, and reports how it ended.
 
 Stopping: the server sends SIGTERM, the child stops its job at the optimizer's next check and
 reports "interrupted"; a child still running at the deadline is killed, and the job resumes
@@ -41,7 +41,8 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     spec = {
-        "db_path": str(runner.store.path),
+        "db_url": runner.store.url.render_as_string(hide_password=False),
+        "replica_id": runner.replica_id,
         "data_dir": str(runner.data_dir),
         "policy": runner.policy,
         "secret": runner.secret,
@@ -110,7 +111,7 @@ def _child_main(spec: dict[str, Any], job_id: str, send: Connection) -> None:
     from policyopt.remote.store import JobStore
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which decides
-    store = JobStore(spec["db_path"])
+    store = JobStore(spec["db_url"])
     reflection_factory, task_factory = spec["factories"]
     runner = JobRunner(
         store,
@@ -121,6 +122,7 @@ def _child_main(spec: dict[str, Any], job_id: str, send: Connection) -> None:
         health_check=spec["health_check"],
         policy=spec["policy"],
         secret=spec["secret"],
+        replica_id=spec["replica_id"],  # ends the job only while the lease is the server's
     )
     job_dir = Path(spec["data_dir"]) / job_id
 

@@ -1,17 +1,25 @@
 """The job runner: turns a stored job config into a GEPA or MIPRO run in its own job directory.
 
-At most ``max_concurrent_jobs`` jobs run at once (a fixed pool of worker threads); the others
-wait in state ``queued``. Each job runs with ``run_dir = <data_dir>/<job_id>``, so its journal
-makes it resumable: a server that died mid-job requeues the job on its next start and the
-optimizer replays its journal (finished rollouts are not paid again). A job that cannot be
-resumed, or that has already been interrupted too often, is marked failed with the reason.
+The queue is the store: several runners (server replicas) on one database share it. A free
+worker thread claims the oldest ``queued`` job atomically, under a lease (this replica's id,
+an expiry) that a heartbeat thread renews; at most ``max_concurrent_jobs`` jobs run here at
+once. Each job runs with ``run_dir = <data_dir>/<job_id>``, so its journal makes it
+resumable: when a replica dies (even by SIGKILL) its leases expire, any other replica puts the
+job back in the queue, and whoever claims it replays the journal (finished rollouts are not
+paid again; the data dir must be shared by the replicas). A server restarted on the same host
+takes back the leases of its dead predecessor at once. A job that cannot be resumed, or that
+has already been interrupted too often, is marked failed with the reason. A replica that
+cannot renew its leases stops its jobs before they expire (so two replicas never run one job),
+and ends a job only while the lease is its own.
 
 With ``isolation="process"`` (what ``policyopt serve`` uses) each job runs in a child process
 (:mod:`policyopt.remote.job_process`), so the optimizer's Python work never competes with the
 server's request handling for the GIL.
 
-The optimizer's events go to the store as the job's events; cancelling writes the run dir's
-``STOP`` file, so the optimizer stops at its next check and the partial result is kept.
+The optimizer's events go to the store as the job's events (one ordered stream per job
+whichever replica runs it); cancelling writes the run dir's ``STOP`` file, so the optimizer
+stops at its next check and the partial result is kept; a cancel asked of another replica
+reaches the job's replica at its next heartbeat.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import queue
+import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +47,7 @@ from policyopt.events import (
     RunFinished,
     RunStarted,
 )
-from policyopt.remote.store import TERMINAL_EVENTS, JobRecord, JobState, JobStore
+from policyopt.remote.store import TERMINAL_EVENTS, JobRecord, JobState, JobStore, LeaseState
 
 if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.config import JobConfig
@@ -46,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.vault import ServerSecret
     from policyopt.types import OptimizationResult, Program
 
-__all__ = ["JobRunner", "build_results", "default_reflection_lm"]
+__all__ = ["JobRunner", "build_results", "default_reflection_lm", "new_replica_id"]
 
 logger = logging.getLogger("policyopt")
 
@@ -63,6 +73,47 @@ EVENT_TYPES = {
 
 #: HTTP timeout of one rollout when the job sets no per-rollout ``timeout``
 DEFAULT_ROLLOUT_TIMEOUT_S = 120.0
+#: seconds a job's lease lasts without a heartbeat (another replica resumes it after that)
+DEFAULT_LEASE_S = 30.0
+#: seconds between a free worker's looks at the shared queue (a local submit wakes it at once)
+DEFAULT_POLL_S = 0.5
+
+
+def _host_tag() -> str:
+    """This host as a replica id starts: its name and boot id (two hosts with one name differ)."""
+    boot = ""
+    with contextlib.suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    return f"{socket.gethostname()}/{boot or '-'}"
+
+
+def new_replica_id() -> str:
+    """A replica id, unique per process: ``host/boot-id/pid/random``."""
+    return f"{_host_tag()}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
+def _dead_here(holder: str | None, mine: str) -> bool:
+    """True when ``holder`` is a replica that was on this host and whose process is gone (so
+    its leases need not be waited out); never for another host or a live process."""
+    if not holder or holder == mine:
+        return False
+    parts = holder.split("/")
+    if len(parts) != 4 or "/".join(parts[:2]) != _host_tag():
+        return False
+    try:
+        pid = int(parts[2])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True  # an earlier process with this pid (ids differ): gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
 
 ReflectionFactory = Callable[["JobConfig"], Any]
 TaskAppFactory = Callable[["JobConfig"], Any]
@@ -264,11 +315,15 @@ def build_results(
 
 
 class JobRunner:
-    """Runs queued jobs on a bounded pool of worker threads; see the module docstring.
+    """Runs jobs from the shared queue on a bounded pool of worker threads; see the module
+    docstring.
 
     ``reflection_lm_factory(config)`` and ``task_app_factory(config)`` build a job's
     reflection LM and task-app client (tests inject scripted ones). ``n_jobs`` caps the
-    rollouts a job runs in parallel (None: the job's own setting).
+    rollouts a job runs in parallel (None: the job's own setting). ``replica_id`` names this
+    runner in the leases it holds (default: host, boot id, pid, random); ``lease_s`` is how
+    long a lease lasts without a heartbeat (another replica resumes the job after that),
+    ``poll_s`` how often a free worker looks at the shared queue.
     """
 
     def __init__(
@@ -286,12 +341,24 @@ class JobRunner:
         secret: ServerSecret | None = None,
         isolation: str = "thread",
         job_niceness: int = 10,
+        replica_id: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        poll_s: float = DEFAULT_POLL_S,
     ) -> None:
         if isolation not in ("thread", "process"):
             raise ConfigError(f"isolation must be 'thread' or 'process'; got {isolation!r}.")
         if isinstance(max_concurrent_jobs, bool) or max_concurrent_jobs < 1:
             raise ConfigError(
                 f"max_concurrent_jobs must be an int >= 1; got {max_concurrent_jobs!r}."
+            )
+        if not (isinstance(lease_s, (int, float)) and math.isfinite(lease_s) and lease_s >= 1):
+            raise ConfigError(f"lease_s (--lease-seconds) must be >= 1 second; got {lease_s!r}.")
+        if not (isinstance(poll_s, (int, float)) and 0 < poll_s <= 60):
+            raise ConfigError(f"poll_s must be in (0, 60] seconds; got {poll_s!r}.")
+        if replica_id is not None and (not replica_id.strip() or len(replica_id) > 200):
+            raise ConfigError(
+                f"replica_id must be a non-empty name of at most 200 characters; got "
+                f"{replica_id!r}."
             )
         from policyopt.remote.outbound import OutboundPolicy
         from policyopt.remote.policy import ServerPolicy
@@ -317,26 +384,38 @@ class JobRunner:
         self.job_niceness = job_niceness  # added to a job process's niceness
         self.factories = (reflection_lm_factory, task_app_factory)  # as given (for children)
         self.children: dict[str, Any] = {}  # job id -> its process (isolation="process")
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.replica_id = replica_id or new_replica_id()
+        self.lease_s = float(lease_s)
+        self.poll_s = float(poll_s)
+        #: seconds between heartbeats: a third of the lease, at most 2 s (cancel latency)
+        self.heartbeat_s = min(self.lease_s / 3.0, 2.0)
+        self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, Path] = {}
         self._listeners: dict[str, _JobListener] = {}
         self._abandoned: set[str] = set()
+        self._stop_sent: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+        self._renewed_at = time.monotonic()
         self._started = False
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> list[str]:
-        """Start the workers and requeue the jobs a previous server left unfinished.
-
-        Returns the ids of the jobs requeued.
-        """
+        """Requeue the jobs a dead replica (or a previous server) left, then start the workers
+        and the heartbeat. Returns the ids of the jobs requeued."""
         with self._lock:
             if self._started:
                 return []
             self._started = True
-        requeued = self.recover()
+        requeued = self.recover(startup=True)
+        self._renewed_at = time.monotonic()
+        self._heartbeat_thread = threading.Thread(
+            target=self._beat, name="policyopt-heartbeat", daemon=True
+        )
+        self._heartbeat_thread.start()
         for n in range(self.max_concurrent_jobs):
             thread = threading.Thread(
                 target=self._work, name=f"policyopt-job-{n}", daemon=True
@@ -351,16 +430,16 @@ class JobRunner:
         Each running job is told to stop at its next check; one that has not stopped within
         ``timeout`` seconds (a slow rollout in flight) is put back in the queue anyway and its
         thread is left to die with the process, its events no longer recorded: the next
-        server resumes the job from its journal.
+        replica to claim it resumes the job from its journal.
         """
         self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
         with self._lock:
             running = list(self._running.values())
         for job_dir in running:
             with contextlib.suppress(OSError):
                 (job_dir / "STOP").touch()
-        for _ in self._threads:
-            self._queue.put(None)
         with self._lock:
             children = list(self.children.values())
         for child in children:  # they stop their job at its next check and report back
@@ -383,61 +462,175 @@ class JobRunner:
                 if listener is not None:
                     listener.detached = True
         for job_id in left:
-            job = self.store.get_job(job_id)
+            job = self.store.get_job(job_id, full=False)
             self.store.transition(
                 job_id,
                 JobState.QUEUED,
                 event="job.suspended",
-                message="the server is shutting down; the job resumes on its next start",
+                message="the server is shutting down; the job resumes on another replica or "
+                "on the next start",
                 only_from=[JobState.RUNNING],
+                holder=self.replica_id,
                 attempts=max(0, (job.attempts if job else 1) - 1),  # not a failed attempt
             )
+        self._heartbeat_stop.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(5.0)
 
-    def recover(self) -> list[str]:
-        """Requeue jobs left pending/queued/running (oldest first) or fail them with the reason."""
-        left = self.store.list_jobs(
-            states=[JobState.PENDING, JobState.QUEUED, JobState.RUNNING], limit=1_000_000
-        )
-        requeued = []
-        for job in sorted(left, key=lambda j: j.created_at):
-            if job.cancel_requested:
-                self.store.transition(
-                    job.id,
-                    JobState.CANCELLED,
-                    event=TERMINAL_EVENTS[JobState.CANCELLED],
-                    message="cancelled (the server stopped before the job could end cleanly)",
-                    data={"status": "cancelled", "reason": job.cancel_reason},
-                )
-                continue
-            if job.attempts >= self.max_attempts:
-                self._fail(
-                    job.id,
-                    f"the job was interrupted {job.attempts} times (the server stopped while it "
-                    f"ran); giving up after max_attempts={self.max_attempts}. Its run directory "
-                    "keeps the journal.",
-                )
-                continue
-            try:
-                self._config(job)
-            except Exception as exc:
-                self._fail(job.id, f"cannot resume: the stored config is invalid: {exc}")
-                continue
-            journal = self.data_dir / job.id / "journal.jsonl"
-            paid = _count_rollouts(journal)
+    def recover(self, *, startup: bool = False) -> list[str]:
+        """Requeue running jobs whose lease expired (their replica died), or fail or cancel
+        them with the reason; returns the ids requeued.
+
+        With ``startup``, also the jobs a dead process on this host held (a restarted server
+        need not wait out its predecessor's leases) and jobs left ``pending`` (a server that
+        died between storing a job and queueing it).
+        """
+        now = time.time()
+        requeued: list[str] = []
+        if startup:
+            running = self.store.list_jobs(
+                states=[JobState.RUNNING, JobState.PENDING], limit=1_000_000, full=False
+            )
+            for job in sorted(running, key=lambda j: j.created_at):
+                if job.status is JobState.PENDING:
+                    self.store.transition(
+                        job.id,
+                        JobState.QUEUED,
+                        event="job.queued",
+                        message="queued after a server restart",
+                        only_from=[JobState.PENDING],
+                    )
+                elif _dead_here(job.lease_owner, self.replica_id) and self._reclaim(
+                    job, "its server process is gone", holder=job.lease_owner
+                ):
+                    requeued.append(job.id)
+        for job in self.store.expired(now):
+            why = (
+                f"the lease of replica {job.lease_owner} expired"
+                if job.lease_owner
+                else "its server stopped"
+            )
+            if self._reclaim(job, why, expired_before=now):
+                requeued.append(job.id)
+        if requeued:
+            with self._wake:
+                self._wake.notify_all()
+        return requeued
+
+    def _reclaim(self, job: JobRecord, why: str, **guard: Any) -> bool:
+        """Put a job whose replica is gone back in the queue (True), or end it: cancelled when
+        that was asked, failed when interrupted too often or no longer valid. ``guard`` is
+        :meth:`JobStore.transition`'s ``holder`` or ``expired_before``: only one replica acts."""
+        full = self.store.get_job(job.id)
+        if full is None or full.status is not JobState.RUNNING:
+            return False
+        if full.cancel_requested:
             self.store.transition(
                 job.id,
-                JobState.QUEUED,
-                event="job.requeued" if job.status is not JobState.PENDING else "job.queued",
-                message=f"requeued after a server restart ({paid} rollouts in the journal)",
-                data={"previous_status": job.status.value, "journaled_rollouts": paid},
+                JobState.CANCELLED,
+                event=TERMINAL_EVENTS[JobState.CANCELLED],
+                message="cancelled (the server stopped before the job could end cleanly)",
+                data={"status": "cancelled", "reason": full.cancel_reason},
+                only_from=[JobState.RUNNING],
+                **guard,
             )
-            self._queue.put(job.id)
-            requeued.append(job.id)
-        return requeued
+            return False
+        if full.attempts >= self.max_attempts:
+            self._fail(
+                job.id,
+                f"the job was interrupted {full.attempts} times (the server stopped while it "
+                f"ran); giving up after max_attempts={self.max_attempts}. Its run directory "
+                "keeps the journal.",
+                **guard,
+            )
+            return False
+        try:
+            self._config(full)
+        except Exception as exc:
+            self._fail(job.id, f"cannot resume: the stored config is invalid: {exc}", **guard)
+            return False
+        paid = _count_rollouts(self.data_dir / job.id / "journal.jsonl")
+        return self.store.transition(
+            job.id,
+            JobState.QUEUED,
+            event="job.requeued",
+            message=f"requeued: {why} ({paid} rollouts in the journal)",
+            data={
+                "previous_status": JobState.RUNNING.value,
+                "previous_replica": full.lease_owner,
+                "journaled_rollouts": paid,
+                "by_replica": self.replica_id,
+            },
+            only_from=[JobState.RUNNING],
+            **guard,
+        )
+
+    # ---------------------------------------------------------------- heartbeat
+    def _beat(self) -> None:
+        """Renew this replica's leases, pass cancels on, fence lost jobs, reap dead replicas."""
+        while not self._heartbeat_stop.wait(self.heartbeat_s):
+            try:
+                self.heartbeat()
+            except Exception:
+                logger.exception("heartbeat failed (the job database may be unreachable)")
+            if time.monotonic() - self._renewed_at > self.lease_s - self.heartbeat_s:
+                # leases about to expire unrenewed: stop before another replica resumes them
+                with self._lock:
+                    mine = list(self._running)
+                for job_id in mine:
+                    self._let_go(job_id, "its lease could not be renewed", lost=False)
+            if self._stopping.is_set():
+                continue
+            try:
+                self.recover()
+            except Exception:
+                logger.exception("could not requeue the jobs of dead replicas")
+
+    def heartbeat(self) -> list[LeaseState]:
+        """One heartbeat: renew the leases of the jobs running here and act on what changed
+        (a cancel asked on any replica; a lease lost to another replica)."""
+        with self._lock:
+            mine = list(self._running)
+        states = self.store.heartbeat(self.replica_id, mine, self.lease_s)
+        self._renewed_at = time.monotonic()
+        for state in states:
+            if state.status is not None and state.status.terminal:
+                continue  # ending here right now
+            if not state.held:
+                self._let_go(state.job_id, "its lease went to another replica", lost=True)
+            elif state.cancel_requested and state.job_id not in self._stop_sent:
+                with self._lock:
+                    job_dir = self._running.get(state.job_id)
+                    self._stop_sent.add(state.job_id)
+                if job_dir is not None:
+                    with contextlib.suppress(OSError):
+                        (job_dir / "STOP").touch()
+        return states
+
+    def _let_go(self, job_id: str, why: str, *, lost: bool) -> None:
+        """Stop running a job here without recording its end (another replica resumes it).
+        Its process is killed at once; a job thread is told to stop through the run dir only
+        while no one else can hold the job (``lost=False``)."""
+        with self._lock:
+            if job_id in self._abandoned or job_id not in self._running:
+                return
+            self._abandoned.add(job_id)
+            listener = self._listeners.get(job_id)
+            if listener is not None:
+                listener.detached = True
+            child = self.children.get(job_id)
+            job_dir = self._running[job_id]
+        logger.warning("job %s: stopped here: %s", job_id, why)
+        if child is not None:
+            with contextlib.suppress(Exception):
+                child.kill()
+        elif not lost:
+            with contextlib.suppress(OSError):
+                (job_dir / "STOP").touch()
 
     # ---------------------------------------------------------------- API
     def submit(self, job_id: str) -> None:
-        """Queue a pending job."""
+        """Queue a pending job (a free worker of any replica claims it)."""
         if self.store.transition(
             job_id,
             JobState.QUEUED,
@@ -445,10 +638,12 @@ class JobRunner:
             message="waiting for a free worker",
             only_from=[JobState.PENDING],
         ):
-            self._queue.put(job_id)
+            with self._wake:
+                self._wake.notify()
 
     def cancel(self, job_id: str, reason: str | None = None) -> JobRecord | None:
-        """Cancel a job: at once when it has not started, else at the optimizer's next check."""
+        """Cancel a job: at once when it has not started, else at the optimizer's next check
+        (a job on another replica: after that replica's next heartbeat)."""
         job = self.store.request_cancel(job_id, reason)
         with self._lock:
             job_dir = self._running.get(job_id)
@@ -458,23 +653,46 @@ class JobRunner:
         return job
 
     def counts(self) -> dict[str, int]:
-        """How many jobs are running and waiting in this process."""
+        """Jobs running in this replica, and jobs waiting in the shared queue."""
         with self._lock:
             running = len(self._running)
-        return {"running": running, "queued": self._queue.qsize()}
+        return {"running": running, "queued": self.store.count_jobs([JobState.QUEUED])}
 
     # ---------------------------------------------------------------- work
     def _work(self) -> None:
         while not self._stopping.is_set():
-            job_id = self._queue.get()
-            if job_id is None:
+            job: JobRecord | None = None
+            try:
+                if self.store.next_queued() is not None:
+                    job = self.store.claim(self.replica_id, self.lease_s)
+            except Exception:  # the database is away: try again later
+                logger.exception("could not read the job queue")
+            if job is None:
+                with self._wake:
+                    if not self._stopping.is_set():
+                        self._wake.wait(self.poll_s)
+                continue
+            if self._stopping.is_set():  # claimed while shutting down: hand it back
+                self.store.transition(
+                    job.id,
+                    JobState.QUEUED,
+                    event="job.suspended",
+                    message="the server is shutting down",
+                    only_from=[JobState.RUNNING],
+                    holder=self.replica_id,
+                    attempts=job.attempts - 1,
+                )
                 return
             try:
-                self._execute(job_id)
+                self._execute(job)
             except Exception:  # never lose a worker thread
-                logger.exception("job %s: unexpected runner error", job_id)
+                logger.exception("job %s: unexpected runner error", job.id)
                 with contextlib.suppress(Exception):
-                    self._fail(job_id, "internal error in the job runner (see the server log)")
+                    self._fail(
+                        job.id,
+                        "internal error in the job runner (see the server log)",
+                        holder=self.replica_id,
+                    )
 
     def _config(self, job: JobRecord) -> JobConfig:
         from policyopt.remote.config import JobConfig
@@ -495,59 +713,58 @@ class JobRunner:
             **fields,
         )
 
-    def _execute(self, job_id: str) -> None:
-        job = self.store.get_job(job_id)
-        if job is None or job.status is not JobState.QUEUED or self._stopping.is_set():
-            return
+    def _execute(self, job: JobRecord) -> None:
+        """Run a job this replica has just claimed (``running``, under its lease)."""
+        job_id = job.id
         job_dir = self.data_dir / job_id
         resumed = (job_dir / "journal.jsonl").exists()
-        if not self.store.transition(
+        self.store.append_event(
             job_id,
-            JobState.RUNNING,
-            event="job.started",
+            "job.started",
+            {"resumed": resumed, "attempt": job.attempts, "replica": self.replica_id},
             message="resuming from the journal" if resumed else "started",
-            data={"resumed": resumed, "attempt": job.attempts + 1},
-            only_from=[JobState.QUEUED],
-            started_at=job.started_at or time.time(),
-            attempts=job.attempts + 1,
-        ):
-            return  # cancelled while it waited
+        )
         job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         stop_file = job_dir / "STOP"
         stop_file.unlink(missing_ok=True)  # left by a shutdown: this run goes on
         with self._lock:
             self._running[job_id] = job_dir
         try:
-            if self.store.get_job(job_id).cancel_requested:  # type: ignore[union-attr]
-                stop_file.touch()  # cancelled between the check above and now
+            if self.store.get_job(job_id, full=False).cancel_requested:  # type: ignore[union-attr]
+                stop_file.touch()  # cancelled between the claim and now
             if self.isolation == "process":
                 from policyopt.remote.job_process import run_in_child
 
                 kind, reason = run_in_child(self, job, job_dir)
             else:
                 kind, reason = self.outcome(job, job_dir)
-            if job_id in self._abandoned:  # shutdown() already put it back in the queue
+            if job_id in self._abandoned:  # handed back already (shutdown or lost lease)
                 return
             if kind == "interrupted":
                 self.store.transition(
                     job_id,
                     JobState.QUEUED,
                     event="job.suspended",
-                    message="the server is shutting down; the job resumes on its next start",
+                    message="the server is shutting down; the job resumes on another replica "
+                    "or on the next start",
                     only_from=[JobState.RUNNING],
-                    attempts=job.attempts,  # a clean shutdown is not a failed attempt
+                    holder=self.replica_id,
+                    attempts=job.attempts - 1,  # a clean shutdown is not a failed attempt
                 )
             elif kind == "error":
-                cancelled = self.store.get_job(job_id)
+                cancelled = self.store.get_job(job_id, full=False)
                 if cancelled is not None and cancelled.cancel_requested:
                     self._cancelled(job_id, None)
                 else:
-                    self._fail(job_id, reason)
+                    self._fail(job_id, reason, holder=self.replica_id)
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
                 self._listeners.pop(job_id, None)
-            if not self._stopping.is_set():
+                self._stop_sent.discard(job_id)
+                abandoned = job_id in self._abandoned
+                self._abandoned.discard(job_id)
+            if not self._stopping.is_set() and not abandoned:
                 stop_file.unlink(missing_ok=True)
 
     def outcome(self, job: JobRecord, job_dir: Path) -> tuple[str, str]:
@@ -578,6 +795,7 @@ class JobRunner:
             message=reason or "cancelled",
             data={"status": "cancelled", "reason": reason, "partial_results": results is not None},
             only_from=[JobState.RUNNING],
+            holder=self.replica_id,
             **fields,
         )
 
@@ -638,6 +856,7 @@ class JobRunner:
                 "test": test,
             },
             only_from=[JobState.RUNNING],
+            holder=self.replica_id,
             results=results,
             best_score=results["best_score"],
             best_prompt=results["best_prompt"],

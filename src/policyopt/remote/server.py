@@ -48,7 +48,12 @@ from policyopt.remote.api_schema import (
 )
 from policyopt.remote.outbound import OutboundPolicy
 from policyopt.remote.policy import PolicyViolation, ServerPolicy, check_json_limits
-from policyopt.remote.runner import JobRunner, ReflectionFactory, TaskAppFactory
+from policyopt.remote.runner import (
+    DEFAULT_LEASE_S,
+    JobRunner,
+    ReflectionFactory,
+    TaskAppFactory,
+)
 from policyopt.remote.store import JobRecord, JobState, JobStore
 from policyopt.remote.vault import ServerSecret, legacy_owner_id
 
@@ -237,6 +242,8 @@ def create_app(
     secret_file: str | Path | None = None,
     isolation: str = "thread",
     job_niceness: int = 10,
+    replica_id: str | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> FastAPI:
     """The job server's ASGI app; jobs run while it is being served (lifespan starts them).
 
@@ -250,6 +257,13 @@ def create_app(
     ``isolation="process"`` runs each job in a child process (what ``policyopt serve`` does:
     requests never wait behind a job's Python work); the factories must then be picklable, and
     ``job_niceness`` lowers those processes' CPU priority.
+
+    Replicas: several apps (processes, hosts) on one ``db_path`` (a SQLite file on one host,
+    or a ``postgresql://`` URL) and one shared ``data_dir`` share one queue; each holds its
+    running jobs under a lease of ``lease_s`` seconds, named ``replica_id``, and resumes the
+    jobs of a replica that died once their leases expire. They must share the API keys and
+    the server secret (with a PostgreSQL ``db_path`` it defaults to ``server.secret`` next to
+    ``data_dir``).
     """
     labelled = (
         {label: key for label, key in api_keys.items()}
@@ -270,8 +284,9 @@ def create_app(
     if isinstance(max_body_bytes, bool) or max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1; got {max_body_bytes!r}.")
     store = JobStore(db_path)
+    beside = store.path if store.path is not None else Path(data_dir)
     secret = ServerSecret.load_or_create(
-        secret_file if secret_file is not None else Path(db_path).parent / "server.secret"
+        secret_file if secret_file is not None else beside.parent / "server.secret"
     )
     owners = {secret.owner_id(key): label for label, key in labelled.items()}
     for key in labelled.values():  # jobs of a server that stored plain SHA-256 owner ids
@@ -289,6 +304,8 @@ def create_app(
         secret=secret,
         isolation=isolation,
         job_niceness=job_niceness,
+        replica_id=replica_id,
+        lease_s=lease_s,
     )
     submit_lock = asyncio.Lock()  # the quota check and the insert, one submit at a time
     owner_ids = list(owners)
@@ -715,9 +732,12 @@ def serve(
     secret_file: str | Path | None = None,
     isolation: str = "process",
     job_niceness: int = 10,
+    replica_id: str | None = None,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> None:
     """Serve the job server with uvicorn until interrupted (SIGTERM or Ctrl-C stop it within
-    seconds: running jobs go back to the queue and resume on the next start)."""
+    seconds: running jobs go back to the queue and resume on the next start, or at once on
+    another replica sharing the database)."""
     keys = load_api_keys(api_keys, keys_file=keys_file)
     app = create_app(
         db_path,
@@ -730,6 +750,8 @@ def serve(
         secret_file=secret_file,
         isolation=isolation,
         job_niceness=job_niceness,
+        replica_id=replica_id,
+        lease_s=lease_s,
     )
     run_app(app, host=host, port=port, log_level=log_level)
 

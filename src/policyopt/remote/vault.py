@@ -70,13 +70,21 @@ class ServerSecret:
         file = Path(path)
         if not file.parent.exists():
             private_dir(file.parent)
-        try:
-            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
+        if not file.exists():
+            # written aside, then linked in place: replicas starting together on a fresh
+            # directory never read a half-written secret, and all end up with the same one
+            tmp = file.with_name(f".{file.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(base64.urlsafe_b64encode(secrets.token_bytes(_SECRET_BYTES)))
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, file)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
         mode = stat.S_IMODE(file.stat().st_mode)
         if mode & 0o077:
             raise StateError(
