@@ -638,6 +638,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model a field holds (also inside ``X | None``), else None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if typing.get_origin(annotation) is Annotated:
+        return _model_of(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         models = [a for a in typing.get_args(annotation) if _model_of(a) is not None]
         if len(models) == 1:
