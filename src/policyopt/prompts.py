@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from policyopt.errors import ConfigError, describe
 
@@ -30,6 +30,7 @@ __all__ = [
     "Prompt",
     "PromptShape",
     "component_names",
+    "fresh_copy",
     "is_chat",
     "prompt_text",
     "validate_messages",
@@ -158,6 +159,17 @@ def validate_prompt(
         f"The {name!r} must be a str, a dict[str, str] of named components or a list of chat "
         f"messages ({{'role': ..., 'content': ...}}); got {describe(prompt)} instead."
     )
+
+
+def fresh_copy(prompt: Any) -> Any:
+    """A copy of a dict or chat prompt for one ``evaluate`` call (a str as is), so that an
+    ``evaluate`` that edits its messages in place (``messages.append(...)``) cannot change the
+    prompt other rollouts, the cache and the result see."""
+    if isinstance(prompt, dict):
+        return dict(prompt)
+    if isinstance(prompt, list):
+        return [dict(m) if isinstance(m, dict) else m for m in prompt]
+    return prompt
 
 
 def prompt_text(prompt: object) -> str:

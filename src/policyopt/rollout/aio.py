@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from policyopt.errors import ConfigError
+from policyopt.prompts import fresh_copy
 from policyopt.rollout.worker import Outcome, classify, describe_exception
 
 __all__ = [
@@ -299,7 +300,7 @@ class AsyncSlots:
         token = batch.on_start(index)
         live = _Live(index, token, time.perf_counter())
         try:
-            value = batch.evaluate(prompt, example)
+            value = batch.evaluate(fresh_copy(prompt), example)
         except Exception as exc:
             outcome = Outcome(
                 index, "error", None, describe_exception(exc), time.perf_counter() - live.start

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policyopt.errors import ScoreTypeError
+from policyopt.prompts import fresh_copy
 from policyopt.types import Score, is_finite, normalize_score
 
 __all__ = ["Outcome", "Slots", "awaited", "classify", "describe_exception", "execute"]
@@ -83,7 +84,7 @@ def execute(
         )
     start = time.perf_counter()
     try:
-        raw = awaited(evaluate(prompt, example))
+        raw = awaited(evaluate(fresh_copy(prompt), example))
     except Exception as exc:
         return Outcome(index, "error", None, describe_exception(exc), time.perf_counter() - start)
     return classify(index, raw, time.perf_counter() - start)
@@ -156,7 +157,7 @@ class Slots:
 
         def target() -> None:
             try:
-                box["value"] = awaited(evaluate(prompt, example))
+                box["value"] = awaited(evaluate(fresh_copy(prompt), example))
             except BaseException as exc:  # reported by the waiting thread
                 box["error"] = exc
             finally:
