@@ -1,5 +1,5 @@
-"""The ``policyopt`` command line: ``demo``, ``show``, ``plot``, ``compare``, ``bench``, ``tasks``,
-``version`` (and more).
+"""The ``policyopt`` command line: ``demo``, ``optimize`` and ``estimate`` (your own program from
+a config file), ``show``, ``plot``, ``compare``, ``bench``, ``tasks``, ``version`` (and more).
 
 A mistake on the command line (an unknown task, a budget of 0, a bad setting, a directory that is
 not a run) is one line on stderr saying what, where and how to fix it, and exit code 2, checked
