@@ -28,6 +28,12 @@ from policyopt.events import (
 __all__ = ["ProgressDisplay", "describe_estimate"]
 
 
+def _spread(est: dict[str, Any], key: str) -> str:
+    """`` (lo-hi)`` when the estimate gives a range for ``key``."""
+    lo, hi = est.get(f"{key}_min", est.get(key)), est.get(f"{key}_max", est.get(key))
+    return f" ({lo}-{hi})" if lo != hi else ""
+
+
 def describe_estimate(event: RunStarted) -> str:
     """One line saying what a run's settings imply, printed before it starts."""
     est = event.estimate
@@ -38,13 +44,16 @@ def describe_estimate(event: RunStarted) -> str:
         per = est.get("proposals_per_iteration", 1)
         parts.append(f"~{est['iterations']} iterations x {per} proposals")
     if "reflection_calls" in est:
-        parts.append(f"~{est['reflection_calls']} reflection LM calls")
+        spread = _spread(est, "reflection_calls")
+        parts.append(f"~{est['reflection_calls']} reflection LM calls{spread}")
     if "num_trials" in est:
-        parts.append(f"{est['num_candidates']} candidates, {est['num_trials']} trials")
+        plan = f" (plan: {est['plan']})" if "plan" in est else ""
+        batch = f" on minibatches of {est['minibatch_size']}" if "minibatch_size" in est else ""
+        parts.append(f"{est['num_candidates']} candidates, {est['num_trials']} trials{batch}{plan}")
     if "total" in est:
         parts.append(f"at most ~{est['total']} rollouts by the settings")
     if "proposer_calls" in est:
-        parts.append(f"~{est['proposer_calls']} proposer LM calls")
+        parts.append(f"~{est['proposer_calls']} proposer LM calls{_spread(est, 'proposer_calls')}")
     if event.resumed_rollouts:
         parts.append(f"resuming with {event.resumed_rollouts} rollouts already paid")
     return ", ".join(parts)

@@ -68,8 +68,11 @@ def test_builtins_are_registered_with_their_roles() -> None:
     assert (gepa.cls, gepa.lm_param, gepa.lm_role) == (GEPA, "reflection_lm", "reflection")
     assert (mipro.cls, mipro.lm_param, mipro.lm_role) == (MIPRO, "proposer_lm", "proposer")
     assert "reflection_template" in gepa.plan({}, budget=100, n_train=5, n_val=5, small_model=True)
-    plan = mipro.plan({}, budget=200, n_train=30, n_val=30)
-    assert plan["num_candidates"] == 4 and plan["num_trials"] >= 1
+    # MIPRO plans a budget-only run itself; the registry checks it and shows it in estimate()
+    assert mipro.plan({}, budget=200, n_train=30, n_val=30) == {}
+    estimate = mipro.estimate({}, budget=200, n_train=30, n_val=30)
+    assert estimate["num_candidates"] == 4 and estimate["num_trials"] >= 1
+    assert estimate["plan"] == "budget" and estimate["rollouts"] <= 200
     assert mipro.plan({"auto": "light"}, budget=200, n_train=30, n_val=30) == {"auto": "light"}
     with pytest.raises(ConfigError, match="unknown gepa setting.*merj.*Known:.*merge"):
         gepa.plan({"merj": False}, budget=100, n_train=5, n_val=5)
@@ -126,3 +129,27 @@ def test_the_cli_lists_the_registry() -> None:
     for name in optimizer_names():
         assert f"{name}: " in result.output
     assert "reflection LM: reflection_lm=" in result.output
+
+
+def test_a_budget_too_small_for_one_mipro_trial_fails_in_plan_before_any_run() -> None:
+    mipro = get_spec("mipro")
+    with pytest.raises(ConfigError, match="a budget alone cannot run a single trial.*at least 87"):
+        mipro.plan({}, budget=60, n_train=38, n_val=39)
+    with pytest.raises(ConfigError, match="auto='light'.*at least 103"):
+        mipro.plan({"auto": "light"}, budget=60, n_train=38, n_val=39, small_model=True)
+
+
+@pytest.mark.parametrize("name", ["gepa", "mipro", "opro"])
+@pytest.mark.parametrize("budget", [100, 300, 1000])
+def test_every_builtin_estimates_rollouts_and_lm_calls_with_a_range(name: str, budget: int) -> None:
+    spec = get_spec(name)
+    est = spec.estimate({}, budget=budget, n_train=38, n_val=39, small_model=True)
+    assert 0 < est["rollouts"] <= budget
+    assert est.get("lm_calls_min", est["lm_calls"]) <= est["lm_calls"]
+    assert est["lm_calls"] <= est.get("lm_calls_max", est["lm_calls"])
+    assert est["lm_calls"] >= 1
+
+
+def test_a_spec_without_an_estimator_estimates_nothing() -> None:
+    spec = OptimizerSpec(name="echo-est", cls=Echo, settings=RunSettings)
+    assert spec.estimate({}, budget=10, n_train=2, n_val=2) == {}

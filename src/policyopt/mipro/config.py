@@ -48,7 +48,9 @@ class MIPROSettings(RunSettings):
     label_key: str | None = Field(
         None, description="example key holding the answer, for labeled demos (None: detect)"
     )
-    minibatch_size: int = Field(35, ge=1, description="valset examples per trial")
+    minibatch_size: int | None = Field(
+        None, ge=1, description="valset examples per trial (None: 10 from a budget, else 35)"
+    )
     full_eval_every: int = Field(5, ge=1, description="trials between full valset evaluations")
     trials_per_batch: int = Field(2, ge=1, description="trials asked of Optuna at once")
     n_startup_trials: int | None = Field(
@@ -69,6 +71,11 @@ class MIPROSettings(RunSettings):
     demo_bootstrapper: Any = Field(
         "bootstrap", description="how demo sets are built: bootstrap, none, or your own"
     )
+    demo_placement: Literal["turns", "inline"] | None = Field(
+        None,
+        description="demos as earlier user/assistant chat turns, or inline in the instruction "
+        "(None: turns for a chat-message prompt, else inline)",
+    )
 
     @field_validator(*strategies.NAMES)
     @classmethod
@@ -84,11 +91,7 @@ class MIPROSettings(RunSettings):
         if self.auto is not None and (self.num_candidates or self.num_trials):
             raise ValueError(
                 "give either auto='light'|'medium'|'heavy' or num_candidates and num_trials, "
-                "not both"
-            )
-        if self.auto is None and (self.num_candidates is None or self.num_trials is None):
-            raise ValueError(
-                "set auto='light'|'medium'|'heavy', or both num_candidates and num_trials"
+                "not both (or neither: the plan then comes from max_rollouts)"
             )
         return self
 
@@ -99,9 +102,24 @@ class MIPROSettings(RunSettings):
             return True
         return self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
 
-    def sizes(self, n_components: int) -> tuple[int, int]:
-        """``(num_candidates, num_trials)`` after presets."""
-        if self.auto is not None:
+    def plan(self, n_train: int, n_val: int, n_components: int = 1) -> Any:
+        """The run's :class:`~policyopt.mipro.budget.MIPROPlan` for these data sizes (a budget
+        alone, ``auto`` or explicit counts, fitted to or checked against ``max_rollouts``)."""
+        from policyopt.mipro.budget import plan_for_budget  # budget imports this module
+
+        return plan_for_budget(
+            dict(self),
+            budget=self.max_rollouts,
+            n_train=n_train,
+            n_val=n_val,
+            n_components=n_components,
+        )
+
+    def sizes(self, n_components: int, n_train: int = 0, n_val: int = 0) -> tuple[int, int]:
+        """``(num_candidates, num_trials)`` after presets (and the budget fit, given sizes)."""
+        if self.auto is not None and not n_val:
             return preset(self.auto, n_components, self.zero_shot)
-        assert self.num_candidates is not None and self.num_trials is not None
-        return self.num_candidates, self.num_trials
+        if self.num_candidates is not None and self.num_trials is not None:
+            return self.num_candidates, self.num_trials
+        plan = self.plan(n_train, n_val, n_components)
+        return plan.num_candidates, plan.num_trials

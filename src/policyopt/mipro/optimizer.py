@@ -28,11 +28,14 @@ from policyopt.errors import ConfigError
 from policyopt.events import CandidateEvaluated, Listener, NewBest
 from policyopt.lm.base import resolve_lm
 from policyopt.mipro import strategies
+from policyopt.mipro.budget import MIPROPlan, log_plan, plan_for_budget
+from policyopt.mipro.budget import bootstrap_size as _bootstrap_size
 from policyopt.mipro.config import RESUMABLE_CHANGES, MIPROSettings
 from policyopt.mipro.demos import (
     Demo,
     DemoFormatter,
     demo_input,
+    demo_turns,
     detect_label_key,
     format_prompt,
     labeled_demo,
@@ -40,67 +43,62 @@ from policyopt.mipro.demos import (
 from policyopt.mipro.proposer import InstructionProposer
 from policyopt.mipro.search import Search
 from policyopt.mipro.strategies import DemoSetBuilder, InstructionSource
+from policyopt.prompts import PromptShape
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import LMUnavailable, RunContext, _one_lm, settings_or_error
 from policyopt.state.memo import JournaledLM
-from policyopt.types import Candidate, OptimizationResult, Program, validate_prompt
+from policyopt.types import Candidate, OptimizationResult, Program, PromptValue, validate_prompt
 
 __all__ = ["MIPRO", "estimate_rollouts", "trials_for_budget"]
 
 logger = logging.getLogger("policyopt")
 
+_EXTRA_TRIALS_FACTOR = 10  # a budget-only search runs at most this many times its planned trials
+_IDLE_BATCHES = 3  # ... and stops past its plan after this many batches that paid nothing
+_MAX_REPEATS = 20  # known configurations re-asked in a row before they count as trials
+
 
 def estimate_rollouts(
     settings: MIPROSettings, n_train: int, n_val: int, n_components: int
-) -> dict[str, int]:
-    """Upper bound of what the settings spend: bootstrap + baseline + trials + full evaluations.
+) -> dict[str, Any]:
+    """Upper bound of what the settings spend, with the plan: see :mod:`policyopt.mipro.budget`.
 
-    ``bootstrap = min(n_train, max(8, num_candidates * max_bootstrapped_demos))`` (0 without
-    bootstrapped demos); ``trials = num_trials * min(minibatch_size, n_val)``;
-    ``full evaluations = (ceil(num_trials / full_eval_every) + 1) * n_val``, the seed's included.
-    Cache hits (repeated configurations or examples) make the real spend lower.
+    ``bootstrap + baseline + trials + full_evaluations = total``; cache hits (repeated
+    configurations or examples) make the real spend lower.
     """
-    n_cand, n_trials = settings.sizes(n_components)
-    boot = bootstrap_size(settings, n_train, n_cand)
-    minibatch = min(settings.minibatch_size, n_val)
-    full = (math.ceil(n_trials / settings.full_eval_every) + 1) * n_val
-    return {
-        "bootstrap": boot,
-        "baseline": n_val,
-        "trials": n_trials * minibatch,
-        "full_evaluations": full - n_val,
-        "total": boot + n_trials * minibatch + full,
-        "num_candidates": n_cand,
-        "num_trials": n_trials,
-        "proposer_calls": 1 + (n_cand - 1) * n_components,
-    }
+    return settings.plan(n_train, n_val, n_components).estimate()  # type: ignore[no-any-return]
 
 
 def trials_for_budget(
     budget: int, n_train: int, n_val: int, n_components: int = 1, **settings: Any
 ) -> int:
-    """The most trials (at least 1) whose :func:`estimate_rollouts` fits in ``budget``.
+    """The most trials (at least 1) whose planned spend fits in ``budget``.
 
     ``settings`` are the other MIPRO settings (``num_candidates``, ``minibatch_size`` ...).
     """
-    best = 1
-    for trials in range(1, 1000):
-        plan = MIPROSettings(max_rollouts=budget, num_trials=trials, **settings)
-        if estimate_rollouts(plan, n_train, n_val, n_components)["total"] > budget:
-            break
-        best = trials
-    return best
+    settings = {k: v for k, v in settings.items() if k not in ("num_trials", "auto")}
+    plan = plan_for_budget(
+        settings, budget=budget, n_train=n_train, n_val=n_val, n_components=n_components
+    )
+    return plan.num_trials
 
 
 def bootstrap_size(settings: MIPROSettings, n_train: int, n_candidates: int) -> int:
     """How many training examples the seed program runs on to find demos."""
-    if settings.max_bootstrapped_demos == 0 or settings.demo_bootstrapper == "none":
-        return 0
-    return min(n_train, max(8, n_candidates * settings.max_bootstrapped_demos))
+    return _bootstrap_size(
+        n_train, n_candidates, settings.max_bootstrapped_demos, settings.demo_bootstrapper
+    )
 
 
 class MIPRO:
-    """``MIPRO(proposer_lm=..., max_rollouts=..., auto="light").optimize(program, train, val)``.
+    """``MIPRO(proposer_lm=..., max_rollouts=...).optimize(program, train, val)``.
+
+    The budget alone is enough: the run's candidates, trials, minibatch and full-evaluation
+    schedule are fitted to ``max_rollouts`` (:mod:`policyopt.mipro.budget`; the plan is logged
+    and announced in ``RunStarted.estimate``). ``auto="light"|"medium"|"heavy"`` or explicit
+    ``num_candidates``/``num_trials`` win when given, capped by (auto) or checked against
+    (explicit) the budget; a budget that cannot run one trial is a ConfigError naming the
+    smallest one that can.
 
     ``proposer_lm`` (alias ``lm``) is a litellm model string, a :class:`policyopt.LM` or a
     callable ``str -> str``. ``demo_formatter(instruction, demos) -> str`` decides how demos
@@ -131,7 +129,7 @@ class MIPRO:
             max_labeled_demos: demos from labeled examples
             metric_threshold: a bootstrapped demo must score at least this (None: the max, 1.0)
             label_key: example key holding the answer, for labeled demos (None: detect)
-            minibatch_size: valset examples per trial
+            minibatch_size: valset examples per trial (None: 10 from a budget, else 35)
             full_eval_every: trials between full valset evaluations
             trials_per_batch: trials asked of Optuna at once
             n_startup_trials: random trials before TPE models (None: max(4, 2 x variables))
@@ -142,6 +140,8 @@ class MIPRO:
             sampler: the search's Optuna sampler: tpe, random, a sampler or a factory
             instruction_proposer: who proposes instructions: grounded (the LM), or your own
             demo_bootstrapper: how demo sets are built: bootstrap, none, or your own
+            demo_placement: demos as chat turns (turns) or in the instruction (inline); None:
+                turns for a chat-message prompt, else inline
     """
 
     name = "mipro"
@@ -176,7 +176,7 @@ class MIPRO:
         max_labeled_demos: int = 4,
         metric_threshold: float | None = None,
         label_key: str | None = None,
-        minibatch_size: int = 35,
+        minibatch_size: int | None = None,
         full_eval_every: int = 5,
         trials_per_batch: int = 2,
         n_startup_trials: int | None = None,
@@ -187,6 +187,7 @@ class MIPRO:
         sampler: Literal["tpe", "random"] | Any = "tpe",
         instruction_proposer: Literal["grounded"] | InstructionSource = "grounded",
         demo_bootstrapper: Literal["bootstrap", "none"] | DemoSetBuilder = "bootstrap",
+        demo_placement: Literal["turns", "inline"] | None = None,
     ) -> None:
         values = {k: v for k, v in locals().items() if k in MIPROSettings.model_fields}
         self.proposer_lm = resolve_lm(
@@ -218,12 +219,27 @@ class _Run:
         s = self.s = mipro.settings
         self.program = program
         self.format: Callable[[str, Sequence[Demo]], str] = mipro.demo_formatter
-        self.single = isinstance(program.prompt, str)
+        # components (name -> text); a chat prompt searches only its instruction-bearing message
+        self.shape = PromptShape.of(program.prompt)
+        self.fixed = self.shape.components(program.prompt)
+        chat = self.shape.kind == "chat"
         self.seed_prompt = (
-            {"prompt": program.prompt} if isinstance(program.prompt, str) else program.prompt
+            {self.shape.instruction: self.fixed[self.shape.instruction]} if chat else self.fixed
         )
         self.components = list(self.seed_prompt)
-        self.n_candidates, self.n_trials = s.sizes(len(self.components))
+        self.placement = s.demo_placement or ("turns" if chat else "inline")
+        if self.placement == "turns" and not chat:
+            raise ConfigError(
+                "MIPRO's demo_placement='turns' needs a chat-message prompt (a list of "
+                "{'role': ..., 'content': ...} dicts); use demo_placement='inline' for a "
+                f"{self.shape.kind} prompt."
+            )
+        # the plan (and a budget too small for one trial) is settled before any model call
+        n_val = len(trainset if valset is None else valset)
+        self.plan: MIPROPlan = s.plan(len(trainset), n_val, len(self.components))
+        self.n_candidates, self.n_trials = self.plan.num_candidates, self.plan.num_trials
+        self.minibatch_size = self.plan.minibatch_size
+        self.full_eval_every = self.plan.full_eval_every
         self.ctx = RunContext(
             optimizer="mipro",
             settings=s,
@@ -265,16 +281,17 @@ class _Run:
         self.failed_proposals = 0
 
     # ------------------------------------------------------------------ prompts
-    def prompt(self, params: dict[str, int]) -> str | dict[str, str]:
-        """The prompt of a configuration, in the seed's shape."""
-        parts = {
-            c: self.format(
-                self.instructions[c][params[f"{c}:instruction"]],
-                self.demo_sets[params.get(f"{c}:demos", 0)],
-            )
-            for c in self.components
-        }
-        return validate_prompt(parts["prompt"] if self.single else parts)
+    def prompt(self, params: dict[str, int]) -> PromptValue:
+        """The prompt of a configuration, in the seed's shape (demos inline or as turns)."""
+        parts, turns = dict(self.fixed), []
+        for c in self.components:
+            instruction = self.instructions[c][params[f"{c}:instruction"]]
+            demos = self.demo_sets[params.get(f"{c}:demos", 0)]
+            if self.placement == "turns":
+                parts[c], turns = instruction, [*turns, *demo_turns(demos)]
+            else:
+                parts[c] = self.format(instruction, demos)
+        return validate_prompt(self.shape.shaped(parts, turns=turns))
 
     @staticmethod
     def key(params: dict[str, int]) -> str:
@@ -291,7 +308,7 @@ class _Run:
                 for i in ctx.train_ids
             ]
         found: list[Demo] = []
-        size = bootstrap_size(s, len(ctx.train_ids), self.n_candidates)
+        size = self.plan.bootstrap
         if size:
             ids = list(ctx.train_ids)
             self.rng_boot.shuffle(ids)
@@ -439,24 +456,53 @@ class _Run:
         )
         baseline = {name: 0 for name in space}
         search.add(baseline, self.candidates[0].val_score)
-        done, since_full = 0, 0
-        size = min(s.minibatch_size, len(ctx.val_ids))
-        while done < self.n_trials:
+        done, since_full, idle, repeats, ended = 0, 0, 0, 0, "trials_done"
+        size = min(self.minibatch_size, len(ctx.val_ids))
+        # From a budget alone, the budget (not the planned count) ends the search: the plan
+        # assumes no cache hits, so trials go on while another batch and a full evaluation are
+        # affordable, until batches stop paying anything new (the space is exhausted).
+        extend = self.plan.source == "budget"
+        limit = self.n_trials * _EXTRA_TRIALS_FACTOR if extend else self.n_trials
+        while done < limit:
+            if done >= self.n_trials and idle >= _IDLE_BATCHES:
+                break
             reason = ctx.stopper.reason(
                 cost_usd=self.lm.usage.cost_usd, steps_without_improvement=0
             )
             if reason:
                 return reason
-            k = min(s.trials_per_batch, self.n_trials - done)
+            planned = done < self.n_trials  # past the plan: one trial per batch
+            k = min(s.trials_per_batch, self.n_trials - done) if planned else 1
             batch_ids = sorted(self.rng_batch.sample(list(ctx.val_ids), size))
             trials = search.ask(k)
             configs = [{name: int(t.params[name]) for name in space} for t in trials]
+            known = [self.known(p, batch_ids) for p in configs]
+            if any(v is not None for v in known) and repeats < _MAX_REPEATS:
+                # Optuna asked again for a configuration already scored on these examples: it
+                # is told that score, and no trial is spent on what would teach nothing
+                repeats += sum(v is not None for v in known)
+                search.tell(
+                    [t for t, v in zip(trials, known, strict=True) if v is not None],
+                    [v for v in known if v is not None],
+                )
+                pairs = zip(trials, configs, known, strict=True)
+                fresh = [(t, p) for t, p, v in pairs if v is None]
+                if not fresh:
+                    continue
+                trials, configs = [t for t, _ in fresh], [p for _, p in fresh]
+                k = len(trials)
+            repeats = 0
             requests = [(self.prompt(p), i) for p in configs for i in batch_ids]
             # a trial batch is started only if a full evaluation can follow it
             if not ctx.affordable(requests, ctx.val_split, extra=len(ctx.val_ids)):
                 search.fail(trials)  # asked but never run: the budget cannot pay for them
-                return "budget"
+                if planned:
+                    return "budget"
+                ended = "budget"  # the budget ends a budget-only search: promote, then stop
+                break
+            spent = engine.rollouts_spent
             result = engine.run(requests, split=ctx.val_split, label="trials")
+            idle = 0 if engine.rollouts_spent > spent else idle + 1
             rollouts = iter(result.rollouts)
             values = []
             for params in configs:
@@ -494,11 +540,24 @@ class _Run:
             self.snapshot()
             done += k
             since_full += k
-            if since_full >= s.full_eval_every:
+            if since_full >= self.full_eval_every:
                 since_full = 0
                 if self.promote() == "budget":
                     return "budget"
-        return "trials_done" if self.promote() is None else "budget"
+        return ended if self.promote() is None else "budget"
+
+    def known(self, params: dict[str, int], example_ids: Sequence[str]) -> float | None:
+        """The mean score of a configuration on these examples if every one is known already
+        (from its full evaluation or earlier trials), else None."""
+        key = self.key(params)
+        scores = (
+            self.candidates[self.full[key]].val_scores
+            if key in self.full
+            else self.minibatch_scores.get(key, {})
+        )
+        if not example_ids or any(i not in scores for i in example_ids):
+            return None
+        return sum(scores[i] for i in example_ids) / len(example_ids)
 
     def snapshot(self, stop_reason: str | None = None) -> None:
         """Rewrite ``state.json``: demos, instructions, trials and candidates so far."""
@@ -524,11 +583,12 @@ class _Run:
     # ------------------------------------------------------------------ run
     def run(self) -> OptimizationResult:
         s, ctx = self.s, self.ctx
-        estimate = estimate_rollouts(s, len(ctx.train_ids), len(ctx.val_ids), len(self.components))
+        estimate = self.plan.estimate()
+        log_plan(self.plan)
         return ctx.execute(
             optimizer="mipro",
             seed_prompt=validate_prompt(self.program.prompt),
-            settings=s.model_dump(),
+            settings={**s.model_dump(), **self.plan.settings()},
             estimate=estimate,
             body=self._body,
             has_result=lambda: bool(self.candidates),
@@ -550,7 +610,7 @@ class _Run:
         self.propose(self.candidates[0].val_score)
         return self.search()
 
-    def finish(self, reason: str, estimate: dict[str, int]) -> OptimizationResult:
+    def finish(self, reason: str, estimate: dict[str, Any]) -> OptimizationResult:
         s, ctx = self.s, self.ctx
         best = max(self.candidates, key=lambda c: (c.val_score, -c.index))
         usage = self.lm.usage
@@ -576,6 +636,7 @@ class _Run:
                 "trials": self.trials,  # type: ignore[dict-item]
                 "candidate_params": self.params,  # type: ignore[dict-item]
                 "estimate": estimate,  # type: ignore[dict-item]
+                "plan": self.plan.as_dict(),  # type: ignore[dict-item]
                 "rejected_proposals": self.rejected_proposals,
                 "failed_proposals": self.failed_proposals,
                 **ctx.fault_details(),  # type: ignore[dict-item]

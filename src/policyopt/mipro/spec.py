@@ -4,31 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from policyopt.mipro.budget import plan_for_budget
 from policyopt.mipro.config import MIPROSettings
-from policyopt.mipro.optimizer import MIPRO, trials_for_budget
+from policyopt.mipro.optimizer import MIPRO
 from policyopt.registry import OptimizerSpec
 
-__all__ = ["SPEC", "fit_to_budget"]
-
-#: what MIPRO proposes when only a budget is given: 4 candidates, minibatches of 10
-BUDGET_DEFAULTS: dict[str, Any] = {"num_candidates": 4, "minibatch_size": 10}
+__all__ = ["SPEC", "estimate", "fit_to_budget"]
 
 
 def fit_to_budget(
     settings: dict[str, Any], budget: int, n_train: int, n_val: int
 ) -> dict[str, Any]:
-    """Fill in ``num_trials`` (and candidates, minibatch) so the written estimate fits the budget.
+    """Check ``settings`` against the budget with the rule MIPRO itself applies when it starts
+    (:func:`~policyopt.mipro.budget.plan_for_budget`), and return them unchanged.
 
-    ``auto=`` or explicit ``num_candidates`` and ``num_trials`` win when given.
+    MIPRO plans a budget-only run itself (with the prompt's real component count, and running
+    on while cache hits leave budget), so nothing is written in; ``spec.estimate`` shows the
+    plan. A budget too small for one trial raises :class:`~policyopt.errors.ConfigError` here,
+    before any model call.
     """
-    if settings.get("auto") is not None or (
-        settings.get("num_candidates") is not None and settings.get("num_trials") is not None
-    ):
-        return dict(settings)
-    planned = {**BUDGET_DEFAULTS, **settings}
-    fit = {k: v for k, v in planned.items() if k not in ("num_trials", "max_rollouts")}
-    planned["num_trials"] = trials_for_budget(budget, n_train, n_val, **fit)
-    return planned
+    plan_for_budget(settings, budget=budget, n_train=n_train, n_val=n_val)
+    return dict(settings)
+
+
+def estimate(settings: dict[str, Any], budget: int, n_train: int, n_val: int) -> dict[str, Any]:
+    """The up-front estimate of a run with ``settings`` (rollouts and proposer LM calls)."""
+    return plan_for_budget(settings, budget=budget, n_train=n_train, n_val=n_val).estimate()
 
 
 SPEC = OptimizerSpec(
@@ -41,4 +42,5 @@ SPEC = OptimizerSpec(
     # the tiny model's proposals may come in a fenced block: no one-line stop for MIPRO
     small_model_lm={"stop": None, "max_tokens": 96},
     fit_to_budget=fit_to_budget,
+    estimator=estimate,
 )

@@ -162,7 +162,6 @@ def test_presets_follow_the_written_formula_and_bound_the_real_spend(auto: str) 
     ("kwargs", "match"),
     [
         ({"auto": "light", "num_trials": 5}, "either auto"),
-        ({"num_candidates": None, "num_trials": None}, "set auto"),
         ({"auto": "extreme", "num_candidates": None, "num_trials": None}, "auto"),
         ({"minibatch_size": 0}, "minibatch_size"),
     ],
@@ -213,6 +212,10 @@ def test_conformance_resume(tmp_path: Path) -> None:
     SUITE.check_resume_spends_nothing(tmp_path)
 
 
+def test_conformance_chat_prompts(tmp_path: Path) -> None:
+    SUITE.check_chat_prompts(tmp_path)
+
+
 def test_trials_for_budget_is_the_largest_plan_that_fits() -> None:
     from policyopt.mipro import trials_for_budget
 
@@ -220,8 +223,9 @@ def test_trials_for_budget_is_the_largest_plan_that_fits() -> None:
     trials = trials_for_budget(300, 38, 39, **common)
     fits = MIPROSettings(max_rollouts=300, num_trials=trials, **common)
     over = MIPROSettings(max_rollouts=300, num_trials=trials + 1, **common)
-    assert estimate_rollouts(fits, 38, 39, 1)["total"] <= 300
-    assert estimate_rollouts(over, 38, 39, 1)["total"] > 300
+    assert estimate_rollouts(fits, 38, 39, 1)["total"] <= 300 and not fits.plan(38, 39).notes
+    # one more trial: the plan says the budget cannot pay for it (its total is capped at 300)
+    assert "the budget pays for about" in over.plan(38, 39).notes[0]
 
 
 def test_proposals_see_the_seed_score_and_failures_are_counted_per_trial() -> None:

@@ -238,8 +238,10 @@ def test_algorithm_is_required_and_case_insensitive() -> None:
 
 
 def test_mipro_settings_are_checked_as_a_whole() -> None:
-    text = error_of(minimal(algorithm="mipro"))
-    assert "mipro: set auto='light'|'medium'|'heavy'" in text
+    # a budget alone is a valid MIPRO job (MIPRO plans it); auto with counts is not
+    assert JobConfig.from_dict(minimal(algorithm="mipro")).algorithm == "mipro"
+    text = error_of(minimal(algorithm="mipro", mipro={"auto": "light", "num_trials": 3}))
+    assert "mipro: give either auto='light'|'medium'|'heavy' or num_candidates" in text
     job = JobConfig.from_dict(minimal(algorithm="mipro", mipro={"auto": "light"}))
     assert job.optimizer_kwargs() == {"auto": "light", "seed": 0, "max_rollouts": 10}
 
