@@ -20,10 +20,17 @@ Streaming (a per-chunk deadline) was considered and not used: a server that queu
 sends nothing until a slot frees, so time to first token says as little as a timeout; usage,
 finish reason and cost would have to be rebuilt from chunks, and some servers omit usage in
 streams. A bounded concurrency with ghost slots needs nothing from the server.
+
+``acomplete``/``acall`` are the same call for coroutines (litellm's ``acompletion``): the same
+cache, retries, usage, timeouts and concurrency slots (shared with the sync callers: a coroutine
+waits for a slot without blocking its loop). Client-side rate limits (``rpm``/``tpm`` or a shared
+:class:`~policyopt.lm.limits.RateLimit`) are taken right before each request leaves, retries
+included, from threads and coroutines alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -38,6 +45,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from policyopt.errors import ConfigError, LMError, describe
 from policyopt.lm.cache import ResponseCache, default_cache_dir
+from policyopt.lm.limits import RateLimit, request_tokens
 from policyopt.types import LMUsage
 
 __all__ = ["LM", "CallableLM", "Completion", "LMLike", "Messages", "resolve_lm"]
@@ -45,6 +53,8 @@ __all__ = ["LM", "CallableLM", "Completion", "LMLike", "Messages", "resolve_lm"]
 logger = logging.getLogger("policyopt")
 
 Messages = Sequence[Mapping[str, str]]
+
+_SLOT_POLL_S = 0.005  # how often a coroutine waiting for a concurrency slot looks again
 
 #: Request keys that never enter the cache key: where a request goes is not what it asks.
 _UNKEYED = frozenset(
@@ -163,6 +173,10 @@ class LM:
     bounds the requests this LM has in flight at once, across threads: set it to the server's
     parallel slots; a timed-out request keeps its slot a while, as the server is likely still
     working on it (see the module docstring).
+
+    ``rpm``/``tpm`` keep this LM under a provider's requests and tokens per minute (client-side,
+    before a 429); ``rate_limit=RateLimit(...)`` instead shares one limit among several LMs.
+    ``await lm.acall(prompt)`` / ``await lm.acomplete(prompt)`` are the async twins of the call.
     """
 
     def __init__(
@@ -176,6 +190,9 @@ class LM:
         timeout_retries: int = 2,
         max_concurrency: int | None = None,
         max_backoff: float = 30.0,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        rate_limit: RateLimit | None = None,
         **litellm_kwargs: Any,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
@@ -223,6 +240,16 @@ class LM:
         self._slots = (
             threading.BoundedSemaphore(max_concurrency) if max_concurrency is not None else None
         )
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise ConfigError(
+                "'rate_limit' must be a policyopt.lm.RateLimit or None; got "
+                f"{describe(rate_limit)}."
+            )
+        if rate_limit is not None and (rpm is not None or tpm is not None):
+            raise ConfigError("Give rpm=/tpm= or a shared rate_limit=, not both.")
+        if rate_limit is None and (rpm is not None or tpm is not None):
+            rate_limit = RateLimit(requests=rpm, tokens=tpm, per=60.0)
+        self.rate_limit = rate_limit
 
     # ------------------------------------------------------------------ public
     def __call__(self, prompt: str | Messages, /, **kwargs: Any) -> str:
@@ -231,15 +258,40 @@ class LM:
 
     def complete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
         """Ask the model; returns the answer with its finish reason, tokens and cost."""
+        request, key, hit = self._lookup(prompt, kwargs)
+        if hit is not None:
+            return hit
+        completion = self._request(request)
+        self._store(key, completion)
+        return completion
+
+    async def acall(self, prompt: str | Messages, /, **kwargs: Any) -> str:
+        """Ask the model from a coroutine; returns the answer text."""
+        return (await self.acomplete(prompt, **kwargs)).text
+
+    async def acomplete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
+        """:meth:`complete` for coroutines (litellm's ``acompletion``), same cache and usage."""
+        request, key, hit = self._lookup(prompt, kwargs)
+        if hit is not None:
+            return hit
+        completion = await self._arequest(request)
+        self._store(key, completion)
+        return completion
+
+    def _lookup(
+        self, prompt: str | Messages, kwargs: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], str | None, Completion | None]:
+        """The request, its cache key, and the cached answer if there is one (counted)."""
         request = {"model": self.model, "messages": as_messages(prompt), **self.kwargs, **kwargs}
         key = self._cache_key(request) if self._cache is not None else None
         if key is not None and self._cache is not None:
             hit = self._cache.get(key)
             if hit is not None:
-                completion = Completion(**hit, cached=True)
                 self._add(LMUsage(cache_hits=1))
-                return completion
-        completion = self._request(request)
+                return request, key, Completion(**hit, cached=True)
+        return request, key, None
+
+    def _store(self, key: str | None, completion: Completion) -> None:
         if key is not None and self._cache is not None:
             self._cache.set(
                 key,
@@ -251,7 +303,6 @@ class LM:
                     "cost_usd": completion.cost_usd,
                 },
             )
-        return completion
 
     @property
     def usage(self) -> LMUsage:
@@ -282,6 +333,12 @@ class LM:
         """One HTTP request through litellm (no retries of its own); overridable in tests."""
         return litellm.completion(**request, num_retries=0, max_retries=0, timeout=timeout)
 
+    async def _asend(
+        self, litellm: Any, request: dict[str, Any], timeout: float | None = None
+    ) -> Any:
+        """One HTTP request through litellm's ``acompletion``; overridable in tests."""
+        return await litellm.acompletion(**request, num_retries=0, max_retries=0, timeout=timeout)
+
     def _ghost_delay(self, waited: float) -> float:
         """How long a request that timed out after ``waited`` s keeps its slot after that.
 
@@ -289,7 +346,7 @@ class LM:
         """
         return waited
 
-    def _attempt(self, litellm: Any, request: dict[str, Any]) -> Any:
+    def _attempt(self, litellm: Any, request: dict[str, Any], tokens: int = 0) -> Any:
         """One request inside a concurrency slot, with this LM's timeout as of when it leaves.
 
         The timeout is read once the slot is ours, so a call that queued behind a timed-out
@@ -299,21 +356,14 @@ class LM:
         slots = self._slots
         if slots is not None:
             slots.acquire()
-        with self._lock:
-            timeout = self._timeout_now
         try:
+            if self.rate_limit is not None:
+                self.rate_limit.acquire(tokens)
+            with self._lock:
+                timeout = self._timeout_now
             response = self._send(litellm, request, timeout)
         except litellm.Timeout as exc:
-            waited = timeout if timeout is not None else self.max_backoff
-            if slots is not None:
-                delay = self._ghost_delay(waited)
-                if delay > 0:
-                    ghost = threading.Timer(delay, slots.release)
-                    ghost.daemon = True
-                    ghost.start()
-                else:
-                    slots.release()
-            raise _TimedOut(waited, exc) from exc
+            raise self._timed_out(timeout, exc) from exc
         except BaseException:
             if slots is not None:
                 slots.release()
@@ -321,6 +371,43 @@ class LM:
         if slots is not None:
             slots.release()
         return response
+
+    async def _aattempt(self, litellm: Any, request: dict[str, Any], tokens: int = 0) -> Any:
+        """:meth:`_attempt` for coroutines: the same slots (waited for without blocking the
+        loop), rate limit and timeout."""
+        slots = self._slots
+        if slots is not None:
+            while not slots.acquire(blocking=False):
+                await asyncio.sleep(_SLOT_POLL_S)
+        try:
+            if self.rate_limit is not None:
+                await self.rate_limit.acquire_async(tokens)
+            with self._lock:
+                timeout = self._timeout_now
+            response = await self._asend(litellm, request, timeout)
+        except litellm.Timeout as exc:
+            raise self._timed_out(timeout, exc) from exc
+        except BaseException:  # CancelledError included: the slot is free again
+            if slots is not None:
+                slots.release()
+            raise
+        if slots is not None:
+            slots.release()
+        return response
+
+    def _timed_out(self, timeout: float | None, exc: BaseException) -> _TimedOut:
+        """A request timed out: its slot stays taken a while (a ghost); the error to raise."""
+        waited = timeout if timeout is not None else self.max_backoff
+        slots = self._slots
+        if slots is not None:
+            delay = self._ghost_delay(waited)
+            if delay > 0:
+                ghost = threading.Timer(delay, slots.release)
+                ghost.daemon = True
+                ghost.start()
+            else:
+                slots.release()
+        return _TimedOut(waited, exc)
 
     def _after_timeout(self, timeout: float) -> float:
         """Grow this LM's timeout after a request timed out at ``timeout``; the new value."""
@@ -337,59 +424,38 @@ class LM:
         except Exception:  # unknown price: report None, never guess
             return None
 
+    def _tokens(self, request: Mapping[str, Any]) -> int:
+        """What one request counts against a tokens-per-minute limit (0 without one)."""
+        if self.rate_limit is None or self.rate_limit.tokens is None:
+            return 0
+        return request_tokens(request)
+
     def _request(self, request: dict[str, Any]) -> Completion:
         litellm = _litellm()
-        retryable = _retryable(litellm)
-        attempt = 0  # retries of rate limits and server errors
-        timeouts: list[float] = []  # the timeouts of the attempts that timed out
+        retries = _Retries(self, _retryable(litellm))
+        tokens = self._tokens(request)
         while True:
             try:
-                response = self._attempt(litellm, request)
+                response = self._attempt(litellm, request, tokens)
                 break
-            except _TimedOut as timed_out:
-                waited, exc = timed_out.waited, timed_out.error
-                timeouts.append(waited)
-                grown = self._after_timeout(waited)
-                if len(timeouts) > min(self.num_retries, self.timeout_retries):
-                    self._add(LMUsage(errors=1))
-                    raise LMError(
-                        f"{self.model}: timed out {len(timeouts)} times (after "
-                        f"{', '.join(f'{t:.2f}' for t in timeouts)} s); the server is too slow or "
-                        f"down: raise 'timeout'/'max_timeout', or lower the concurrency: {exc}"
-                    ) from exc
-                # back off as long as we waited: the server is likely still on the abandoned one
-                backoff = waited * random.uniform(1.0, 1.1)
-                logger.warning(
-                    "%s: timed out after %.2f s; the server may still be on it (its slot stays "
-                    "taken %.2f s); timeout retry %d/%d in %.2f s with timeout %.2f s",
-                    self.model,
-                    waited,
-                    self._ghost_delay(waited) if self._slots is not None else 0.0,
-                    len(timeouts),
-                    min(self.num_retries, self.timeout_retries),
-                    backoff,
-                    grown,
-                )
-                time.sleep(backoff)
-            except retryable as exc:
-                if attempt >= self.num_retries:
-                    self._add(LMUsage(errors=1))
-                    raise LMError(
-                        f"{self.model}: {type(exc).__name__} after "
-                        f"{attempt + len(timeouts) + 1} attempts: {exc}"
-                    ) from exc
-                wait = _retry_after(exc)
-                if wait is None:
-                    wait = random.uniform(0, min(self.max_backoff, 0.5 * 2**attempt))
-                wait = min(wait, self.max_backoff)
-                logger.info(
-                    "%s: %s, retry %d in %.2fs", self.model, type(exc).__name__, attempt + 1, wait
-                )
-                time.sleep(wait)
-                attempt += 1
             except Exception as exc:
-                self._add(LMUsage(errors=1))
-                raise LMError(f"{self.model}: {type(exc).__name__}: {exc}") from exc
+                time.sleep(retries.wait_after(exc))
+        return self._completion(litellm, response)
+
+    async def _arequest(self, request: dict[str, Any]) -> Completion:
+        litellm = _litellm()
+        retries = _Retries(self, _retryable(litellm))
+        tokens = self._tokens(request)
+        while True:
+            try:
+                response = await self._aattempt(litellm, request, tokens)
+                break
+            except Exception as exc:
+                await asyncio.sleep(retries.wait_after(exc))
+        return self._completion(litellm, response)
+
+    def _completion(self, litellm: Any, response: Any) -> Completion:
+        """The answer of a response, its usage counted."""
         choice = response.choices[0]
         text = choice.message.content or ""
         usage = getattr(response, "usage", None)
@@ -407,6 +473,65 @@ class LM:
         return Completion(
             text, getattr(choice, "finish_reason", None), prompt_tokens, completion_tokens, cost
         )
+
+
+class _Retries:
+    """The retry decisions of one call, the same for the sync and the async path."""
+
+    def __init__(self, lm: LM, retryable: tuple[type[BaseException], ...]) -> None:
+        self.lm = lm
+        self.retryable = retryable
+        self.attempt = 0  # retries of rate limits and server errors
+        self.timeouts: list[float] = []  # the timeouts of the attempts that timed out
+
+    def wait_after(self, exc: Exception) -> float:
+        """Seconds to wait before the next attempt; raises :class:`LMError` when done."""
+        lm = self.lm
+        if isinstance(exc, _TimedOut):
+            waited, error = exc.waited, exc.error
+            self.timeouts.append(waited)
+            grown = lm._after_timeout(waited)
+            if len(self.timeouts) > min(lm.num_retries, lm.timeout_retries):
+                lm._add(LMUsage(errors=1))
+                raise LMError(
+                    f"{lm.model}: timed out {len(self.timeouts)} times (after "
+                    f"{', '.join(f'{t:.2f}' for t in self.timeouts)} s); the server is too slow "
+                    f"or down: raise 'timeout'/'max_timeout', or lower the concurrency: {error}"
+                ) from error
+            # back off as long as we waited: the server is likely still on the abandoned one
+            backoff = waited * random.uniform(1.0, 1.1)
+            logger.warning(
+                "%s: timed out after %.2f s; the server may still be on it (its slot stays "
+                "taken %.2f s); timeout retry %d/%d in %.2f s with timeout %.2f s",
+                lm.model,
+                waited,
+                lm._ghost_delay(waited) if lm._slots is not None else 0.0,
+                len(self.timeouts),
+                min(lm.num_retries, lm.timeout_retries),
+                backoff,
+                grown,
+            )
+            return backoff
+        if isinstance(exc, self.retryable):
+            if self.attempt >= lm.num_retries:
+                lm._add(LMUsage(errors=1))
+                raise LMError(
+                    f"{lm.model}: {type(exc).__name__} after "
+                    f"{self.attempt + len(self.timeouts) + 1} attempts: {exc}"
+                ) from exc
+            wait = _retry_after(exc)
+            if wait is None:
+                wait = random.uniform(0, min(lm.max_backoff, 0.5 * 2**self.attempt))
+            wait = min(wait, lm.max_backoff)
+            logger.info(
+                "%s: %s, retry %d in %.2fs", lm.model, type(exc).__name__, self.attempt + 1, wait
+            )
+            self.attempt += 1
+            return wait
+        lm._add(LMUsage(errors=1))
+        if isinstance(exc, ConfigError):  # ours (e.g. a request larger than the token limit)
+            raise exc
+        raise LMError(f"{lm.model}: {type(exc).__name__}: {exc}") from exc
 
 
 class CallableLM:

@@ -190,6 +190,11 @@ class LocalLM(LM):
         kwargs.setdefault("client", self._box.get("client"))
         return super().complete(prompt, **kwargs)
 
+    async def acomplete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
+        """:meth:`complete` for coroutines (litellm's own async client; the server starts first)."""
+        kwargs.setdefault("api_base", self.api_base)
+        return await super().acomplete(prompt, **kwargs)
+
     def _cost(self, litellm: Any, response: Any) -> float | None:
         return 0.0  # a local model costs no money
 
