@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -69,14 +70,14 @@ def test_bench_logs_a_parent_run_and_a_nested_run_per_cell(tmp_path: Path) -> No
     assert broken.data.tags["policyopt.error"] == "RuntimeError: the peer blew up"
 
 
-def test_bench_mlflow_bad_uri_is_one_line_before_any_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["bench", "demo"])
+def test_a_bad_mlflow_uri_is_one_line_before_any_model(command: str, tmp_path: Path) -> None:
     folder = tmp_path / "dir.db"
     folder.mkdir()
-    result = CliRunner().invoke(
-        app, ["bench", "--tasks", "antonyms", "--out", str(tmp_path), "--mlflow", str(folder)]
-    )
+    args = ["--out", str(tmp_path)] if command == "bench" else ["--run-dir", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, [command, *args, "--mlflow", str(folder)])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --mlflow: MLflow tracking URI")
     assert "not a database file" in lines[0]
-    assert not (tmp_path / "bench.json").exists()  # nothing ran
+    assert not (tmp_path / "bench.json").exists() and not (tmp_path / "r").exists()
