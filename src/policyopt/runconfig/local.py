@@ -279,9 +279,12 @@ def prepare(
         build_program = _evaluate_builder(evaluate, config.initial_prompt, takes_lm)
     seed_prompt: Any = config.initial_prompt
     if not takes_lm:  # no model to wait for: build it now, so its errors come before anything
-        program = build_program(None)
-        seed_prompt = program.prompt
-        build_program = lambda _lm, _p=program: _p  # noqa: E731
+        built = build_program(None)
+        seed_prompt = built.prompt
+
+        def build_program(_lm: Any) -> Program:  # the one built above
+            return built
+
     train, val, test = _load_data(config.data, base)
     if run_dir is not None:  # from the command line: relative to the working directory
         resolved = Path(run_dir).resolve()
