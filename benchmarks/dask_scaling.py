@@ -6,7 +6,9 @@ fresh ``LocalCluster`` with 1 and then with 2 worker processes (one thread each)
 rollouts through ``RolloutEngine(backend=client)``; a warm-up batch first pays the preflight and
 the workers' imports, outside the timing. Rounds alternate the two sizes, so load drift on a
 shared machine hits both alike. It prints rollouts/s and the speed-up per round and their medians,
-and writes them to ``benchmarks/results/dask_scaling.json``.
+and writes them to ``benchmarks/results/dask_scaling.json``. Each run also reports the CPU seconds
+``evaluate`` used per wall second ("cores used"): on a shared machine that says how much of the
+two cores the workers really got, which the wall-time speed-up alone hides.
 
 Run: ``.venv/bin/python benchmarks/dask_scaling.py`` (``--quick``: fewer rollouts and rounds).
 """
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from policyopt import Score
 from policyopt.rollout import RolloutEngine
 from policyopt.rollout.dask_backend import local_cluster
 
@@ -48,9 +51,12 @@ def _timed(steps: int) -> float:
     return time.process_time() - start
 
 
-def busy_evaluate(prompt: str, example: dict[str, Any]) -> float:
-    """A CPU-bound rollout: ``example['steps']`` of busy work, scored deterministically."""
-    return (spin(example["steps"]) + len(prompt)) % 100 / 100
+def busy_evaluate(prompt: str, example: dict[str, Any]) -> Score:
+    """A CPU-bound rollout: ``example['steps']`` of busy work, scored deterministically; its
+    trace holds the CPU seconds the work took (this thread's)."""
+    start = time.thread_time()
+    value = (spin(example["steps"]) + len(prompt)) % 100 / 100
+    return Score(value, trace={"cpu_s": time.thread_time() - start})
 
 
 def one(n_workers: int, n_rollouts: int, steps: int) -> dict[str, Any]:
@@ -73,6 +79,7 @@ def one(n_workers: int, n_rollouts: int, steps: int) -> dict[str, Any]:
             wall = time.perf_counter() - start
             assert batch.complete and not any(r.failed for r in batch.done())
             mean_rollout_s = statistics.fmean(r.duration_s for r in batch.done())
+            cpu_s = sum(r.score.trace["cpu_s"] for r in batch.done())  # type: ignore[index]
     finally:
         cluster.close()
     return {
@@ -81,6 +88,9 @@ def one(n_workers: int, n_rollouts: int, steps: int) -> dict[str, Any]:
         "wall_s": round(wall, 3),
         "rollouts_per_s": round(n_rollouts / wall, 2),
         "mean_rollout_s": round(mean_rollout_s, 4),
+        "cpu_s_per_rollout": round(cpu_s / n_rollouts, 4),
+        # CPU seconds of evaluate per wall second: how many cores the workers really got
+        "cores_used": round(cpu_s / wall, 2),
     }
 
 
@@ -107,7 +117,8 @@ def main() -> int:
             runs.append(run)
             print(
                 f"round {round_no}: {run['workers']} worker(s): {run['wall_s']:.2f} s, "
-                f"{run['rollouts_per_s']:.1f} rollouts/s (a rollout {run['mean_rollout_s']:.3f} s)"
+                f"{run['rollouts_per_s']:.1f} rollouts/s (a rollout {run['mean_rollout_s']:.3f} s, "
+                f"{run['cpu_s_per_rollout']:.3f} s of CPU; {run['cores_used']:.2f} cores used)"
             )
         print(f"round {round_no}: speed-up 2 vs 1 workers: {speedup:.2f}x")
     speedups = [a["wall_s"] / b["wall_s"] for a, b in zip(runs[::2], runs[1::2], strict=True)]

@@ -203,6 +203,37 @@ def test_a_worker_killed_mid_batch_loses_no_rollout(client: Any, tmp_path: Path)
     assert 1 <= repeated <= 2  # the killed worker's one running rollout (and its queued one)
 
 
+def killing_evaluate(prompt: Any, example: dict[str, Any]) -> float:
+    """Kills the worker process it runs on (a segfault, an OOM kill)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return 1.0
+
+
+def _set_allowed_failures(n: int, dask_scheduler: Any = None) -> int:
+    before = dask_scheduler.allowed_failures
+    dask_scheduler.allowed_failures = n
+    return int(before)
+
+
+def test_a_rollout_that_kills_its_worker_is_a_failed_rollout(client: Any) -> None:
+    """After Dask's allowed failures (0 here, 3 by default) the rollout fails alone; the run
+    and the cluster go on."""
+    before = client.run_on_scheduler(_set_allowed_failures, 0)
+    try:
+        client.wait_for_workers(2, timeout=120)
+        with RolloutEngine(killing_evaluate, n_jobs=2, backend=client) as engine:
+            engine.add_split("train", [{"id": "boom"}])
+            (rollout,) = engine.run([("P", "boom")], split="train").done()
+            assert rollout.failed and rollout.value == 0.0
+            assert "KilledWorker" in (rollout.error or "")
+            assert engine.rollouts_used == 1
+    finally:
+        client.run_on_scheduler(_set_allowed_failures, before)
+    with RolloutEngine(keyword_evaluate, n_jobs=2, backend=client) as engine:
+        engine.add_split("train", [{"id": "t", "need": "alpha"}])
+        assert engine.run([("alpha", "t")], split="train").scores() == [1.0]
+
+
 def test_ray_backend_through_joblib(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     from ray.util.joblib import register_ray

@@ -199,13 +199,13 @@ class DaskRunner:
                             f"{__version__}; install the same version there"
                         )
         if problems:
-            shown = "\n".join(f"  - {p}" for p in problems[:8])
+            also = "".join(f"\n  also: {p}" for p in problems[1:8])
             more = f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else ""
             raise ConfigError(
-                f"Rollouts on the Dask cluster at {self.address} cannot start:\n{shown}{more}\n"
+                f"Rollouts on the Dask cluster at {self.address} cannot start: {problems[0]}. "
                 "Install the module of evaluate (and of the examples) on every worker and the "
                 "scheduler, in the same environment as here, or ship a single-file module with "
-                "client.upload_file('path/to/module.py'); or use backend='threading'."
+                f"client.upload_file('path/to/module.py'); or use backend='threading'.{also}{more}"
             )
         self._checked.add(kind)
 
