@@ -136,7 +136,7 @@ def _where(obj: object) -> str:
 class DaskRunner:
     """Submits rollouts to a Dask cluster, at most ``window`` at once; see the module doc."""
 
-    def __init__(self, backend: object, evaluate: Callable[[Any, Any], object], n_jobs: int):
+    def __init__(self, backend: object, evaluate: Callable[..., object], n_jobs: int) -> None:
         self.client, self._owned = connect(backend)
         self.evaluate = evaluate
         self.n_jobs = n_jobs
