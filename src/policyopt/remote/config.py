@@ -165,7 +165,33 @@ class JobConfig(RunConfigBase):
                         "test ids must be held out",
                     )
                 )
+        budget = self.budget.max_rollouts
+        if budget is not None and self.train_ids and not problems:
+            problems += self._budget_problems(budget)
         return problems
+
+    def _budget_problems(self, budget: int) -> list[tuple[str, str]]:
+        """A budget the optimizer's plan cannot run (e.g. not one MIPRO trial), told at submit
+        time by the registry's own check rather than when the job starts."""
+        from policyopt.registry import get_spec
+
+        try:
+            spec = get_spec(self.algorithm)
+        except ConfigError:  # a variant or unknown name: told by the algorithm check
+            return []
+        n_val = len(self.val_ids or self.train_ids)
+        try:
+            spec.plan(
+                dict(self.sections.get(self.algorithm) or {}),
+                budget=budget,
+                n_train=len(self.train_ids),
+                n_val=n_val,
+            )
+        except ConfigError as exc:
+            return [("budget.max_rollouts", str(exc))]
+        except Exception:  # bad settings: the settings check names them
+            return []
+        return []
 
     @classmethod
     def _spread(cls, out: dict[str, Any]) -> None:

@@ -246,6 +246,15 @@ def test_mipro_settings_are_checked_as_a_whole() -> None:
     assert job.optimizer_kwargs() == {"auto": "light", "seed": 0, "max_rollouts": 10}
 
 
+def test_a_mipro_job_whose_budget_cannot_run_a_trial_is_refused_at_submit() -> None:
+    # 2 train ids, validated on them: seed 2 + bootstrap 2 + one trial + a full evaluation = 7
+    text = error_of(minimal(algorithm="mipro", budget={"max_rollouts": 6}))
+    assert "budget.max_rollouts" in text and "cannot run a single trial" in text
+    assert "at least 7 rollouts" in text
+    job = JobConfig.from_dict(minimal(algorithm="mipro", budget={"max_rollouts": 7}))
+    assert job.optimizer_kwargs()["max_rollouts"] == 7
+
+
 def test_the_inactive_section_is_kept_but_its_keys_are_checked() -> None:
     job = JobConfig.from_dict(minimal(mipro={"num_trials": 3}))  # gepa job, mipro section
     assert job.mipro == {"num_trials": 3}
