@@ -108,7 +108,11 @@ class RunSettings(BaseModel):
     max_rollouts: int = Field(ge=1, description="hard budget of evaluate() calls")
     seed: int = Field(0, description="seed of every random choice (same seed, same run)")
     n_jobs: int = Field(4, description="rollouts in parallel (-1: all cores)")
-    backend: str | None = Field(None, description="joblib backend (None: threads)")
+    backend: str | None = Field(
+        None,
+        description="joblib backend (None: threads), or 'dask' (the current Client) or "
+        "'dask://ADDRESS' (a Dask scheduler)",
+    )
     max_time_s: float | None = Field(None, gt=0, description="wall-clock limit in seconds")
     max_cost_usd: float | None = Field(None, gt=0, description="cap on the optimizer's LM cost")
     max_errors: int | None = Field(
