@@ -189,6 +189,7 @@ class _Batch(Generic[_T]):
     live: set[_Live] = field(default_factory=set)
     by_start: deque[_Live] = field(default_factory=deque)  # for timeouts: oldest first
     sweeping: bool = False
+    outbox: list[_T] = field(default_factory=list)  # results handed over once per loop turn
     stopped: bool = False
     ack: threading.Event = field(default_factory=threading.Event)
 
@@ -241,8 +242,8 @@ class AsyncSlots:
                     continue
                 if isinstance(message, _Raise):
                     raise message.exc
-                received += 1
-                yield message
+                received += len(message)
+                yield from message
         except BaseException:
             self._stop(batch)
             raise
@@ -255,7 +256,7 @@ class AsyncSlots:
                     return
                 if isinstance(message, _Raise):
                     raise message.exc
-                yield message
+                yield from message
 
     def _stop(self, batch: _Batch[Any]) -> None:
         self._runner.call_soon(self._stop_on_loop, batch)
@@ -387,9 +388,20 @@ class AsyncSlots:
         if batch.stopped:
             return
         try:
-            batch.out.put(batch.on_done(index, outcome, token))
+            result = batch.on_done(index, outcome, token)
         except BaseException as exc:
             batch.out.put(_Raise(exc))
+            return
+        # one hand-over per loop turn, not per rollout: every put wakes the consumer thread,
+        # and that GIL hand-off cost ~10% of the throughput at 500 in flight
+        if not batch.outbox:
+            asyncio.get_running_loop().call_soon(self._flush, batch)
+        batch.outbox.append(result)
+
+    def _flush(self, batch: _Batch[Any]) -> None:
+        if batch.outbox:
+            batch.out.put(batch.outbox)
+            batch.outbox = []
 
     def _stop_on_loop(self, batch: _Batch[Any]) -> None:
         batch.stopped = True
@@ -400,4 +412,5 @@ class AsyncSlots:
                 live.task.cancel()
         if self._wake is not None:
             self._wake.set()
+        self._flush(batch)  # what finished (and was journaled) goes to the consumer
         batch.ack.set()
