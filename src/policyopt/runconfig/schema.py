@@ -225,7 +225,7 @@ class RunConfigBase(_Strict):
                 if candidate in names:
                     return candidate
         raise ValueError(
-            f"unknown algorithm {value!r}; registered optimizers: {', '.join(names)} (a variant "
+            f"unknown algorithm {value!r}; valid algorithms: {', '.join(names)} (a variant "
             "is written gepa[merge=false]; register your own with "
             "policyopt.registry.register_optimizer)"
         )
