@@ -186,3 +186,13 @@ def test_known_configurations_are_not_spent_as_trials() -> None:
     params = [tuple(sorted(t["params"].items())) for t in result.details["trials"]]  # type: ignore[union-attr]
     # 3 instructions, no demos: the seed is known, so at most 2 distinct trials pay anything
     assert len(set(params)) <= 2 and evaluate.total <= 6 + 6 + 2 * 6
+
+
+def test_the_demo_cli_refuses_a_budget_too_small_for_a_trial_before_loading_a_model() -> None:
+    from typer.testing import CliRunner
+
+    from policyopt.cli import app
+
+    out = CliRunner().invoke(app, ["demo", "--algorithm", "mipro", "--budget", "80"])
+    assert out.exit_code == 2
+    assert "cannot run a single trial" in out.output and "at least 87 rollouts" in out.output
