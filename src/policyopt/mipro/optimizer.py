@@ -72,7 +72,8 @@ def estimate_rollouts(
 def trials_for_budget(
     budget: int, n_train: int, n_val: int, n_components: int = 1, **settings: Any
 ) -> int:
-    """The most trials (at least 1) whose planned spend fits in ``budget``.
+    """The most trials whose planned spend fits in ``budget`` (:class:`ConfigError` naming the
+    smallest budget when not one does).
 
     ``settings`` are the other MIPRO settings (``num_candidates``, ``minibatch_size`` ...).
     """
