@@ -609,8 +609,9 @@ class JobRunner:
 
     def _let_go(self, job_id: str, why: str, *, lost: bool) -> None:
         """Stop running a job here without recording its end (another replica resumes it).
-        Its process is killed at once; a job thread is told to stop through the run dir only
-        while no one else can hold the job (``lost=False``)."""
+        Its process is killed at once; a job thread is told to stop through the run dir's
+        STOP file (safe even when the job is already another replica's: that one waits for
+        this run to release the run dir before it starts, and clears the file then)."""
         with self._lock:
             if job_id in self._abandoned or job_id not in self._running:
                 return
@@ -624,7 +625,7 @@ class JobRunner:
         if child is not None:
             with contextlib.suppress(Exception):
                 child.kill()
-        elif not lost:
+        else:
             with contextlib.suppress(OSError):
                 (job_dir / "STOP").touch()
 
@@ -726,10 +727,12 @@ class JobRunner:
         )
         job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         stop_file = job_dir / "STOP"
-        stop_file.unlink(missing_ok=True)  # left by a shutdown: this run goes on
         with self._lock:
             self._running[job_id] = job_dir
         try:
+            if not self._wait_for_run_dir(job_id, job_dir):
+                return  # shutting down or let go while waiting: handed back below or already
+            stop_file.unlink(missing_ok=True)  # left by a shutdown or a stale run: this goes on
             if self.store.get_job(job_id, full=False).cancel_requested:  # type: ignore[union-attr]
                 stop_file.touch()  # cancelled between the claim and now
             if self.isolation == "process":
@@ -766,6 +769,55 @@ class JobRunner:
                 self._abandoned.discard(job_id)
             if not self._stopping.is_set() and not abandoned:
                 stop_file.unlink(missing_ok=True)
+
+    def _wait_for_run_dir(self, job_id: str, job_dir: Path) -> bool:
+        """Wait while another run (a replica that lost this job's lease and is still stopping)
+        holds the run dir's lock: two writers of one journal would pay rollouts twice. True
+        once it is free; False when this replica stops or lets the job go meanwhile."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on Windows
+            return True
+        said = False
+        while True:
+            with (job_dir / ".lock").open("a+", encoding="utf-8") as handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    pass
+                else:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                    return True
+            if not said:
+                said = True
+                self.store.append_event(
+                    job_id,
+                    "job.waiting",
+                    {"replica": self.replica_id},
+                    message="the run dir is still locked by a run that lost this job; waiting "
+                    "for it to stop",
+                )
+            if self._stopping.wait(0.5):
+                self._handback(job_id)
+                return False
+            if job_id in self._abandoned:
+                return False
+
+    def _handback(self, job_id: str) -> None:
+        """Put a job claimed here back in the queue unrun (not a failed attempt)."""
+        job = self.store.get_job(job_id, full=False)
+        with self._lock:
+            self._abandoned.add(job_id)
+        self.store.transition(
+            job_id,
+            JobState.QUEUED,
+            event="job.suspended",
+            message="the server is shutting down; the job resumes on another replica or on "
+            "the next start",
+            only_from=[JobState.RUNNING],
+            holder=self.replica_id,
+            attempts=max(0, (job.attempts if job else 1) - 1),
+        )
 
     def outcome(self, job: JobRecord, job_dir: Path) -> tuple[str, str]:
         """Run a claimed job here: ``("done", "")`` (its end is recorded), ``("interrupted",

@@ -96,7 +96,7 @@ def started_on(job: PolicyOptimizationJob) -> list[str]:
 def kill_one_replica_mid_job(
     db: str, root: Path, task_app: ServedProcess, isolation: str
 ) -> dict[str, int]:
-    """Two replicas, two jobs; SIGKILL the replica running the first job once it has paid 30
+    """Two replicas, two jobs; SIGKILL the replica running the first job once it has paid 24
     rollouts; the other finishes both. Checks the results; returns the counts."""
     replicas = {"A": start_replica("A", db, root, isolation)}
     replicas["B"] = start_replica("B", db, root, isolation)
@@ -111,7 +111,8 @@ def kill_one_replica_mid_job(
         with PolicyOptimizationJob.from_job_id(first, replicas["A"].url, OWNER_KEY) as job:
             victim = wait_for(lambda: (started_on(job) or [None])[0], timeout=60)
         run_dir = root / "runs" / first
-        wait_for(lambda: len(journal_keys(run_dir)) >= 30, timeout=90, every=0.01)
+        # mid-batch (12 val + 3 + 3 minibatch rollouts come first): some rollouts are in flight
+        wait_for(lambda: len(journal_keys(run_dir)) >= 24, timeout=90, every=0.01)
         replicas[victim].kill()  # SIGKILL by PID: no clean-up, leases left to expire
         before = journal_keys(run_dir)
         survivor = "B" if victim == "A" else "A"
