@@ -327,20 +327,26 @@ def test_a_hugging_face_dataset_without_datasets_is_a_clear_error(
 
 
 def test_mlflow_tracking_logs_the_run(project: Path) -> None:
+    """The config's [tracking.mlflow] names the experiment; --mlflow URI picks the store."""
     pytest.importorskip("mlflow")
     pytest.importorskip("policyopt.tracking.mlflow")
     from mlflow.tracking import MlflowClient
 
     store = f"sqlite:///{project / 'mlflow.db'}"
+    unused = f"sqlite:///{project / 'unused.db'}"
     text = (
-        CONFIG + f'\n[policy_optimization.tracking.mlflow]\nuri = "{store}"\nexperiment = "own"\n'
+        CONFIG + f'\n[policy_optimization.tracking.mlflow]\nuri = "{unused}"\nexperiment = "own"\n'
     )
     (project / "tracked.toml").write_text(text)
-    result = invoke("optimize", str(project / "tracked.toml"), "--no-progress")
+    result = invoke("optimize", str(project / "tracked.toml"), "--no-progress", "--mlflow", store)
     assert result.exit_code == 0, result.output
+    assert not (project / "unused.db").exists()
     client = MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("own")
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.metrics["best_score"] == 1.0
     assert run.data.params["config"].endswith("tracked.toml")
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"result.json", "best_prompt.txt"} <= artifacts, artifacts  # log_run_dir ran
