@@ -153,3 +153,48 @@ def test_every_builtin_estimates_rollouts_and_lm_calls_with_a_range(name: str, b
 def test_a_spec_without_an_estimator_estimates_nothing() -> None:
     spec = OptimizerSpec(name="echo-est", cls=Echo, settings=RunSettings)
     assert spec.estimate({}, budget=10, n_train=2, n_val=2) == {}
+
+
+def _words_lm() -> Any:
+    """Proposes the current instruction's keywords plus one its prompt names (deterministic)."""
+    import hashlib
+    import random
+    import re
+
+    from policyopt.testing import ScriptedLM
+    from policyopt.testing.conformance import KEYWORDS
+
+    def answer(text: str) -> str:
+        if "describe what this dataset" in text:
+            return "Each example needs a keyword."
+        rng = random.Random(hashlib.sha256(text.encode()).hexdigest())
+        current = re.search(r"```\n(.*?)\n```", text, re.S)
+        words = [w for w in KEYWORDS if current and w in current.group(1)]
+        named = [w for w in KEYWORDS if w in text]
+        extra = rng.choice(named) if named and rng.random() < 0.4 else rng.choice(KEYWORDS)
+        return f"```\nSolve the task: {' '.join(dict.fromkeys([*words, extra][-3:]))}.\n```"
+
+    return ScriptedLM(answer)
+
+
+@pytest.mark.parametrize("name", ["gepa", "mipro", "opro"])
+def test_a_run_spends_what_its_spec_estimated(name: str) -> None:
+    """Rollouts within 2x of the estimate (never above its top); LM calls within 2x or inside
+    the stated range (benchmarks/estimate_accuracy.py measures more budgets and the local model)."""
+    from policyopt.testing.conformance import CountingEvaluate
+
+    evaluate = CountingEvaluate()
+    program, train, val = keyword_task(n_train=20, n_val=20, evaluate=evaluate)
+    spec = get_spec(name)
+    sizes = {"budget": 200, "n_train": 20, "n_val": 20}
+    settings = {**spec.plan({}, **sizes), "stop_at_perfect": False} if name != "mipro" else {}
+    est = spec.estimate(settings, **sizes)
+    lm = _words_lm()
+    result = spec.build(lm=lm, max_rollouts=200, progress=False, **settings).optimize(
+        program, train, val
+    )
+    assert est["rollouts"] / 2 <= result.n_rollouts == evaluate.total
+    assert result.n_rollouts <= est.get("rollouts_max", est["rollouts"]) <= 200
+    calls = lm.usage.calls
+    in_range = est.get("lm_calls_min", -1) <= calls <= est.get("lm_calls_max", -1)
+    assert in_range or est["lm_calls"] / 2 <= calls <= 2 * est["lm_calls"], (calls, est)
