@@ -1,5 +1,6 @@
 """Every built-in optimizer in the registry is held to the whole conformance suite (budget,
-determinism, JSON, error policy, resume, faults, stops while a rollout hangs)."""
+determinism, JSON, error policy, resume, chat-message prompts, faults, stops while a rollout
+hangs)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ TESTS = Path(__file__).parent
 
 
 def test_every_builtin_optimizer_runs_the_whole_conformance_suite() -> None:
-    needed = ("check_faults", "check_stops_while_a_rollout_hangs", "check_resume_spends_nothing")
+    needed = (
+        "check_faults",
+        "check_stops_while_a_rollout_hangs",
+        "check_resume_spends_nothing",
+        "check_chat_prompts",
+    )
     for name in BUILTIN:
         spec = get_spec(name)
         texts = "\n".join(p.read_text() for p in (TESTS / name).glob("test_*.py"))
