@@ -469,14 +469,16 @@ def _read_source(source: DataSource, key: str, split: str, base: Path) -> list[A
     if source.load is not None:
         rows = _examples(_call_loader(source.load, key), key)
     elif source.hf is not None:
-        rows = _read_hf(source, key, split)
+        rows = _read_hf(source, key, split, base)
     else:
         assert source.path is not None
         rows = read_data_file(base / source.path, key)
     return rows[: source.limit] if source.limit else rows
 
 
-def _read_hf(source: DataSource, key: str, split: str) -> list[Any]:
+def _read_hf(source: DataSource, key: str, split: str, base: Path) -> list[Any]:
+    """A Hugging Face dataset's split as a list of dicts: a hub name, or a dataset folder (its
+    path relative to the config file) such as one holding train.jsonl and validation.jsonl."""
     try:
         import datasets  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError:
@@ -484,9 +486,12 @@ def _read_hf(source: DataSource, key: str, split: str) -> list[Any]:
             f"{key}: hf = {source.hf!r} needs the Hugging Face datasets package: "
             "pip install datasets (or give a JSONL/CSV/Parquet file)."
         ) from None
-    name = source.split or {"validation": "validation"}.get(split, split)
+    name = source.split or split
+    assert source.hf is not None
+    local = base / source.hf
+    target = str(local) if local.exists() else source.hf
     try:
-        rows = datasets.load_dataset(source.hf, source.config, split=name)
+        rows = datasets.load_dataset(target, source.config, split=name)
     except Exception as exc:
         raise ConfigError(
             f"{key}: loading Hugging Face dataset {source.hf!r} (split {name!r}) failed: "

@@ -326,6 +326,28 @@ def test_a_hugging_face_dataset_without_datasets_is_a_clear_error(
     )
 
 
+def test_a_hugging_face_dataset_folder(
+    project: Path, tmp_path_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real datasets library (offline) reads a dataset folder named relative to the config."""
+    pytest.importorskip("datasets")
+    cache = tmp_path_factory.mktemp("hf-cache")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+    (project / "ds").mkdir()
+    (project / "train.jsonl").rename(project / "ds" / "train.jsonl")
+    (project / "val.jsonl").rename(project / "ds" / "validation.jsonl")
+    text = CONFIG.replace(
+        'train = "train.jsonl"', 'train = {hf = "ds", split = "train", limit = 3}'
+    )
+    (project / "hf.toml").write_text(text.replace('val = "val.jsonl"', 'val = "hf:ds"'))
+    result = invoke("estimate", str(project / "hf.toml"), "--json")
+    assert result.exit_code == 0, result.output
+    est = json.loads(result.stdout)
+    assert (est["n_train"], est["n_val"]) == (3, 4)
+
+
 def test_mlflow_tracking_logs_the_run(project: Path) -> None:
     """The config's [tracking.mlflow] names the experiment; --mlflow URI picks the store."""
     pytest.importorskip("mlflow")
