@@ -79,6 +79,7 @@ def one(n_workers: int, n_rollouts: int, steps: int) -> dict[str, Any]:
             wall = time.perf_counter() - start
             assert batch.complete and not any(r.failed for r in batch.done())
             mean_rollout_s = statistics.fmean(r.duration_s for r in batch.done())
+            busy_s = sum(r.duration_s for r in batch.done())
             cpu_s = sum(r.score.trace["cpu_s"] for r in batch.done())  # type: ignore[index]
     finally:
         cluster.close()
@@ -91,6 +92,8 @@ def one(n_workers: int, n_rollouts: int, steps: int) -> dict[str, Any]:
         "cpu_s_per_rollout": round(cpu_s / n_rollouts, 4),
         # CPU seconds of evaluate per wall second: how many cores the workers really got
         "cores_used": round(cpu_s / wall, 2),
+        # rollout seconds per wall second: how many ran at once (the parallelism Dask gave)
+        "in_flight": round(busy_s / wall, 2),
     }
 
 
@@ -118,7 +121,8 @@ def main() -> int:
             print(
                 f"round {round_no}: {run['workers']} worker(s): {run['wall_s']:.2f} s, "
                 f"{run['rollouts_per_s']:.1f} rollouts/s (a rollout {run['mean_rollout_s']:.3f} s, "
-                f"{run['cpu_s_per_rollout']:.3f} s of CPU; {run['cores_used']:.2f} cores used)"
+                f"{run['cpu_s_per_rollout']:.3f} s of CPU; {run['in_flight']:.2f} at once, "
+                f"{run['cores_used']:.2f} cores used)"
             )
         print(f"round {round_no}: speed-up 2 vs 1 workers: {speedup:.2f}x")
     speedups = [a["wall_s"] / b["wall_s"] for a, b in zip(runs[::2], runs[1::2], strict=True)]
