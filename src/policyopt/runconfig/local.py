@@ -484,7 +484,7 @@ def _read_hf(source: DataSource, key: str, split: str, base: Path) -> list[Any]:
     except ImportError:
         raise ConfigError(
             f"{key}: hf = {source.hf!r} needs the Hugging Face datasets package: "
-            "pip install datasets (or give a JSONL/CSV/Parquet file)."
+            "pip install 'policyopt[data]' (or give a JSONL/CSV/Parquet file)."
         ) from None
     name = source.split or split
     assert source.hf is not None
@@ -554,7 +554,7 @@ def _read_parquet(path: Path, key: str) -> list[Any]:
         import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
         raise ConfigError(
-            f"{key}: reading Parquet needs pyarrow: pip install pyarrow (or use JSONL/CSV)."
+            f"{key}: reading Parquet needs pyarrow: pip install 'policyopt[data]' (or use JSONL)"
         ) from None
     try:
         return list(pq.read_table(path).to_pylist())

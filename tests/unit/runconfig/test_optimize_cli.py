@@ -322,7 +322,7 @@ def test_a_hugging_face_dataset_without_datasets_is_a_clear_error(
     text = CONFIG.replace('train = "train.jsonl"', 'train = "hf:rotten_tomatoes"')
     (project / "hf.toml").write_text(text)
     assert_one_line_error(
-        invoke("estimate", str(project / "hf.toml")), "data.train:", "pip install datasets"
+        invoke("estimate", str(project / "hf.toml")), "data.train:", "pip install 'policyopt[data]'"
     )
 
 
