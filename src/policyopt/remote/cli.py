@@ -99,15 +99,17 @@ def _summary(results: JobResults) -> int:
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set`` arguments, read as ``policyopt optimize`` reads them (TOML, JSON or text)."""
+    from policyopt.runconfig.schema import parse_override
+
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
+        key, sep, _ = item.partition("=")
         if not sep or not key.strip():
-            raise _fail(f"--set takes dotted.key=value (value in JSON or plain text); got {item!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except ValueError:
-            out[key.strip()] = raw
+            raise _fail(
+                f"--set takes dotted.key=value (value in TOML/JSON or plain text); got {item!r}"
+            )
+        out.update([parse_override(item)])
     return out
 
 

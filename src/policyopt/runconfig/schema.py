@@ -15,7 +15,9 @@ path with a did-you-mean.
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
+import json
 import math
 import sys
 import types
@@ -552,8 +554,9 @@ def settings_schema(name: str, reserved: Mapping[str, str]) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key.path=value`` (a ``--set`` argument) as (dotted key, value); the value is read as
-    TOML (``5``, ``true``, ``"x"``, ``[1, 2]``, ``{a = 1}``), else kept as the bare text."""
+    """``key.path=value`` (a ``--set`` argument, local or ``job submit``) as (dotted key, value);
+    the value is read as TOML (``5``, ``true``, ``"x"``, ``[1, 2]``, ``{a = 1}``), else as JSON
+    (``{"a": 1}``), else kept as the bare text (``openai/gpt-4o-mini``)."""
     key, eq, raw = text.partition("=")
     key = key.strip()
     if not eq or not key:
@@ -561,11 +564,17 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"--set {text!r} is not key.path=value; e.g. --set gepa.minibatch_size=5."
         )
     tomllib = _tomllib()
+    text = raw.strip()
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
+        if not isinstance(value, (datetime.date, datetime.time)):  # a date is kept as text
+            return key, value
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key, value
+        pass
+    try:
+        return key, json.loads(text)
+    except ValueError:
+        return key, text
 
 
 def read_toml(path_or_text: str | Path, *, kind: str = "config") -> dict[str, Any]:

@@ -169,3 +169,22 @@ def test_local_config_checks() -> None:
     assert not isinstance(source, str)
     assert source.train.hf == "squad" and source.val is not None and source.val.load == "mod:load"
     assert source.test is not None and source.test.path == "t.csv"
+
+
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("a.b=5", 5),
+        ("a.b=true", True),
+        ('a.b="x y"', "x y"),
+        ("a.b={k = 1}", {"k": 1}),
+        ('a.b={"k": 1}', {"k": 1}),
+        ("a.b=null", None),
+        ("a.b=openai/gpt-4o-mini", "openai/gpt-4o-mini"),
+        ("a.b=2024-01-01", "2024-01-01"),
+    ],
+)
+def test_set_values_read_as_toml_then_json_then_text(text: str, value: Any) -> None:
+    from policyopt.runconfig.schema import parse_override
+
+    assert parse_override(text) == ("a.b", value)
