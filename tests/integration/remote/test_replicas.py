@@ -30,7 +30,7 @@ from tests.integration.remote.support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 ROOT = Path(__file__).resolve().parents[3]
 TASK_KEY = "replica-task-key"
@@ -59,7 +59,7 @@ def task_app(tmp_path: Path) -> Iterator[ServedProcess]:
     )
     app.rollout_log = log  # type: ignore[attr-defined]
     try:
-        app.wait_healthy({"Authorization": f"Bearer {TASK_KEY}"})
+        app.wait_healthy({"Authorization": f"Bearer {TASK_KEY}"}, timeout=150)
         yield app
     finally:
         app.stop()
@@ -75,7 +75,11 @@ def start_replica(name: str, db: str, root: Path, isolation: str) -> ServedProce
     replica = ServedProcess(
         lambda port: [sys.executable, "-c", code.format(port=port)], root / f"{name}.log", ROOT
     )
-    replica.wait_healthy()
+    try:
+        replica.wait_healthy(timeout=150)  # imports take a minute on a machine at load 20
+    except BaseException:
+        replica.stop()
+        raise
     return replica
 
 
@@ -98,9 +102,10 @@ def kill_one_replica_mid_job(
 ) -> dict[str, int]:
     """Two replicas, two jobs; SIGKILL the replica running the first job once it has paid 24
     rollouts; the other finishes both. Checks the results; returns the counts."""
-    replicas = {"A": start_replica("A", db, root, isolation)}
-    replicas["B"] = start_replica("B", db, root, isolation)
+    replicas: dict[str, ServedProcess] = {}
     try:
+        replicas["A"] = start_replica("A", db, root, isolation)
+        replicas["B"] = start_replica("B", db, root, isolation)
         ids = []
         for name, tag in (("A", "first"), ("B", "second")):
             with PolicyOptimizationJob.from_dict(
