@@ -148,6 +148,14 @@ def test_optimize_prints_estimate_and_best_prompt_and_resumes_without_paying_aga
     assert calls(project) == paid  # every finished rollout came from the journal
     assert "\nGive the opposite of the word.\n" in again.stdout
 
+    changed = invoke("optimize", config, "--no-progress", "--set", "gepa.minibatch_size=3")
+    # told when the optimizer opens the run dir (after the models load), as one error line
+    assert changed.exit_code == 2 and "Traceback" not in changed.output
+    last = changed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "config.toml: Cannot resume" in last
+    assert "minibatch_size: 2 -> 3" in last
+    assert calls(project) == paid
+
 
 def test_set_overrides_and_run_dir_option(project: Path, tmp_path_factory: Any) -> None:
     where = tmp_path_factory.mktemp("elsewhere") / "run"
