@@ -78,6 +78,18 @@ def test_a_batch_on_dask_equals_threads_and_is_journaled_once(client: Any, tmp_p
     assert results[True] == results[False]
 
 
+def test_a_scheduler_address_is_connected_to_and_let_go(client: Any) -> None:
+    _, train, _ = keyword_task(n_train=4)
+    backend = "dask://" + client.scheduler.address
+    with RolloutEngine(keyword_evaluate, n_jobs=2, backend=backend) as engine:
+        engine.add_split("train", train)
+        scores = engine.run([("Solve alpha.", e["id"]) for e in train], split="train").scores()
+        own = engine._dask.client if engine._dask is not None else None
+        assert own is not None and own is not client
+    assert scores == [keyword_evaluate("Solve alpha.", e).score for e in train]
+    assert own.status == "closed"  # the engine opened it, the engine closed it
+
+
 def test_preflight_names_the_module_workers_cannot_import(client: Any, tmp_path: Path) -> None:
     module = tmp_path / "only_here_evaluate.py"
     module.write_text("def evaluate(prompt, example):\n    return 1.0\n", encoding="utf-8")
