@@ -361,3 +361,24 @@ def test_gepa_with_an_async_evaluate_resumes_from_its_run_dir(tmp_path: Path) ->
     assert again.total == 0  # everything came from the journal
     assert comparable(first) == comparable(second)
     assert isinstance(first, type(second)) and GEPA is not None
+
+
+def test_the_task_app_serves_an_async_evaluate() -> None:
+    import httpx
+
+    from policyopt import Program
+    from policyopt.remote._serving import serve_in_thread
+    from policyopt.remote.task_app import task_app
+    from policyopt.tasks import get_task
+
+    async def evaluate(prompt: str, example: dict[str, Any]) -> Score:
+        await asyncio.sleep(0.01)
+        return Score(1.0 if example["id"] == "hot" else 0.5, feedback=f"saw {prompt}")
+
+    program = Program("p", evaluate)
+    with (
+        serve_in_thread(task_app(program, get_task("antonyms"))) as url,
+        httpx.Client(timeout=10) as http,
+    ):
+        answer = http.post(f"{url}/rollout", json={"example_id": "hot", "prompt": "q"}).json()
+    assert answer["score"] == 1.0 and answer["feedback"] == "saw q"

@@ -44,6 +44,7 @@ from policyopt.mipro.proposer import InstructionProposer
 from policyopt.mipro.search import Search
 from policyopt.mipro.strategies import DemoSetBuilder, InstructionSource
 from policyopt.prompts import PromptShape
+from policyopt.rollout.aio import call_blocking
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import LMUnavailable, RunContext, _one_lm, settings_or_error
 from policyopt.state.memo import JournaledLM
@@ -326,7 +327,7 @@ class _Run:
                 example = engine.example(ctx.train_split, i)
                 output = rollout.score.output
                 if output is None and self.program.run is not None:
-                    output = self.program.run(seed, example)
+                    output = call_blocking(self.program.run, seed, example)  # async too
                 if output is not None:
                     found.append(Demo(demo_input(example, self.label_key), str(output)))
         self.n_bootstrapped = len(found)

@@ -36,6 +36,7 @@ from policyopt.remote.protocol import (
     TaskInfo,
     json_safe,
 )
+from policyopt.rollout.aio import call_blocking
 from policyopt.tasks.base import Task
 from policyopt.types import Program, normalize_score
 
@@ -220,7 +221,8 @@ def task_app(
             )
         token = _CURRENT.set(request)
         try:
-            score = normalize_score(program.evaluate(request.prompt, example))
+            # an async evaluate is awaited on policyopt's loop (this endpoint runs on a thread)
+            score = normalize_score(call_blocking(program.evaluate, request.prompt, example))
             problem = _out_of_range(score.score, score.objectives)
         except Exception as exc:  # the user's evaluate failed: a failed rollout, reported
             logger.warning(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from policyopt.errors import ConfigError, EvaluationError, ScoreTypeError
+from policyopt.rollout.aio import call_blocking
 from policyopt.types import Program, Score
 
 __all__ = [
@@ -207,7 +208,7 @@ class ProgramRuns:
         """``program.evaluate`` counted; an exception becomes a zero score with feedback."""
         self.add()
         try:
-            result = program.evaluate(prompt, example)
+            result = call_blocking(program.evaluate, prompt, example)  # async ones too
         except Exception as exc:
             self.failed(exc)
             return Score(0.0, feedback=f"The program failed: {type(exc).__name__}: {exc}")
