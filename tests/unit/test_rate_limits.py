@@ -237,3 +237,14 @@ def test_acall_times_out_and_gives_a_clear_error() -> None:
             asyncio.run(model.acall("q"))
         assert time.monotonic() - start < 4
         assert model.usage.errors == 1
+
+
+def test_a_metered_view_counts_async_calls_too() -> None:
+    from policyopt.lm.metered import MeteredLM
+
+    with fake_openai(["a", "b"]) as fake:
+        inner = LM("openai/fake", api_base=fake.api_base, api_key="x")
+        view = MeteredLM(inner, max_tokens=7)
+        assert asyncio.run(view.acall("q")) == "a" and view("q2") == "b"
+        assert view.usage.calls == 2 and inner.usage.calls == 2
+        assert [r.get("max_tokens") for r in fake.requests] == [7, 7]

@@ -6,6 +6,7 @@ reports its own calls, tokens and cost, task model and optimizer model apart.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -47,6 +48,21 @@ class MeteredLM(LM):
         except Exception:
             self._add(LMUsage(errors=1))
             raise
+        return self._count(completion)
+
+    async def acomplete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
+        """:meth:`complete` for coroutines: the inner LM's async call, counted here."""
+        try:
+            if isinstance(self.inner, LM):
+                completion = await self.inner.acomplete(prompt, **{**self.kwargs, **kwargs})
+            else:  # a plain callable: on a worker thread, so the event loop goes on
+                completion = Completion(text=await asyncio.to_thread(self.inner, prompt))
+        except Exception:
+            self._add(LMUsage(errors=1))
+            raise
+        return self._count(completion)
+
+    def _count(self, completion: Completion) -> Completion:
         if completion.cached:
             self._add(LMUsage(cache_hits=1))
         else:
