@@ -291,7 +291,10 @@ def serve(
     ] = None,
     secret_file: Annotated[
         Path | None,
-        typer.Option(help="Server secret file (created 0600; default: next to --db)."),
+        typer.Option(
+            help="Server secret file (created 0600; default: next to a SQLite --db, or next "
+            "to --data-dir with PostgreSQL). Replicas must share it."
+        ),
     ] = None,
     isolation: Annotated[
         str,

@@ -2,8 +2,8 @@
 here): SIGKILL the one running a job, the other resumes it from the shared run dir.
 
 Everything runs as real processes on 127.0.0.1: the two servers (what ``policyopt serve``
-builds, jobs in child processes, with the scripted keyword reflection LM: a model, even a fake
-one behind litellm, costs each job process tens of seconds of imports on a loaded machine)
+builds, with jobs in threads and the scripted keyword reflection LM: a model, even a fake one
+behind litellm, or a job process costs tens of seconds of imports on a loaded machine)
 and a keyword task app that logs every rollout it finishes. The task app's log is the ground
 truth: a rollout served twice was paid twice (at most the ones in flight at the kill), a
 rollout served but missing from the journal was lost (its result died with the replica).
@@ -169,13 +169,13 @@ def kill_one_replica_mid_job(
 
 
 def test_sqlite_replicas_survive_a_sigkill(tmp_path: Path, task_app: ServedProcess) -> None:
-    # jobs in child processes, as ``policyopt serve`` runs them (they die with their replica)
-    kill_one_replica_mid_job(str(tmp_path / "jobs.db"), tmp_path, task_app, "process")
+    # jobs in the replicas' threads: with ``--isolation process`` (the serve default) each job
+    # process spends ~35 s importing at load 16, and this test took 188 s with the same counts
+    kill_one_replica_mid_job(str(tmp_path / "jobs.db"), tmp_path, task_app, "thread")
 
 
 def test_postgres_replicas_survive_a_sigkill(
     tmp_path: Path, task_app: ServedProcess, postgres: PostgresServer
 ) -> None:
     db = postgres.fresh_database("replicas_kill")
-    # jobs in the replicas' threads (faster to start on a loaded machine)
     kill_one_replica_mid_job(db, tmp_path, task_app, "thread")
