@@ -134,7 +134,8 @@ def test_component_get_set_round_trips_on_random_message_lists(
 def _gepa(**kwargs: Any) -> GEPA:
     kwargs.setdefault("reflection_lm", keyword_reflection_lm())
     kwargs.setdefault("n_jobs", 2)
-    return GEPA(max_rollouts=120, progress=False, **kwargs)
+    kwargs.setdefault("max_rollouts", 120)
+    return GEPA(progress=False, **kwargs)
 
 
 def test_gepa_reflection_sees_component_names_and_contents() -> None:
@@ -290,3 +291,36 @@ def test_an_evaluate_that_edits_its_messages_changes_nothing_else(kind: str) -> 
     assert all("(edited)" not in json.dumps(c.prompt) for c in result.candidates)
     assert all(len(c.prompt) == 2 for c in result.candidates)
     assert result.best_score > result.candidates[0].val_score
+
+
+def test_gepa_merges_chat_prompts_by_component() -> None:
+    """Two lineages that fixed different messages merge into one chat prompt (named messages)."""
+    from tests.unit.gepa.test_gepa import component_lm, two_part_task
+
+    dict_program, train, val = two_part_task()
+    seed = [
+        {"role": "system", "content": "Be brief.", "name": "rules"},
+        {"role": "user", "content": "Know things.", "name": "facts"},
+    ]
+
+    def evaluate(messages: Any, example: dict[str, str]) -> Any:
+        assert isinstance(messages, list), type(messages)
+        return dict_program.evaluate({m["name"]: m["content"] for m in messages}, example)
+
+    result = _gepa(
+        reflection_lm=component_lm(),
+        max_rollouts=200,
+        minibatch_size=4,
+        proposals_per_iteration=2,
+        max_accepted_per_iteration=2,
+    ).optimize(Program(seed, evaluate), train, val)
+    merges = [c for c in result.candidates if c.origin == "merge"]
+    assert merges, result.details["counts"]
+    merged = merges[0]
+    assert [(m["role"], m["name"]) for m in merged.prompt] == [
+        ("system", "rules"),
+        ("user", "facts"),
+    ]  # type: ignore[index,union-attr]
+    first, second = (result.candidates[p] for p in merged.parents)
+    assert merged.val_score > max(first.val_score, second.val_score)
+    assert result.best_score == 1.0
