@@ -10,16 +10,28 @@ and writes them to ``benchmarks/results/dask_scaling.json``. Each run also repor
 ``evaluate`` used per wall second ("cores used"): on a shared machine that says how much of the
 two cores the workers really got, which the wall-time speed-up alone hides.
 
-Run: ``.venv/bin/python benchmarks/dask_scaling.py`` (``--quick``: fewer rollouts and rounds).
+``--sessions`` starts the scheduler and each worker as separate ``dask scheduler`` / ``dask
+worker`` processes, each in a session of its own, as workers started apart are. It matters on a
+busy Linux box: with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) the
+kernel shares CPU per session, so the workers of a ``LocalCluster``, all in this session, get
+this session's share however many they are.
+
+Run: ``.venv/bin/python benchmarks/dask_scaling.py [--sessions]`` (``--quick``: fewer rollouts
+and rounds).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +71,58 @@ def busy_evaluate(prompt: str, example: dict[str, Any]) -> Score:
     return Score(value, trace={"cpu_s": time.thread_time() - start})
 
 
-def one(n_workers: int, n_rollouts: int, steps: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def sessions_cluster(n_workers: int) -> Iterator[str]:
+    """A scheduler and ``n_workers`` one-thread ``dask worker`` processes, each in a session of
+    its own (as when workers are started apart: with the kernel's autogroup scheduling, CPU is
+    shared per session); yields the scheduler's address."""
+    dask_cli = str(Path(sys.executable).parent / "dask")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port)]
+    worker = [dask_cli, "worker", address, "--nworkers", "1", "--nthreads", "1"]
+    worker += ["--host", "127.0.0.1", "--no-nanny"]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for command in [[*scheduler, "--no-dashboard"]] + [worker] * n_workers:
+            procs.append(
+                subprocess.Popen(
+                    command,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def one(n_workers: int, n_rollouts: int, steps: int, sessions: bool = False) -> dict[str, Any]:
     """Wall time of ``n_rollouts`` rollouts on a fresh cluster of ``n_workers`` processes."""
+    from distributed import Client
+
     examples = [{"id": str(i), "steps": steps} for i in range(n_rollouts)]
     warm = [{"id": f"w{i}", "steps": steps} for i in range(2 * n_workers)]
-    cluster = local_cluster(n_workers=n_workers, threads_per_worker=1)
-    try:
-        from distributed import Client
-
-        with (
-            Client(cluster, set_as_default=False) as client,
-            RolloutEngine(busy_evaluate, n_jobs=2 * n_workers, backend=client) as engine,
-        ):
+    with contextlib.ExitStack() as stack:
+        if sessions:
+            address = stack.enter_context(sessions_cluster(n_workers))
+            client = stack.enter_context(Client(address, timeout=60, set_as_default=False))
+            client.wait_for_workers(n_workers, timeout=120)
+        else:
+            cluster = local_cluster(n_workers=n_workers, threads_per_worker=1)
+            stack.callback(cluster.close)
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+        with RolloutEngine(busy_evaluate, n_jobs=2 * n_workers, backend=client) as engine:
             engine.add_split("warm", warm)
             engine.run([("P", e["id"]) for e in warm], split="warm")
             engine.add_split("timed", examples)
@@ -81,10 +133,9 @@ def one(n_workers: int, n_rollouts: int, steps: int) -> dict[str, Any]:
             mean_rollout_s = statistics.fmean(r.duration_s for r in batch.done())
             busy_s = sum(r.duration_s for r in batch.done())
             cpu_s = sum(r.score.trace["cpu_s"] for r in batch.done())  # type: ignore[index]
-    finally:
-        cluster.close()
     return {
         "workers": n_workers,
+        "cluster": "sessions" if sessions else "local",
         "rollouts": n_rollouts,
         "wall_s": round(wall, 3),
         "rollouts_per_s": round(n_rollouts / wall, 2),
@@ -102,6 +153,12 @@ def main() -> int:
     parser.add_argument("--rollouts", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="60 rollouts, 1 round")
+    parser.add_argument(
+        "--sessions",
+        action="store_true",
+        help="workers as separate `dask worker` processes, each in its own session, instead of "
+        "a LocalCluster (whose workers share this session's CPU share under autogroup)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dask_scaling.json"))
     args = parser.parse_args()
     rollouts, rounds = (60, 1) if args.quick else (args.rollouts, args.rounds)
@@ -113,7 +170,7 @@ def main() -> int:
     )
     runs: list[dict[str, Any]] = []
     for round_no in range(rounds):
-        pair = [one(1, rollouts, steps), one(2, rollouts, steps)]
+        pair = [one(n, rollouts, steps, args.sessions) for n in (1, 2)]
         speedup = pair[0]["wall_s"] / pair[1]["wall_s"]
         for run in pair:
             run["round"] = round_no
@@ -132,6 +189,7 @@ def main() -> int:
         "rollouts": rollouts,
         "rounds": rounds,
         "cpus": os.cpu_count(),
+        "cluster": "sessions" if args.sessions else "local",
         "load_average_at_start": [round(v, 2) for v in load],
         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "median_speedup": round(statistics.median(speedups), 3),
