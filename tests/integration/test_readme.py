@@ -50,3 +50,39 @@ def test_readme_example_runs_as_written(tmp_path: Path) -> None:
     shown = CliRunner().invoke(app, ["show", str(run_dir), "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["best"]["prompt"] == saved["best_prompt"]
+
+
+def readme_chat_example() -> str:
+    """The Python block of the README's "Chat prompts" section, exactly as printed."""
+    section = README.read_text(encoding="utf-8").split("\n### Chat prompts\n", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section.split("\n### ", 1)[0], re.S)
+    assert match, "no Python example under '### Chat prompts'"
+    return match.group(1)
+
+
+# two model starts, 20 short rollouts, 4 proposer calls: 148 s of search at load average ~14
+# on the 2-core machine; 1200 s leaves room for a 3x slowdown
+@pytest.mark.timeout(1200)
+def test_readme_chat_example_runs_as_written(tmp_path: Path) -> None:
+    code = readme_chat_example()
+    assert '"role": "system"' in code and "MIPRO(" in code
+    assert "LocalLM.for_reflection()" in code
+    (tmp_path / "example.py").write_text(code, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1150,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads((tmp_path / "runs" / "chat" / "result.json").read_text())
+    assert saved["n_rollouts"] <= 40
+    seed, best = saved["candidates"][0]["prompt"], saved["best_prompt"]
+    assert seed == [{"role": "system", "content": "Answer the question."}]
+    assert isinstance(best, list) and best[0]["role"] == "system"
+    # every other message is a demo turn: user/assistant pairs after the system message
+    assert [m["role"] for m in best[1:]] == ["user", "assistant"] * ((len(best) - 1) // 2)
+    printed = proc.stdout.strip().splitlines()[-1].split()
+    assert float(printed[1]) == saved["best_score"] >= float(printed[0])
