@@ -324,3 +324,21 @@ def test_gepa_merges_chat_prompts_by_component() -> None:
     first, second = (result.candidates[p] for p in merged.parents)
     assert merged.val_score > max(first.val_score, second.val_score)
     assert result.best_score == 1.0
+
+
+def test_a_task_app_on_loopback_receives_chat_messages() -> None:
+    """Over HTTP (a real task app on 127.0.0.1) the prompt stays a list of message dicts."""
+    from policyopt.remote._serving import serve_in_thread
+    from policyopt.remote.task_app import task_app
+    from policyopt.remote.taskapp_client import TaskAppClient
+    from tests.unit.remote.conftest import API_KEY, DATASET, Scripted
+
+    scripted = Scripted()
+    messages = [{"role": "system", "content": "Give the opposite."}, {**USER, "name": "q"}]
+    app = task_app(Program(messages, scripted), DATASET, api_key=API_KEY, name="chat")
+    with serve_in_thread(app) as url, TaskAppClient(url, API_KEY, retries=1) as client:
+        assert client.rollout("hot", messages).score == 1.0
+        program = client.program(messages)
+        assert program.prompt == messages and program.components == ["system", "q"]
+        assert program.evaluate(messages[:1], {"id": "big"}).score == 1.0
+    assert [call[0] for call in scripted.calls] == [messages, messages[:1]]
