@@ -178,9 +178,9 @@ def prompt_text(prompt: object) -> str:
         return prompt
     if isinstance(prompt, Mapping):
         return "\n".join(f"[{k}] {v}" for k, v in prompt.items())
-    if is_chat(prompt) and all(isinstance(m, Mapping) for m in prompt):  # type: ignore[union-attr]
+    if isinstance(prompt, (list, tuple)) and all(isinstance(m, Mapping) for m in prompt):
         lines = []
-        for m in prompt:  # type: ignore[union-attr]
+        for m in prompt:
             label = m.get("role", "?") + (f" {m['name']}" if m.get("name") else "")
             lines.append(f"[{label}] {m.get('content', '')}")
         return "\n".join(lines)
@@ -229,7 +229,7 @@ class PromptShape:
             return {"prompt": str(prompt)}
         if self.kind == "dict":
             return dict(prompt)  # type: ignore[call-overload]
-        contents = [m["content"] for m in prompt]  # type: ignore[union-attr]
+        contents = [m["content"] for m in prompt]  # type: ignore[attr-defined]
         if len(contents) != len(self.names):
             raise ConfigError(
                 f"A chat prompt of {len(contents)} messages does not have the seed's shape "

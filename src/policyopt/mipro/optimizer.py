@@ -285,7 +285,8 @@ class _Run:
     # ------------------------------------------------------------------ prompts
     def prompt(self, params: dict[str, int]) -> PromptValue:
         """The prompt of a configuration, in the seed's shape (demos inline or as turns)."""
-        parts, turns = dict(self.fixed), []
+        parts = dict(self.fixed)
+        turns: list[dict[str, str]] = []
         for c in self.components:
             instruction = self.instructions[c][params[f"{c}:instruction"]]
             demos = self.demo_sets[params.get(f"{c}:demos", 0)]
