@@ -65,7 +65,9 @@ def _dead_here(holder: str | None, mine: str) -> bool:
     except ValueError:
         return False
     if pid == os.getpid():
-        return True  # an earlier process with this pid (ids differ): gone
+        # another runner in this process, or an earlier process with this pid (a restarted
+        # container): no way to tell, so its leases are waited out
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -31,6 +31,7 @@ A SQLite file is created 0600 (its directory 0700 when this creates it); SQLite 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -243,6 +244,25 @@ _UPDATABLE = {
     "lease_expires_at",
 }
 _LIGHT = [c for c in _JOBS.c if c.name not in ("config", "results")]
+#: SQLite read connections kept by threads, at most (past that, reads use the pool)
+_MAX_READERS = 64
+# the hot statements, built once (every optimizer event appends one event)
+_BUMP_SEQ = (
+    sa.update(_JOBS)
+    .where(_JOBS.c.id == sa.bindparam("job_id"))
+    .values(last_seq=_JOBS.c.last_seq + 1)
+)
+_READ_SEQ = sa.select(_JOBS.c.last_seq).where(_JOBS.c.id == sa.bindparam("job_id"))
+_INSERT_EVENT = sa.insert(_EVENTS)
+# the hot reads, built once (a status poll, an event page): SQLAlchemy caches their SQL
+_GET_FULL = sa.select(*_JOBS.c).where(_JOBS.c.id == sa.bindparam("job_id"))
+_GET_LIGHT = sa.select(*_LIGHT).where(_JOBS.c.id == sa.bindparam("job_id"))
+_EVENTS_AFTER = (
+    sa.select(*_EVENTS.c)
+    .where(_EVENTS.c.job_id == sa.bindparam("job_id"), _EVENTS.c.seq > sa.bindparam("since"))
+    .order_by(_EVENTS.c.seq)
+    .limit(sa.bindparam("limit"))
+)
 
 
 def _row_to_job(row: Any) -> JobRecord:
@@ -312,6 +332,9 @@ class JobStore:
                     _private_file(side)
             self._write_lock = threading.Lock()
         self._closed = False
+        self._local = threading.local()
+        self._readers: list[sa.Connection] = []
+        self._readers_lock = threading.Lock()
         self.engine = self._make_engine(url)
         self._writer = self.engine.execution_options(policyopt_write=True)
         try:
@@ -349,7 +372,7 @@ class JobStore:
         engine = sa.create_engine(
             url,
             pool_size=8,
-            max_overflow=64,
+            max_overflow=256,  # a read connection per thread (cheap with SQLite)
             json_serializer=dumps,
             connect_args={"timeout": 30.0, "check_same_thread": False},
         )
@@ -369,9 +392,10 @@ class JobStore:
 
         @sa_event.listens_for(engine, "begin")
         def _on_begin(connection: sa.Connection) -> None:
-            # a write takes the database's write lock at once (no deadlock on upgrade)
-            write = connection.get_execution_options().get("policyopt_write")
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            # a write takes the database's write lock at once (no deadlock on upgrade); a read
+            # is one SELECT, atomic on its own (WAL snapshot): no BEGIN/ROLLBACK round trip
+            if connection.get_execution_options().get("policyopt_write"):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 
@@ -389,8 +413,28 @@ class JobStore:
     def _read(self) -> Iterator[sa.Connection]:
         if self._closed:
             raise StateError("the job store is closed")
-        with self.engine.connect() as db:
+        db = getattr(self._local, "db", None)
+        if db is None and (self.path is None or len(self._readers) >= _MAX_READERS):
+            # PostgreSQL (or many threads): a pooled connection per read
+            with self.engine.connect() as pooled:
+                yield pooled
+            return
+        # SQLite: each thread keeps one read connection (as the single-server store did): a
+        # status poll then costs no pool checkout; dropped after an error, made again
+        if db is None:
+            db = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        try:
             yield db
+        except BaseException:
+            self._local.db = None
+            with self._readers_lock, contextlib.suppress(ValueError):
+                self._readers.remove(db)
+            with contextlib.suppress(Exception):
+                db.close()
+            raise
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -403,6 +447,11 @@ class JobStore:
     def close(self) -> None:
         """Close every connection this store opened (the database stays)."""
         self._closed = True
+        with self._readers_lock:
+            for db in self._readers:
+                with contextlib.suppress(Exception):
+                    db.close()
+            self._readers.clear()
         self.engine.dispose()
 
     # ---------------------------------------------------------------- API keys
@@ -515,8 +564,8 @@ class JobStore:
         ``full=False`` skips the two large columns (``config`` comes back ``{}``, ``results``
         None): what a status answer needs, read cheaply.
         """
-        query = sa.select(*(_JOBS.c if full else _LIGHT)).where(_JOBS.c.id == job_id)
-        row = self._one(query)
+        with self._read() as db:
+            row = db.execute(_GET_FULL if full else _GET_LIGHT, {"job_id": job_id}).first()
         if row is None or (owner is not None and row.owner != owner):
             return None
         return _row_to_job(row)
@@ -754,22 +803,21 @@ class JobStore:
         level: str = "info",
     ) -> int:
         # an atomic increment: on PostgreSQL the row stays locked until this transaction ends
-        done = db.execute(
-            sa.update(_JOBS).where(_JOBS.c.id == job_id).values(last_seq=_JOBS.c.last_seq + 1)
-        ).rowcount
+        done = db.execute(_BUMP_SEQ, {"job_id": job_id}).rowcount
         if not done:
             raise StateError(f"No job {job_id!r}.")
-        seq = int(db.execute(sa.select(_JOBS.c.last_seq).where(_JOBS.c.id == job_id)).scalar_one())
+        seq = int(db.execute(_READ_SEQ, {"job_id": job_id}).scalar_one())
         db.execute(
-            sa.insert(_EVENTS).values(
-                job_id=job_id,
-                seq=seq,
-                type=type_,
-                ts=ts,
-                level=level,
-                message=message,
-                data=dict(data),
-            )
+            _INSERT_EVENT,
+            {
+                "job_id": job_id,
+                "seq": seq,
+                "type": type_,
+                "ts": ts,
+                "level": level,
+                "message": message,
+                "data": dict(data),
+            },
         )
         return seq
 
@@ -788,12 +836,7 @@ class JobStore:
 
     def events(self, job_id: str, since_seq: int = 0, limit: int = 1000) -> list[StoredEvent]:
         """Events of a job with ``seq > since_seq``, in order, at most ``limit``."""
-        query = (
-            sa.select(*_EVENTS.c)
-            .where(_EVENTS.c.job_id == job_id, _EVENTS.c.seq > int(since_seq))
-            .order_by(_EVENTS.c.seq)
-            .limit(int(limit))
-        )
+        params = {"job_id": job_id, "since": int(since_seq), "limit": int(limit)}
         with self._read() as db:
             return [
                 StoredEvent(
@@ -805,7 +848,7 @@ class JobStore:
                     message=r.message,
                     data=r.data if r.data is not None else {},
                 )
-                for r in db.execute(query)
+                for r in db.execute(_EVENTS_AFTER, params)
             ]
 
 

@@ -153,3 +153,20 @@ def test_a_claimer_waits_for_a_stale_run_to_release_the_run_dir(
     done = store.get_job(job.id)
     assert done is not None and done.status is JobState.SUCCEEDED, done.error if done else None
     assert done.results is not None and done.results["stop_reason"] != "stop_file"
+
+
+def test_which_lease_holders_count_as_dead_at_startup() -> None:
+    import os
+    import subprocess
+
+    from policyopt.remote.leases import _dead_here, _host_tag, new_replica_id
+
+    done = subprocess.Popen(["true"])
+    done.wait()
+    here = _host_tag()
+    mine = new_replica_id()
+    assert _dead_here(f"{here}/{done.pid}/abc123", mine)  # this host, process gone
+    assert not _dead_here(f"{here}/{os.getppid()}/abc123", mine)  # alive
+    assert not _dead_here(f"{here}/{os.getpid()}/abc123", mine)  # this process: can't tell
+    assert not _dead_here(f"elsewhere/0000/{done.pid}/abc123", mine)  # another host: expiry
+    assert not _dead_here("A", mine) and not _dead_here(None, mine) and not _dead_here(mine, mine)
