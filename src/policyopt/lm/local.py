@@ -12,9 +12,12 @@ stronger model through :class:`policyopt.LM` for real work.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib.util
 import logging
+import os
+import queue
 import threading
 import weakref
 from pathlib import Path
@@ -49,10 +52,10 @@ def find_gguf() -> Path:
 
 
 def _stop(server_box: dict[str, Any]) -> None:
-    client = server_box.pop("client", None)
-    if client is not None:
+    for client in server_box.pop("clients", []):
         client.close()
-    server_box.pop("server", None)
+    server_box.pop("servers", None)
+    server_box.pop("free", None)
     gc.collect()
 
 
@@ -61,9 +64,15 @@ class LocalLM(LM):
 
     ``with LocalLM() as lm: lm("Hi")``. The server starts on first use (or on ``__enter__``) and
     stops on ``close()``/``__exit__`` or when the object is garbage-collected. ``n_parallel``
-    requests are decoded together (continuous batching), so run rollouts with as many threads;
-    it is also this LM's ``max_concurrency``, so more threads queue here, not on the server, and
-    a timed-out request is not re-sent on top of one the server is still generating.
+    requests run at once (run rollouts with as many threads); it is also this LM's
+    ``max_concurrency``, so more threads queue here, not on the server.
+
+    Reproducible by default: llama.cpp is not batch-invariant (an answer depends on which other
+    requests share its batch, and on a slot's cached prompt prefix), so with
+    ``batching=False`` the ``n_parallel`` requests go to as many single-slot servers, each with
+    its own threads, no prompt cache, and every answer depends on its request alone, whatever
+    the timing or CPU load. ``batching=True`` runs one server with ``n_parallel`` slots decoding
+    together (continuous batching): more throughput on many cores, runs not reproducible.
     """
 
     MODEL_NAME = "smollm2-135m-instruct"
@@ -72,6 +81,7 @@ class LocalLM(LM):
         self,
         *,
         n_parallel: int = 4,
+        batching: bool = False,
         n_ctx: int = 2048,
         n_threads: int | None = None,
         temperature: float = 0.0,
@@ -86,6 +96,7 @@ class LocalLM(LM):
             cache=cache,
             num_retries=2,
             max_concurrency=litellm_kwargs.pop("max_concurrency", n_parallel),
+            timeout=litellm_kwargs.pop("timeout", 600.0),  # in-process: slow under load, not dead
             temperature=temperature,
             max_tokens=max_tokens,
             seed=seed,
@@ -93,6 +104,7 @@ class LocalLM(LM):
             **litellm_kwargs,
         )
         self.n_parallel = n_parallel
+        self.batching = batching
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.gguf_path = Path(gguf_path) if gguf_path is not None else None
@@ -120,7 +132,7 @@ class LocalLM(LM):
     def start(self) -> LocalLM:
         """Load the model and start serving on 127.0.0.1 (a no-op when already running)."""
         with self._start_lock:
-            if "server" in self._box:
+            if "servers" in self._box:
                 return self
             try:
                 import xllamacpp
@@ -128,31 +140,62 @@ class LocalLM(LM):
                 raise MissingDependencyError(
                     f"xllamacpp is not installed. {_INSTALL_HINT}"
                 ) from exc
-            path = self.gguf_path or find_gguf()
-            params = xllamacpp.CommonParams()
-            params.model.path = str(path)
-            params.n_parallel = self.n_parallel
-            params.n_ctx = self.n_ctx * self.n_parallel  # llama.cpp splits n_ctx across slots
-            params.hostnames = ["127.0.0.1"]
-            params.port = 0
-            params.verbosity = -1
-            if self.n_threads is not None:
-                params.cpuparams.n_threads = self.n_threads
-                params.cpuparams_batch.n_threads = self.n_threads
-            server = xllamacpp.Server(params)
-            self._box["server"] = server
-            self._address = str(server.listening_address).rstrip("/")
             import openai
 
-            # our own HTTP client, closed with the server (litellm's pooled ones would leak)
-            self._box["client"] = openai.OpenAI(
-                base_url=f"{self._address}/v1",
-                api_key="sk-local",
-                max_retries=0,
-                timeout=self.timeout,
+            path = self.gguf_path or find_gguf()
+            n_servers, slots = (1, self.n_parallel) if self.batching else (self.n_parallel, 1)
+            threads = self.n_threads
+            if threads is None and not self.batching:  # share the cores, never spin on them
+                threads = max(1, (os.cpu_count() or 1) // n_servers)
+            servers, clients, addresses = [], [], []
+            for _ in range(n_servers):
+                server = xllamacpp.Server(self._params(xllamacpp, path, slots, threads))
+                address = str(server.listening_address).rstrip("/")
+                servers.append(server)
+                addresses.append(address)
+                # our own HTTP client, closed with the server (litellm's pooled ones would leak)
+                clients.append(
+                    openai.OpenAI(
+                        base_url=f"{address}/v1",
+                        api_key="sk-local",
+                        max_retries=0,
+                        timeout=self.timeout,
+                    )
+                )
+            free: queue.SimpleQueue[int] = queue.SimpleQueue()
+            for index in range(n_servers):
+                free.put(index)
+            self._box.update(servers=servers, clients=clients, addresses=addresses, free=free)
+            self._address = addresses[0]
+            logger.info(
+                "LocalLM serving %s at %s (%d server(s) x %d slot(s))",
+                path.name,
+                ", ".join(addresses),
+                n_servers,
+                slots,
             )
-            logger.info("LocalLM serving %s at %s", path.name, self._address)
             return self
+
+    def _params(self, xllamacpp: Any, path: Path, slots: int, threads: int | None) -> Any:
+        """llama.cpp settings of one server: ``slots`` parallel sequences, on 127.0.0.1."""
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_parallel = slots
+        params.n_ctx = self.n_ctx * slots  # llama.cpp splits n_ctx across slots
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0
+        params.verbosity = -1
+        if not self.batching:
+            # an answer must not depend on an earlier request's cached prefix
+            params.cache_prompt = False
+            params.cache_ram_mib = 0
+            params.cache_idle_slots = False
+            params.cpuparams.poll = 0  # sleep, not spin, between work: fair on a busy machine
+            params.cpuparams_batch.poll = 0
+        if threads is not None:
+            params.cpuparams.n_threads = threads
+            params.cpuparams_batch.n_threads = threads
+        return params
 
     def close(self) -> None:
         """Stop the server (it restarts on next use)."""
@@ -163,7 +206,7 @@ class LocalLM(LM):
     @property
     def running(self) -> bool:
         """True while the server is up."""
-        return "server" in self._box
+        return "servers" in self._box
 
     def __enter__(self) -> LocalLM:
         return self.start()
@@ -173,7 +216,11 @@ class LocalLM(LM):
 
     @property
     def api_base(self) -> str:
-        """OpenAI-compatible base URL (``http://127.0.0.1:PORT/v1``); starts the server."""
+        """OpenAI-compatible base URL (``http://127.0.0.1:PORT/v1``); starts the server.
+
+        With ``batching=False`` this is the first of the single-slot servers: calls made through
+        the LM itself are spread over all of them, direct HTTP calls to this URL are not.
+        """
         self.start()
         assert self._address is not None
         return f"{self._address}/v1"
@@ -186,14 +233,73 @@ class LocalLM(LM):
     # ---------------------------------------------------------------- calls
     def complete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
         """Ask the local model (starting it if needed)."""
-        kwargs.setdefault("api_base", self.api_base)
-        kwargs.setdefault("client", self._box.get("client"))
+        self.start()
         return super().complete(prompt, **kwargs)
 
     async def acomplete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
         """:meth:`complete` for coroutines (litellm's own async client; the server starts first)."""
-        kwargs.setdefault("api_base", self.api_base)
+        self.start()
         return await super().acomplete(prompt, **kwargs)
+
+    def _take_server(self) -> tuple[int, dict[str, Any]]:
+        """A free server (blocking) and the request fields that reach it."""
+        free: queue.SimpleQueue[int] = self._box["free"]
+        index = free.get()
+        return index, self._route(index)
+
+    def _route(self, index: int) -> dict[str, Any]:
+        return {"api_base": f"{self._box['addresses'][index]}/v1", "api_key": "sk-local"}
+
+    def _give_back(self, index: int, timed_out: bool, waited: float | None) -> None:
+        """Free a server; after a timeout only once it has likely finished the abandoned one."""
+        free: queue.SimpleQueue[int] = self._box["free"]
+        if timed_out and waited:
+            timer = threading.Timer(self._ghost_delay(waited), free.put, (index,))
+            timer.daemon = True
+            timer.start()
+        else:
+            free.put(index)
+
+    def _send(self, litellm: Any, request: dict[str, Any], timeout: float | None = None) -> Any:
+        index, route = self._take_server()
+        timed_out = False
+        try:
+            client = self._box["clients"][index]
+            return litellm.completion(
+                **{**request, **route, "client": client},
+                num_retries=0,
+                max_retries=0,
+                timeout=timeout,
+            )
+        except litellm.Timeout:
+            timed_out = True
+            raise
+        finally:
+            self._give_back(index, timed_out, timeout)
+
+    async def _asend(
+        self, litellm: Any, request: dict[str, Any], timeout: float | None = None
+    ) -> Any:
+        free: queue.SimpleQueue[int] = self._box["free"]
+        while True:
+            try:
+                index = free.get_nowait()
+                break
+            except queue.Empty:
+                await asyncio.sleep(0.005)
+        timed_out = False
+        try:
+            return await litellm.acompletion(
+                **{**request, **self._route(index)},
+                num_retries=0,
+                max_retries=0,
+                timeout=timeout,
+            )
+        except litellm.Timeout:
+            timed_out = True
+            raise
+        finally:
+            self._give_back(index, timed_out, timeout)
 
     def _cost(self, litellm: Any, response: Any) -> float | None:
         return 0.0  # a local model costs no money
