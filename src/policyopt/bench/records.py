@@ -166,6 +166,14 @@ class CellRecord(BaseModel):
         return self.optimized_test.score - self.baseline_test.score
 
     @property
+    def val_test_gap(self) -> float | None:
+        """The chosen prompt's validation score minus its test score: how much the choice
+        overfit the valset (None when either is missing, e.g. in a failed cell)."""
+        if self.best_val_score is None or self.optimized_test is None:
+            return None
+        return self.best_val_score - self.optimized_test.score
+
+    @property
     def cost_usd(self) -> float | None:
         """What the search's LM calls cost (None when the provider gives no price)."""
         costs = [self.task_usage.cost_usd, self.optimizer_usage.cost_usd]

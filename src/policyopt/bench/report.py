@@ -29,6 +29,7 @@ __all__ = [
     "ablation_plan",
     "ablations",
     "cell_rows",
+    "cost_per_point",
     "machine_summary",
     "markdown_report",
     "plot_all",
@@ -133,15 +134,17 @@ def markdown_report(
         "Scores are accuracy on each task's held-out test split. *seed prompt*: the task's naive "
         "prompt; *optimized*: the optimizer's best prompt; *gain*: optimized minus seed prompt, "
         "per seed. Rollouts, LM calls and tokens are the search's (task model / optimizer "
-        "model); *search s*: wall time of the search alone.\n\n"
+        "model); *search s*: wall time of the search alone. *val-test gap*: the chosen "
+        "prompt's validation score minus its test score (how much the choice overfit the "
+        "valset; mean over seeds).\n\n"
     )
     for task in tasks:
         out.write(f"## {task}\n\n")
         out.write(
             "| optimizer | seeds | seed prompt | optimized | gain | median gain | best val | "
-            "rollouts | LM calls task / opt | tokens | cost $ | search s |\n"
+            "val-test gap | rollouts | LM calls task / opt | tokens | cost $ | search s |\n"
         )
-        out.write("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+        out.write("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
         for name in optimizers:
             cells = groups.get((task, name), [])
             if not cells:
@@ -153,12 +156,14 @@ def markdown_report(
             opt = [r.optimized_test.score for r in ok if r.optimized_test]
             gains = [g for r in ok if (g := r.gain) is not None]
             vals = [r.best_val_score for r in ok if r.best_val_score is not None]
+            gaps = [g for r in ok if (g := r.val_test_gap) is not None]
             costs = [c for r in ok if (c := r.cost_usd) is not None]
             out.write(
                 f"| {name} | {seeds} | {_mean_std(base)} | {_mean_std(opt)} | "
                 f"{_fmt(statistics.fmean(gains) if gains else None, 3)} | "
                 f"{_fmt(statistics.median(gains) if gains else None, 3)} | "
                 f"{_fmt(statistics.fmean(vals) if vals else None)} | "
+                f"{_signed_or_dash(gaps)} | "
                 f"{_avg([r.rollouts for r in ok], 0)} | "
                 f"{_avg([r.task_usage.calls for r in ok], 0)} / "
                 f"{_avg([r.optimizer_usage.calls for r in ok], 0)} | "
@@ -177,10 +182,11 @@ def markdown_report(
     header = (
         "| optimizer | cells | optimized (mean) | gain (mean) | median gain | beats seed prompt | "
         + " | ".join(f"win rate vs {o}" for o in others)
+        + " | val-test gap (mean) | opt LM calls / point | opt tokens / point | opt $ / point"
         + " | rollouts (mean) | search s (mean) |\n"
     )
     out.write(header)
-    out.write("|" + "---|" * (8 + len(others)) + "\n")
+    out.write("|" + "---|" * (12 + len(others)) + "\n")
     for name in optimizers:
         ok = _ok([r for r in records if r.key.optimizer == name])
         if not ok:
@@ -188,6 +194,8 @@ def markdown_report(
         opt = [r.optimized_test.score for r in ok if r.optimized_test]
         gains = [g for r in ok if (g := r.gain) is not None]
         beats = sum(g > 1e-12 for g in gains)
+        gaps = [g for r in ok if (g := r.val_test_gap) is not None]
+        per_point = cost_per_point(ok)
         cols = []
         for other in others:
             rate = None if other == name else win_rate(records, name, other)
@@ -196,14 +204,53 @@ def markdown_report(
             f"| {name} | {len(ok)} | {_fmt(statistics.fmean(opt))} | "
             f"{_fmt(statistics.fmean(gains))} | {_fmt(statistics.median(gains))} | "
             f"{beats}/{len(gains)} | " + " | ".join(cols) + " | "
+            f"{_signed_or_dash(gaps)} | {_per_point(per_point['calls'], 1)} | "
+            f"{_per_point(per_point['tokens'], 0)} | {_per_point(per_point['usd'], 4)} | "
             f"{_avg([r.rollouts for r in ok], 0)} | {_avg([r.search_wall_s for r in ok], 1)} |\n"
         )
     out.write(
         "\n*win rate vs X*: share of (task, seed) cells where this optimizer's test score beats "
-        "X's (ties count half; cells in brackets).\n"
+        "X's (ties count half; cells in brackets). *opt ... / point*: the optimizer model's "
+        "mean LM calls, tokens and dollars per cell divided by the mean test gain in points "
+        "(gain x 100): what one point of gain cost; n/a when the mean gain is not above 0, "
+        "- when the provider gives no price.\n"
     )
     out.write(ablation_section(records, baselines))
     return out.getvalue()
+
+
+def cost_per_point(records: Sequence[CellRecord]) -> dict[str, float | None]:
+    """The optimizer model's mean calls, tokens and dollars per cell over finished ``records``,
+    each divided by their mean test gain in points (gain x 100).
+
+    A value is NaN when the mean gain is not above 0 (no gain to pay for) and None when it
+    cannot be known (no finished cell, or, for dollars, a cell without a price)."""
+    ok = [r for r in _ok(records) if r.gain is not None]
+    if not ok:
+        return {"calls": None, "tokens": None, "usd": None}
+    points = statistics.fmean(r.gain or 0.0 for r in ok) * 100.0
+    usd = [r.optimizer_usage.cost_usd for r in ok]
+    means: dict[str, float | None] = {
+        "calls": statistics.fmean(r.optimizer_usage.calls for r in ok),
+        "tokens": statistics.fmean(
+            r.optimizer_usage.prompt_tokens + r.optimizer_usage.completion_tokens for r in ok
+        ),
+        "usd": None if any(c is None for c in usd) else statistics.fmean(c or 0.0 for c in usd),
+    }
+    return {
+        name: None if mean is None else (mean / points if points > 1e-9 else math.nan)
+        for name, mean in means.items()
+    }
+
+
+def _per_point(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _signed_or_dash(values: Sequence[float]) -> str:
+    return f"{statistics.fmean(values):+.3f}" if values else "-"
 
 
 def ablation_plan(
@@ -335,6 +382,7 @@ def cell_rows(records: Sequence[CellRecord]) -> list[dict[str, Any]]:
                 "optimized_test": r.optimized_test.score if r.optimized_test else None,
                 "gain": r.gain,
                 "best_val": r.best_val_score,
+                "val_test_gap": r.val_test_gap,
                 "rollouts": r.rollouts,
                 "task_calls": r.task_usage.calls,
                 "task_tokens": r.task_usage.prompt_tokens + r.task_usage.completion_tokens,
