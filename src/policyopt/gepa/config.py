@@ -62,6 +62,9 @@ class GEPASettings(RunSettings):
     max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
     max_prompt_chars: int = Field(20_000, ge=1, description="longest proposal accepted")
     max_record_chars: int = Field(1_500, ge=20, description="characters per rollout record shown")
+    reject_copies: bool = Field(
+        True, description="reject proposals that copy an example's input or answer (guards.py)"
+    )
     reflection_template: str = Field(
         DEFAULT_TEMPLATE,
         description="the reflection meta-prompt, or a built-in by name (default, compact)",

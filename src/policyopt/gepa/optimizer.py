@@ -114,6 +114,8 @@ class GEPA:
             max_proposal_retries: re-asks after an unusable proposal
             max_prompt_chars: longest proposal accepted
             max_record_chars: characters per rollout record shown
+            reject_copies: reject proposals that copy an example's input or answer from the
+                reflection records (counted as ``copies_example`` in ``details["rejections"]``)
             reflection_template: the reflection meta-prompt, or a built-in one by name
     """
 
@@ -164,6 +166,7 @@ class GEPA:
         max_proposal_retries: int = 2,
         max_prompt_chars: int = 20000,
         max_record_chars: int = 1500,
+        reject_copies: bool = True,
         reflection_template: str = DEFAULT_TEMPLATE,
     ) -> None:
         values = {k: v for k, v in locals().items() if k in GEPASettings.model_fields}
@@ -233,6 +236,7 @@ class _Run:
             memo=self.ctx.memo("proposal"),
             on_error=self.ctx.lm_failed,
             on_ok=self.ctx.lm_ok,
+            reject_copies=s.reject_copies,
         )
         self.resume_exact = all(strategies.resumable(getattr(s, name)) for name in strategies.NAMES)
         if self.rundir is not None and not self.resume_exact:

@@ -1,5 +1,7 @@
 """GEPA's proposer: reflection LM calls (journaled, see :mod:`policyopt.state.memo`) with
-rejection and retry of unusable proposals. Call keys are ``iteration/slot/component/attempt``.
+rejection and retry of unusable proposals, including (``reject_copies``) proposals that copy an
+example from the records into the prompt (:mod:`policyopt.guards`). Call keys are
+``iteration/slot/component/attempt``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policyopt.gepa.reflection import check_proposal, extract_instruction, render_prompt
+from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.state.journal import Journal
 from policyopt.state.memo import JournaledLM
 from policyopt.types import LMUsage
@@ -33,6 +36,7 @@ class Proposer:
         memo: Sequence[Mapping[str, Any]] = (),
         on_error: Callable[[BaseException, str], None] | None = None,
         on_ok: Callable[[], None] | None = None,
+        reject_copies: bool = False,
     ) -> None:
         self.lm = JournaledLM(
             lm, journal=journal, memo=memo, kind="proposal", on_error=on_error, on_ok=on_ok
@@ -40,6 +44,7 @@ class Proposer:
         self.template = template
         self.max_retries = max_retries
         self.max_chars = max_chars
+        self.reject_copies = reject_copies
         self.rejections: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -67,9 +72,19 @@ class Proposer:
                 truncated=record["finish_reason"] == "length",
                 max_chars=self.max_chars,
             )
+            counted = reason
+            if reason is None and self.reject_copies:
+                copied = find_copy(text, current, records)
+                if copied is not None:
+                    counted = COPIES_EXAMPLE
+                    reason = (
+                        f"it copies the example text {copied!r} into the instruction; state the "
+                        "general rule and quote no example"
+                    )
             if reason is None:
                 return text
             with self._lock:
-                self.rejections[reason] = self.rejections.get(reason, 0) + 1
+                key = counted or reason
+                self.rejections[key] = self.rejections.get(key, 0) + 1
             logger.debug("proposal %s/%d rejected: %s", key, attempt, reason)
         return None

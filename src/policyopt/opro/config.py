@@ -36,6 +36,9 @@ class OPROSettings(RunSettings):
     max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
     max_prompt_chars: int = Field(4000, ge=1, description="longest instruction accepted")
     max_exemplar_chars: int = Field(300, ge=20, description="characters per exemplar field shown")
+    reject_copies: bool = Field(
+        True, description="reject proposals that copy an exemplar's input or answer (guards.py)"
+    )
     meta_template: str = Field(DEFAULT_TEMPLATE, description="the meta-prompt")
 
     @field_validator("meta_template")

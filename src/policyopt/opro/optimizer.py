@@ -48,7 +48,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,6 +61,7 @@ from policyopt.events import (
     Listener,
     NewBest,
 )
+from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.lm.base import resolve_lm
 from policyopt.opro.config import RESUMABLE_CHANGES, OPROSettings, estimate
 from policyopt.opro.meta import (
@@ -125,6 +126,8 @@ class OPRO:
             max_proposal_retries: re-asks after an unusable proposal
             max_prompt_chars: longest instruction accepted
             max_exemplar_chars: characters per exemplar field shown
+            reject_copies: reject proposals that copy an exemplar's input or answer (counted
+                as ``copies_example`` in ``details["rejections"]``; see :mod:`policyopt.guards`)
             meta_template: the meta-prompt
     """
 
@@ -163,6 +166,7 @@ class OPRO:
         max_proposal_retries: int = 2,
         max_prompt_chars: int = 4000,
         max_exemplar_chars: int = 300,
+        reject_copies: bool = True,
         meta_template: str = DEFAULT_TEMPLATE,
     ) -> None:
         values = {k: v for k, v in locals().items() if k in OPROSettings.model_fields}
@@ -356,9 +360,9 @@ class _Run:
             draws.pop()
         if not draws:
             return "budget"
-        exemplars = self._exemplars(incumbent, draws)
+        exemplars, shown = self._exemplars(incumbent, draws)
         history = render_history(self.history, s.max_history, s.score_range)
-        texts = self._propose(history, exemplars)
+        texts = self._propose(history, exemplars, shown)
         if not texts:
             return None
         return self._score(incumbent, batch, texts)
@@ -368,8 +372,11 @@ class _Run:
             return []
         return sorted({i for draw in draws for i in draw})
 
-    def _exemplars(self, incumbent: Candidate, draws: list[list[ExampleId]]) -> list[str]:
-        """Each proposal's exemplars, rendered; with feedback, the best prompt's runs on them."""
+    def _exemplars(
+        self, incumbent: Candidate, draws: list[list[ExampleId]]
+    ) -> tuple[list[str], list[list[dict[str, Any]]]]:
+        """Each proposal's exemplars, rendered (with feedback, the best prompt's runs on them),
+        and as records for the copy guard (:func:`policyopt.guards.find_copy`)."""
         s, ctx = self.s, self.ctx
         runs: dict[ExampleId, Any] = {}
         ids = self._feedback_ids(draws)
@@ -378,7 +385,8 @@ class _Run:
                 [(incumbent.prompt, i) for i in ids], split=ctx.train_split, label="exemplars"
             )
             runs = dict(zip(ids, result.rollouts, strict=True))
-        rendered = []
+        rendered: list[str] = []
+        shown: list[list[dict[str, Any]]] = []
         for draw in draws:
             items = []
             for i in draw:
@@ -397,10 +405,16 @@ class _Run:
                     )
                 )
             rendered.append(render_exemplars(items, s.max_exemplar_chars, s.score_range))
-        return rendered
+            shown.append([_guard_record(item.example, item.feedback) for item in items])
+        return rendered, shown
 
-    def _propose(self, history: str, exemplars: list[str]) -> list[tuple[int, str]]:
-        """Ask the meta LM once per slot (in parallel); ``(slot, text)`` of new distinct ones."""
+    def _propose(
+        self, history: str, exemplars: list[str], shown: list[list[dict[str, Any]]]
+    ) -> list[tuple[int, str]]:
+        """Ask the meta LM once per slot (in parallel); ``(slot, text)`` of new distinct ones.
+
+        With ``reject_copies``, a text that copies one of the slot's exemplars (``shown``) is
+        rejected as ``copies_example`` and asked again."""
 
         def one(slot: int) -> str | None:
             retry: str | None = None
@@ -410,10 +424,19 @@ class _Run:
                 if record is None:  # the LM failed past its retries: skip this proposal
                     return "\0failed"
                 text, retry = parse_answer(record, self.seen, self.s.max_prompt_chars)
+                counted = str(retry)
+                if text is not None and self.s.reject_copies:
+                    copied = find_copy(text, history, shown[slot])
+                    if copied is not None:
+                        text, counted = None, COPIES_EXAMPLE
+                        retry = (
+                            f"it copies the example text {copied!r}; state the general rule and "
+                            "quote no example"
+                        )
                 if text is not None:
                     return text
                 with self.lock:
-                    self.rejections[str(retry)] = self.rejections.get(str(retry), 0) + 1
+                    self.rejections[counted] = self.rejections.get(counted, 0) + 1
             return None
 
         slots = range(len(exemplars))
@@ -545,3 +568,11 @@ class _Run:
         )
         self._snapshot(reason)
         return result
+
+
+def _guard_record(example: Any, feedback: str | None) -> dict[str, Any]:
+    """An exemplar as the copy guard reads it: its fields (``id`` dropped) and its feedback."""
+    fields = (
+        {k: v for k, v in example.items() if k != "id"} if isinstance(example, Mapping) else example
+    )
+    return {"Input": fields, "Feedback": feedback or ""}
