@@ -11,7 +11,9 @@ A proposal copies an example when, for a string of at least ``min_chars`` charac
 specific to one record (a value shared by two records, e.g. a class label, is not) and not
 already in the parent prompt, one of these holds:
 
-- it appears inside quotes in the proposal (``"Paris"``, ``'hot'``, backticks, curly quotes);
+- it is quoted in the proposal (``"Paris"``, ``'hot'``, backticks, curly quotes), alone or, for
+  a phrase of several words, inside a longer quote (one word inside a quoted sentence is not
+  enough: measured on 571 real local-model proposals, that flagged ordinary words);
 - it is a phrase of several words, at least ``min_phrase_chars`` long, and appears as a whole
   phrase anywhere in the proposal;
 - two different strings of the same record both appear as whole words (an input with its
@@ -115,7 +117,7 @@ def find_copy(
         )
         present = [s for s in specific if _contains(text, s)]
         for s in present:
-            if any(_contains(span, s) for span in spans):
+            if s in spans or (" " in s and any(_contains(span, s) for span in spans)):
                 return s
             if " " in s and len(s) >= min_phrase_chars:
                 return s

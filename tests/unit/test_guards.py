@@ -56,6 +56,7 @@ def test_quoted_strings_and_instance_strings() -> None:
         ("Name the capital city of the country.", None),  # the rule only
         ("Name the capital; Parisian food is irrelevant.", None),  # not a whole word
         ("Name the capital of France or Japan.", None),  # one string per example, unquoted
+        ('Name the capital, as in "Paris is lovely".', None),  # one word in a longer quote
     ],
 )
 def test_the_rule_by_hand(proposal: str, copied: str | None) -> None:
