@@ -83,6 +83,8 @@ RESUMABLE = frozenset(
         "max_rollouts",
         "max_time_s",
         "max_cost_usd",
+        "max_lm_calls",
+        "max_lm_tokens",
         "n_jobs",
         "backend",
         "progress",
@@ -115,6 +117,12 @@ class RunSettings(BaseModel):
     )
     max_time_s: float | None = Field(None, gt=0, description="wall-clock limit in seconds")
     max_cost_usd: float | None = Field(None, gt=0, description="cap on the optimizer's LM cost")
+    max_lm_calls: int | None = Field(
+        None, ge=1, description="cap on the optimizer LM's calls (checked between steps)"
+    )
+    max_lm_tokens: int | None = Field(
+        None, ge=1, description="cap on the optimizer LM's tokens (checked between steps)"
+    )
     max_errors: int | None = Field(
         None, ge=0, description="failed rollouts after which the run stops (None: no cap)"
     )
@@ -205,6 +213,8 @@ class RunContext:
         self.stopper = Stopper(
             max_time_s=s.max_time_s,
             max_cost_usd=s.max_cost_usd,
+            max_lm_calls=s.max_lm_calls,
+            max_lm_tokens=s.max_lm_tokens,
             patience=getattr(s, "patience", None),
             stop_file=self.rundir.stop_file if self.rundir else None,
         )

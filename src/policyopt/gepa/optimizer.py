@@ -82,6 +82,8 @@ class GEPA:
             backend: joblib backend (None: threads)
             max_time_s: wall-clock limit in seconds
             max_cost_usd: cap on the optimizer's LM cost
+            max_lm_calls: cap on the optimizer LM's calls (checked between steps)
+            max_lm_tokens: cap on the optimizer LM's tokens (checked between steps)
             max_errors: failed rollouts after which the run stops (None: no cap)
             max_error_rate: stop when this share of the last error_window failed
             error_window: recent rollouts the error rate looks at
@@ -133,6 +135,8 @@ class GEPA:
         backend: str | None = None,
         max_time_s: float | None = None,
         max_cost_usd: float | None = None,
+        max_lm_calls: int | None = None,
+        max_lm_tokens: int | None = None,
         max_errors: int | None = None,
         max_error_rate: float | None = 0.5,
         error_window: int = 20,
@@ -270,9 +274,7 @@ class _Run:
             optimizer="gepa",
             seed_prompt=self.pop.shaped(self.pop.prompts[0]),
             settings=s.model_dump(exclude={"reflection_template"}),
-            estimate=estimate(
-                s, len(self.val_ids), len(self.pop.components), len(self.train_ids)
-            ),
+            estimate=estimate(s, len(self.val_ids), len(self.pop.components), len(self.train_ids)),
             body=self._body,
             has_result=lambda: bool(self.pop.val_scores[0]),
             finish=self._finish,
@@ -311,9 +313,9 @@ class _Run:
             return "perfect_score"
         if self.stalled >= _STALL_LIMIT:
             return "stalled"
+        usage = getattr(self.proposer, "usage", LMUsage())
         return self.stopper.reason(
-            cost_usd=getattr(self.proposer, "usage", LMUsage()).cost_usd,
-            steps_without_improvement=self.since_best,
+            cost_usd=usage.cost_usd, steps_without_improvement=self.since_best, lm_usage=usage
         )
 
     def _iterate(self) -> str | None:

@@ -114,6 +114,8 @@ class MIPRO:
             backend: joblib backend (None: threads)
             max_time_s: wall-clock limit in seconds
             max_cost_usd: cap on the optimizer's LM cost
+            max_lm_calls: cap on the optimizer LM's calls (checked between steps)
+            max_lm_tokens: cap on the optimizer LM's tokens (checked between steps)
             max_errors: failed rollouts after which the run stops (None: no cap)
             max_error_rate: stop when this share of the last error_window failed
             error_window: recent rollouts the error rate looks at
@@ -161,6 +163,8 @@ class MIPRO:
         backend: str | None = None,
         max_time_s: float | None = None,
         max_cost_usd: float | None = None,
+        max_lm_calls: int | None = None,
+        max_lm_tokens: int | None = None,
         max_errors: int | None = None,
         max_error_rate: float | None = 0.5,
         error_window: int = 20,
@@ -470,7 +474,7 @@ class _Run:
             if done >= self.n_trials and idle >= _IDLE_BATCHES:
                 break
             reason = ctx.stopper.reason(
-                cost_usd=self.lm.usage.cost_usd, steps_without_improvement=0
+                cost_usd=self.lm.usage.cost_usd, steps_without_improvement=0, lm_usage=self.lm.usage
             )
             if reason:
                 return reason

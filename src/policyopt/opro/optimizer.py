@@ -104,6 +104,8 @@ class OPRO:
             backend: joblib backend (None: threads)
             max_time_s: wall-clock limit in seconds
             max_cost_usd: cap on the optimizer's LM cost
+            max_lm_calls: cap on the optimizer LM's calls (checked between steps)
+            max_lm_tokens: cap on the optimizer LM's tokens (checked between steps)
             max_errors: failed rollouts after which the run stops (None: no cap)
             max_error_rate: stop when this share of the last error_window failed
             error_window: recent rollouts the error rate looks at
@@ -145,6 +147,8 @@ class OPRO:
         backend: str | None = None,
         max_time_s: float | None = None,
         max_cost_usd: float | None = None,
+        max_lm_calls: int | None = None,
+        max_lm_tokens: int | None = None,
         max_errors: int | None = None,
         max_error_rate: float | None = 0.5,
         error_window: int = 20,
@@ -336,7 +340,9 @@ class _Run:
         if self.stalled >= _STALL_LIMIT:
             return "stalled"
         return self.ctx.stopper.reason(
-            cost_usd=self.meta.usage.cost_usd, steps_without_improvement=self.since_best
+            cost_usd=self.meta.usage.cost_usd,
+            steps_without_improvement=self.since_best,
+            lm_usage=self.meta.usage,
         )
 
     def _step(self) -> str | None:
