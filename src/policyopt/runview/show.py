@@ -148,10 +148,11 @@ def render(view: RunView, console: Any, *, all_proposals: bool = False) -> None:
     table = Table(
         title=f"proposals ({len(view.proposals)}: {summary})", show_lines=True, expand=True
     )
-    table.add_column("key", no_wrap=True)
-    table.add_column("status", no_wrap=True)
+    # fixed widths for the short columns: rich's ratio split otherwise lets them take the room
+    table.add_column("key", width=min(24, max([3, *(len(p.key) for p in shown)])), overflow="fold")
+    table.add_column("status", width=10, overflow="fold")
     table.add_column("why", ratio=1, overflow="fold")
-    table.add_column("proposed text", ratio=1, overflow="fold")
+    table.add_column("proposed text", ratio=2, overflow="fold")
     for p in shown:
         table.add_row(p.key, p.status, p.reason, p.text or "(empty)")
     console.print(table)
