@@ -81,7 +81,7 @@ def test_server_sigkill_mid_job_resumes_without_repaying(task_app: Child, tmp_pa
         with PolicyOptimizationJob.from_dict(config, server.url, OWNER_KEY) as job:
             job_id = job.submit()
         run_dir = tmp_path / "runs" / job_id
-        wait_for(lambda: len(journal_keys(run_dir)) >= 40, timeout=60, every=0.01)
+        wait_for(lambda: len(journal_keys(run_dir)) >= 40, timeout=240, every=0.01)
         server.kill()
     finally:
         server.stop()
@@ -91,7 +91,7 @@ def test_server_sigkill_mid_job_resumes_without_repaying(task_app: Child, tmp_pa
     server = start_server(tmp_path, "second")
     try:
         with PolicyOptimizationJob.from_job_id(job_id, server.url, OWNER_KEY) as job:
-            result = job.stream_until_complete(timeout=120)
+            result = job.stream_until_complete(timeout=300)
             events = job.get_events(limit=5000)
     finally:
         server.stop()
@@ -118,10 +118,10 @@ def test_task_app_sigkill_mid_job_fails_the_job_with_the_reason(tmp_path: Path) 
         config = job_config(url=app.url, task_key=TASK_KEY, max_rollouts=2000)
         with PolicyOptimizationJob.from_dict(config, server.url, OWNER_KEY) as job:
             job.submit()
-            wait_for(lambda: job.get_status().progress.rollouts_used >= 30, timeout=60)
+            wait_for(lambda: job.get_status().progress.rollouts_used >= 30, timeout=240)
             app.kill()
             killed = time.monotonic()
-            result = job.stream_until_complete(timeout=120)
+            result = job.stream_until_complete(timeout=300)
             took = time.monotonic() - killed
     finally:
         app.stop()
