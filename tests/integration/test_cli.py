@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 
 def test_demo_optimizes_and_reports_test_scores(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_demo_optimizes_and_reports_test_scores(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # two model starts and a search: ~1 min quiet, minutes on a busy machine
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -67,7 +67,7 @@ def test_demo_runs_mipro(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # two model starts and a search: ~1 min quiet, minutes on a busy machine
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
