@@ -27,8 +27,8 @@ def readme_example() -> str:
     return match.group(1)
 
 
-# 117 s on the loaded 2-core machine (two model starts, 40 rollouts); 400 s leaves room
-@pytest.mark.timeout(400)
+# 117 s on the loaded 2-core machine (two model starts, 40 rollouts); 850 s survives a busy CI
+@pytest.mark.timeout(900)
 def test_readme_example_runs_as_written(tmp_path: Path) -> None:
     code = readme_example()
     assert "trainset, valset =" in code and "SMALL_MODEL_SETTINGS" in code
@@ -39,7 +39,7 @@ def test_readme_example_runs_as_written(tmp_path: Path) -> None:
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=380,
+        timeout=850,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
