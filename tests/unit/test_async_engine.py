@@ -196,7 +196,8 @@ def test_exceptions_are_recorded_failures_and_the_error_policy_applies() -> None
     assert len(engine.failures) == 2
     engine.close()
 
-    broken = AsyncCounting(delay=0.0, fail=set(range(40)))
+    # a little delay: with none, all 40 can finish in one loop turn before the breaker looks
+    broken = AsyncCounting(delay=0.02, fail=set(range(40)))
     engine, ids = make(broken, n_jobs=4, error_window=10, max_error_rate=0.5)
     from policyopt.errors import EvaluationError
 

@@ -270,7 +270,10 @@ def journal_keys(run_dir: Path) -> list[tuple[str, str, str]]:
     if not path.exists():
         return []
     keys = []
-    for line in path.read_text().splitlines():
+    text = path.read_text()
+    # read while the job writes: a last line without its newline is still being written
+    lines = text.split("\n")[:-1] if not text.endswith("\n") else text.splitlines()
+    for line in lines:
         if '"type":"rollout"' in line:
             record = json.loads(line)
             keys.append((record["prompt"], record["split"], record["example"]))
