@@ -13,6 +13,7 @@ stronger model through :class:`policyopt.LM` for real work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import logging
@@ -20,6 +21,7 @@ import os
 import queue
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,65 +243,55 @@ class LocalLM(LM):
         self.start()
         return await super().acomplete(prompt, **kwargs)
 
-    def _take_server(self) -> tuple[int, dict[str, Any]]:
-        """A free server (blocking) and the request fields that reach it."""
-        free: queue.SimpleQueue[int] = self._box["free"]
-        index = free.get()
-        return index, self._route(index)
-
     def _route(self, index: int) -> dict[str, Any]:
         return {"api_base": f"{self._box['addresses'][index]}/v1", "api_key": "sk-local"}
 
-    def _give_back(self, index: int, timed_out: bool, waited: float | None) -> None:
-        """Free a server; after a timeout only once it has likely finished the abandoned one."""
+    @contextlib.contextmanager
+    def _on_server(self, index: int, litellm: Any, timeout: float | None) -> Iterator[None]:
+        """Hold server ``index`` for one request; free it after, late if the request timed out
+        (the server is likely still generating the abandoned answer)."""
         free: queue.SimpleQueue[int] = self._box["free"]
-        if timed_out and waited:
-            timer = threading.Timer(self._ghost_delay(waited), free.put, (index,))
-            timer.daemon = True
-            timer.start()
-        else:
-            free.put(index)
+        delay = 0.0
+        try:
+            yield
+        except litellm.Timeout:
+            delay = self._ghost_delay(timeout) if timeout else 0.0
+            raise
+        finally:
+            if delay > 0:
+                timer = threading.Timer(delay, free.put, (index,))
+                timer.daemon = True
+                timer.start()
+            else:
+                free.put(index)
 
     def _send(self, litellm: Any, request: dict[str, Any], timeout: float | None = None) -> Any:
-        index, route = self._take_server()
-        timed_out = False
-        try:
-            client = self._box["clients"][index]
+        index = self._box["free"].get()  # blocks until a server is free
+        with self._on_server(index, litellm, timeout):
             return litellm.completion(
-                **{**request, **route, "client": client},
+                **{**request, **self._route(index), "client": self._box["clients"][index]},
                 num_retries=0,
                 max_retries=0,
                 timeout=timeout,
             )
-        except litellm.Timeout:
-            timed_out = True
-            raise
-        finally:
-            self._give_back(index, timed_out, timeout)
 
     async def _asend(
         self, litellm: Any, request: dict[str, Any], timeout: float | None = None
     ) -> Any:
         free: queue.SimpleQueue[int] = self._box["free"]
-        while True:
+        while True:  # wait for a free server without blocking the event loop
             try:
                 index = free.get_nowait()
                 break
             except queue.Empty:
                 await asyncio.sleep(0.005)
-        timed_out = False
-        try:
+        with self._on_server(index, litellm, timeout):
             return await litellm.acompletion(
                 **{**request, **self._route(index)},
                 num_retries=0,
                 max_retries=0,
                 timeout=timeout,
             )
-        except litellm.Timeout:
-            timed_out = True
-            raise
-        finally:
-            self._give_back(index, timed_out, timeout)
 
     def _cost(self, litellm: Any, response: Any) -> float | None:
         return 0.0  # a local model costs no money
