@@ -496,12 +496,24 @@ class RolloutEngine:
                 n_jobs=self.n_jobs,
                 backend=self.backend,
                 prefer="threads",
-                return_as="generator_unordered",
+                return_as=self._return_as(),
             )
             parallel.__enter__()
             self._parallel = parallel
             self._pool_finalizer = weakref.finalize(self, parallel.__exit__, None, None, None)
         return self._parallel
+
+    def _return_as(self) -> str:
+        """Results as they finish, or the whole batch at once on a backend that cannot stream.
+
+        joblib's Ray backend refuses ``generator_unordered``; there a batch's results (and their
+        journal lines) arrive together when its last rollout ends.
+        """
+        backend: Any = self.backend
+        if isinstance(backend, str):
+            backend = joblib.parallel.BACKENDS.get(backend)
+        streams = getattr(backend, "supports_return_generator", True)
+        return "generator_unordered" if streams else "list"
 
     def _started(self, key: tuple[str, str, ExampleId]) -> int:
         """Charge one rollout and journal that it started, before ``evaluate`` is called."""
