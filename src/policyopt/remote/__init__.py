@@ -15,9 +15,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from policyopt.remote.client import JobResults, PolicyOptimizationJob
     from policyopt.remote.config import JobConfig, job_config_schema
     from policyopt.remote.task_app import task_app
-    from policyopt.remote.taskapp_client import TaskAppClient, TaskAppError
+    from policyopt.remote.taskapp_client import AsyncTaskAppClient, TaskAppClient, TaskAppError
 
 __all__ = [
+    "AsyncTaskAppClient",
     "JobConfig",
     "JobResults",
     "PolicyOptimizationJob",
@@ -32,6 +33,7 @@ _LAZY = {
     "JobConfig": "config",
     "job_config_schema": "config",
     "task_app": "task_app",
+    "AsyncTaskAppClient": "taskapp_client",
     "TaskAppClient": "taskapp_client",
     "TaskAppError": "taskapp_client",
     "PolicyOptimizationJob": "client",

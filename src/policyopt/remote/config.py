@@ -54,8 +54,8 @@ SERVER_SETTINGS: dict[str, str] = {
     "seed": "not a job setting: set the job's top-level seed",
     "run_dir": "not a job setting: the job server gives every job its own run directory",
     "progress": "not a job setting: the job server reports progress as events",
-    "backend": "not a job setting: the job server runs rollouts on threads (HTTP calls to the "
-    "task app)",
+    "backend": "not a job setting: the job server runs rollouts as coroutines (async HTTP "
+    "calls to the task app, n_jobs in flight)",
     "listeners": "not a job setting: the job server streams the job's events",
 }
 _LOCAL_ONLY = (

@@ -9,6 +9,8 @@ addresses and networks task apps may be on (``serve --task-app-hosts``; loopback
 - :meth:`OutboundPolicy.transport` is an httpx transport that resolves the host **on every
   new connection**, checks each address and connects to the checked address itself, so a name
   that later resolves elsewhere (DNS rebinding) is refused before any packet is sent.
+  :meth:`OutboundPolicy.async_transport` is the same for ``httpx.AsyncClient`` (the lookup runs
+  on a worker thread, so a slow resolver never blocks the event loop).
 - Link-local, metadata, unspecified and multicast addresses (:data:`ALWAYS_REFUSED`) are
   refused even for an allowed name, unless a network entry names them explicitly.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -145,15 +148,34 @@ class OutboundPolicy:
             ) from None
 
     # ------------------------------------------------------------------ transport
-    def transport(self, *, max_connections: int = 8) -> httpx.HTTPTransport:
-        """An httpx transport whose every new connection is resolved and checked here."""
-        transport = httpx.HTTPTransport(trust_env=False)
+    def transport(
+        self, *, max_connections: int = 8, ssl_context: ssl.SSLContext | None = None
+    ) -> httpx.HTTPTransport:
+        """An httpx transport whose every new connection is resolved and checked here
+        (``ssl_context``: one to share between transports; a new default one otherwise)."""
+        ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        transport = httpx.HTTPTransport(verify=ssl_context, trust_env=False)
         transport._pool = httpcore.ConnectionPool(  # the documented httpcore extension point
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context,
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=5.0,
             network_backend=_GuardedBackend(self),
+        )
+        return transport
+
+    def async_transport(
+        self, *, max_connections: int = 8, ssl_context: ssl.SSLContext | None = None
+    ) -> httpx.AsyncHTTPTransport:
+        """The async twin of :meth:`transport`: every new connection is resolved and checked."""
+        ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        transport = httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=False)
+        transport._pool = httpcore.AsyncConnectionPool(  # the documented httpcore extension point
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=5.0,
+            network_backend=_AsyncGuardedBackend(self),
         )
         return transport
 
@@ -181,6 +203,42 @@ class _GuardedBackend(httpcore.SyncBackend):
         for address in addresses:
             try:
                 return super().connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+
+class _AsyncGuardedBackend(httpcore.AnyIOBackend):
+    """httpcore's async socket backend, guarded as :class:`_GuardedBackend`: it connects only to
+    addresses the policy allowed (an IP literal, so anyio does not resolve the name again)."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        import anyio.to_thread
+
+        addresses = await anyio.to_thread.run_sync(
+            self.policy.resolve, host, port, abandon_on_cancel=True
+        )
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await super().connect_tcp(
                     address,
                     port,
                     timeout=timeout,

@@ -139,14 +139,21 @@ def default_reflection_lm(
 
 
 def _task_app_client(config: JobConfig, outbound: OutboundPolicy | None) -> Any:
-    from policyopt.remote.taskapp_client import TaskAppClient
+    """The job's task-app client: async, so its rollouts are coroutines on the engine's loop
+    (``n_jobs`` in flight, no thread each), with as many connections as rollouts in flight."""
+    from policyopt.remote.taskapp_client import AsyncTaskAppClient
 
     # never api_key_env: the server does not read its own environment for a request.
     # A rollout may take long (a slow model, a busy machine): the HTTP timeout follows the
     # job's per-rollout timeout, else a generous default, so slow is not mistaken for down.
-    timeout = config.optimizer_kwargs().get("timeout") or DEFAULT_ROLLOUT_TIMEOUT_S
-    return TaskAppClient(
-        config.task_app.url, config.task_app.api_key, timeout=float(timeout), outbound=outbound
+    kwargs = config.optimizer_kwargs()
+    timeout = kwargs.get("timeout") or DEFAULT_ROLLOUT_TIMEOUT_S
+    return AsyncTaskAppClient(
+        config.task_app.url,
+        config.task_app.api_key,
+        timeout=float(timeout),
+        max_concurrency=max(8, int(kwargs.get("n_jobs") or 0)),
+        outbound=outbound,
     )
 
 
@@ -619,11 +626,13 @@ class JobRunner(LeaseHolder):
         if kwargs.get("max_rollouts") is None:
             raise ConfigError("budget.max_rollouts is required for a job (a hard rollout cap).")
         kwargs.update(run_dir=str(job_dir), progress=False)
+        from policyopt.rollout.aio import call_blocking
+
         client = self.task_app_factory(config)
         try:
             if self.health_check:
                 try:
-                    client.health()
+                    call_blocking(client.health)  # async client: awaited on the engine's loop
                 except Exception as exc:
                     raise ConfigError(
                         f"the task app at {config.task_app.url} is not healthy: {exc}"

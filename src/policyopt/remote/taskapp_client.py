@@ -1,7 +1,11 @@
-"""The task-app client: how a job server (or anyone) runs rollouts against a task app over HTTP.
+"""The task-app clients: how a job server (or anyone) runs rollouts against a task app over HTTP.
 
-httpx underneath, thread-safe (the rollout engine calls it from its thread pool), with a bound
-on concurrent requests, a timeout per request and retries with exponential backoff on connection
+:class:`TaskAppClient` is sync and thread-safe (the rollout engine calls it from its thread pool);
+:class:`AsyncTaskAppClient` is its ``httpx.AsyncClient`` twin, whose ``program()`` evaluate is a
+coroutine, so the engine keeps ``n_jobs`` rollouts in flight on one event loop instead of one
+thread each (the job server uses it). Both share one implementation of everything but the send
+and the sleep (:class:`_Call`, :class:`_TaskAppBase`), and so behave alike: a bound on
+concurrent requests, a timeout per request and retries with exponential backoff on connection
 errors, timeouts, 429 and 5xx. A 4xx other than 429 is not retried. A 500 whose body says the
 evaluation failed (``error.type == "rollout_failed"``) is a failed rollout, not retried. After the
 last try a :class:`TaskAppError` names the URL and the cause, so a task app that is down makes a
@@ -16,11 +20,14 @@ body: the body of whatever answered could be an internal service's.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json as _json
 import random
+import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -38,13 +45,19 @@ from policyopt.types import Program, Score
 if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.outbound import OutboundPolicy
 
-__all__ = ["RETRY_STATUS", "TaskAppClient", "TaskAppError"]
+__all__ = ["RETRY_STATUS", "AsyncTaskAppClient", "TaskAppClient", "TaskAppError"]
 
 #: HTTP statuses worth another try (the task app or a proxy in front of it is busy or restarting)
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER_S = 30.0
 #: longest error detail from a task app shown to the user
 MAX_DETAIL_CHARS = 200
+#: connections per httpx pool ("lane"). httpcore 1.0's pool does work proportional to its
+#: connections times its queued requests on every request and release, and hands one idle
+#: connection to several waiters that then retry: at 100 in flight in one pool most of the CPU
+#: went there, and a task app saw 11-28 requests at once instead of 100. One connection a pool,
+#: and a request always on an idle one (the slots bound requests to the pools), avoids both.
+LANE_CONNECTIONS = 1
 
 
 class TaskAppError(EvaluationError):
@@ -68,9 +81,15 @@ class TaskAppError(EvaluationError):
         self.rollout_failed = rollout_failed
 
 
-class TaskAppClient:
-    """Calls one task app: ``health()``, ``task_info()``, ``rollout()``; ``program()`` wraps it
-    as a :class:`~policyopt.Program` for the optimizers."""
+Prompt = str | Mapping[str, str] | Sequence[Mapping[str, str]]
+
+#: what :meth:`_Call.read` answers when the attempt should be retried
+_RETRY: Any = object()
+
+
+class _TaskAppBase:
+    """What the sync and async clients share: settings, request bodies, the reading of answers
+    and the retry plan; subclasses add only the transport (send, sleep, close)."""
 
     def __init__(
         self,
@@ -86,8 +105,7 @@ class TaskAppClient:
         outbound: OutboundPolicy | None = None,
         max_response_bytes: int = 16 << 20,
     ) -> None:
-        import httpx
-
+        kind = type(self).__name__
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"The task app URL must start with http:// or https://; got {describe(url)}."
@@ -98,18 +116,18 @@ class TaskAppClient:
             ("max_backoff", max_backoff, 0.0),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-                raise ConfigError(f"TaskAppClient {name} must be a number >= {low}; got {value!r}.")
+                raise ConfigError(f"{kind} {name} must be a number >= {low}; got {value!r}.")
         if timeout <= 0:
-            raise ConfigError(f"TaskAppClient timeout must be > 0 seconds; got {timeout!r}.")
+            raise ConfigError(f"{kind} timeout must be > 0 seconds; got {timeout!r}.")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigError(f"TaskAppClient retries must be an int >= 0; got {retries!r}.")
+            raise ConfigError(f"{kind} retries must be an int >= 0; got {retries!r}.")
         if (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)
             or max_concurrency < 1
         ):
             raise ConfigError(
-                f"TaskAppClient max_concurrency must be an int >= 1; got {max_concurrency!r}."
+                f"{kind} max_concurrency must be an int >= 1; got {max_concurrency!r}."
             )
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
@@ -120,30 +138,56 @@ class TaskAppClient:
         self.run_id = run_id
         self.outbound = outbound
         self.max_response_bytes = max_response_bytes
-        headers = {"Accept": "application/json"}
+        self._headers = {"Accept": "application/json"}
         if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-            limits=httpx.Limits(
-                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-            ),
-            follow_redirects=False,
-            trust_env=False,
-            transport=None
-            if outbound is None
-            else outbound.transport(max_connections=max_concurrency),
-        )
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+            self._headers["Authorization"] = f"Bearer {api_key}"
         self._rng = random.Random()
         self._closed = False
+        self._ssl: ssl.SSLContext | None = None
+        self._open()
 
-    # ------------------------------------------------------------------------ endpoints
-    def health(self) -> dict[str, Any]:
-        """``GET /health``; raises :class:`TaskAppError` when the app is down or refuses the key."""
-        data = self._request("GET", "/health")
+    def _open(self) -> None:
+        """Create the HTTP clients and the concurrency slots (the sync or the async kind)."""
+        raise NotImplementedError
+
+    def _lane_sizes(self) -> list[int]:
+        """``max_concurrency`` connections split into lanes of at most :data:`LANE_CONNECTIONS`."""
+        n = -(-self.max_concurrency // LANE_CONNECTIONS)
+        return [len(range(i, self.max_concurrency, n)) for i in range(n)]
+
+    def _client_options(self, connections: int) -> dict[str, Any]:
+        """httpx client settings both clients use (no redirects, no proxy from the env, one
+        TLS context shared by every lane: building one costs ~20 ms)."""
+        import httpx
+
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context(trust_env=False)
+        return {
+            "verify": self._ssl,
+            "base_url": self.url,
+            "headers": self._headers,
+            "timeout": httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+            "limits": httpx.Limits(
+                max_connections=connections, max_keepalive_connections=connections
+            ),
+            "follow_redirects": False,
+            "trust_env": False,
+        }
+
+    def _call(self, method: str, path: str) -> _Call:
+        """The retry plan of one request (refused at once when the client is closed)."""
+        if self._closed:
+            raise TaskAppError(f"The {type(self).__name__} is closed.", url=self.url + path)
+        return _Call(self, method, path)
+
+    def _delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter, capped."""
+        base = min(self.max_backoff, self.backoff * (2**attempt))
+        return base * (0.5 + self._rng.random() / 2)
+
+    # ------------------------------------------------- bodies and answers (no I/O)
+    def _health_answer(self, data: Any) -> dict[str, Any]:
+        """``/health``'s answer, checked to be a JSON object."""
         if not isinstance(data, dict):
             raise TaskAppError(
                 f"{self.url}/health answered {describe(data)}, not a JSON object.",
@@ -151,9 +195,8 @@ class TaskAppClient:
             )
         return data
 
-    def task_info(self) -> TaskInfo:
-        """``GET /task_info``: the task's name and the example ids of each split."""
-        data = self._request("GET", "/task_info")
+    def _task_info_answer(self, data: Any) -> TaskInfo:
+        """``/task_info``'s answer as a :class:`TaskInfo`."""
         try:
             return TaskInfo.model_validate(data)
         except ValidationError as exc:
@@ -162,16 +205,15 @@ class TaskAppClient:
                 url=f"{self.url}/task_info",
             ) from None
 
-    def rollout(
+    def _rollout_request(
         self,
         example_id: str,
-        prompt: str | Mapping[str, str] | Sequence[Mapping[str, str]],
-        policy: Mapping[str, Any] | None = None,
-        *,
-        run_id: str | None = None,
-    ) -> Score:
-        """``POST /rollout``: the score of ``prompt`` on one example, as a :class:`Score`."""
-        body = RolloutRequest(
+        prompt: Prompt,
+        policy: Mapping[str, Any] | None,
+        run_id: str | None,
+    ) -> RolloutRequest:
+        """The ``/rollout`` body for one example (a prompt, named components or messages)."""
+        return RolloutRequest(
             example_id=str(example_id),
             prompt=prompt  # type: ignore[arg-type]
             if isinstance(prompt, str)
@@ -181,13 +223,15 @@ class TaskAppClient:
             policy=dict(policy or {}),
             run_id=run_id if run_id is not None else self.run_id,
         )
-        data = self._request("POST", "/rollout", json=body.model_dump(mode="json"))
+
+    def _rollout_answer(self, body: RolloutRequest, data: Any) -> Score:
+        """``/rollout``'s answer as a :class:`Score`, checked to be for the example asked."""
         try:
             answer = RolloutResponse.model_validate(data)
         except ValidationError as exc:
             raise TaskAppError(
-                f"{self.url}/rollout answered an invalid rollout for example {example_id!r}: "
-                f"{_first_error(exc)}",
+                f"{self.url}/rollout answered an invalid rollout for example "
+                f"{body.example_id!r}: {_first_error(exc)}",
                 url=f"{self.url}/rollout",
             ) from None
         if answer.example_id != body.example_id:
@@ -203,6 +247,184 @@ class TaskAppClient:
             objectives=answer.objectives,
         )
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+class _Call:
+    """One request's retry plan and the reading of each answer, shared by both clients: which
+    errors end the call, which are retried and after how long, and the final error."""
+
+    def __init__(self, client: _TaskAppBase, method: str, path: str) -> None:
+        self.client = client
+        self.method = method
+        self.url = client.url + path
+        self.last = ""
+        self.retry_after = 0.0
+
+    def attempts(self) -> range:
+        """The attempt numbers: the first try and each retry."""
+        return range(self.client.retries + 1)
+
+    def failed(self, exc: BaseException) -> None:
+        """A send that raised: re-raise what no retry can help, else note it for a retry."""
+        import httpx
+
+        if isinstance(exc, _TooLarge):
+            raise TaskAppError(
+                f"{self.method} {self.url} answered more than "
+                f"{self.client.max_response_bytes} bytes.",
+                url=self.url,
+                status=exc.status,
+            ) from None
+        if not isinstance(exc, httpx.TransportError):  # connect/read errors and timeouts
+            raise exc
+        if _refused(exc):
+            raise TaskAppError(f"{self.method} {self.url}: {exc}", url=self.url) from None
+        self.last = f"{type(exc).__name__}: {exc or 'no answer'}"
+
+    def read(self, response: _Answer) -> Any:
+        """The decoded JSON of a good answer, :data:`_RETRY` for a busy one, else raises."""
+        method, url, status = self.method, self.url, response.status_code
+        if 300 <= status < 400:
+            raise TaskAppError(
+                f"{method} {url} answered a redirect ({status}); the job server does "
+                "not follow redirects: give the task app's final URL.",
+                url=url,
+                status=status,
+            )
+        if status < 400:
+            try:
+                return response.json()
+            except ValueError:
+                raise TaskAppError(
+                    f"{method} {url} answered {status} with a body that is not JSON.",
+                    url=url,
+                    status=status,
+                ) from None
+        failure = _rollout_failure(response)
+        if failure is not None:
+            raise TaskAppError(
+                f"The task app at {url} reports that the rollout failed: "
+                f"{failure.error.exception or 'error'}: "
+                f"{failure.error.message[:MAX_DETAIL_CHARS]}",
+                url=url,
+                status=status,
+                rollout_failed=True,
+            )
+        detail = _detail(response)
+        if status not in RETRY_STATUS:
+            hint = " (check the task app's API key)" if status in (401, 403) else ""
+            raise TaskAppError(
+                f"{method} {url} answered {status}: {detail}{hint}", url=url, status=status
+            )
+        self.last = f"HTTP {status}: {detail}"
+        self.retry_after = _retry_after(response)
+        return _RETRY
+
+    def pause(self, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt (backoff or Retry-After); None after the last."""
+        if attempt >= self.client.retries:
+            return None
+        wait = max(self.client._delay(attempt), self.retry_after)
+        self.retry_after = 0.0
+        return wait
+
+    def give_up(self) -> TaskAppError:
+        """The error after the last attempt, naming the URL and the last cause."""
+        return TaskAppError(
+            f"{self.method} {self.url} failed after {self.client.retries + 1} attempt(s): "
+            f"{self.last}. Is the task app running and reachable from here?",
+            url=self.url,
+        )
+
+
+class _Lanes:
+    """The clients' HTTP pools; each request goes to the least busy one (thread-safe, and never
+    held across an await)."""
+
+    def __init__(self, clients: list[Any]) -> None:
+        self.clients = clients
+        self.busy = [0] * len(clients)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def pick(self) -> Iterator[Any]:
+        """The least busy pool, counted busy until the block ends."""
+        with self._lock:
+            lane = min(range(len(self.busy)), key=self.busy.__getitem__)
+            self.busy[lane] += 1
+        try:
+            yield self.clients[lane]
+        finally:
+            with self._lock:
+                self.busy[lane] -= 1
+
+
+class _Body:
+    """A response body read up to ``limit`` bytes (the sync and async reads feed it chunks)."""
+
+    def __init__(self, response: Any, limit: int) -> None:
+        self.status = response.status_code
+        self.headers = response.headers
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        """Take one chunk; raises :class:`_TooLarge` past the limit."""
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _TooLarge(self.status)
+        self.parts.append(chunk)
+
+    def answer(self) -> _Answer:
+        """The whole answer, read."""
+        return _Answer(self.status, self.headers, b"".join(self.parts))
+
+
+class TaskAppClient(_TaskAppBase):
+    """Calls one task app: ``health()``, ``task_info()``, ``rollout()``; ``program()`` wraps it
+    as a :class:`~policyopt.Program` for the optimizers (sync, thread-safe)."""
+
+    def _open(self) -> None:
+        import httpx
+
+        self._lanes = _Lanes(
+            [
+                httpx.Client(
+                    **self._client_options(size),
+                    transport=None
+                    if self.outbound is None
+                    else self.outbound.transport(max_connections=size, ssl_context=self._ssl),
+                )
+                for size in self._lane_sizes()
+            ]
+        )
+        self._slots = threading.BoundedSemaphore(self.max_concurrency)
+
+    # ------------------------------------------------------------------------ endpoints
+    def health(self) -> dict[str, Any]:
+        """``GET /health``; raises :class:`TaskAppError` when the app is down or refuses the key."""
+        return self._health_answer(self._request("GET", "/health"))
+
+    def task_info(self) -> TaskInfo:
+        """``GET /task_info``: the task's name and the example ids of each split."""
+        return self._task_info_answer(self._request("GET", "/task_info"))
+
+    def rollout(
+        self,
+        example_id: str,
+        prompt: Prompt,
+        policy: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> Score:
+        """``POST /rollout``: the score of ``prompt`` on one example, as a :class:`Score`."""
+        body = self._rollout_request(example_id, prompt, policy, run_id)
+        data = self._request("POST", "/rollout", json=body.model_dump(mode="json"))
+        return self._rollout_answer(body, data)
+
     def program(self, initial_prompt: str, policy: Mapping[str, Any] | None = None) -> Program:
         """A Program whose ``evaluate(prompt, example)`` is a rollout of ``example["id"]``."""
         return Program(initial_prompt, RemoteEvaluate(self, policy))
@@ -210,94 +432,33 @@ class TaskAppClient:
     # -------------------------------------------------------------------------- plumbing
     def _request(self, method: str, path: str, json: Any = None) -> Any:
         """One call with bounded concurrency and retries; the decoded JSON answer."""
-        import httpx
-
-        if self._closed:
-            raise TaskAppError("The TaskAppClient is closed.", url=self.url + path)
-        url = self.url + path
-        last = ""
-        for attempt in range(self.retries + 1):
-            wait = self._delay(attempt)
+        call = self._call(method, path)
+        for attempt in call.attempts():
             try:
                 with self._slots:
-                    status, headers, body = self._send(method, path, json)
-            except _TooLarge as exc:
-                raise TaskAppError(
-                    f"{method} {url} answered more than {self.max_response_bytes} bytes.",
-                    url=url,
-                    status=exc.status,
-                ) from None
-            except httpx.TransportError as exc:  # connect/read errors and timeouts
-                if _refused(exc):
-                    raise TaskAppError(f"{method} {url}: {exc}", url=url) from None
-                last = f"{type(exc).__name__}: {exc or 'no answer'}"
+                    answer = self._send(method, path, json)
+            except Exception as exc:
+                call.failed(exc)
             else:
-                response = _Answer(status, headers, body)
-                if 300 <= status < 400:
-                    raise TaskAppError(
-                        f"{method} {url} answered a redirect ({status}); the job server does "
-                        "not follow redirects: give the task app's final URL.",
-                        url=url,
-                        status=status,
-                    )
-                if status < 400:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise TaskAppError(
-                            f"{method} {url} answered {status} with a body that is not JSON.",
-                            url=url,
-                            status=status,
-                        ) from None
-                failure = _rollout_failure(response)
-                if failure is not None:
-                    raise TaskAppError(
-                        f"The task app at {url} reports that the rollout failed: "
-                        f"{failure.error.exception or 'error'}: "
-                        f"{failure.error.message[:MAX_DETAIL_CHARS]}",
-                        url=url,
-                        status=status,
-                        rollout_failed=True,
-                    )
-                detail = _detail(response)
-                if status not in RETRY_STATUS:
-                    hint = " (check the task app's API key)" if status in (401, 403) else ""
-                    raise TaskAppError(
-                        f"{method} {url} answered {status}: {detail}{hint}",
-                        url=url,
-                        status=status,
-                    )
-                last = f"HTTP {status}: {detail}"
-                wait = max(wait, _retry_after(response))
-            if attempt < self.retries:
+                if (data := call.read(answer)) is not _RETRY:
+                    return data
+            if (wait := call.pause(attempt)) is not None:
                 time.sleep(wait)
-        raise TaskAppError(
-            f"{method} {url} failed after {self.retries + 1} attempt(s): {last}. Is the task "
-            "app running and reachable from here?",
-            url=url,
-        )
+        raise call.give_up()
 
-    def _send(self, method: str, path: str, json: Any) -> tuple[int, Any, bytes]:
+    def _send(self, method: str, path: str, json: Any) -> _Answer:
         """One HTTP exchange: status, headers and the body read up to the size limit."""
-        with self._http.stream(method, path, json=json) as response:
-            chunks: list[bytes] = []
-            size = 0
+        with self._lanes.pick() as http, http.stream(method, path, json=json) as response:
+            body = _Body(response, self.max_response_bytes)
             for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise _TooLarge(response.status_code)
-                chunks.append(chunk)
-            return response.status_code, response.headers, b"".join(chunks)
-
-    def _delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter, capped."""
-        base = min(self.max_backoff, self.backoff * (2**attempt))
-        return base * (0.5 + self._rng.random() / 2)
+                body.add(chunk)
+            return body.answer()
 
     def close(self) -> None:
         """Close the connection pool; later calls raise :class:`TaskAppError`."""
         self._closed = True
-        self._http.close()
+        for http in self._lanes.clients:
+            http.close()
 
     def __enter__(self) -> TaskAppClient:
         return self
@@ -305,8 +466,115 @@ class TaskAppClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"TaskAppClient({self.url!r})"
+
+class AsyncTaskAppClient(_TaskAppBase):
+    """The async twin of :class:`TaskAppClient` (same arguments, answers and errors): ``await
+    health() / task_info() / rollout()``; ``program()``'s evaluate is a coroutine.
+
+    Use it on one event loop (httpx's connections belong to the loop that opened them): the
+    engine's, which is policyopt's shared loop, so :meth:`close` from sync code closes it there.
+    """
+
+    def _open(self) -> None:
+        import httpx
+
+        self._lanes = _Lanes(
+            [
+                httpx.AsyncClient(
+                    **self._client_options(size),
+                    transport=None
+                    if self.outbound is None
+                    else self.outbound.async_transport(max_connections=size, ssl_context=self._ssl),
+                )
+                for size in self._lane_sizes()
+            ]
+        )
+        self._slots = asyncio.Semaphore(self.max_concurrency)
+
+    # ------------------------------------------------------------------------ endpoints
+    async def health(self) -> dict[str, Any]:
+        """``GET /health``; raises :class:`TaskAppError` when the app is down or refuses the key."""
+        return self._health_answer(await self._request("GET", "/health"))
+
+    async def task_info(self) -> TaskInfo:
+        """``GET /task_info``: the task's name and the example ids of each split."""
+        return self._task_info_answer(await self._request("GET", "/task_info"))
+
+    async def rollout(
+        self,
+        example_id: str,
+        prompt: Prompt,
+        policy: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> Score:
+        """``POST /rollout``: the score of ``prompt`` on one example, as a :class:`Score`."""
+        body = self._rollout_request(example_id, prompt, policy, run_id)
+        data = await self._request("POST", "/rollout", json=body.model_dump(mode="json"))
+        return self._rollout_answer(body, data)
+
+    def program(self, initial_prompt: str, policy: Mapping[str, Any] | None = None) -> Program:
+        """A Program whose async ``evaluate(prompt, example)`` is a rollout of ``example["id"]``
+        (the engine runs it as a coroutine, ``n_jobs`` in flight on one loop)."""
+        return Program(initial_prompt, AsyncRemoteEvaluate(self, policy))
+
+    # -------------------------------------------------------------------------- plumbing
+    async def _request(self, method: str, path: str, json: Any = None) -> Any:
+        """One call with bounded concurrency and retries; the decoded JSON answer."""
+        call = self._call(method, path)
+        for attempt in call.attempts():
+            try:
+                async with self._slots:
+                    answer = await self._send(method, path, json)
+            except Exception as exc:
+                call.failed(exc)
+            else:
+                if (data := call.read(answer)) is not _RETRY:
+                    return data
+            if (wait := call.pause(attempt)) is not None:
+                await asyncio.sleep(wait)
+        raise call.give_up()
+
+    async def _send(self, method: str, path: str, json: Any) -> _Answer:
+        """One HTTP exchange: status, headers and the body read up to the size limit."""
+        with self._lanes.pick() as http:
+            async with http.stream(method, path, json=json) as response:
+                body = _Body(response, self.max_response_bytes)
+                async for chunk in response.aiter_bytes():
+                    body.add(chunk)
+                return body.answer()
+
+    async def aclose(self) -> None:
+        """Close the connection pool; later calls raise :class:`TaskAppError`."""
+        self._closed = True
+        for http in self._lanes.clients:
+            await http.aclose()
+
+    def close(self) -> None:
+        """:meth:`aclose` from sync code (any thread but the loop's): runs on policyopt's loop."""
+        from policyopt.rollout.aio import await_blocking
+
+        self._closed = True
+        await_blocking(self.aclose())
+
+    async def __aenter__(self) -> AsyncTaskAppClient:
+        """``async with AsyncTaskAppClient(...) as client:`` closes it at the end."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _example_id(example: Any) -> str:
+    """The task app's id of an example: its ``"id"``, or the example itself (a bare id)."""
+    if isinstance(example, Mapping):
+        if "id" not in example:
+            raise ConfigError(
+                "Remote rollouts need examples with an 'id' (the task app's example id); "
+                f"got {describe(example)}."
+            )
+        return str(example["id"])
+    return str(example)
 
 
 class RemoteEvaluate:
@@ -317,16 +585,18 @@ class RemoteEvaluate:
         self.policy = dict(policy or {})
 
     def __call__(self, prompt: Any, example: Any) -> Score:
-        if isinstance(example, Mapping):
-            if "id" not in example:
-                raise ConfigError(
-                    "Remote rollouts need examples with an 'id' (the task app's example id); "
-                    f"got {describe(example)}."
-                )
-            ident = example["id"]
-        else:
-            ident = example
-        return self.client.rollout(str(ident), prompt, self.policy)
+        return self.client.rollout(_example_id(example), prompt, self.policy)
+
+
+class AsyncRemoteEvaluate:
+    """``await evaluate(prompt, example)`` as a task-app rollout (the engine sees it as async)."""
+
+    def __init__(self, client: AsyncTaskAppClient, policy: Mapping[str, Any] | None = None) -> None:
+        self.client = client
+        self.policy = dict(policy or {})
+
+    async def __call__(self, prompt: Any, example: Any) -> Score:
+        return await self.client.rollout(_example_id(example), prompt, self.policy)
 
 
 def _rollout_failure(response: Any) -> RolloutFailure | None:
