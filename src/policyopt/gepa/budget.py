@@ -40,13 +40,17 @@ def iterations_for_budget(
     max_accepted: int,
     parents_cached: bool,
     merge_rollouts: float = 0.0,
+    samples: int = 1,
 ) -> float:
-    """Iterations whose expected spend fits ``budget`` after the seed's valset evaluation."""
+    """Iterations whose expected spend fits ``budget`` after the seed's valset evaluation.
+
+    ``proposals`` parents per iteration, ``samples`` children from each one's reflection.
+    """
     left = budget - n_val - merge_rollouts
     if left <= 0:
         return 0.0
-    accepted = min(proposals * accept_rate, float(max_accepted))
-    per_iteration = proposals * minibatch + accepted * n_val
+    accepted = min(proposals * samples * accept_rate, float(max_accepted))
+    per_iteration = proposals * samples * minibatch + accepted * n_val
 
     def spent(iterations: float) -> float:
         parents = proposals * minibatch * iterations
@@ -81,6 +85,7 @@ def gepa_estimate(
         "proposals": k,
         "minibatch": b,
         "max_accepted": settings.max_accepted_per_iteration,
+        "samples": settings.proposals_per_reflection,
     }
     point = iterations_for_budget(
         budget, **common, accept_rate=ASSUMED_ACCEPT_RATE, parents_cached=True
@@ -93,7 +98,7 @@ def gepa_estimate(
         merge_rollouts=min(merge, max(0.0, (budget - n_val) / 4)),
     )
     high = iterations_for_budget(budget, **common, accept_rate=0.0, parents_cached=True)
-    calls = k * per_child
+    calls = k * per_child * settings.proposals_per_reflection
     most = round(high * calls * (1 + settings.max_proposal_retries))
     return {
         "max_rollouts": budget,

@@ -7,13 +7,13 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_serializer, field_validator
 
 from policyopt.gepa import strategies
-from policyopt.gepa.reflection import COMPACT_TEMPLATE, DEFAULT_TEMPLATE
+from policyopt.gepa.reflection import ADVICE_TEMPLATE, COMPACT_TEMPLATE, DEFAULT_TEMPLATE
 from policyopt.runtime import RESUMABLE, RunSettings
 
 __all__ = ["RESUMABLE_CHANGES", "TEMPLATES", "GEPASettings"]
 
 #: built-in reflection templates by name: ``reflection_template="compact"`` works anywhere
-TEMPLATES = {"default": DEFAULT_TEMPLATE, "compact": COMPACT_TEMPLATE}
+TEMPLATES = {"default": DEFAULT_TEMPLATE, "compact": COMPACT_TEMPLATE, "advice": ADVICE_TEMPLATE}
 
 #: settings that may differ when a run_dir is resumed (they do not change the trajectory)
 RESUMABLE_CHANGES = RESUMABLE | {"patience"}
@@ -28,6 +28,9 @@ class GEPASettings(RunSettings):
     merge_subsample_size: int = Field(5, ge=1, description="valset examples a merge is judged on")
     proposals_per_iteration: int | None = Field(
         None, ge=1, description="children proposed per iteration; None: from n_jobs"
+    )
+    proposals_per_reflection: int = Field(
+        1, ge=1, le=16, description="proposals sampled from each reflection prompt; siblings race"
     )
     max_accepted_per_iteration: int = Field(
         1, ge=1, description="children (best gain first) scored on the valset"
@@ -67,7 +70,7 @@ class GEPASettings(RunSettings):
     )
     reflection_template: str = Field(
         DEFAULT_TEMPLATE,
-        description="the reflection meta-prompt, or a built-in by name (default, compact)",
+        description="the reflection meta-prompt, or a built-in by name (default, compact, advice)",
     )
 
     @field_validator(*strategies.NAMES)
@@ -83,8 +86,11 @@ class GEPASettings(RunSettings):
     @classmethod
     def _template(cls, value: str) -> str:
         value = TEMPLATES.get(value, value)  # a built-in template by name
-        if "{current}" not in value or ("{records}" not in value and "{feedback}" not in value):
-            raise ValueError("must contain the placeholders {current} and {records} or {feedback}")
+        shown = ("{records}", "{feedback}", "{advice}")
+        if "{current}" not in value or not any(p in value for p in shown):
+            raise ValueError(
+                "must contain the placeholders {current} and {records}, {feedback} or {advice}"
+            )
         return value
 
     def perfect(self) -> float:

@@ -12,6 +12,7 @@ answer is journaled; a resumed run replays them and ends where an uninterrupted 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import random
@@ -99,6 +100,8 @@ class GEPA:
             max_merges: cap on accepted merges
             merge_subsample_size: valset examples a merge is judged on
             proposals_per_iteration: children proposed per iteration; None: from n_jobs
+            proposals_per_reflection: proposals sampled from each reflection prompt (another
+                seed each); all are tried on the parent's minibatch and race like siblings
             max_accepted_per_iteration: children (best gain first) scored on the valset
             candidate_selection: how parents are chosen: pareto, current_best, epsilon_greedy
             epsilon: exploration rate of epsilon_greedy
@@ -119,6 +122,7 @@ class GEPA:
             reject_copies: reject proposals that copy an example's input or answer from the
                 reflection records (counted as ``copies_example`` in ``details["rejections"]``)
             reflection_template: the reflection meta-prompt, or a built-in one by name
+                (default, compact, advice)
     """
 
     name = "gepa"
@@ -152,6 +156,7 @@ class GEPA:
         max_merges: int = 5,
         merge_subsample_size: int = 5,
         proposals_per_iteration: int | None = None,
+        proposals_per_reflection: int = 1,
         max_accepted_per_iteration: int = 1,
         candidate_selection: Literal["pareto", "current_best", "epsilon_greedy"]
         | CandidateSelector = "pareto",
@@ -261,6 +266,7 @@ class _Run:
             "merges_tried": 0,
             "merges_accepted": 0,
         }
+        self.tried: set[tuple[int, str]] = set()  # (parent, child key) that lost its minibatch
         self.merges_due = 0
         self.merge_blocked_at = -1
         self.tried_merges: set[tuple[int, int, int]] = set()
@@ -337,7 +343,7 @@ class _Run:
         # never start what the budget cannot finish: parents (uncached) plus every child
         while slots:
             requests = [(pop.shaped(pop.prompts[p]), i) for p, batch in slots for i in batch]
-            n_children = sum(len(batch) for _, batch in slots)
+            n_children = sum(len(batch) for _, batch in slots) * s.proposals_per_reflection
             if self.ctx.affordable(requests, self.train_split, extra=n_children):
                 break
             slots.pop()
@@ -367,31 +373,42 @@ class _Run:
     def _propose(self, jobs: list[Any]) -> list[Any]:
         """Ask the reflection LM for every job in parallel; keep new, valid children."""
 
-        def one(job: Any) -> dict[str, str] | None:
+        # a user's proposer may not take ``sample``: it tells samples apart by their keys
+        takes_sample = "sample" in inspect.signature(self.proposer.propose).parameters
+        n = self.s.proposals_per_reflection
+
+        def one(job: Any, sample: int) -> dict[str, str] | None:
             slot, parent, _, _, names, records = job
             prompt = dict(self.pop.prompts[parent])
+            # with several samples, every call of the run draws on its own seed: two slots (or
+            # two iterations) with the same reflection prompt would otherwise repeat each other
+            draw = ((self.iteration - 1) * self.k + slot) * n + sample + 1 if n > 1 else 0
             for name in names:
-                key = f"{self.iteration}/{slot}/{name}"
-                text = self.proposer.propose(key, name, prompt[name], records)
+                key = f"{self.iteration}/{slot}/{name}" + (f"/s{sample}" if sample else "")
+                extra = {"sample": draw} if draw and takes_sample else {}
+                text = self.proposer.propose(key, name, prompt[name], records, **extra)
                 if text is None:
                     return None
                 prompt[name] = text
             return prompt
 
-        workers = max(1, min(len(jobs), self.s.n_jobs if self.s.n_jobs > 0 else 4))
+        tasks = [(job, n) for job in jobs for n in range(self.s.proposals_per_reflection)]
+        workers = max(1, min(len(tasks), self.s.n_jobs if self.s.n_jobs > 0 else 4))
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(one, job) for job in jobs]
+            futures = [pool.submit(one, job, n) for job, n in tasks]
             # LM failures were counted (and skipped) by the proposer; a run-stopping one
             # (LMUnavailable) is raised here once every sibling has finished
             outcomes = [future.result() for future in futures]
         children, seen = [], set(self.pop.keys)
-        for job, prompt in zip(jobs, outcomes, strict=True):
+        for (job, _), prompt in zip(tasks, outcomes, strict=True):
             if prompt is None:
                 self.counts["proposal_failed"] += 1
                 continue
             key = self.pop.key(prompt)
-            if key in seen:
-                continue  # already in the population (or proposed twice this iteration)
+            if key in seen or (job[1], key) in self.tried:
+                # already in the population, proposed twice this iteration, or already lost
+                # against this parent: a small model repeats itself, and a retry costs rollouts
+                continue
             seen.add(key)
             children.append((*job, prompt))
         return children
@@ -414,6 +431,8 @@ class _Run:
             before, after = math.fsum(parent_scores), math.fsum(child_scores)
             ok = bool(self.acceptance.accept(parent_scores, child_scores))
             self.counts["accepted" if ok else "rejected"] += 1
+            if not ok:
+                self.tried.add((parent, pop.key(prompt)))
             self.events.emit(
                 CandidateEvaluated(
                     candidate=-1,

@@ -54,13 +54,22 @@ class Proposer:
         return self.lm.usage
 
     def propose(
-        self, key: str, component: str, current: str, records: Sequence[Mapping[str, str]]
+        self,
+        key: str,
+        component: str,
+        current: str,
+        records: Sequence[Mapping[str, str]],
+        *,
+        sample: int = 0,
     ) -> str | None:
-        """A new text for ``component``, or None when every attempt was rejected or failed."""
+        """A new text for ``component``, or None when every attempt was rejected or failed.
+
+        ``sample`` > 0 draws another proposal from the same reflection prompt (another seed).
+        """
         reason: str | None = None
         for attempt in range(self.max_retries + 1):
             prompt = render_prompt(self.template, component, current, records, reason)
-            record = self.lm.ask(f"{key}/{attempt}", prompt)
+            record = self.lm.ask(f"{key}/{attempt}", prompt, sample=sample)
             if record is None:  # the LM failed past its retries: skip this proposal
                 return None
             text, balanced = extract_instruction(record["text"])

@@ -7,15 +7,18 @@ from typing import Any
 from policyopt.gepa.budget import gepa_estimate
 from policyopt.gepa.config import GEPASettings
 from policyopt.gepa.optimizer import GEPA
-from policyopt.gepa.reflection import COMPACT_TEMPLATE
+from policyopt.gepa.reflection import ADVICE_TEMPLATE
 from policyopt.registry import OptimizerSpec
 
 __all__ = ["SMALL_MODEL_SETTINGS", "SPEC", "estimate"]
 
-#: GEPA settings for a very small reflection model such as the embedded SmolLM2-135M:
-#: a short feedback-only meta-prompt, and no multi-paragraph proposals.
+#: GEPA settings for a very small reflection model such as the embedded SmolLM2-135M: a short
+#: meta-prompt that shows only the advice the feedback repeats, several samples from each
+#: reflection (most of this model's proposals are useless; the minibatch picks the rare good
+#: one), and no multi-paragraph proposals.
 SMALL_MODEL_SETTINGS: dict[str, Any] = {
-    "reflection_template": COMPACT_TEMPLATE,
+    "reflection_template": ADVICE_TEMPLATE,
+    "proposals_per_reflection": 4,
     "max_prompt_chars": 300,
 }
 

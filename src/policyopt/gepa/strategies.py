@@ -113,7 +113,9 @@ class MergePairing(Protocol):
 class ReflectionProposer(Protocol):
     """Writes a new text for one component from the minibatch records; None gives up.
 
-    ``key`` names the call uniquely within the run (``iteration/slot/component``).
+    ``key`` names the call uniquely within the run (``iteration/slot/component``, plus ``/sN``
+    for sample N > 0 when ``proposals_per_reflection`` > 1). A proposer may also take a keyword
+    ``sample`` (0 for the first proposal of a reflection), as the built-in one does.
     """
 
     def propose(

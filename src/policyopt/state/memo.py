@@ -63,17 +63,19 @@ class JournaledLM:
         self.usage = LMUsage()
         self._lock = threading.Lock()
 
-    def ask(self, key: str, prompt: str) -> Mapping[str, Any] | None:
+    def ask(self, key: str, prompt: str, *, sample: int = 0) -> Mapping[str, Any] | None:
         """The answer record (``text``, ``finish_reason``, tokens, cost) for ``prompt``.
 
-        None when the LM failed and ``on_error`` chose to skip the call.
+        ``sample`` > 0 asks for another sample of the same prompt: a policyopt LM gets
+        ``seed=`` its own seed + ``sample`` (a plain callable is asked as is). None when the LM
+        failed and ``on_error`` chose to skip the call.
         """
         prompt = clean_text(prompt)
         digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
         record = self.memo.get(key)
         if record is None or record.get("prompt_hash") != digest:
             try:
-                record = self._call(key, prompt, digest)
+                record = self._call(key, prompt, digest, sample)
             except Exception as exc:
                 if self.on_error is None:
                     raise
@@ -92,10 +94,10 @@ class JournaledLM:
             )
         return record
 
-    def _call(self, key: str, prompt: str, digest: str) -> dict[str, Any]:
+    def _call(self, key: str, prompt: str, digest: str, sample: int = 0) -> dict[str, Any]:
         complete = getattr(self.lm, "complete", None)
         if complete is not None:
-            answer = complete(prompt)
+            answer = complete(prompt, **self._sampling(sample))
             text: object = answer.text
             finish = answer.finish_reason
             tokens = (answer.prompt_tokens, answer.completion_tokens)
@@ -119,3 +121,13 @@ class JournaledLM:
         if len(text) > MAX_ANSWER_CHARS:
             record["capped"] = len(text)
         return record
+
+    def _sampling(self, sample: int) -> dict[str, Any]:
+        """LM keywords for sample ``sample``: another seed (unsupported ones are dropped)."""
+        from policyopt.lm.base import LM
+
+        if sample <= 0 or not isinstance(self.lm, LM):
+            return {}
+        seed = self.lm.kwargs.get("seed")
+        base = seed if isinstance(seed, int) else 0
+        return {"seed": base + sample, "drop_params": True}

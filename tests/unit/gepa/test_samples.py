@@ -1,0 +1,148 @@
+"""Several proposals per reflection (``proposals_per_reflection``) and the ``{advice}`` template."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from policyopt import GEPA
+from policyopt.errors import ConfigError
+from policyopt.gepa.budget import gepa_estimate
+from policyopt.gepa.config import GEPASettings
+from policyopt.gepa.reflection import ADVICE_TEMPLATE, common_advice, render_prompt
+from policyopt.lm.base import LM, Completion
+from policyopt.testing.conformance import KEYWORDS, keyword_task
+
+
+class SeededLM(LM):
+    """A policyopt LM whose answer depends on the request's ``seed``: no network.
+
+    Like the keyword reflection LM, it adds a keyword the feedback names, but which one depends
+    on the seed (seed 0 or none: the first), so samples differ the way a sampled LM's do.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("scripted/seeded", seed=7)
+        self.requests: list[dict[str, Any]] = []
+        self._seen = threading.Lock()
+
+    def _request(self, request: dict[str, Any]) -> Completion:
+        with self._seen:
+            self.requests.append(request)
+        text = request["messages"][-1]["content"]
+        current = re.search(r"```\n(.*?)\n```", text, re.S)
+        base = current.group(1) if current else ""
+        missing = sorted(set(re.findall(r"lacks the word (\w+)", text))) or ["carefully"]
+        pick = missing[(int(request.get("seed", 7)) - 7) % len(missing)]
+        return Completion(f"```\n{base} {pick}\n```", finish_reason="stop")
+
+
+def _run(samples: int, lm: LM, **kwargs: Any) -> Any:
+    program, train, val = keyword_task()
+    gepa = GEPA(
+        reflection_lm=lm,
+        max_rollouts=120,
+        seed=1,
+        n_jobs=2,
+        progress=False,
+        proposals_per_reflection=samples,
+        merge=False,
+        **kwargs,
+    )
+    return gepa.optimize(program, train, val)
+
+
+def test_each_reflection_is_sampled_with_new_seeds_and_siblings_race() -> None:
+    lm = SeededLM()
+    result = _run(3, lm, proposals_per_iteration=1, minibatch_size=6)
+    seeds = Counter(r.get("seed") for r in lm.requests)
+    # every call of the run draws on its own seed (the LM's own, 7, plus a draw number), so
+    # two slots or iterations with the same reflection prompt do not repeat each other
+    assert all(isinstance(seed, int) and seed > 7 for seed in seeds)
+    assert max(seeds.values()) == 1 and len(seeds) > 3
+    assert all(r.get("drop_params") for r in lm.requests)
+    reflections = len(lm.requests) / 3
+    counts = result.details["counts"]
+    # the samples differ (another keyword each), and every distinct one met its minibatch
+    assert counts["proposed"] > 1.5 * reflections
+    assert counts["accepted"] + counts["rejected"] == counts["proposed"]
+    assert counts["raced_out"] > 0  # siblings of one reflection passed together; one went on
+
+
+def test_more_samples_find_more_per_reflection_than_one() -> None:
+    """With one keyword missing per sample, three samples cover more keywords per call."""
+    one = _run(1, SeededLM(), proposals_per_iteration=1, minibatch_size=6)
+    three = _run(3, SeededLM(), proposals_per_iteration=1, minibatch_size=6)
+    assert three.details["counts"]["proposed"] > one.details["counts"]["proposed"]
+    assert three.n_rollouts <= 120 and one.n_rollouts <= 120
+
+
+def test_a_plain_callable_gives_one_proposal_per_reflection() -> None:
+    """A callable cannot be reseeded: its samples are one answer, deduplicated, never retried."""
+    calls: list[str] = []
+
+    def reflect(text: str) -> str:
+        calls.append(text)
+        return f"```\nSolve the task {KEYWORDS[len(calls) % len(KEYWORDS)]}.\n```"
+
+    result = _run(2, reflect, proposals_per_iteration=1)  # type: ignore[arg-type]
+    assert result.details["counts"]["proposed"] <= len(calls)
+
+
+def test_a_users_proposer_without_sample_still_works() -> None:
+    class Mine:
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def propose(self, key: str, component: str, current: str, records: Any) -> str | None:
+            self.keys.append(key)
+            return f"{current} {KEYWORDS[len(self.keys) % len(KEYWORDS)]}"
+
+    mine = Mine()
+    _run(2, SeededLM(), proposer=mine, proposals_per_iteration=1)
+    assert any(k.endswith("/s1") for k in mine.keys)
+    assert sum(not k.endswith("/s1") for k in mine.keys) == sum(
+        k.endswith("/s1") for k in mine.keys
+    )
+
+
+def test_the_estimate_counts_every_sample() -> None:
+    base = {"max_rollouts": 300, "n_jobs": 4}
+    one = gepa_estimate(GEPASettings(**base), n_train=30, n_val=30, n_components=1)
+    four = gepa_estimate(
+        GEPASettings(**base, proposals_per_reflection=4), n_train=30, n_val=30, n_components=1
+    )
+    assert four["lm_calls"] > one["lm_calls"]
+    assert four["iterations"] < one["iterations"]  # each iteration pays four children a slot
+
+
+def test_samples_are_bounded() -> None:
+    with pytest.raises(ConfigError, match="proposals_per_reflection"):
+        GEPA(reflection_lm=SeededLM(), max_rollouts=50, proposals_per_reflection=0)
+
+
+def test_common_advice_keeps_the_sentences_feedback_repeats() -> None:
+    rule = "Tell the assistant to give the opposite of the word."
+    records = [
+        {"Feedback": f"Wrong: expected 'cold', the opposite of 'hot'; got 'warm'. {rule}"},
+        {"Feedback": f"Wrong: expected 'up', the opposite of 'down'; got 'Down.'. {rule}"},
+        {"Feedback": "Correct: the answer names 'big'."},
+    ]
+    assert common_advice(records) == [rule]
+    # nothing repeated: every distinct line
+    assert common_advice(records[:1]) == [records[0]["Feedback"]]
+    assert common_advice([]) == []
+    prompt = render_prompt(ADVICE_TEMPLATE, "instruction", "Answer.", records)
+    assert rule in prompt and "'hot'" not in prompt and '"Answer."' in prompt
+
+
+def test_the_advice_template_is_a_builtin_and_needs_a_placeholder() -> None:
+    assert GEPASettings(max_rollouts=10, reflection_template="advice").reflection_template == (
+        ADVICE_TEMPLATE
+    )
+    with pytest.raises(ValueError, match="advice"):
+        GEPASettings(max_rollouts=10, reflection_template="Improve {current}.")
