@@ -36,7 +36,7 @@ from policyopt.remote.protocol import (
     TaskInfo,
     json_safe,
 )
-from policyopt.rollout.aio import call_blocking
+from policyopt.rollout.aio import call_blocking, is_async_callable
 from policyopt.tasks.base import Task
 from policyopt.types import Program, normalize_score
 
@@ -201,7 +201,7 @@ def task_app(
     def task_info() -> Any:
         return info
 
-    @app.post(
+    route = app.post(
         "/rollout",
         dependencies=guard,
         response_model=RolloutResponse,
@@ -210,8 +210,8 @@ def task_app(
             500: {"model": RolloutFailure, "description": "the evaluation failed"},
         },
     )
-    def rollout(request: RolloutRequest) -> Any:
-        # a sync endpoint: FastAPI runs it in its thread pool, so evaluate never blocks the loop
+
+    def example_of(request: RolloutRequest) -> Any:
         example = examples.get(request.example_id)
         if example is None:
             raise HTTPException(
@@ -219,18 +219,21 @@ def task_app(
                 detail=f"unknown example id {request.example_id!r}: GET /task_info lists the "
                 "ids this task app serves",
             )
-        token = _CURRENT.set(request)
-        try:
-            # an async evaluate is awaited on policyopt's loop (this endpoint runs on a thread)
-            score = normalize_score(call_blocking(program.evaluate, request.prompt, example))
-            problem = _out_of_range(score.score, score.objectives)
-        except Exception as exc:  # the user's evaluate failed: a failed rollout, reported
+        return example
+
+    def answer(request: RolloutRequest, outcome: Any, error: Exception | None) -> Any:
+        """The response for an evaluate that returned ``outcome`` or raised ``error``."""
+        if error is None:
+            try:
+                score = normalize_score(outcome)
+                problem = _out_of_range(score.score, score.objectives)
+            except Exception as exc:
+                error = exc
+        if error is not None:  # the user's evaluate failed: a failed rollout, reported
             logger.warning(
-                "rollout of example %r failed: %s", request.example_id, exc, exc_info=True
+                "rollout of example %r failed: %s", request.example_id, error, exc_info=error
             )
-            return _failure(JSONResponse, request.example_id, exc)
-        finally:
-            _CURRENT.reset(token)
+            return _failure(JSONResponse, request.example_id, error)
         if problem:
             return _failure(JSONResponse, request.example_id, ValueError(problem))
         return RolloutResponse(
@@ -240,6 +243,36 @@ def task_app(
             objectives=None if score.objectives is None else dict(score.objectives),
             output=json_safe(score.output),
         )
+
+    if is_async_callable(program.evaluate):
+
+        @route
+        async def rollout(request: RolloutRequest) -> Any:
+            # an async evaluate runs on the server's own loop: no thread per rollout in flight
+            example = example_of(request)
+            token = _CURRENT.set(request)
+            try:
+                outcome, error = await program.evaluate(request.prompt, example), None
+            except Exception as exc:
+                outcome, error = None, exc
+            finally:
+                _CURRENT.reset(token)
+            return answer(request, outcome, error)
+
+    else:
+
+        @route
+        def rollout(request: RolloutRequest) -> Any:
+            # a sync endpoint: FastAPI runs it in its thread pool, so evaluate never blocks the loop
+            example = example_of(request)
+            token = _CURRENT.set(request)
+            try:
+                outcome, error = call_blocking(program.evaluate, request.prompt, example), None
+            except Exception as exc:
+                outcome, error = None, exc
+            finally:
+                _CURRENT.reset(token)
+            return answer(request, outcome, error)
 
     return app
 

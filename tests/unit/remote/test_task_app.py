@@ -355,3 +355,51 @@ def test_task_app_name_stays_the_function() -> None:
     import policyopt.remote.task_app  # noqa: F401  (the submodule of the same name)
 
     assert remote.task_app is task_app
+
+
+def test_an_async_evaluate_is_served_on_the_loop_without_a_thread_cap() -> None:
+    """80 rollouts at once reach an async evaluate together (a sync endpoint's pool caps at 40),
+    ``current_rollout()`` works inside it, and its exception is a rollout failure."""
+    import asyncio
+
+    from policyopt.remote.task_app import current_rollout
+
+    state = {"in_flight": 0, "peak": 0, "ids_seen": set()}
+    lock = threading.Lock()
+
+    async def evaluate(prompt: str, example: dict[str, Any]) -> Score:
+        if example["id"] == "boom":
+            raise RuntimeError("async evaluate failed")
+        request = current_rollout()
+        with lock:
+            state["in_flight"] += 1
+            state["peak"] = max(state["peak"], state["in_flight"])
+            state["ids_seen"].add(request.example_id if request else None)
+        await asyncio.sleep(0.4)
+        with lock:
+            state["in_flight"] -= 1
+        return Score(1.0, feedback=f"ok {example['id']}")
+
+    rows = [{"id": f"e{i}"} for i in range(80)] + [{"id": "boom"}]
+    app = task_app(Program("p", evaluate), {"train": rows})
+    with serve_in_thread(app) as url, httpx.Client(timeout=30) as http:
+        results: list[int] = []
+
+        def post(example_id: str) -> None:
+            body = {"prompt": "p", "example_id": example_id}
+            results.append(http.post(f"{url}/rollout", json=body).status_code)
+
+        threads = [threading.Thread(target=post, args=(r["id"],)) for r in rows[:80]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        failed = http.post(
+            f"{url}/rollout", json={"prompt": "p", "example_id": "boom"}
+        )
+    assert results == [200] * 80
+    assert state["peak"] > 40  # not bounded by a thread pool
+    assert state["ids_seen"] == {f"e{i}" for i in range(80)}
+    assert failed.status_code == 500
+    failure = RolloutFailure.model_validate(failed.json())
+    assert failure.error.type == ROLLOUT_FAILED and "async evaluate failed" in failure.error.message
