@@ -116,6 +116,9 @@ class ServerPolicy(BaseModel):
     max_list_items: int = Field(default=100_000, ge=1, description="longest JSON array")
     max_object_keys: int = Field(default=1_000, ge=1, description="most keys of a JSON object")
     max_ids: int = Field(default=100_000, ge=1, description="most example ids in one job")
+    max_n_jobs: int = Field(
+        default=256, ge=1, description="most rollouts one job may have in flight (its n_jobs)"
+    )
     max_active_jobs_per_key: int = Field(
         default=20, ge=1, description="unfinished (pending, queued, running) jobs per key"
     )
@@ -205,6 +208,16 @@ class ServerPolicy(BaseModel):
             )
 
     # ------------------------------------------------------------------ input limits
+    def check_n_jobs(self, config: Any) -> None:
+        """Raise :class:`PolicyViolation` when a job asks for more rollouts in flight than the
+        server allows (each is a coroutine and a task-app connection; -1 means all cores)."""
+        n_jobs = config.optimizer_kwargs().get("n_jobs")
+        if isinstance(n_jobs, int) and n_jobs > self.max_n_jobs:
+            raise PolicyViolation(
+                "n_jobs",
+                f"{n_jobs} rollouts in flight; this server allows at most {self.max_n_jobs}",
+            )
+
     def check_ids(self, config: Any) -> None:
         """Raise :class:`PolicyViolation` when a job names too many example ids."""
         total = len(config.train_ids) + len(config.val_ids) + len(config.test_ids)

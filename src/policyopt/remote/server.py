@@ -625,6 +625,7 @@ def _parse_config(data: Any, policy: ServerPolicy) -> Any:
     try:
         policy.check_models(config.models)
         policy.check_ids(config)
+        policy.check_n_jobs(config)
     except PolicyViolation as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return config

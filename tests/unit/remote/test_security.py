@@ -465,6 +465,23 @@ def test_per_key_rollout_and_cost_quotas_are_429(
         assert http.post(JOBS, json=job(30, 0.3)).status_code == 201
 
 
+def test_rollouts_in_flight_past_the_policy_are_422(
+    make_backend: Callable[..., Backend], task_url: str
+) -> None:
+    """n_jobs is coroutines and task-app connections on the server: the owner bounds it."""
+    backend = make_backend(policy=ServerPolicy(max_n_jobs=16))
+    with backend.client() as http:
+        huge = job_config(url=task_url, task_key=TASK_KEY, section={"n_jobs": 10**9})
+        response = http.post(JOBS, json=huge)
+        assert response.status_code == 422, response.text
+        assert "n_jobs" in response.json()["detail"] and "at most 16" in response.json()["detail"]
+        ok = job_config(url=task_url, task_key=TASK_KEY, section={"n_jobs": 16})
+        accepted = http.post(JOBS, json=ok)
+        assert accepted.status_code == 201, accepted.text
+        http.post(f"{JOBS}/{accepted.json()['job_id']}/cancel")
+        finish(http, accepted.json()["job_id"])
+
+
 def test_the_policy_file_and_its_errors(tmp_path: Path) -> None:
     path = tmp_path / "server.toml"
     path.write_text(
