@@ -27,6 +27,7 @@ from policyopt.runconfig.schema import (
     Models,
     Problems,
     RunConfigBase,
+    SeedPrompt,
     _Strict,
     resolve_ids,
     settings_schema,
@@ -140,7 +141,10 @@ class JobConfig(RunConfigBase):
     FREE_FORM: ClassVar[frozenset[str]] = frozenset({"policy", "reflection_kwargs"})
 
     task_app: TaskAppRef
-    initial_prompt: str = Field(min_length=1, description="the seed prompt")  # type: ignore[assignment]
+    initial_prompt: SeedPrompt = Field(  # type: ignore[assignment]
+        description="the seed prompt: a text, named texts, or chat messages {role, content}; "
+        "sent to the task app in this shape with every rollout",
+    )
     train_ids: Ids = Field(description="ids of the training examples (required)")
     val_ids: Ids = Field(
         default_factory=list, description="validation ids (empty: validate on train_ids)"

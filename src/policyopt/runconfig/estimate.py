@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from policyopt.prompts import PromptShape, is_chat, prompt_text
 from policyopt.runconfig.local import Prepared
 
 __all__ = ["estimate_run", "format_estimate", "price_per_token"]
@@ -37,6 +38,12 @@ def _text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _prompt_chars(prompt: Any) -> str:
+    """The seed prompt's text for counting tokens: a chat prompt as its messages' contents, one
+    ``[role] content`` line each (not their JSON, whose keys and quotes the model never sees)."""
+    return prompt_text(prompt) if is_chat(prompt) else _text(prompt)
 
 
 def price_per_token(model: Any) -> tuple[float, float] | None:
@@ -152,7 +159,7 @@ def estimate_run(prepared: Prepared) -> dict[str, Any]:
     run = {k: v for k, v in config.optimizer_kwargs().items() if k in fields and k not in plan}
     settings = spec.settings.model_validate({**plan, **run, "max_rollouts": budget})
     prompt = prepared.seed_prompt
-    n_components = len(prompt) if isinstance(prompt, Mapping) else 1
+    n_components = 1 if prompt is None else len(PromptShape.of(prompt, name="initial_prompt").names)
     forecast = _forecast(
         spec,
         dict(config.sections.get(config.algorithm) or {}),
@@ -172,7 +179,7 @@ def estimate_run(prepared: Prepared) -> dict[str, Any]:
 
     examples = [*prepared.train[:20]]
     example_tokens = sum(_tokens(_text(e)) for e in examples) / len(examples) if examples else 0.0
-    prompt_tokens = _tokens(_text(prompt)) if prompt is not None else 0
+    prompt_tokens = _tokens(_prompt_chars(prompt)) if prompt is not None else 0
     task_kwargs = config.models.task_kwargs
     task_out = int(
         task_kwargs.get("max_tokens")

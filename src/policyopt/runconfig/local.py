@@ -35,6 +35,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field, model_validator
 
 from policyopt.errors import ConfigError, describe
+from policyopt.prompts import Message
 from policyopt.runconfig.schema import Models, RunConfigBase, _Strict, read_toml
 from policyopt.types import Program
 
@@ -395,7 +396,11 @@ def _program_builder(target: Any, config: LocalConfig, takes_lm: bool) -> Callab
     return build
 
 
-def _evaluate_builder(evaluate: Any, prompt: str, takes_lm: bool) -> Callable[[Any], Program]:
+def _evaluate_builder(
+    evaluate: Any, prompt: str | dict[str, str] | list[Message], takes_lm: bool
+) -> Callable[[Any], Program]:
+    """The program of ``evaluate = ...``: the seed prompt (any shape) and that function, given
+    the task model when ``models.task`` is set."""
     if not callable(evaluate):
         raise ConfigError(f"evaluate: {describe(evaluate)} is not callable.")
     n = 3 if takes_lm else 2

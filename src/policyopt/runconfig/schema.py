@@ -10,6 +10,14 @@ before validation) and one settings table per optimizer, named after it (``[...g
 :class:`~policyopt.runconfig.local.LocalConfig` add what only their side has, and each refuses
 the other side's keys with a line saying why. Every unknown key is an error naming its dotted
 path with a did-you-mean.
+
+``initial_prompt`` takes the prompt shapes the library takes (:mod:`policyopt.prompts`), checked
+by the library's own validation: a str; a table of named str components
+(``initial_prompt = {instructions = "...", format = "..."}`` or an
+``[policy_optimization.initial_prompt]`` table); or chat messages, written inline
+(``initial_prompt = [{role = "system", content = "..."}, {role = "user", content = "..."}]``) or
+as an array of tables (one ``[[policy_optimization.initial_prompt]]`` with ``role`` and
+``content``, and an optional ``name``, per message). A JSON job config gives the same as JSON.
 """
 
 from __future__ import annotations
@@ -38,14 +46,18 @@ from pydantic import (
 )
 
 from policyopt.errors import ConfigError, describe
+from policyopt.prompts import MESSAGE_ROLES, Message, validate_prompt
 
 __all__ = [
     "BUDGET_KEYS",
+    "PROMPT_SCHEMA",
     "SECTION_NAMES",
     "Budget",
     "Ids",
     "Models",
     "RunConfigBase",
+    "SeedPrompt",
+    "check_seed_prompt",
     "parse_override",
     "read_toml",
     "resolve_ids",
@@ -143,6 +155,55 @@ IDS_SCHEMA: dict[str, Any] = {
 Ids = Annotated[list[str], BeforeValidator(lambda v: resolve_ids(v)), WithJsonSchema(IDS_SCHEMA)]
 
 
+# ------------------------------------------------------------------------- seed prompt
+def check_seed_prompt(value: object) -> str | dict[str, str] | list[Message]:
+    """``initial_prompt`` checked by the library's own prompt validation (so a config takes
+    exactly the prompts a ``Program`` takes): a non-empty str, a table of named str components,
+    or a list of chat messages. A bad one is a ``ValueError`` with the library's message, which
+    the schema reports under the key ``initial_prompt``."""
+    if isinstance(value, str) and not value:
+        raise ValueError(
+            "the seed prompt is empty; give its text, a table of named texts, or a list of "
+            "chat messages {role, content}"
+        )
+    try:
+        return validate_prompt(value, name="initial_prompt")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+_MESSAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "role": {"enum": list(MESSAGE_ROLES)},
+        "content": {"type": "string", "description": "the text the optimizer rewrites"},
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "description": "the component's name (default: the role, or role_N when repeated)",
+        },
+    },
+    "required": ["role", "content"],
+    "additionalProperties": False,
+}
+PROMPT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "object", "additionalProperties": {"type": "string"}, "minProperties": 1},
+        {"type": "array", "items": _MESSAGE_SCHEMA, "minItems": 1},
+    ],
+    "description": "the seed prompt: a text, a table of named texts (each a component), or a "
+    "list of chat messages {role, content[, name]} whose contents are the components",
+}
+
+#: the seed prompt after validation; its JSON schema is :data:`PROMPT_SCHEMA`
+SeedPrompt = Annotated[
+    str | dict[str, str] | list[dict[str, str]],
+    BeforeValidator(check_seed_prompt),
+    WithJsonSchema(PROMPT_SCHEMA),
+]
+
+
 # ------------------------------------------------------------------------------- sections
 class Budget(_Strict):
     """Hard limits of the search: rollouts (required), optimizer LM dollars, wall time."""
@@ -194,7 +255,10 @@ class RunConfigBase(_Strict):
         description="a registered optimizer (gepa, mipro, opro, or one registered with "
         "policyopt.registry.register_optimizer), or a variant such as gepa[merge=false]"
     )
-    initial_prompt: str | None = Field(default=None, min_length=1, description="the seed prompt")
+    initial_prompt: SeedPrompt | None = Field(
+        default=None,
+        description="the seed prompt: a text, named texts, or chat messages {role, content}",
+    )
     sections: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="optimizer settings tables by optimizer name (written flat: [..gepa])",

@@ -214,7 +214,7 @@ def test_train_ids_are_required_and_test_ids_are_held_out() -> None:
             {"task_app": {"url": "http://h", "api_key": "a", "api_key_env": "B"}},
             "task_app: give api_key or api_key_env, not both",
         ),
-        ({"initial_prompt": ""}, "initial_prompt: String should have at least 1 character"),
+        ({"initial_prompt": ""}, "initial_prompt: the seed prompt is empty; give its text"),
         ({"seed": "x"}, "seed: Input should be a valid integer"),
     ],
 )
@@ -438,3 +438,97 @@ def test_near_valid_configs_give_a_job_or_a_config_error(field: str, value: Any)
     assert all(isinstance(i, str) for i in job.train_ids)
     assert JobConfig.from_dict(job.to_dict()) == job
     assert JobConfig.from_toml(job.to_toml()) == job
+
+
+# --------------------------------------------------------------------- chat-message seeds
+CHAT_SEED = [
+    {"role": "system", "content": "Answer."},
+    {"role": "user", "content": "Word:", "name": "question"},
+]
+
+
+def test_a_chat_seed_from_json_toml_and_the_schema() -> None:
+    """A job's seed may be chat messages (JSON or TOML), kept as messages and round-tripped."""
+    sent = json.loads(json.dumps({"policy_optimization": minimal(initial_prompt=CHAT_SEED)}))
+    job = JobConfig.from_dict(sent)
+    assert job.initial_prompt == CHAT_SEED
+    assert JobConfig.from_toml(job.to_toml()) == job
+    toml = GEPA_TOML.replace(
+        'initial_prompt = "Answer the question."\n',
+        "initial_prompt = [\n"
+        '  {role = "system", content = "Answer."},\n'
+        '  {role = "user", content = "Word:", name = "question"},\n'
+        "]\n",
+    )
+    assert JobConfig.from_toml(toml).initial_prompt == CHAT_SEED
+    bad = error_of(minimal(initial_prompt=[{"role": "bot", "content": "x"}]))
+    assert bad.splitlines()[1:] == [
+        "  initial_prompt: Message 0 of the 'initial_prompt' has the role 'bot'; use one of "
+        "system, user, assistant, developer."
+    ]
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(job_config_schema())
+    assert not list(validator.iter_errors(job.to_dict()))
+    for wrong in ([], [{"role": "bot", "content": "x"}], [{"role": "user"}], {}, ""):
+        assert list(validator.iter_errors(minimal(initial_prompt=wrong))), wrong
+
+
+def test_a_job_with_a_chat_seed_reaches_the_task_app_as_messages(
+    tmp_path: Path, app_url: str, scripted: Any
+) -> None:
+    """The job server hands the chat seed to the optimizer as is; every rollout reaches the
+    task app (over HTTP) as messages of the seed's roles, and the best prompt is messages."""
+    from policyopt.remote.runner import JobRunner
+    from policyopt.remote.store import JobState, JobStore
+    from policyopt.testing import ScriptedLM
+    from tests.unit.remote.conftest import API_KEY, wait_for
+
+    config = JobConfig.from_dict(
+        minimal(
+            initial_prompt=CHAT_SEED,
+            task_app={"url": app_url, "api_key": API_KEY},
+            train_ids=["hot", "big"],
+            val_ids=["wet"],
+            budget={"max_rollouts": 12},
+            gepa={"minibatch_size": 2, "n_jobs": 2},
+        )
+    )
+    store = JobStore(tmp_path / "jobs.db")
+    runner = JobRunner(
+        store,
+        tmp_path / "runs",
+        max_concurrent_jobs=1,
+        reflection_lm_factory=lambda _config: ScriptedLM(
+            lambda text: "```\nSay the opposite.\n```"
+        ),
+        poll_s=0.05,
+    )
+    runner.start()
+    try:
+        record = store.create_job(
+            owner="o", algorithm="gepa", config=config.to_dict(), max_rollouts=12
+        )
+        runner.submit(record.id)
+        terminal = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+
+        def finished() -> Any:
+            job = store.get_job(record.id)
+            return job if job is not None and job.status in terminal else None
+
+        assert wait_for(finished, 60)
+        job = store.get_job(record.id)
+    finally:
+        runner.shutdown(timeout=10)
+        store.close()
+    assert job is not None and job.status == JobState.SUCCEEDED, job
+    prompts = [prompt for prompt, _example, _policy in scripted.calls]
+    assert prompts and prompts[0] == CHAT_SEED
+    for prompt in prompts:
+        assert [(m["role"], m.get("name")) for m in prompt] == [
+            ("system", None),
+            ("user", "question"),
+        ]
+    assert any(m["content"] == "Say the opposite." for p in prompts for m in p)
+    best = job.best_prompt
+    assert isinstance(best, list) and [m["role"] for m in best] == ["system", "user"]
+    assert job.best_score == 1.0

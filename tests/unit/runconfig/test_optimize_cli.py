@@ -44,6 +44,12 @@ def evaluate(prompt, example, lm):
     return Score(float(ok), output=answer, feedback=None if ok else f"expected {example['answer']}")
 
 
+def evaluate_chat(prompt, example, lm):
+    assert [m["role"] for m in prompt] == ["system", "user"], prompt
+    text = "\\n".join(m["content"] for m in prompt)
+    return evaluate(text, example, lm)
+
+
 def evaluate_own(prompt, example):
     return evaluate(prompt, example, task_lm)
 
@@ -246,6 +252,57 @@ def test_estimate_counts_rollouts_calls_tokens_and_dollars(project: Path) -> Non
     assert reflection["price_known"] and reflection["calls"] >= 1
     assert 0 < est["cost_usd"] < 0.1 and est["cost_unknown_for"] == []
     assert calls(project) == 0  # nothing ran
+
+
+# ------------------------------------------------------------------------ chat seeds
+CHAT_CONFIG = CONFIG.replace('initial_prompt = "Answer the question."\n', "").replace(
+    '"prog:evaluate"', '"prog:evaluate_chat"'
+) + (
+    '\n[[policy_optimization.initial_prompt]]\nrole = "system"\ncontent = "Answer the question."\n'
+    '\n[[policy_optimization.initial_prompt]]\nrole = "user"\ncontent = "Reply with one word."\n'
+)
+
+
+def test_a_chat_seed_runs_end_to_end_and_the_best_prompt_is_printed_whole(
+    project: Path,
+) -> None:
+    """A chat-message seed in TOML (an array of tables): estimate, optimize (the scripted LMs),
+    the best prompt printed whole as messages and written to optimize.json, then resumed."""
+    (project / "chat.toml").write_text(CHAT_CONFIG)
+    config = str(project / "chat.toml")
+    estimate = invoke("estimate", config, "--json")
+    assert estimate.exit_code == 0, estimate.output
+    assert json.loads(estimate.stdout)["lms"][0]["calls"] == 30
+    assert calls(project) == 0
+
+    first = invoke("optimize", config, "--no-progress")
+    assert first.exit_code == 0, first.output
+    assert "Estimate: gepa on 4 train / 4 val / 0 test examples, budget 30" in first.stdout
+    assert "Best prompt (val score 1.000, seed prompt 0.000" in first.stdout
+    outcome = json.loads((project / "runs" / "one" / "optimize.json").read_text())
+    best = outcome["best_prompt"]
+    assert [m["role"] for m in best] == ["system", "user"]
+    assert "Give the opposite of the word." in [m["content"] for m in best]
+    printed = first.stdout.split("stop: ", 1)[1].split("\n", 1)[1].split("\nRun dir: ")[0]
+    assert json.loads(printed) == best  # the whole prompt, every message
+    paid = calls(project)
+    assert 0 < paid <= 30
+
+    again = invoke("optimize", config, "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert calls(project) == paid
+
+
+def test_a_bad_chat_seed_is_one_error_line(project: Path) -> None:
+    (project / "bad.toml").write_text(CHAT_CONFIG.replace('role = "user"', 'role = "human"'))
+    for command in ("optimize", "estimate"):
+        assert_one_line_error(
+            invoke(command, str(project / "bad.toml")),
+            "bad.toml",
+            "initial_prompt: Message 1 of the 'initial_prompt' has the role 'human'; use one of "
+            "system, user, assistant, developer.",
+        )
+    assert calls(project) == 0
 
 
 # ------------------------------------------------------------------------- bad configs
