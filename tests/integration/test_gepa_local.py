@@ -32,7 +32,9 @@ def test_gepa_runs_on_the_local_model_within_budget_and_resumes(
         program = task.program(local_lm)
         result = make().optimize(program, task.train[:12], task.val[:12])
         assert result.n_rollouts <= 70 and result.stop_reason in {"budget", "perfect_score"}
-        assert result.best_score >= result.candidates[0].val_score
+        # the small-model settings (advice template, 4 samples per reflection) find a better
+        # prompt than the seed's in this budget; the run is deterministic, so this is no lottery
+        assert result.best_score > result.candidates[0].val_score
         assert result.lm_usage["reflection"].calls >= 1
         assert OptimizationResult.from_json(result.to_json()) == result
         calls_before = local_lm.usage.calls
