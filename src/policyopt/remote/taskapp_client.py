@@ -425,7 +425,7 @@ class TaskAppClient(_TaskAppBase):
         data = self._request("POST", "/rollout", json=body.model_dump(mode="json"))
         return self._rollout_answer(body, data)
 
-    def program(self, initial_prompt: str, policy: Mapping[str, Any] | None = None) -> Program:
+    def program(self, initial_prompt: Any, policy: Mapping[str, Any] | None = None) -> Program:
         """A Program whose ``evaluate(prompt, example)`` is a rollout of ``example["id"]``."""
         return Program(initial_prompt, RemoteEvaluate(self, policy))
 
@@ -513,7 +513,7 @@ class AsyncTaskAppClient(_TaskAppBase):
         data = await self._request("POST", "/rollout", json=body.model_dump(mode="json"))
         return self._rollout_answer(body, data)
 
-    def program(self, initial_prompt: str, policy: Mapping[str, Any] | None = None) -> Program:
+    def program(self, initial_prompt: Any, policy: Mapping[str, Any] | None = None) -> Program:
         """A Program whose async ``evaluate(prompt, example)`` is a rollout of ``example["id"]``
         (the engine runs it as a coroutine, ``n_jobs`` in flight on one loop)."""
         return Program(initial_prompt, AsyncRemoteEvaluate(self, policy))
