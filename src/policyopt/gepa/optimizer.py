@@ -380,9 +380,11 @@ class _Run:
         def one(job: Any, sample: int) -> dict[str, str] | None:
             slot, parent, _, _, names, records = job
             prompt = dict(self.pop.prompts[parent])
-            # with several samples, every call of the run draws on its own seed: two slots (or
-            # two iterations) with the same reflection prompt would otherwise repeat each other
-            draw = ((self.iteration - 1) * self.k + slot) * n + sample + 1 if n > 1 else 0
+            # with several samples, every call of the run draws on its own seed (two slots or two
+            # iterations with the same reflection prompt would otherwise repeat each other), and
+            # the run's seed moves them all: another seed, other samples
+            local = ((self.iteration - 1) * self.k + slot) * n + sample
+            draw = 1 + (self.s.seed * 1_000_003 + local) % (2**31 - 2) if n > 1 else 0
             for name in names:
                 key = f"{self.iteration}/{slot}/{name}" + (f"/s{sample}" if sample else "")
                 extra = {"sample": draw} if draw and takes_sample else {}

@@ -146,3 +146,21 @@ def test_the_advice_template_is_a_builtin_and_needs_a_placeholder() -> None:
     )
     with pytest.raises(ValueError, match="advice"):
         GEPASettings(max_rollouts=10, reflection_template="Improve {current}.")
+
+
+def test_the_run_seed_moves_the_sampling_seeds() -> None:
+    first, second = SeededLM(), SeededLM()
+    _run(3, first, proposals_per_iteration=1)
+    program, train, val = keyword_task()
+    GEPA(
+        reflection_lm=second,
+        max_rollouts=120,
+        seed=2,
+        n_jobs=2,
+        progress=False,
+        proposals_per_reflection=3,
+        merge=False,
+        proposals_per_iteration=1,
+    ).optimize(program, train, val)
+    seeds = [{r["seed"] for r in lm.requests} for lm in (first, second)]
+    assert seeds[0] and seeds[1] and not seeds[0] & seeds[1]
