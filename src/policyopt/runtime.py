@@ -118,10 +118,10 @@ class RunSettings(BaseModel):
     max_time_s: float | None = Field(None, gt=0, description="wall-clock limit in seconds")
     max_cost_usd: float | None = Field(None, gt=0, description="cap on the optimizer's LM cost")
     max_lm_calls: int | None = Field(
-        None, ge=1, description="cap on the optimizer LM's calls (checked between steps)"
+        None, ge=1, description="cap on the optimizer LM's calls (hard: a call past it is not made)"
     )
     max_lm_tokens: int | None = Field(
-        None, ge=1, description="cap on the optimizer LM's tokens (checked between steps)"
+        None, ge=1, description="cap on the optimizer LM's tokens (no call starts past it)"
     )
     max_errors: int | None = Field(
         None, ge=0, description="failed rollouts after which the run stops (None: no cap)"

@@ -1,4 +1,5 @@
-"""The optimizer-LM budget: max_lm_calls / max_lm_tokens stop every optimizer between steps."""
+"""The optimizer-LM budget: max_lm_calls / max_lm_tokens are hard caps in every optimizer: no call
+starts past them, and the run stops with its reason."""
 
 from __future__ import annotations
 
@@ -35,15 +36,29 @@ def _run(cls: type[Any], **settings: Any) -> Any:
 
 
 @pytest.mark.parametrize("cls", [GEPA, OPRO])
-def test_max_lm_calls_stops_the_run(cls: type[Any]) -> None:
-    free = _run(cls, stop_at_perfect=False, patience=50)
-    capped = _run(cls, stop_at_perfect=False, patience=50, max_lm_calls=2)
+@pytest.mark.parametrize("cap", [1, 2, 5])
+def test_max_lm_calls_stops_the_run_at_exactly_the_cap(cls: type[Any], cap: int) -> None:
+    # several proposals at once (4 samples per reflection, 2 slots) must not overshoot either
+    extra = {"proposals_per_reflection": 4} if cls is GEPA else {}
+    free = _run(cls, stop_at_perfect=False, patience=50, **extra)
+    capped = _run(cls, stop_at_perfect=False, patience=50, max_lm_calls=cap, **extra)
     assert capped.stop_reason == "lm_call_limit"
     assert free.stop_reason != "lm_call_limit"
     assert capped.n_rollouts < free.n_rollouts
-    # the optimizer LM made at least the cap; at most one step's calls past it
     calls = sum(u.calls for u in capped.lm_usage.values())
-    assert 2 <= calls < sum(u.calls for u in free.lm_usage.values())
+    assert calls == cap < sum(u.calls for u in free.lm_usage.values())
+
+
+def test_mipros_up_front_proposals_stay_under_the_cap() -> None:
+    """MIPRO asks for all its instruction candidates before the first trial: the cap holds there
+    too, and the run ends with what it has (the seed prompt scored) and the reason."""
+    free = _run(MIPRO, auto="light")
+    free_calls = sum(u.calls for u in free.lm_usage.values())
+    assert free_calls > 3
+    capped = _run(MIPRO, auto="light", max_lm_calls=3)
+    assert sum(u.calls for u in capped.lm_usage.values()) == 3
+    assert capped.stop_reason == "lm_call_limit"
+    assert capped.best_prompt is not None
 
 
 def test_mipro_stops_on_max_lm_tokens() -> None:

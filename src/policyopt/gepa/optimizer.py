@@ -83,8 +83,8 @@ class GEPA:
             backend: joblib backend (None: threads)
             max_time_s: wall-clock limit in seconds
             max_cost_usd: cap on the optimizer's LM cost
-            max_lm_calls: cap on the optimizer LM's calls (checked between steps)
-            max_lm_tokens: cap on the optimizer LM's tokens (checked between steps)
+            max_lm_calls: cap on the optimizer LM's calls (hard: a call past it is not made)
+            max_lm_tokens: cap on the optimizer LM's tokens (no call starts past it)
             max_errors: failed rollouts after which the run stops (None: no cap)
             max_error_rate: stop when this share of the last error_window failed
             error_window: recent rollouts the error rate looks at
@@ -246,6 +246,8 @@ class _Run:
             on_error=self.ctx.lm_failed,
             on_ok=self.ctx.lm_ok,
             reject_copies=s.reject_copies,
+            max_calls=s.max_lm_calls,
+            max_tokens=s.max_lm_tokens,
         )
         self.resume_exact = all(strategies.resumable(getattr(s, name)) for name in strategies.NAMES)
         if self.rundir is not None and not self.resume_exact:

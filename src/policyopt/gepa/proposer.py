@@ -37,9 +37,18 @@ class Proposer:
         on_error: Callable[[BaseException, str], None] | None = None,
         on_ok: Callable[[], None] | None = None,
         reject_copies: bool = False,
+        max_calls: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.lm = JournaledLM(
-            lm, journal=journal, memo=memo, kind="proposal", on_error=on_error, on_ok=on_ok
+            lm,
+            journal=journal,
+            memo=memo,
+            kind="proposal",
+            on_error=on_error,
+            on_ok=on_ok,
+            max_calls=max_calls,
+            max_tokens=max_tokens,
         )
         self.template = template
         self.max_retries = max_retries

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from policyopt.errors import ConfigError
+from policyopt.errors import ConfigError, StopRequested
 from policyopt.events import CandidateEvaluated, Listener, NewBest
 from policyopt.lm.base import resolve_lm
 from policyopt.mipro import strategies
@@ -114,8 +114,8 @@ class MIPRO:
             backend: joblib backend (None: threads)
             max_time_s: wall-clock limit in seconds
             max_cost_usd: cap on the optimizer's LM cost
-            max_lm_calls: cap on the optimizer LM's calls (checked between steps)
-            max_lm_tokens: cap on the optimizer LM's tokens (checked between steps)
+            max_lm_calls: cap on the optimizer LM's calls (hard: a call past it is not made)
+            max_lm_tokens: cap on the optimizer LM's tokens (no call starts past it)
             max_errors: failed rollouts after which the run stops (None: no cap)
             max_error_rate: stop when this share of the last error_window failed
             error_window: recent rollouts the error rate looks at
@@ -272,6 +272,8 @@ class _Run:
             kind="proposer",
             on_error=self.ctx.lm_failed,
             on_ok=self.ctx.lm_ok,
+            max_calls=s.max_lm_calls,
+            max_tokens=s.max_lm_tokens,
         )
         self.label_key = s.label_key or detect_label_key(list(trainset))
         self.instructions: dict[str, list[str]] = {}
@@ -382,6 +384,12 @@ class _Run:
         self.rejected_proposals = proposer.rejected
         self.failed_proposals = proposer.failed
         if proposer.failed and all(len(v) == 1 for v in self.instructions.values()):
+            if self.lm.refused:  # not a failure: max_lm_calls / max_lm_tokens held them back
+                usage = self.lm.usage
+                reason = self.ctx.stopper.reason(
+                    cost_usd=usage.cost_usd, steps_without_improvement=0, lm_usage=usage
+                )
+                raise StopRequested(reason or "lm_call_limit")
             raise LMUnavailable(
                 f"the proposer LM failed on all {proposer.failed} instruction proposals; "
                 "nothing new to search"

@@ -104,8 +104,8 @@ class OPRO:
             backend: joblib backend (None: threads)
             max_time_s: wall-clock limit in seconds
             max_cost_usd: cap on the optimizer's LM cost
-            max_lm_calls: cap on the optimizer LM's calls (checked between steps)
-            max_lm_tokens: cap on the optimizer LM's tokens (checked between steps)
+            max_lm_calls: cap on the optimizer LM's calls (hard: a call past it is not made)
+            max_lm_tokens: cap on the optimizer LM's tokens (no call starts past it)
             max_errors: failed rollouts after which the run stops (None: no cap)
             max_error_rate: stop when this share of the last error_window failed
             error_window: recent rollouts the error rate looks at
@@ -230,6 +230,8 @@ class _Run:
             kind="meta",
             on_error=self.ctx.lm_failed,
             on_ok=self.ctx.lm_ok,
+            max_calls=s.max_lm_calls,
+            max_tokens=s.max_lm_tokens,
         )
         self.candidates: list[Candidate] = []
         self.history: list[Scored] = []  # every instruction scored, in the order scored

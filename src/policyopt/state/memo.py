@@ -53,8 +53,14 @@ class JournaledLM:
         kind: str = "proposal",
         on_error: Callable[[BaseException, str], None] | None = None,
         on_ok: Callable[[], None] | None = None,
+        max_calls: int | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.lm = lm
+        self.max_calls = max_calls
+        self.max_tokens = max_tokens
+        self.refused = 0  # live calls not made: the cap was reached
+        self._in_flight = 0
         self.journal = journal
         self.kind = kind
         self.on_error = on_error
@@ -68,12 +74,16 @@ class JournaledLM:
 
         ``sample`` > 0 asks for another sample of the same prompt: a policyopt LM gets
         ``seed=`` its own seed + ``sample`` (a plain callable is asked as is). None when the LM
-        failed and ``on_error`` chose to skip the call.
+        failed and ``on_error`` chose to skip the call, or when ``max_calls``/``max_tokens`` are
+        reached: a hard cap, checked before every live call (calls in flight count), so the
+        optimizer skips the proposal and its stop check ends the run.
         """
         prompt = clean_text(prompt)
         digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
         record = self.memo.get(key)
         if record is None or record.get("prompt_hash") != digest:
+            if not self._reserve():
+                return None
             try:
                 record = self._call(key, prompt, digest, sample)
             except Exception as exc:
@@ -81,6 +91,9 @@ class JournaledLM:
                     raise
                 self.on_error(exc, f"{self.kind} {key}")
                 return None
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
             if self.journal is not None:
                 self.journal.append(record)
         if self.on_ok is not None:
@@ -93,6 +106,20 @@ class JournaledLM:
                 cost_usd=record["cost_usd"],
             )
         return record
+
+    def _reserve(self) -> bool:
+        """Room for one more live call under the caps (then it counts as in flight)."""
+        with self._lock:
+            calls = self.usage.calls + self._in_flight
+            tokens = self.usage.prompt_tokens + self.usage.completion_tokens
+            full = (self.max_calls is not None and calls >= self.max_calls) or (
+                self.max_tokens is not None and tokens >= self.max_tokens
+            )
+            if full:
+                self.refused += 1
+                return False
+            self._in_flight += 1
+            return True
 
     def _call(self, key: str, prompt: str, digest: str, sample: int = 0) -> dict[str, Any]:
         complete = getattr(self.lm, "complete", None)
