@@ -394,9 +394,7 @@ def test_an_async_evaluate_is_served_on_the_loop_without_a_thread_cap() -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        failed = http.post(
-            f"{url}/rollout", json={"prompt": "p", "example_id": "boom"}
-        )
+        failed = http.post(f"{url}/rollout", json={"prompt": "p", "example_id": "boom"})
     assert results == [200] * 80
     assert state["peak"] > 40  # not bounded by a thread pool
     assert state["ids_seen"] == {f"e{i}" for i in range(80)}
