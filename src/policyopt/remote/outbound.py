@@ -153,29 +153,43 @@ class OutboundPolicy:
     ) -> httpx.HTTPTransport:
         """An httpx transport whose every new connection is resolved and checked here
         (``ssl_context``: one to share between transports; a new default one otherwise)."""
-        ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
-        transport = httpx.HTTPTransport(verify=ssl_context, trust_env=False)
-        transport._pool = httpcore.ConnectionPool(  # the documented httpcore extension point
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=5.0,
-            network_backend=_GuardedBackend(self),
+        return self._guarded(
+            httpx.HTTPTransport,
+            httpcore.ConnectionPool,
+            _GuardedBackend,
+            max_connections,
+            ssl_context,
         )
-        return transport
 
     def async_transport(
         self, *, max_connections: int = 8, ssl_context: ssl.SSLContext | None = None
     ) -> httpx.AsyncHTTPTransport:
         """The async twin of :meth:`transport`: every new connection is resolved and checked."""
+        return self._guarded(
+            httpx.AsyncHTTPTransport,
+            httpcore.AsyncConnectionPool,
+            _AsyncGuardedBackend,
+            max_connections,
+            ssl_context,
+        )
+
+    def _guarded(
+        self,
+        transport_class: Any,
+        pool_class: Any,
+        backend_class: Any,
+        max_connections: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        """A transport of ``transport_class`` whose pool connects through ``backend_class``."""
         ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
-        transport = httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=False)
-        transport._pool = httpcore.AsyncConnectionPool(  # the documented httpcore extension point
+        transport = transport_class(verify=ssl_context, trust_env=False)
+        transport._pool = pool_class(  # the documented httpcore extension point
             ssl_context=ssl_context,
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=5.0,
-            network_backend=_AsyncGuardedBackend(self),
+            network_backend=backend_class(self),
         )
         return transport
 

@@ -155,6 +155,21 @@ class _TaskAppBase:
         n = -(-self.max_concurrency // LANE_CONNECTIONS)
         return [len(range(i, self.max_concurrency, n)) for i in range(n)]
 
+    def _make_lanes(self, client_class: Any, make_transport: Any) -> _Lanes:
+        """One ``client_class`` per lane; through the outbound policy's ``make_transport``
+        (``transport`` or ``async_transport``) when there is a policy."""
+        return _Lanes(
+            [
+                client_class(
+                    **self._client_options(size),
+                    transport=None
+                    if self.outbound is None
+                    else make_transport(self.outbound)(max_connections=size, ssl_context=self._ssl),
+                )
+                for size in self._lane_sizes()
+            ]
+        )
+
     def _client_options(self, connections: int) -> dict[str, Any]:
         """httpx client settings both clients use (no redirects, no proxy from the env, one
         TLS context shared by every lane: building one costs ~20 ms)."""
@@ -390,17 +405,7 @@ class TaskAppClient(_TaskAppBase):
     def _open(self) -> None:
         import httpx
 
-        self._lanes = _Lanes(
-            [
-                httpx.Client(
-                    **self._client_options(size),
-                    transport=None
-                    if self.outbound is None
-                    else self.outbound.transport(max_connections=size, ssl_context=self._ssl),
-                )
-                for size in self._lane_sizes()
-            ]
-        )
+        self._lanes = self._make_lanes(httpx.Client, lambda policy: policy.transport)
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
 
     # ------------------------------------------------------------------------ endpoints
@@ -478,17 +483,7 @@ class AsyncTaskAppClient(_TaskAppBase):
     def _open(self) -> None:
         import httpx
 
-        self._lanes = _Lanes(
-            [
-                httpx.AsyncClient(
-                    **self._client_options(size),
-                    transport=None
-                    if self.outbound is None
-                    else self.outbound.async_transport(max_connections=size, ssl_context=self._ssl),
-                )
-                for size in self._lane_sizes()
-            ]
-        )
+        self._lanes = self._make_lanes(httpx.AsyncClient, lambda policy: policy.async_transport)
         self._slots = asyncio.Semaphore(self.max_concurrency)
 
     # ------------------------------------------------------------------------ endpoints

@@ -404,7 +404,7 @@ class InFlight:
 
 def serve_in_flight(port: int, n_train: int, n_val: int) -> None:
     """Serve :class:`InFlight` (50 ms per rollout) on ``port``: run in its own process."""
-    serve_forever(InFlight(0.05, needs(n_train, n_val, 0)).app, port=port, log_level="warning")
+    serve_forever(InFlight(0.5, needs(n_train, n_val, 0)).app, port=port, log_level="warning")
 
 
 @contextmanager
@@ -437,8 +437,9 @@ def in_flight_app(n_train: int, n_val: int) -> Iterator[str]:
 
 
 def test_a_job_runs_its_rollouts_as_coroutines_many_in_flight(tmp_path: Path) -> None:
-    """GEPA on a real job server, n_jobs=100, against a task app whose rollouts await 50 ms:
-    the budget is spent exactly, each rollout served once, more than 50 at once."""
+    """GEPA on a real job server, n_jobs=100, against a task app whose rollouts await 0.5 s:
+    the budget is spent exactly, each rollout served once, more than 50 at once (with 50 ms, a
+    busy 2-core machine could not start requests fast enough to overlap that many)."""
     n_train, n_val, budget = 40, 120, 300
     server = create_app(
         tmp_path / "jobs.db",
