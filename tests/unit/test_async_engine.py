@@ -239,6 +239,7 @@ def test_a_stop_request_cancels_the_coroutines_in_flight() -> None:
     engine.close()
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_ends_an_async_batch_at_once() -> None:
     evaluate = AsyncCounting(delay=20.0)
     engine, ids = make(evaluate, n_jobs=10)

@@ -59,6 +59,7 @@ def test_resume_without_merge_too(tmp_path: Path, merge: bool) -> None:
     Conformance(make, budget=90).check_resume_spends_nothing(tmp_path)
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_while_a_rollout_hangs_ends_in_seconds() -> None:
     """Ctrl-C (SIGINT in the main thread) ends the run with its result while rollouts hang."""
     import _thread
@@ -71,12 +72,17 @@ def test_ctrl_c_while_a_rollout_hangs_ends_in_seconds() -> None:
     hanging = faults.Hanging(CountingEvaluate(), {f"t{i}" for i in range(12)})
     program, train, val = keyword_task(evaluate=hanging)  # type: ignore[arg-type]
     timer = threading.Timer(1.0, _thread.interrupt_main)
+    # a lost Ctrl-C fails the test in 30 s (the run goes on to another stop reason), not at
+    # the 600 s hang guard
+    failsafe = threading.Timer(30.0, hanging.release)
     timer.start()
+    failsafe.start()
     started = time.monotonic()
     try:
         result = factory(max_rollouts=120, n_jobs=2, timeout=None).optimize(program, train, val)
     finally:
         timer.cancel()
+        failsafe.cancel()
         hanging.release()
     assert result.stop_reason == "interrupted"
     assert time.monotonic() - started < 10.0
