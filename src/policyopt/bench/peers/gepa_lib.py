@@ -47,11 +47,14 @@ DEFAULTS: dict[str, Any] = {
 
 
 def compact_template() -> str:
-    """policyopt's COMPACT_TEMPLATE in gepa's placeholders; the side info replaces {feedback}."""
-    from policyopt.gepa import SMALL_MODEL_SETTINGS
+    """policyopt's COMPACT_TEMPLATE in gepa's placeholders; the side info replaces {feedback}.
 
-    template = str(SMALL_MODEL_SETTINGS["reflection_template"])
-    return template.format(current="<curr_param>", feedback="<side_info>", retry="")
+    Not policyopt's small-model template (ADVICE_TEMPLATE): its ``{advice}`` is computed from
+    policyopt's own records, which gepa's side info is not shaped like.
+    """
+    from policyopt.gepa.reflection import COMPACT_TEMPLATE
+
+    return COMPACT_TEMPLATE.format(current="<curr_param>", feedback="<side_info>", retry="")
 
 
 class ReflectionCallable:
