@@ -268,6 +268,7 @@ class _Run:
             "merges_tried": 0,
             "merges_accepted": 0,
         }
+        self.samples = s.proposals_per_reflection  # this iteration's (fewer near the end)
         self.tried: set[tuple[int, str]] = set()  # (parent, child key) that lost its minibatch
         self.merges_due = 0
         self.merge_blocked_at = -1
@@ -342,12 +343,19 @@ class _Run:
         for _ in range(self.k):
             parent = self.selector.select(pop.front, agg, self.rng_parent)
             slots.append((parent, self.sampler.next()))
-        # never start what the budget cannot finish: parents (uncached) plus every child
+        # never start what the budget cannot finish: parents (uncached) plus every child; fewer
+        # slots first, then (a tiny budget) fewer samples for the last slot, but only as many as
+        # leave room to score a winner on the valset: a child that cannot be admitted is waste
+        self.samples = s.proposals_per_reflection
         while slots:
             requests = [(pop.shaped(pop.prompts[p]), i) for p, batch in slots for i in batch]
-            n_children = sum(len(batch) for _, batch in slots) * s.proposals_per_reflection
-            if self.ctx.affordable(requests, self.train_split, extra=n_children):
+            n_children = sum(len(batch) for _, batch in slots) * self.samples
+            reserve = len(self.val_ids) if self.samples < s.proposals_per_reflection else 0
+            if self.ctx.affordable(requests, self.train_split, extra=n_children + reserve):
                 break
+            if len(slots) == 1 and self.samples > 1:
+                self.samples -= 1
+                continue
             slots.pop()
         if not slots:
             return "budget"
@@ -396,7 +404,7 @@ class _Run:
                 prompt[name] = text
             return prompt
 
-        tasks = [(job, n) for job in jobs for n in range(self.s.proposals_per_reflection)]
+        tasks = [(job, n) for job in jobs for n in range(self.samples)]
         workers = max(1, min(len(tasks), self.s.n_jobs if self.s.n_jobs > 0 else 4))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(one, job, n) for job, n in tasks]

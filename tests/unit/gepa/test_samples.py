@@ -164,3 +164,22 @@ def test_the_run_seed_moves_the_sampling_seeds() -> None:
     ).optimize(program, train, val)
     seeds = [{r["seed"] for r in lm.requests} for lm in (first, second)]
     assert seeds[0] and seeds[1] and not seeds[0] & seeds[1]
+
+
+def test_a_small_budget_takes_fewer_samples_rather_than_none() -> None:
+    """In a tiny budget the reflection gets the samples it can pay for with room left to score a
+    winner on val: budget 16 on 4 val examples leaves 12, which cannot pay 3 parents + 4 x 3
+    children, but can pay 3 parents + 1 x 3 children + 4 val."""
+    lm = SeededLM()
+    program, train, val = keyword_task(n_train=4, n_val=4)
+    result = GEPA(
+        reflection_lm=lm,
+        max_rollouts=16,
+        n_jobs=2,
+        progress=False,
+        proposals_per_reflection=4,
+        merge=False,
+    ).optimize(program, train, val)
+    assert len(lm.requests) >= 1 and result.n_rollouts <= 16
+    assert result.details["counts"]["proposed"] >= 1
+    assert len(result.candidates) == 2  # the child passed its minibatch and was scored on val
