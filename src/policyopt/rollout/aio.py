@@ -98,9 +98,17 @@ class EventLoopThread:
         self.loop.call_soon_threadsafe(fn, *args)
 
     def stop(self) -> None:
-        """Stop the loop and let its thread end (tasks still running are dropped)."""
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stop the loop and let its thread end (tasks still running are dropped); the loop
+        is closed once its thread has ended (an unclosed loop leaks its self-pipe sockets)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        self.close_if_dead()
+
+    def close_if_dead(self) -> None:
+        """Close the loop when its thread is no longer running it."""
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
 
 
 _shared: EventLoopThread | None = None
@@ -113,6 +121,8 @@ def shared_loop() -> EventLoopThread:
     global _shared, _shared_pid
     with _shared_lock:
         if _shared is None or _shared_pid != os.getpid() or not _shared.thread.is_alive():
+            if _shared is not None and _shared_pid == os.getpid():
+                _shared.close_if_dead()  # the dead loop's sockets, not left to the GC
             _shared = EventLoopThread()
             _shared_pid = os.getpid()
         return _shared
