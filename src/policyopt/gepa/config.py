@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_serializer, field_validator
 
@@ -67,6 +67,14 @@ class GEPASettings(RunSettings):
     max_record_chars: int = Field(1_500, ge=20, description="characters per rollout record shown")
     reject_copies: bool = Field(
         True, description="reject proposals that copy an example's input or answer (guards.py)"
+    )
+    final_choice: Literal["mean", "lower_bound"] = Field(
+        "mean",
+        description="which candidate is returned: the best validation mean, or the best lower "
+        "confidence bound of the paired gain over the seed (guards a small valset's max)",
+    )
+    final_z: float = Field(
+        1.0, ge=0.0, description="standard errors subtracted by final_choice='lower_bound'"
     )
     reflection_template: str = Field(
         DEFAULT_TEMPLATE,

@@ -35,7 +35,7 @@ from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
 from policyopt.gepa.merge import merge_subsample
 from policyopt.gepa.proposer import Proposer
 from policyopt.gepa.reflection import DEFAULT_TEMPLATE, make_records
-from policyopt.gepa.selection import best_candidate
+from policyopt.gepa.selection import best_candidate, final_candidate
 from policyopt.gepa.state import Population
 from policyopt.gepa.strategies import (
     AcceptanceCriterion,
@@ -121,6 +121,11 @@ class GEPA:
             max_record_chars: characters per rollout record shown
             reject_copies: reject proposals that copy an example's input or answer from the
                 reflection records (counted as ``copies_example`` in ``details["rejections"]``)
+            final_choice: which candidate is returned: ``"mean"`` (the best validation mean)
+                or ``"lower_bound"`` (the best lower confidence bound of the paired gain over
+                the seed: a candidate must beat the seed by more than ``final_z`` standard
+                errors to replace it, which guards a small valset against the winner's curse)
+            final_z: standard errors subtracted by ``final_choice="lower_bound"``
             reflection_template: the reflection meta-prompt, or a built-in one by name
                 (default, compact, advice)
     """
@@ -176,6 +181,8 @@ class GEPA:
         max_prompt_chars: int = 20000,
         max_record_chars: int = 1500,
         reject_copies: bool = True,
+        final_choice: Literal["mean", "lower_bound"] = "mean",
+        final_z: float = 1.0,
         reflection_template: str = DEFAULT_TEMPLATE,
     ) -> None:
         values = {k: v for k, v in locals().items() if k in GEPASettings.model_fields}
@@ -612,7 +619,7 @@ class _Run:
     def _finish(self, reason: str) -> OptimizationResult:
         pop, s = self.pop, self.s
         agg = pop.aggregate()
-        best = best_candidate(agg)
+        best = final_candidate(s.final_choice, pop.val_scores, agg, s.final_z)
         usage = getattr(self.proposer, "usage", None) or LMUsage()
         wall = self.ctx.wall()
         result = OptimizationResult(
@@ -633,6 +640,11 @@ class _Run:
                 "pareto_front": pop.front.to_json(),  # type: ignore[dict-item]
                 "non_dominated": pop.front.non_dominated(agg),  # type: ignore[dict-item]
                 "iterations": self.iteration,
+                "final_choice": {  # type: ignore[dict-item]
+                    "rule": s.final_choice,
+                    "chosen": best,
+                    "highest_mean": best_candidate(agg),
+                },
                 "counts": dict(self.counts),  # type: ignore[dict-item]
                 "rejections": dict(getattr(self.proposer, "rejections", {})),  # type: ignore[dict-item]
                 "resume_exact": self.resume_exact,
