@@ -33,6 +33,7 @@ __all__ = [
     "machine_summary",
     "markdown_report",
     "plot_all",
+    "rollouts_to_reach",
     "side_by_side",
     "win_rate",
     "write_report",
@@ -215,7 +216,68 @@ def markdown_report(
         "(gain x 100): what one point of gain cost; n/a when the mean gain is not above 0, "
         "- when the provider gives no price.\n"
     )
+    out.write(_reach_section(records, optimizers))
     out.write(ablation_section(records, baselines))
+    return out.getvalue()
+
+
+def _best_at(curve: Sequence[tuple[int, float]], rollouts: int) -> float | None:
+    """The best validation score a curve knew after ``rollouts`` (None before its first point)."""
+    known = [score for spent, score in curve if spent <= rollouts]
+    return max(known) if known else None
+
+
+def rollouts_to_reach(
+    records: Sequence[CellRecord], name: str, other: str
+) -> tuple[int | None, float, float] | None:
+    """When ``name``'s mean best-validation-vs-rollouts curve first reaches ``other``'s final
+    mean validation score, over the (task, seed) cells both finished with curves.
+
+    Returns (rollouts or None if never, ``other``'s mean rollouts, the target score); None when
+    they share no such cell. A mean over cells is taken at each rollout count where every cell
+    of ``name`` has a point, so a curve's start (the seed's validation pass) counts too."""
+    ours = {(r.key.task, r.key.seed): r for r in _ok(records) if r.key.optimizer == name}
+    theirs = {(r.key.task, r.key.seed): r for r in _ok(records) if r.key.optimizer == other}
+    shared = sorted(k for k in ours.keys() & theirs.keys() if ours[k].curve and theirs[k].curve)
+    if not shared:
+        return None
+    target = statistics.fmean(max(s for _, s in theirs[k].curve) for k in shared)
+    their_rollouts = statistics.fmean(theirs[k].rollouts for k in shared)
+    steps = sorted({spent for k in shared for spent, _ in ours[k].curve})
+    for spent in steps:
+        values = [v for k in shared if (v := _best_at(ours[k].curve, spent)) is not None]
+        if len(values) == len(shared) and statistics.fmean(values) >= target - 1e-9:
+            return spent, their_rollouts, target
+    return None, their_rollouts, target
+
+
+def _reach_section(records: Sequence[CellRecord], optimizers: Sequence[str]) -> str:
+    """The *Rollouts to reach* table: each row optimizer against each column's final val."""
+    names = [o for o in optimizers if any(r.curve for r in _ok(records) if r.key.optimizer == o)]
+    if len(names) < 2:
+        return ""
+    out = io.StringIO()
+    out.write("\n## Rollouts to reach\n\n")
+    out.write(
+        "Row optimizer's mean best validation score (over the (task, seed) cells both ran) "
+        "against rollouts spent: the first rollout count where it reaches the column "
+        "optimizer's final mean validation score, as a share of the column optimizer's mean "
+        "rollouts (rollouts / theirs in brackets); *never*: it did not within its run. "
+        "Validation scores are each optimizer's own passes over the same valset.\n\n"
+    )
+    out.write("| optimizer | " + " | ".join(f"reaches {o}" for o in names) + " |\n")
+    out.write("|---|" + "---|" * len(names) + "\n")
+    for name in names:
+        cols = []
+        for other in names:
+            reach = None if other == name else rollouts_to_reach(records, name, other)
+            if reach is None:
+                cols.append("-")
+            elif reach[0] is None:
+                cols.append(f"never ({reach[2]:.3f})")
+            else:
+                cols.append(f"{reach[0] / reach[1]:.2f} ({reach[0]} / {reach[1]:.0f})")
+        out.write(f"| {name} | " + " | ".join(cols) + " |\n")
     return out.getvalue()
 
 

@@ -149,3 +149,40 @@ def test_committed_results_rebuild(tmp_path: Path) -> None:
     )
     text = (copy / "report.md").read_text()
     assert "val-test gap (mean)" in text and "opt LM calls / point" in text
+
+
+def _curved(optimizer: str, task: str, seed: int, curve: list, rollouts: int) -> CellRecord:
+    key = CellKey(task=task, optimizer=optimizer, seed=seed, budget=200, fingerprint="x")
+    return CellRecord(
+        key=key,
+        status="ok",
+        baseline_test=SplitScore(score=0.0, n_examples=10),
+        optimized_test=SplitScore(score=0.5, n_examples=10),
+        best_val_score=max(s for _, s in curve),
+        curve=curve,
+        rollouts=rollouts,
+    )
+
+
+def test_rollouts_to_reach_by_hand() -> None:
+    from policyopt.bench.report import rollouts_to_reach
+
+    records = [
+        # ours: mean curve 0.1 at 20, (0.5+0.1)/2=0.3 at 50, (0.5+0.7)/2=0.6 at 90
+        _curved("ours", "a", 0, [(20, 0.1), (50, 0.5)], 100),
+        _curved("ours", "b", 0, [(20, 0.1), (90, 0.7)], 100),
+        # peer: final mean val (0.6 + 0.4) / 2 = 0.5 after 200 and 180 rollouts
+        _curved("peer", "a", 0, [(30, 0.2), (200, 0.6)], 200),
+        _curved("peer", "b", 0, [(30, 0.4)], 180),
+        # a cell only the peer ran is left out of both
+        _curved("peer", "c", 0, [(10, 0.0)], 50),
+    ]
+    assert rollouts_to_reach(records, "ours", "peer") == (90, 190.0, 0.5)
+    # the peer never reaches ours' final mean (0.6) within its run
+    reach = rollouts_to_reach(records, "peer", "ours")
+    assert reach is not None and reach[0] is None and reach[2] == pytest.approx(0.6)
+    assert rollouts_to_reach(records, "ours", "nobody") is None
+    text = markdown_report(records)
+    row = _row(text, "## Rollouts to reach", "ours")
+    assert row == ["ours", "-", "0.47 (90 / 190)"]
+    assert _row(text, "## Rollouts to reach", "peer")[1] == "never (0.600)"
