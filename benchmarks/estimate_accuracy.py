@@ -10,7 +10,8 @@ prints estimate, actual and actual/estimate for rollouts and LM calls, over seve
 - ``--local``: the embedded SmolLM2-135M on a built-in task, as ``policyopt demo`` runs it.
 
 The claim checked: every point estimate within 2x of the actual (0.5 <= ratio <= 2), or the
-actual inside the stated range. ``--json PATH`` writes the rows.
+actual inside the stated range. ``--grid DIR`` checks every finished policyopt cell of a
+``policyopt bench`` output instead of running anything. ``--json PATH`` writes the rows.
 
 Run: ``LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python benchmarks/estimate_accuracy.py
 --scripted --local``. Rows measured on the loaded 2-core machine are in
@@ -218,6 +219,50 @@ def local(task_name: str, budgets: list[int], limit: int, n_jobs: int) -> list[d
     return rows
 
 
+def grid(out_dir: str) -> list[dict[str, Any]]:
+    """Rows for every finished policyopt cell of a ``policyopt bench`` output: the estimate
+    its spec gives for the cell's plan (as the harness made it), against the cell's record."""
+    from pathlib import Path
+
+    from policyopt.bench.records import BenchSettings
+    from policyopt.bench.runner import load_records, resolve_task
+
+    out = Path(out_dir)
+    settings = BenchSettings.model_validate_json((out / "bench.json").read_text("utf-8"))
+    small = settings.task_model == "local" or settings.reflection_model == "local"
+    rows = []
+    for record in sorted(
+        load_records(out), key=lambda r: (r.key.optimizer, r.key.task, r.key.seed)
+    ):
+        if record.status != "ok" or record.key.optimizer not in OPTIMIZERS:
+            continue
+        spec = get_spec(record.key.optimizer)
+        task = resolve_task(record.key.task, settings.split_seed, settings.limit)
+        sizes = {"budget": record.key.budget, "n_train": len(task.train), "n_val": len(task.val)}
+        plan = spec.plan(settings.cell_settings(record.key.optimizer), small_model=small, **sizes)
+        est = spec.estimate({**plan, "n_jobs": settings.n_jobs}, small_model=False, **sizes)
+        rows.append(
+            {
+                "optimizer": record.key.optimizer,
+                "task": record.key.task,
+                "budget": record.key.budget,
+                "seed": record.key.seed,
+                "rollouts_estimate": est["rollouts"],
+                "rollouts_min": est.get("rollouts_min"),
+                "rollouts_max": est.get("rollouts_max"),
+                "rollouts": record.rollouts,
+                "lm_calls_estimate": est["lm_calls"],
+                "lm_calls_min": est.get("lm_calls_min"),
+                "lm_calls_max": est.get("lm_calls_max"),
+                "lm_calls": record.optimizer_usage.calls,
+                "stop_reason": str(record.details.get("stop_reason", "?")),
+                "best_score": record.best_val_score,
+                "wall_s": round(record.search_wall_s, 1),
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scripted", action="store_true", help="scripted LM, synthetic task")
@@ -228,10 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="antonyms", help="local-model task")
     parser.add_argument("--limit", type=int, default=0, help="first N examples per split")
     parser.add_argument("--n-jobs", type=int, default=4)
+    parser.add_argument("--grid", default=None, help="a policyopt bench --out directory")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
-    if not (args.scripted or args.local):
-        parser.error("choose --scripted, --local or both")
+    if not (args.scripted or args.local or args.grid):
+        parser.error("choose --scripted, --local, --grid DIR or several")
     rows: list[dict[str, Any]] = []
     show([])
     if args.scripted:
@@ -240,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.local:
         budgets = [int(b) for b in args.local_budgets.split(",")]
         rows += local(args.task, budgets, args.limit, args.n_jobs)
+    if args.grid:
+        rows += grid(args.grid)
     print()
     show(rows)
     misses = [r for r in rows if verdict(r) != "ok"]

@@ -104,8 +104,7 @@ class MIPROPlan:
     proposer_calls: int
     budget: int
     proposer_calls_max: int = 0  # with every re-ask after an unusable proposal
-    rollouts_min: int = 0  # forecast's low end: no demo set found caps the search space
-    #: (cache hits of repeated configurations can still go a little lower)
+    rollouts_min: int = 0  # forecast's low end: nothing to search (no usable proposal, no demos)
     rollouts_max: int = 0  # a budget-only search runs on while cache hits leave budget
     requested_trials: int | None = None  # auto/explicit trials before the budget's cap
     notes: list[str] = field(default_factory=list)
@@ -157,8 +156,8 @@ class MIPROPlan:
             text += "; more trials while cache hits leave budget"
         if self.rollouts_min < r["total"]:
             text += (
-                f"; as few as {self.rollouts_min} rollouts if bootstrapping finds no demos "
-                "(a smaller search space)"
+                f"; as few as {self.rollouts_min} rollouts if no proposal is usable and "
+                "bootstrapping finds no demos (nothing to search)"
             )
         return "; ".join([text, *self.notes])
 
@@ -298,7 +297,8 @@ def plan_for_budget(
         full_eval_every=full_every,
         bootstrap=shape["bootstrap"],
         rollouts=planned,
-        rollouts_min=min(planned["total"], space_cap(n_cand**n_components)),
+        # no usable proposal and no demo set leave nothing to search (a tiny proposer's case)
+        rollouts_min=min(planned["total"], n_val + shape["bootstrap"]),
         rollouts_max=max(most, planned["total"]),
         proposer_calls=_proposer_calls(n_cand, n_components, grounded),
         proposer_calls_max=_proposer_calls(n_cand, n_components * (retries + 1), grounded),
