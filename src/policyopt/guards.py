@@ -3,7 +3,7 @@
 Small reflection models paste an example's input or expected answer into the new instruction
 ("The provided answer \"Paris\" is correct ..."); such a prompt can win on the small valset and
 lose on the test split. The guard reads the reflection records (``Input`` / ``Answer`` /
-``Feedback``, :func:`policyopt.gepa.reflection.make_records`): each record's *instance strings*
+``Feedback``, :func:`policyopt.feedback.make_records`): each record's *instance strings*
 are the string and number values of its input (expected answers included when the example
 carries them) and the strings quoted in its feedback (where metrics name the expected answer).
 

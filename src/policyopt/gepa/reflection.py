@@ -9,12 +9,9 @@ rejected, and the retry prompt says why.
 
 from __future__ import annotations
 
-import json
-import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
 
+from policyopt.feedback import common_advice, make_records
 from policyopt.lm.parsing import check_proposal, extract_instruction
 
 __all__ = [
@@ -67,57 +64,6 @@ An assistant followed the instruction "{current}". Advice on its answers:
 
 Rewrite the advice as one instruction to the assistant.
 Instruction:"""
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-
-
-def common_advice(records: Sequence[Mapping[str, str]]) -> list[str]:
-    """Feedback sentences that two or more records share, in first-seen order.
-
-    A metric's feedback usually mixes instance details (this word, that expected answer) with a
-    general lesson written the same way for every example; the repeated sentences are the
-    lesson. With fewer than two records, or no sentence repeated, every distinct feedback line.
-    """
-    lines = [r.get("Feedback", "") for r in records if r.get("Feedback")]
-    per_record = [
-        dict.fromkeys(s.strip() for s in _SENTENCE_END.split(f) if s.strip()) for f in lines
-    ]
-    counts = Counter(s for sentences in per_record for s in sentences)
-    shared = [s for s in dict.fromkeys(s for p in per_record for s in p) if counts[s] >= 2]
-    return shared or list(dict.fromkeys(lines))
-
-
-def _text(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 15] + " ...[truncated]"
-
-
-def make_records(
-    rows: Sequence[tuple[Any, Any, float, str | None]], *, max_chars: int = 1500
-) -> list[dict[str, str]]:
-    """Records from ``(example, output, score, feedback)`` rows, each field cut to ``max_chars``.
-
-    Example ``"id"`` keys are dropped (they mean nothing to the LM); a missing feedback becomes a
-    plain statement of the score.
-    """
-    records = []
-    for example, output, score, feedback in rows:
-        inputs = (
-            {k: v for k, v in example.items() if k != "id"}
-            if isinstance(example, Mapping)
-            else example
-        )
-        records.append(
-            {
-                "Input": _text(inputs, max_chars),
-                "Answer": _text("" if output is None else output, max_chars),
-                "Feedback": _text(
-                    feedback if feedback else f"This answer scored {score:g}.", max_chars
-                ),
-            }
-        )
-    return records
 
 
 def render_prompt(

@@ -66,7 +66,9 @@ class MIPROSettings(RunSettings):
         "tpe", description="the search's Optuna sampler: tpe, random, a sampler or a factory"
     )
     instruction_proposer: Any = Field(
-        "grounded", description="who proposes instructions: grounded (the LM), or your own"
+        "grounded",
+        description="who proposes instructions: grounded (the LM), advice (the LM restates "
+        "the metric's feedback on bootstrap runs; for tiny models), or your own",
     )
     demo_bootstrapper: Any = Field(
         "bootstrap", description="how demo sets are built: bootstrap, none, or your own"

@@ -26,6 +26,7 @@ import numpy as np
 
 from policyopt.errors import ConfigError, StopRequested
 from policyopt.events import CandidateEvaluated, Listener, NewBest
+from policyopt.feedback import make_records
 from policyopt.lm.base import resolve_lm
 from policyopt.mipro import strategies
 from policyopt.mipro.budget import MIPROPlan, log_plan, plan_for_budget
@@ -40,7 +41,7 @@ from policyopt.mipro.demos import (
     format_prompt,
     labeled_demo,
 )
-from policyopt.mipro.proposer import InstructionProposer
+from policyopt.mipro.proposer import AdviceProposer, InstructionProposer
 from policyopt.mipro.search import Search
 from policyopt.mipro.strategies import DemoSetBuilder, InstructionSource
 from policyopt.prompts import PromptShape
@@ -142,7 +143,9 @@ class MIPRO:
             max_prompt_chars: longest instruction accepted
             max_proposal_retries: re-asks after an unusable proposal
             sampler: the search's Optuna sampler: tpe, random, a sampler or a factory
-            instruction_proposer: who proposes instructions: grounded (the LM), or your own
+            instruction_proposer: who proposes instructions: grounded (the LM), advice (the LM
+                restates the metric's feedback on the bootstrap runs: for tiny models; needs
+                feedback in the scores), or your own
             demo_bootstrapper: how demo sets are built: bootstrap, none, or your own
             demo_placement: demos as chat turns (turns) or in the instruction (inline); None:
                 turns for a chat-message prompt, else inline
@@ -191,7 +194,7 @@ class MIPRO:
         max_prompt_chars: int = 4000,
         max_proposal_retries: int = 2,
         sampler: Literal["tpe", "random"] | Any = "tpe",
-        instruction_proposer: Literal["grounded"] | InstructionSource = "grounded",
+        instruction_proposer: Literal["grounded", "advice"] | InstructionSource = "grounded",
         demo_bootstrapper: Literal["bootstrap", "none"] | DemoSetBuilder = "bootstrap",
         demo_placement: Literal["turns", "inline"] | None = None,
     ) -> None:
@@ -284,6 +287,7 @@ class _Run:
         self.trials: list[dict[str, Any]] = []
         self.n_bootstrapped = 0
         self.grounding: list[Demo] = []
+        self.feedback: list[tuple[Any, Any, float, str | None]] = []  # bootstrap rows
         self.params: list[dict[str, int]] = []  # of each candidate
         self.rejected_proposals = 0
         self.failed_proposals = 0
@@ -329,6 +333,15 @@ class _Run:
             result = engine.run([(seed, i) for i in ids], split=ctx.train_split, label="bootstrap")
             threshold = 1.0 if s.metric_threshold is None else s.metric_threshold
             for i, rollout in zip(ids, result.rollouts, strict=True):
+                if rollout is not None and not rollout.failed:
+                    self.feedback.append(
+                        (
+                            engine.example(ctx.train_split, i),
+                            rollout.score.output,
+                            rollout.value,
+                            rollout.score.feedback,
+                        )
+                    )
                 if rollout is None or rollout.failed or rollout.value < threshold:
                     continue
                 example = engine.example(ctx.train_split, i)
@@ -371,6 +384,22 @@ class _Run:
             proposer.summarize(examples)
         grounding = [g for g in self.demo_sets if g] or [self.grounding[:4]]
         source: Any = proposer if grounded else s.instruction_proposer
+        if s.instruction_proposer == "advice":
+            threshold = 1.0 if s.metric_threshold is None else s.metric_threshold
+            source = proposer = AdviceProposer(  # type: ignore[assignment]
+                self.lm,
+                make_records(self.feedback, max_chars=500),
+                failed=[value < threshold for _, _, value, _ in self.feedback],
+                rng=self.rng_propose,
+                max_chars=s.max_prompt_chars,
+                max_retries=s.max_proposal_retries,
+            )
+            if not self.feedback:
+                logger.warning(
+                    "MIPRO instruction_proposer='advice' has no bootstrap runs to read feedback "
+                    "from (demo_bootstrapper='none' or max_bootstrapped_demos=0): only demos "
+                    "are searched"
+                )
         for c in self.components:
             proposed = source.propose(
                 c, self.seed_prompt[c], self.n_candidates, grounding, seed_score

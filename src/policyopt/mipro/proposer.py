@@ -10,14 +10,23 @@ over-long and duplicate proposals are retried, then dropped. Every call is journ
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from policyopt.feedback import common_advice
+from policyopt.guards import find_copy
 from policyopt.lm.parsing import check_proposal, extract_instruction
 from policyopt.mipro.demos import Demo
 from policyopt.state.memo import JournaledLM
 
-__all__ = ["PROPOSAL_TEMPLATE", "SUMMARY_TEMPLATE", "TIPS", "InstructionProposer"]
+__all__ = [
+    "ADVICE_TEMPLATE",
+    "PROPOSAL_TEMPLATE",
+    "SUMMARY_TEMPLATE",
+    "TIPS",
+    "AdviceProposer",
+    "InstructionProposer",
+]
 
 TIPS: dict[str, str] = {
     "none": "",
@@ -53,6 +62,16 @@ Instructions already proposed:
 {tip}
 Write one new instruction for this task, different from those above. Reply with the \
 instruction inside one ``` fenced block."""
+
+
+#: The ``advice`` proposer's prompt (GEPA's small-model template): the feedback sentences that
+#: a few bootstrap rollouts share, to be restated as one instruction.
+ADVICE_TEMPLATE = """\
+An assistant followed the instruction "{current}". Advice on its answers:
+{advice}{retry}
+
+Rewrite the advice as one instruction to the assistant.
+Instruction:"""
 
 
 def _render_demos(demos: Sequence[Demo], limit: int = 600) -> str:
@@ -143,6 +162,94 @@ class InstructionProposer:
                 )
                 normalized = " ".join(text.split())
                 if reason is None and normalized not in seen:
+                    candidates.append(text)
+                    seen.add(normalized)
+                    break
+                self.rejected += 1
+        return candidates
+
+
+class AdviceProposer:
+    """Instructions restated from the metric's feedback on the seed program's bootstrap runs.
+
+    For models too small to follow the grounded proposer's long prompt (measured: SmolLM2-135M
+    gave no usable instruction in 9 of 9 grounded proposals on ``antonyms``), each candidate is
+    one short call: a few seeded-random failing rollouts' shared feedback sentences
+    (:func:`~policyopt.feedback.common_advice`), rewritten as one instruction; the answer's first
+    line is the instruction. Proposals that copy an example from the records are rejected
+    (:func:`~policyopt.guards.find_copy`) and asked again, like unusable ones. Needs a metric
+    that gives feedback: without it the records only state scores.
+    """
+
+    def __init__(
+        self,
+        lm: JournaledLM,
+        records: Sequence[Mapping[str, str]],
+        *,
+        rng: random.Random,
+        max_chars: int,
+        max_retries: int,
+        per_call: int = 3,
+        failed: Sequence[bool] | None = None,
+    ) -> None:
+        self.lm = lm
+        self.records = list(records)
+        failing = [r for r, bad in zip(self.records, failed or [], strict=False) if bad]
+        self.pool = failing or self.records  # failures carry the lesson; else all
+        self.rng = rng
+        self.max_chars = max_chars
+        self.max_retries = max_retries
+        self.per_call = per_call
+        self.rejected = 0
+        self.failed = 0
+
+    def propose(
+        self,
+        component: str,
+        seed_text: str,
+        n: int,
+        demo_sets: Sequence[Sequence[Demo]],
+        seed_score: float | None = None,
+    ) -> list[str]:
+        """``n`` instructions for ``component``: the seed text first, then new ones."""
+        candidates = [seed_text]
+        seen = {" ".join(seed_text.split())}
+        if not self.pool:
+            return candidates
+        for index in range(1, n):
+            chosen = self.rng.sample(self.pool, min(self.per_call, len(self.pool)))
+            advice = "\n".join(common_advice(chosen))
+            reason: str | None = None
+            for attempt in range(self.max_retries + 1):
+                retry = (
+                    f"\n\nYour previous proposal was rejected ({reason}); write a different one."
+                    if reason
+                    else ""
+                )
+                prompt = ADVICE_TEMPLATE.format(current=seed_text, advice=advice, retry=retry)
+                # another sample per call: the same advice would otherwise get the same answer
+                draw = self.rng.randrange(1, 2**31 - 2)
+                record = self.lm.ask(
+                    f"instruction/{component}/{index}/{attempt}", prompt, sample=draw
+                )
+                if record is None:  # the LM failed past its retries: skip this candidate
+                    self.failed += 1
+                    break
+                lines = [x for x in str(record["text"]).splitlines() if x.strip()]
+                text, balanced = extract_instruction(lines[0] if lines else "")
+                reason = "answer_too_long" if record.get("capped") else None
+                cut = record["finish_reason"] == "length" and len(lines) <= 1
+                reason = reason or check_proposal(
+                    text, seed_text, balanced=balanced, truncated=cut, max_chars=self.max_chars
+                )
+                if reason is None:
+                    copied = find_copy(text, seed_text, self.records)
+                    if copied is not None:
+                        reason = f"it copies the example text {copied!r}; state the general rule"
+                normalized = " ".join(text.split())
+                if reason is None and normalized in seen:
+                    reason = "it repeats an earlier instruction"
+                if reason is None:
                     candidates.append(text)
                     seen.add(normalized)
                     break

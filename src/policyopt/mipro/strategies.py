@@ -6,7 +6,8 @@ setting                 protocol                              built-in names
 sampler                 an Optuna ``BaseSampler`` (or a       tpe, random
                         factory ``(seed, n_startup) ->``
                         sampler)
-instruction_proposer    :class:`InstructionSource`            grounded (the proposer LM)
+instruction_proposer    :class:`InstructionSource`            grounded, advice (the proposer
+                                                              LM; advice: from feedback)
 demo_bootstrapper       :class:`DemoSetBuilder`               bootstrap, none
 ======================  ====================================  =============================
 
@@ -126,7 +127,7 @@ _BUILDERS: dict[str, Callable[[], DemoSetBuilder]] = {"bootstrap": Bootstrap, "n
 #: the built-in names of each strategy setting
 NAMES: dict[str, tuple[str, ...]] = {
     "sampler": tuple(_SAMPLERS),
-    "instruction_proposer": ("grounded",),
+    "instruction_proposer": ("grounded", "advice"),
     "demo_bootstrapper": tuple(_BUILDERS),
 }
 
