@@ -1,7 +1,8 @@
-"""GEPA's final choice on a benchmark grid: the best validation mean vs the best lower bound.
+"""The final choice on a benchmark grid: the best validation mean vs the best lower bound.
 
-Replays the choice over the candidates every finished GEPA cell of a `policyopt bench` output
-kept (runs/<cell>/gepa/state.json: each candidate's per-example validation scores), so the
+Replays the choice over the candidates every finished GEPA and MIPRO cell of a `policyopt
+bench` output kept (runs/<cell>/<optimizer>/state.json: each candidate's per-example validation
+scores), so the
 search is not re-run: where ``final_choice="lower_bound"`` picks another candidate than the one
 the cell returned, that prompt is scored on the task's test split with the same local task
 model. Prints, per cell and in total, the test gain over the seed prompt and the val-test gap
@@ -23,12 +24,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from policyopt.bench.records import CellRecord
 from policyopt.bench.runner import load_records, resolve_task, score_on_test
-from policyopt.gepa.selection import final_candidate
+from policyopt.choice import final_candidate
 from policyopt.lm.metered import MeteredLM
 
 
 def _candidates(out: Path, record: CellRecord) -> list[dict]:
-    state = out / "runs" / record.key.slug / "gepa" / "state.json"
+    state = out / "runs" / record.key.slug / record.key.base_optimizer / "state.json"
     return json.loads(state.read_text(encoding="utf-8"))["candidates"]
 
 
@@ -39,15 +40,19 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the rows here too")
     args = parser.parse_args()
 
-    cells = [r for r in load_records(args.out) if r.status == "ok" and r.key.optimizer == "gepa"]
+    cells = [
+        r
+        for r in load_records(args.out)
+        if r.status == "ok" and r.key.base_optimizer in ("gepa", "mipro")
+    ]
     if not cells:
-        print(f"no finished gepa cells under {args.out}", file=sys.stderr)
+        print(f"no finished gepa or mipro cells under {args.out}", file=sys.stderr)
         return 1
     settings = json.loads((args.out / "bench.json").read_text(encoding="utf-8"))
     rows = []
     lm = None
     try:
-        for record in sorted(cells, key=lambda r: (r.key.task, r.key.seed)):
+        for record in sorted(cells, key=lambda r: (r.key.optimizer, r.key.task, r.key.seed)):
             cands = _candidates(args.out, record)
             val = [c["val_scores"] for c in cands]
             agg = {i: math.fsum(s.values()) / len(s) for i, s in enumerate(val) if s}
@@ -72,6 +77,7 @@ def main() -> int:
             rows.append(
                 {
                     "cell": record.key.slug,
+                    "optimizer": record.key.optimizer,
                     "seed_test": base,
                     "mean_rule": {"val": agg[best], "test": mean_test},
                     "lower_bound": {"candidate": chosen, "val": agg[chosen], "test": lb_test},
@@ -90,17 +96,20 @@ def main() -> int:
             f"| {row['cell'].rsplit('__', 1)[0]} | {row['seed_test']:.3f} | "
             f"{m['val']:.3f} / {m['test']:.3f} | {b['val']:.3f} / {b['test']:.3f} |"
         )
-    n = len(rows)
-    for name in ("mean_rule", "lower_bound"):
-        gain = sum(r[name]["test"] - r["seed_test"] for r in rows) / n
-        gap = sum(r[name]["val"] - r[name]["test"] for r in rows) / n
-        beats = sum(r[name]["test"] > r["seed_test"] for r in rows)
-        print(
-            f"{name}: mean test gain {gain:+.3f}, mean val-test gap {gap:+.3f}, "
-            f"beats the seed prompt in {beats}/{n} cells"
-        )
-    changed = sum(r["changed"] for r in rows)
-    print(f"the rules chose another prompt in {changed}/{n} cells")
+    for optimizer in sorted({r["optimizer"] for r in rows}):
+        mine = [r for r in rows if r["optimizer"] == optimizer]
+        n = len(mine)
+        for name in ("mean_rule", "lower_bound"):
+            gain = sum(r[name]["test"] - r["seed_test"] for r in mine) / n
+            gap = sum(r[name]["val"] - r[name]["test"] for r in mine) / n
+            beats = sum(r[name]["test"] > r["seed_test"] for r in mine)
+            worse = sum(r[name]["test"] < r["seed_test"] for r in mine)
+            print(
+                f"{optimizer} {name}: mean test gain {gain:+.3f}, mean val-test gap {gap:+.3f}, "
+                f"beats the seed prompt in {beats}/{n} cells, below it in {worse}"
+            )
+        changed = sum(r["changed"] for r in mine)
+        print(f"{optimizer}: the rules chose another prompt in {changed}/{n} cells")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return 0

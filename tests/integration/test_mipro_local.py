@@ -42,3 +42,26 @@ def test_mipro_from_a_budget_alone_runs_a_trial_within_it(local_lm: LocalLM) -> 
     assert result.n_rollouts <= estimate["rollouts_max"] <= budget  # type: ignore[index]
     assert result.lm_usage["proposer"].calls <= estimate["proposer_calls_max"]  # type: ignore[index]
     assert result.best_score >= result.candidates[0].val_score
+
+
+@pytest.mark.timeout(900)
+def test_advice_proposals_on_the_local_model_give_instructions_that_state_the_rule(
+    local_lm: LocalLM,
+) -> None:
+    """The small-model default: SmolLM2 restates the feedback's rule as instructions (its
+    grounded proposals were all unusable on this task), and the run keeps its budget."""
+    task = get_task("antonyms")
+    train, val = task.train[:8], task.val[:5]
+    settings = SPEC.plan({}, budget=40, n_train=len(train), n_val=len(val), small_model=True)
+    assert settings["instruction_proposer"] == "advice"
+    with LocalLM.for_reflection(**SPEC.small_model_lm) as proposer:
+        optimizer = MIPRO(
+            proposer_lm=proposer, max_rollouts=40, n_jobs=4, progress=False, **settings
+        )
+        result = optimizer.optimize(task.program(local_lm), train, val)
+    assert result.n_rollouts <= 40
+    instructions = result.details["instructions"]["prompt"]  # type: ignore[index]
+    assert instructions[0] == task.seed_prompt and len(instructions) >= 2, instructions
+    # what the feedback says ("give the opposite of the word"), not an example pair
+    assert any("opposite" in text.lower() for text in instructions[1:]), instructions
+    assert result.details["final_choice"]["rule"] == "lower_bound"  # type: ignore[index]

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from policyopt.choice import final_candidate
 from policyopt.errors import ConfigError, StopRequested
 from policyopt.events import CandidateEvaluated, Listener, NewBest
 from policyopt.feedback import make_records
@@ -147,6 +148,10 @@ class MIPRO:
                 restates the metric's feedback on the bootstrap runs: for tiny models; needs
                 feedback in the scores), or your own
             demo_bootstrapper: how demo sets are built: bootstrap, none, or your own
+            final_choice: which candidate is returned: ``"mean"`` (the best validation mean) or
+                ``"lower_bound"`` (the best lower confidence bound of the paired gain over the
+                seed; see :mod:`policyopt.choice`)
+            final_z: standard errors subtracted by ``final_choice="lower_bound"``
             demo_placement: demos as chat turns (turns) or in the instruction (inline); None:
                 turns for a chat-message prompt, else inline
     """
@@ -196,6 +201,8 @@ class MIPRO:
         sampler: Literal["tpe", "random"] | Any = "tpe",
         instruction_proposer: Literal["grounded", "advice"] | InstructionSource = "grounded",
         demo_bootstrapper: Literal["bootstrap", "none"] | DemoSetBuilder = "bootstrap",
+        final_choice: Literal["mean", "lower_bound"] = "mean",
+        final_z: float = 1.0,
         demo_placement: Literal["turns", "inline"] | None = None,
     ) -> None:
         values = {k: v for k, v in locals().items() if k in MIPROSettings.model_fields}
@@ -656,7 +663,11 @@ class _Run:
 
     def finish(self, reason: str, estimate: dict[str, Any]) -> OptimizationResult:
         s, ctx = self.s, self.ctx
-        best = max(self.candidates, key=lambda c: (c.val_score, -c.index))
+        agg = {c.index: c.val_score for c in self.candidates}
+        chosen = final_candidate(
+            s.final_choice, [c.val_scores for c in self.candidates], agg, s.final_z
+        )
+        best = self.candidates[chosen]
         usage = self.lm.usage
         result = OptimizationResult(
             optimizer="mipro",
@@ -679,6 +690,11 @@ class _Run:
                 "label_key": self.label_key,
                 "trials": self.trials,  # type: ignore[dict-item]
                 "candidate_params": self.params,  # type: ignore[dict-item]
+                "final_choice": {  # type: ignore[dict-item]
+                    "rule": s.final_choice,
+                    "chosen": best.index,
+                    "highest_mean": final_candidate("mean", [], agg, 0.0),
+                },
                 "estimate": estimate,  # type: ignore[dict-item]
                 "plan": self.plan.as_dict(),  # type: ignore[dict-item]
                 "rejected_proposals": self.rejected_proposals,

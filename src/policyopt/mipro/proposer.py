@@ -175,10 +175,10 @@ class AdviceProposer:
     For models too small to follow the grounded proposer's long prompt (measured: SmolLM2-135M
     gave no usable instruction in 9 of 9 grounded proposals on ``antonyms``), each candidate is
     one short call: a few seeded-random failing rollouts' shared feedback sentences
-    (:func:`~policyopt.feedback.common_advice`), rewritten as one instruction; the answer's first
-    line is the instruction. Proposals that copy an example from the records are rejected
-    (:func:`~policyopt.guards.find_copy`) and asked again, like unusable ones. Needs a metric
-    that gives feedback: without it the records only state scores.
+    (:func:`~policyopt.feedback.common_advice`), rewritten as one instruction; the answer's
+    fenced block, or else its first line, is the instruction. Proposals that copy an example
+    from the records are rejected (:func:`~policyopt.guards.find_copy`) and asked again, like
+    unusable ones. Needs a metric that gives feedback: without it the records only state scores.
     """
 
     def __init__(
@@ -235,10 +235,15 @@ class AdviceProposer:
                 if record is None:  # the LM failed past its retries: skip this candidate
                     self.failed += 1
                     break
-                lines = [x for x in str(record["text"]).splitlines() if x.strip()]
-                text, balanced = extract_instruction(lines[0] if lines else "")
+                answer = str(record["text"])
+                lines = [x for x in answer.splitlines() if x.strip()]
+                # a fenced block if the model wrote one, else the line after "Instruction:"
+                fenced = "```" in answer
+                text, balanced = extract_instruction(
+                    answer if fenced else lines[0] if lines else ""
+                )
                 reason = "answer_too_long" if record.get("capped") else None
-                cut = record["finish_reason"] == "length" and len(lines) <= 1
+                cut = record["finish_reason"] == "length" and (fenced or len(lines) <= 1)
                 reason = reason or check_proposal(
                     text, seed_text, balanced=balanced, truncated=cut, max_chars=self.max_chars
                 )

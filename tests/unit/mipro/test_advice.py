@@ -80,3 +80,30 @@ def test_advice_is_a_known_name_and_a_typo_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="grounded, advice"):
         kwargs: dict[str, Any] = {"instruction_proposer": "advise"}
         MIPRO(proposer_lm=ScriptedLM(lambda t: "x"), max_rollouts=200, **kwargs)
+
+
+def test_final_choice_lower_bound_keeps_the_seed_against_a_win_by_noise() -> None:
+    """A proposal that wins on validation by one example of eight (and loses another) does
+    not replace the seed under ``final_choice="lower_bound"``; under the mean it does."""
+
+    def evaluate(prompt: str, example: dict[str, str]) -> Score:
+        n = int(example["id"][1:])
+        if prompt == "Answer.":
+            return Score(1.0 if n in (0, 1) else 0.0)
+        return Score(1.0 if n in (1, 2, 3) else 0.0)  # +2 -1: mean 0.375 vs 0.25
+
+    train = [{"id": f"t{i}", "word": str(i)} for i in range(8)]
+    val = [{"id": f"v{i}", "word": str(i)} for i in range(8)]
+    chosen = {}
+    for rule in ("mean", "lower_bound"):
+        result = MIPRO(
+            proposer_lm=ScriptedLM(lambda text: "Answer well."),
+            max_rollouts=120,
+            instruction_proposer="advice",
+            max_labeled_demos=0,
+            progress=False,
+            final_choice=rule,  # type: ignore[arg-type]
+        ).optimize(Program("Answer.", evaluate), train, val)
+        chosen[rule] = result.best_prompt
+        assert result.details["final_choice"]["rule"] == rule  # type: ignore[index]
+    assert chosen == {"mean": "Answer well.", "lower_bound": "Answer."}
