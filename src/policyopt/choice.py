@@ -11,11 +11,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-__all__ = ["FINAL_CHOICES", "final_candidate", "gain_lower_bound"]
+from pydantic import Field
+
+__all__ = [
+    "FINAL_CHOICES",
+    "FinalChoice",
+    "final_candidate",
+    "final_choice_field",
+    "final_z_field",
+    "gain_lower_bound",
+]
 
 #: the rules ``final_choice`` accepts
 FINAL_CHOICES = ("mean", "lower_bound")
+FinalChoice = Literal["mean", "lower_bound"]
+
+
+def final_choice_field() -> Any:
+    """The ``final_choice`` setting of an optimizer's settings model."""
+    return Field(
+        "mean",
+        description="which candidate is returned: the best validation mean, or the best lower "
+        "confidence bound of the paired gain over the seed (guards a small valset's max)",
+    )
+
+
+def final_z_field() -> Any:
+    """The ``final_z`` setting of an optimizer's settings model."""
+    return Field(
+        1.0, ge=0.0, description="standard errors subtracted by final_choice='lower_bound'"
+    )
 
 
 def gain_lower_bound(

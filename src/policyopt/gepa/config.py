@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationInfo, field_serializer, field_validator
 
+from policyopt.choice import FinalChoice, final_choice_field, final_z_field
 from policyopt.gepa import strategies
 from policyopt.gepa.reflection import ADVICE_TEMPLATE, COMPACT_TEMPLATE, DEFAULT_TEMPLATE
 from policyopt.runtime import RESUMABLE, RunSettings
@@ -68,14 +69,8 @@ class GEPASettings(RunSettings):
     reject_copies: bool = Field(
         True, description="reject proposals that copy an example's input or answer (guards.py)"
     )
-    final_choice: Literal["mean", "lower_bound"] = Field(
-        "mean",
-        description="which candidate is returned: the best validation mean, or the best lower "
-        "confidence bound of the paired gain over the seed (guards a small valset's max)",
-    )
-    final_z: float = Field(
-        1.0, ge=0.0, description="standard errors subtracted by final_choice='lower_bound'"
-    )
+    final_choice: FinalChoice = final_choice_field()
+    final_z: float = final_z_field()
     reflection_template: str = Field(
         DEFAULT_TEMPLATE,
         description="the reflection meta-prompt, or a built-in by name (default, compact, advice)",

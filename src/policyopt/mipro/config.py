@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_serializer, field_validator, model_validator
 
+from policyopt.choice import FinalChoice, final_choice_field, final_z_field
 from policyopt.mipro import strategies
 from policyopt.runtime import RESUMABLE, RunSettings
 
@@ -73,14 +74,8 @@ class MIPROSettings(RunSettings):
     demo_bootstrapper: Any = Field(
         "bootstrap", description="how demo sets are built: bootstrap, none, or your own"
     )
-    final_choice: Literal["mean", "lower_bound"] = Field(
-        "mean",
-        description="which candidate is returned: the best validation mean, or the best lower "
-        "confidence bound of the paired gain over the seed (guards a small valset's max)",
-    )
-    final_z: float = Field(
-        1.0, ge=0.0, description="standard errors subtracted by final_choice='lower_bound'"
-    )
+    final_choice: FinalChoice = final_choice_field()
+    final_z: float = final_z_field()
     demo_placement: Literal["turns", "inline"] | None = Field(
         None,
         description="demos as earlier user/assistant chat turns, or inline in the instruction "
