@@ -51,39 +51,46 @@ def main() -> int:
     settings = json.loads((args.out / "bench.json").read_text(encoding="utf-8"))
     rows = []
     lm = None
+
+    def test_score(record: CellRecord, prompt: str) -> float:
+        """``prompt``'s test score: the cell's own when it chose it, else scored now."""
+        nonlocal lm
+        assert record.optimized_test and record.baseline_test
+        if prompt == record.best_prompt:
+            return record.optimized_test.score
+        if prompt == record.seed_prompt:
+            return record.baseline_test.score
+        if lm is None:
+            from policyopt.lm.local import LocalLM
+
+            lm = LocalLM(n_parallel=settings.get("n_jobs", 4)).__enter__()
+        task = resolve_task(record.key.task, settings.get("split_seed", 0))
+        view = MeteredLM(lm)
+        return score_on_test(task.program(view).evaluate, task, prompt, view).score
+
     try:
         for record in sorted(cells, key=lambda r: (r.key.optimizer, r.key.task, r.key.seed)):
             cands = _candidates(args.out, record)
             val = [c["val_scores"] for c in cands]
             agg = {i: math.fsum(s.values()) / len(s) for i, s in enumerate(val) if s}
-            chosen = final_candidate("lower_bound", val, agg, args.z)
-            assert record.optimized_test and record.baseline_test
-            base = record.baseline_test.score
-            mean_test = record.optimized_test.score
-            if cands[chosen]["prompt"] == record.best_prompt:
-                lb_test = mean_test
-            elif chosen == 0:
-                lb_test = base  # the seed prompt, already scored on test
-            else:
-                if lm is None:
-                    from policyopt.lm.local import LocalLM
-
-                    lm = LocalLM(n_parallel=settings.get("n_jobs", 4)).__enter__()
-                task = resolve_task(record.key.task, settings.get("split_seed", 0))
-                view = MeteredLM(lm)
+            assert record.baseline_test is not None
+            row: dict = {
+                "cell": record.key.slug,
+                "optimizer": record.key.optimizer,
+                "seed_test": record.baseline_test.score,
+                # the rule the cell itself ran with (older records: the mean)
+                "ran_with": (record.details.get("settings") or {}).get("final_choice", "mean"),
+            }
+            for name, rule in (("mean_rule", "mean"), ("lower_bound", "lower_bound")):
+                chosen = final_candidate(rule, val, agg, args.z)
                 prompt = cands[chosen]["prompt"]
-                lb_test = score_on_test(task.program(view).evaluate, task, prompt, view).score
-            best = max(agg, key=lambda i: (agg[i], -i))
-            rows.append(
-                {
-                    "cell": record.key.slug,
-                    "optimizer": record.key.optimizer,
-                    "seed_test": base,
-                    "mean_rule": {"val": agg[best], "test": mean_test},
-                    "lower_bound": {"candidate": chosen, "val": agg[chosen], "test": lb_test},
-                    "changed": cands[chosen]["prompt"] != record.best_prompt,
+                row[name] = {
+                    "candidate": chosen,
+                    "val": agg[chosen],
+                    "test": test_score(record, prompt),
                 }
-            )
+            row["changed"] = row["mean_rule"]["candidate"] != row["lower_bound"]["candidate"]
+            rows.append(row)
     finally:
         if lm is not None:
             lm.__exit__(None, None, None)
