@@ -18,6 +18,7 @@ from pydantic import Field
 __all__ = [
     "FINAL_CHOICES",
     "FinalChoice",
+    "best_mean",
     "final_candidate",
     "final_choice_field",
     "final_z_field",
@@ -45,6 +46,11 @@ def final_z_field() -> Any:
     )
 
 
+def best_mean(aggregate: Mapping[int, float]) -> int:
+    """Highest mean validation score; ties go to the earliest candidate."""
+    return min(aggregate, key=lambda c: (-aggregate[c], c))
+
+
 def gain_lower_bound(
     scores: Mapping[str, float], seed_scores: Mapping[str, float], z: float
 ) -> float:
@@ -70,7 +76,7 @@ def final_candidate(
     winner's curse of picking the max of many noisy means on a small valset is what it guards
     against. Ties go to the higher mean, then the earliest candidate."""
     if rule == "mean":
-        return min(aggregate, key=lambda c: (-aggregate[c], c))
+        return best_mean(aggregate)
     if rule != "lower_bound":
         raise ValueError(f"unknown final_choice {rule!r}: use 'mean' or 'lower_bound'")
     seed = val_scores[0]

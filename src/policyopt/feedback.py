@@ -14,7 +14,28 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["common_advice", "make_records"]
+__all__ = ["ADVICE_TEMPLATE", "common_advice", "make_records", "retry_note"]
+
+#: For very small reflection models: only the advice the feedback repeats (see
+#: :func:`common_advice`), to be rewritten as an instruction (GEPA's ``reflection_template=
+#: "advice"``, MIPRO's ``instruction_proposer="advice"``). Measured on SmolLM2-135M (antonyms,
+#: seed prompt's failures): 0 of 36 proposals from GEPA's compact template scored above 0.03 on
+#: val, against 2 of 6 samples from this one (0.20 and 0.60); the model copies instance details
+#: (words, answers) from full feedback lines into its proposals.
+ADVICE_TEMPLATE = """\
+An assistant followed the instruction "{current}". Advice on its answers:
+{advice}{retry}
+
+Rewrite the advice as one instruction to the assistant.
+Instruction:"""
+
+
+def retry_note(reason: str | None) -> str:
+    """The ``{retry}`` text of a proposal prompt: why the previous proposal was rejected."""
+    if not reason:
+        return ""
+    return f"\n\nYour previous proposal was rejected ({reason}); write a different one."
+
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 

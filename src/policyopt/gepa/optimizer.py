@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from policyopt.choice import best_mean, final_candidate
 from policyopt.errors import ConfigError
 from policyopt.events import (
     CandidateEvaluated,
@@ -35,7 +36,6 @@ from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
 from policyopt.gepa.merge import merge_subsample
 from policyopt.gepa.proposer import Proposer
 from policyopt.gepa.reflection import DEFAULT_TEMPLATE, make_records
-from policyopt.gepa.selection import best_candidate, final_candidate
 from policyopt.gepa.state import Population
 from policyopt.gepa.strategies import (
     AcceptanceCriterion,
@@ -528,7 +528,7 @@ class _Run:
     def _track_best(self) -> bool:
         """Update the best candidate; True (and a NewBest event) when the best score rose."""
         agg = self.pop.aggregate()
-        best = best_candidate(agg)
+        best = best_mean(agg)
         self.best = best
         if agg[best] <= self.best_score + self.s.tie_tolerance:
             return False
@@ -643,7 +643,7 @@ class _Run:
                 "final_choice": {  # type: ignore[dict-item]
                     "rule": s.final_choice,
                     "chosen": best,
-                    "highest_mean": best_candidate(agg),
+                    "highest_mean": best_mean(agg),
                 },
                 "counts": dict(self.counts),  # type: ignore[dict-item]
                 "rejections": dict(getattr(self.proposer, "rejections", {})),  # type: ignore[dict-item]

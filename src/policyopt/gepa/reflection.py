@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from policyopt.feedback import common_advice, make_records
+from policyopt.feedback import ADVICE_TEMPLATE, common_advice, make_records, retry_note
 from policyopt.lm.parsing import check_proposal, extract_instruction
 
 __all__ = [
@@ -53,19 +53,6 @@ An assistant followed the instruction "{current}" and got this feedback:
 Improved instruction (one sentence):"""
 
 
-#: For very small reflection models: only the advice the feedback repeats (see
-#: :func:`common_advice`), to be rewritten as an instruction. Measured on SmolLM2-135M
-#: (antonyms, seed prompt's failures): 0 of 36 proposals from :data:`COMPACT_TEMPLATE` scored
-#: above 0.03 on val, against 2 of 6 samples from this one (0.20 and 0.60); the model copies
-#: instance details (words, answers) from full feedback lines into its proposals.
-ADVICE_TEMPLATE = """\
-An assistant followed the instruction "{current}". Advice on its answers:
-{advice}{retry}
-
-Rewrite the advice as one instruction to the assistant.
-Instruction:"""
-
-
 def render_prompt(
     template: str,
     component: str,
@@ -85,11 +72,6 @@ def render_prompt(
         lines = [f"### Example {number}"]
         lines += [f"{key}: {value}" for key, value in record.items()]
         blocks.append("\n".join(lines))
-    retry = (
-        f"\n\nYour previous proposal was rejected ({retry_reason}); write a different one."
-        if retry_reason
-        else ""
-    )
     feedback = list(dict.fromkeys(r.get("Feedback", "") for r in records if r.get("Feedback")))
     return template.format(
         component=component,
@@ -97,5 +79,5 @@ def render_prompt(
         records="\n\n".join(blocks),
         feedback="\n".join(f"- {line}" for line in feedback),
         advice="\n".join(common_advice(records)),
-        retry=retry,
+        retry=retry_note(retry_reason),
     )

@@ -7,15 +7,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from policyopt.choice import final_candidate, gain_lower_bound
+from policyopt.choice import best_mean as best_candidate
 from policyopt.gepa.pareto import ParetoFront
 
-__all__ = ["EpochSampler", "best_candidate", "final_candidate", "gain_lower_bound", "select_parent"]
-
-
-def best_candidate(aggregate: Mapping[int, float]) -> int:
-    """Highest mean validation score; ties go to the earliest candidate."""
-    return min(aggregate, key=lambda c: (-aggregate[c], c))
+__all__ = ["EpochSampler", "best_candidate", "select_parent"]
 
 
 def select_parent(

@@ -100,6 +100,11 @@ class MIPROSettings(RunSettings):
             )
         return self
 
+    def demo_threshold(self) -> float:
+        """The score a bootstrap run needs to become a demo (``metric_threshold``, default 1.0);
+        below it, the run counts as a failure whose feedback the advice proposer reads."""
+        return 1.0 if self.metric_threshold is None else self.metric_threshold
+
     @property
     def zero_shot(self) -> bool:
         """No demos at all: the search is over instructions only."""

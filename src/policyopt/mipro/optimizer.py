@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from policyopt.choice import final_candidate
+from policyopt.choice import best_mean, final_candidate
 from policyopt.errors import ConfigError, StopRequested
 from policyopt.events import CandidateEvaluated, Listener, NewBest
 from policyopt.feedback import make_records
@@ -338,7 +338,7 @@ class _Run:
             if budget is not None:  # leave the budget for the seed's valset score
                 ids = ids[: max(0, budget - len(ctx.val_ids))]
             result = engine.run([(seed, i) for i in ids], split=ctx.train_split, label="bootstrap")
-            threshold = 1.0 if s.metric_threshold is None else s.metric_threshold
+            threshold = s.demo_threshold()
             for i, rollout in zip(ids, result.rollouts, strict=True):
                 if rollout is not None and not rollout.failed:
                     self.feedback.append(
@@ -392,7 +392,7 @@ class _Run:
         grounding = [g for g in self.demo_sets if g] or [self.grounding[:4]]
         source: Any = proposer if grounded else s.instruction_proposer
         if s.instruction_proposer == "advice":
-            threshold = 1.0 if s.metric_threshold is None else s.metric_threshold
+            threshold = s.demo_threshold()
             source = proposer = AdviceProposer(  # type: ignore[assignment]
                 self.lm,
                 make_records(self.feedback, max_chars=500),
@@ -693,7 +693,7 @@ class _Run:
                 "final_choice": {  # type: ignore[dict-item]
                     "rule": s.final_choice,
                     "chosen": best.index,
-                    "highest_mean": final_candidate("mean", [], agg, 0.0),
+                    "highest_mean": best_mean(agg),
                 },
                 "estimate": estimate,  # type: ignore[dict-item]
                 "plan": self.plan.as_dict(),  # type: ignore[dict-item]

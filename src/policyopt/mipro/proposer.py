@@ -13,14 +13,13 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from policyopt.feedback import common_advice
+from policyopt.feedback import ADVICE_TEMPLATE, common_advice, retry_note
 from policyopt.guards import find_copy
 from policyopt.lm.parsing import check_proposal, extract_instruction
 from policyopt.mipro.demos import Demo
 from policyopt.state.memo import JournaledLM
 
 __all__ = [
-    "ADVICE_TEMPLATE",
     "PROPOSAL_TEMPLATE",
     "SUMMARY_TEMPLATE",
     "TIPS",
@@ -62,16 +61,6 @@ Instructions already proposed:
 {tip}
 Write one new instruction for this task, different from those above. Reply with the \
 instruction inside one ``` fenced block."""
-
-
-#: The ``advice`` proposer's prompt (GEPA's small-model template): the feedback sentences that
-#: a few bootstrap rollouts share, to be restated as one instruction.
-ADVICE_TEMPLATE = """\
-An assistant followed the instruction "{current}". Advice on its answers:
-{advice}{retry}
-
-Rewrite the advice as one instruction to the assistant.
-Instruction:"""
 
 
 def _render_demos(demos: Sequence[Demo], limit: int = 600) -> str:
@@ -221,12 +210,9 @@ class AdviceProposer:
             advice = "\n".join(common_advice(chosen))
             reason: str | None = None
             for attempt in range(self.max_retries + 1):
-                retry = (
-                    f"\n\nYour previous proposal was rejected ({reason}); write a different one."
-                    if reason
-                    else ""
+                prompt = ADVICE_TEMPLATE.format(
+                    current=seed_text, advice=advice, retry=retry_note(reason)
                 )
-                prompt = ADVICE_TEMPLATE.format(current=seed_text, advice=advice, retry=retry)
                 # another sample per call: the same advice would otherwise get the same answer
                 draw = self.rng.randrange(1, 2**31 - 2)
                 record = self.lm.ask(

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policyopt import GEPA
+from policyopt.choice import final_candidate, gain_lower_bound
 from policyopt.errors import ConfigError
-from policyopt.gepa.selection import final_candidate, gain_lower_bound
 from policyopt.testing.conformance import keyword_task
 
 from .test_samples import SeededLM
