@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,3 +108,22 @@ def test_final_choice_lower_bound_keeps_the_seed_against_a_win_by_noise() -> Non
         chosen[rule] = result.best_prompt
         assert result.details["final_choice"]["rule"] == rule  # type: ignore[index]
     assert chosen == {"mean": "Answer well.", "lower_bound": "Answer."}
+
+
+def test_advice_proposals_survive_the_fault_suite(tmp_path: Path) -> None:
+    """Garbage, huge, surrogate, non-str, raising and 429 proposer answers, flaky and hanging
+    evaluate: the advice proposer ends with a valid result or a clear stop, like the grounded;
+    a resumed run pays nothing again, and a seed gives the same run twice."""
+    from policyopt.testing.conformance import Conformance
+
+    from .test_mipro import factory
+
+    suite = Conformance(
+        lambda **kw: factory(instruction_proposer="advice", **kw),
+        budget=150,
+        lm_name="proposer_lm",
+    )
+    suite.check_faults(tmp_path)
+    (tmp_path / "resume").mkdir()
+    suite.check_resume_spends_nothing(tmp_path / "resume")
+    suite.check_determinism()
