@@ -1,0 +1,95 @@
+"""The grid's headline: per-cell test scores and the targets of issue 15, from the records.
+
+Reads the finished cells of a `policyopt bench --out` directory (no model runs) and prints what
+RESULTS.md quotes: the test score of every (task, seed) for every optimizer, then for policyopt's
+GEPA the share of cells above the seed prompt and its mean gain against the best peer's, policyopt's
+MIPRO against DSPy MIPROv2, and how many rollouts GEPA's mean best-validation curve needs to reach
+the best peer's final mean validation score.
+
+    python benchmarks/grid_summary.py benchmarks/results/grid200
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from policyopt.bench.records import CellRecord
+from policyopt.bench.report import rollouts_to_reach
+from policyopt.bench.runner import load_records
+
+OURS = ("gepa", "mipro")
+PEERS = ("gepa-lib", "dspy-gepa", "dspy-mipro")
+
+
+def _gain(records: list[CellRecord], optimizer: str) -> list[float]:
+    return [r.gain or 0.0 for r in records if r.key.optimizer == optimizer]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="a policyopt bench --out directory")
+    args = parser.parse_args()
+    records = [r for r in load_records(args.out) if r.status == "ok" and r.gain is not None]
+    if not records:
+        print(f"no finished cells under {args.out}", file=sys.stderr)
+        return 1
+    names = [o for o in (*OURS, *PEERS) if any(r.key.optimizer == o for r in records)]
+    by_cell: dict[tuple[str, int], dict[str, CellRecord]] = {}
+    for r in records:
+        by_cell.setdefault((r.key.task, r.key.seed), {})[r.key.optimizer] = r
+
+    print("| task | seed | seed prompt | " + " | ".join(names) + " |")
+    print("|---|---|---|" + "---|" * len(names))
+    tasks = sorted({t for t, _ in by_cell}, key=lambda t: [r.key.task for r in records].index(t))
+    for task in tasks:
+        for seed in sorted(s for t, s in by_cell if t == task):
+            row = by_cell[(task, seed)]
+            base = next(iter(row.values())).baseline_test
+            scores = {o: row[o].optimized_test.score for o in names if o in row}  # type: ignore[union-attr]
+            top = max(scores.values())
+            cells = [
+                "-" if o not in scores else
+                (f"**{scores[o]:.3f}**" if scores[o] == top and top > 0 else f"{scores[o]:.3f}")
+                for o in names
+            ]  # fmt: skip
+            print(f"| {task} | {seed} | {base.score:.3f} | " + " | ".join(cells) + " |")  # type: ignore[union-attr]
+
+    print()
+    print("| optimizer | cells | mean gain | beats seed prompt | below it |")
+    print("|---|---|---|---|---|")
+    means = {}
+    for o in names:
+        gains = _gain(records, o)
+        means[o] = statistics.fmean(gains)
+        beats = sum(g > 0 for g in gains)
+        below = sum(g < 0 for g in gains)
+        print(f"| {o} | {len(gains)} | {means[o]:+.3f} | {beats}/{len(gains)} | {below} |")
+
+    print()
+    peers = [o for o in PEERS if o in means]
+    if "gepa" in means and peers:
+        best = max(peers, key=lambda o: means[o])
+        gains = _gain(records, "gepa")
+        share = sum(g > 0 for g in gains) / len(gains)
+        ratio = means["gepa"] / means[best] if means[best] > 0 else float("inf")
+        print(f"GEPA beats the seed prompt in {share:.0%} of cells (target >= 90%)")
+        print(f"GEPA mean gain {means['gepa']:+.3f} = {ratio:.2f}x the best peer's "
+              f"({best}, {means[best]:+.3f}; target >= 1.5x)")  # fmt: skip
+        reach = rollouts_to_reach(records, "gepa", best)
+        if reach is not None:
+            spent, theirs, target = reach
+            when = "never" if spent is None else f"{spent} rollouts = {spent / theirs:.2f}"
+            print(f"GEPA reaches {best}'s final mean val {target:.3f} after {when} of its "
+                  f"{theirs:.0f} (target <= 0.50)")  # fmt: skip
+    if "mipro" in means and "dspy-mipro" in means:
+        verdict = "beats" if means["mipro"] > means["dspy-mipro"] else "does not beat"
+        print(f"MIPRO mean gain {means['mipro']:+.3f} {verdict} DSPy MIPROv2's "
+              f"{means['dspy-mipro']:+.3f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
