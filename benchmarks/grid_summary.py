@@ -48,14 +48,15 @@ def main() -> int:
         for seed in sorted(s for t, s in by_cell if t == task):
             row = by_cell[(task, seed)]
             base = next(iter(row.values())).baseline_test
+            assert base is not None
             scores = {o: row[o].optimized_test.score for o in names if o in row}  # type: ignore[union-attr]
-            top = max(scores.values())
+            top = max(scores.values())  # bold: the best, where it beats the seed prompt
             cells = [
                 "-" if o not in scores else
-                (f"**{scores[o]:.3f}**" if scores[o] == top and top > 0 else f"{scores[o]:.3f}")
+                (f"**{scores[o]:.3f}**" if scores[o] == top > base.score else f"{scores[o]:.3f}")
                 for o in names
             ]  # fmt: skip
-            print(f"| {task} | {seed} | {base.score:.3f} | " + " | ".join(cells) + " |")  # type: ignore[union-attr]
+            print(f"| {task} | {seed} | {base.score:.3f} | " + " | ".join(cells) + " |")
 
     print()
     print("| optimizer | cells | mean gain | beats seed prompt | below it |")

@@ -3,11 +3,10 @@ GEPA, on a tiny budget."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from policyopt import GEPA, LocalLM, Program, Score
+from policyopt.rollout.aio import await_blocking
 from policyopt.tasks import get_task
 from policyopt.testing import ScriptedLM
 
@@ -41,4 +40,4 @@ def test_gepa_with_an_async_evaluate_on_the_local_model(local_lm: LocalLM) -> No
     # every rollout was one awaited call of the real model, several at once on one loop
     assert local_lm.usage.calls + local_lm.usage.cache_hits - calls_before == result.n_rollouts
     assert in_flight["peak"] > 1
-    assert asyncio.run(local_lm.acall("Say hi.")).strip() != ""
+    assert await_blocking(local_lm.acall("Say hi.")).strip() != ""

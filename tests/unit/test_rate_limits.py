@@ -21,6 +21,7 @@ from policyopt.errors import ConfigError, LMError
 from policyopt.lm import RateLimit
 from policyopt.lm.base import _litellm
 from policyopt.lm.limits import request_tokens
+from policyopt.rollout.aio import await_blocking
 from tests.fake_openai import fake_openai
 
 
@@ -141,7 +142,7 @@ def burst(lms: list[LM], n_threads: int, per_thread: int, n_coroutines: int) -> 
 
     with ThreadPoolExecutor(n_threads + 1) as pool:
         futures = [pool.submit(sync_calls, lms[i % len(lms)], i) for i in range(n_threads)]
-        futures.append(pool.submit(asyncio.run, async_calls()))
+        futures.append(pool.submit(await_blocking, async_calls()))
         for future in futures:
             future.result(timeout=120)
     return errors
@@ -214,10 +215,10 @@ def test_acall_shares_cache_usage_and_retry_after_with_the_sync_call(tmp_path: A
     with fake_openai([429, "first"], default="later") as fake:
         model = LM("openai/fake", api_base=fake.api_base, api_key="x", cache=tmp_path)
         start = time.monotonic()
-        assert asyncio.run(model.acall("q")) == "first"
+        assert await_blocking(model.acall("q")) == "first"
         assert time.monotonic() - start >= 0.2  # the 429's retry-after was honoured
         assert model("q") == "first"  # the sync call reads what the async one cached
-        assert asyncio.run(model.acall("q")) == "first"
+        assert await_blocking(model.acall("q")) == "first"
         usage = model.usage
         assert (usage.calls, usage.cache_hits, usage.prompt_tokens) == (1, 2, 10)
         assert len(fake.requests) == 2  # the 429 and the answer
@@ -236,7 +237,7 @@ def test_acall_times_out_and_gives_a_clear_error() -> None:
         _litellm()  # imported off the clock (seconds on a loaded machine)
         start = time.monotonic()
         with pytest.raises(LMError, match="timed out 1 times"):
-            asyncio.run(model.acall("q"))
+            await_blocking(model.acall("q"))
         assert time.monotonic() - start < 4.5  # the server holds it 5 s
         assert model.usage.errors == 1
 
@@ -247,6 +248,6 @@ def test_a_metered_view_counts_async_calls_too() -> None:
     with fake_openai(["a", "b"]) as fake:
         inner = LM("openai/fake", api_base=fake.api_base, api_key="x")
         view = MeteredLM(inner, max_tokens=7)
-        assert asyncio.run(view.acall("q")) == "a" and view("q2") == "b"
+        assert await_blocking(view.acall("q")) == "a" and view("q2") == "b"
         assert view.usage.calls == 2 and inner.usage.calls == 2
         assert [r.get("max_tokens") for r in fake.requests] == [7, 7]
