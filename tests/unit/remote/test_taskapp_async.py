@@ -424,12 +424,13 @@ def in_flight_app(n_train: int, n_val: int) -> Iterator[str]:
     try:
 
         def up() -> bool:
+            assert proc.poll() is None, f"the task app process exited with {proc.returncode}"
             try:
                 return httpx.get(url + "/stats", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_for(up, timeout=30)
+        wait_for(up, timeout=120)  # importing FastAPI and policyopt takes long on a busy machine
         yield url
     finally:
         proc.terminate()
