@@ -24,10 +24,6 @@ OURS = ("gepa", "mipro")
 PEERS = ("gepa-lib", "dspy-gepa", "dspy-mipro")
 
 
-def _gain(records: list[CellRecord], optimizer: str) -> list[float]:
-    return [r.gain or 0.0 for r in records if r.key.optimizer == optimizer]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="a policyopt bench --out directory")
@@ -43,8 +39,7 @@ def main() -> int:
 
     print("| task | seed | seed prompt | " + " | ".join(names) + " |")
     print("|---|---|---|" + "---|" * len(names))
-    tasks = sorted({t for t, _ in by_cell}, key=lambda t: [r.key.task for r in records].index(t))
-    for task in tasks:
+    for task in sorted({t for t, _ in by_cell}):
         for seed in sorted(s for t, s in by_cell if t == task):
             row = by_cell[(task, seed)]
             base = next(iter(row.values())).baseline_test
@@ -61,10 +56,9 @@ def main() -> int:
     print()
     print("| optimizer | cells | mean gain | beats seed prompt | below it |")
     print("|---|---|---|---|---|")
-    means = {}
-    for o in names:
-        gains = _gain(records, o)
-        means[o] = statistics.fmean(gains)
+    gains_of = {o: [r.gain or 0.0 for r in records if r.key.optimizer == o] for o in names}
+    means = {o: statistics.fmean(gains) for o, gains in gains_of.items()}
+    for o, gains in gains_of.items():
         beats = sum(g > 0 for g in gains)
         below = sum(g < 0 for g in gains)
         print(f"| {o} | {len(gains)} | {means[o]:+.3f} | {beats}/{len(gains)} | {below} |")
@@ -73,7 +67,7 @@ def main() -> int:
     peers = [o for o in PEERS if o in means]
     if "gepa" in means and peers:
         best = max(peers, key=lambda o: means[o])
-        gains = _gain(records, "gepa")
+        gains = gains_of["gepa"]
         share = sum(g > 0 for g in gains) / len(gains)
         ratio = means["gepa"] / means[best] if means[best] > 0 else float("inf")
         print(f"GEPA beats the seed prompt in {share:.0%} of cells (target >= 90%)")
