@@ -1,0 +1,132 @@
+"""Golden journals: one scripted run per optimizer, recorded, must stay the same.
+
+What a run pays for and decides (its journal of rollouts and LM answers, its result and its
+events) is pinned here, so a refactor of the shared run machinery cannot change a trajectory
+unnoticed. A deliberate change regenerates the files and shows up as a diff in review::
+
+    POLICYOPT_REGEN_GOLDEN=1 ./scripts/test tests/unit/test_golden_journals.py
+
+Fields that differ between equal runs (times, durations, paths, the start order of parallel
+rollouts) are left out; records are sorted so that parallel finishing order does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policyopt import GEPA, MIPRO, OPRO
+from policyopt.protocol import Optimizer
+from policyopt.testing import ScriptedLM
+from policyopt.testing.conformance import comparable, keyword_reflection_lm, keyword_task
+
+GOLDEN = Path(__file__).parent / "golden"
+_VOLATILE = {"time", "duration_s", "wall_time_s", "run_dir", "n", "library_version"}
+
+
+def _mipro_lm() -> ScriptedLM:
+    """Weak instructions, with the best one as the third proposal (as in tests/unit/mipro)."""
+    count = {"n": 0}
+
+    def answer(text: str) -> str:
+        if "describe what this dataset" in text:
+            return "Each example needs a keyword in the instruction."
+        count["n"] += 1
+        if count["n"] == 3:
+            return "Here:\n```\nSolve the task with alpha beta gamma delta epsilon zeta.\n```"
+        return f"```\nSolve the task, version {count['n']}, alpha.\n```"
+
+    return ScriptedLM(answer)
+
+
+def _opro_lm() -> ScriptedLM:
+    """The best instruction shown plus one keyword its feedback says it lacks."""
+    import re
+
+    def answer(text: str) -> str:
+        entries = re.findall(r"text: (.*)\nscore: (\d+)", text)
+        best = entries[-1][0] if entries else ""
+        named = re.findall(r"lacks the word (\w+)", text)
+        missing = [w for w in dict.fromkeys(named) if w not in best.split()]
+        return f"```\n{best} {' '.join(missing[:1]) or 'carefully'}\n```"
+
+    return ScriptedLM(answer)
+
+
+RUNS: dict[str, Callable[[str], Optimizer]] = {
+    "gepa": lambda run_dir: GEPA(
+        reflection_lm=keyword_reflection_lm(),
+        max_rollouts=150,
+        n_jobs=2,
+        progress=False,
+        run_dir=run_dir,
+    ),
+    "gepa_samples": lambda run_dir: GEPA(
+        reflection_lm=keyword_reflection_lm(),
+        max_rollouts=120,
+        n_jobs=2,
+        proposals_per_reflection=3,
+        reflection_template="advice",
+        progress=False,
+        run_dir=run_dir,
+    ),
+    "mipro": lambda run_dir: MIPRO(
+        proposer_lm=_mipro_lm(),
+        max_rollouts=300,
+        num_candidates=5,
+        num_trials=10,
+        minibatch_size=6,
+        n_jobs=2,
+        progress=False,
+        run_dir=run_dir,
+    ),
+    "opro": lambda run_dir: OPRO(
+        meta_lm=_opro_lm(), max_rollouts=120, n_jobs=2, progress=False, run_dir=run_dir
+    ),
+}
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _sort_key(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def record_run(name: str, run_dir: Path) -> dict[str, Any]:
+    """The run's journal, events and result, without what differs between equal runs."""
+    program, train, val = keyword_task()
+    result = RUNS[name](str(run_dir)).optimize(program, train, val)
+    journal = _read_jsonl(run_dir / "journal.jsonl")
+    events = _read_jsonl(run_dir / "events.jsonl")
+    return {
+        "journal": sorted((_strip(r) for r in journal), key=_sort_key),
+        "events": [_strip(e) for e in events if e["kind"] != "rollouts_progress"],
+        "result": _strip(json.loads(json.dumps(comparable(result)))),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_the_run_matches_its_golden_journal(name: str, tmp_path: Path) -> None:
+    got = record_run(name, tmp_path / "run")
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("POLICYOPT_REGEN_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    want = json.loads(path.read_text(encoding="utf-8"))
+    for part in ("journal", "result", "events"):
+        assert got[part] == want[part], f"{name}: the {part} changed (see the module docstring)"
