@@ -37,6 +37,7 @@ from policyopt.events import EventBus, JSONLEventLog, Listener, RunFinished, Run
 from policyopt.progress import ProgressDisplay
 from policyopt.rollout import RolloutEngine
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
+from policyopt.state.memo import JournaledLM
 from policyopt.state.rundir import RunDir, fingerprint
 from policyopt.stopping import Stopper
 from policyopt.types import OptimizationResult, Program, example_ids
@@ -185,6 +186,7 @@ class RunContext:
         listeners: Iterable[Listener] = (),
     ) -> None:
         s: Any = settings
+        self.settings: Any = settings
         self.started = time.perf_counter()
         self.events = EventBus(listeners)
         self.rundir: RunDir | None = None
@@ -316,6 +318,29 @@ class RunContext:
         """
         left = self.engine.budget_left
         return left is None or self.engine.count_uncached(requests, split) + extra <= left
+
+    def journaled_lm(self, lm: Any, *, kind: str, rollouts_per_call: int) -> JournaledLM:
+        """The optimizer's LM for this run: journaled and replayed under ``kind`` records, its
+        failures under the run's LM failure policy, capped by ``max_lm_calls``/``max_lm_tokens``,
+        and never called live when the budget cannot pay the ``rollouts_per_call`` rollouts that
+        score its answer (the run stops with ``"budget"`` instead)."""
+        engine = self.engine
+
+        def can_pay(calls: int) -> bool:
+            left = engine.remaining
+            return left is None or left >= calls * rollouts_per_call
+
+        return JournaledLM(
+            lm,
+            journal=engine.journal,
+            memo=self.memo(kind),
+            kind=kind,
+            on_error=self.lm_failed,
+            on_ok=self.lm_ok,
+            max_calls=self.settings.max_lm_calls,
+            max_tokens=self.settings.max_lm_tokens,
+            can_pay=can_pay,
+        )
 
     # ------------------------------------------------------------------ failure policy
     def guard(self, body: Callable[[], str], *, has_result: Callable[[], bool]) -> str:

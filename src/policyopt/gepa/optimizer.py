@@ -244,17 +244,15 @@ class _Run:
         self.acceptance: AcceptanceCriterion = strategies.resolve("acceptance", s.acceptance, s)
         self.pairing: MergePairing = strategies.resolve("merge_pairing", s.merge_pairing, s)
         self.proposer: Any = strategies.resolve("proposer", s.proposer, s) or Proposer(
-            gepa.reflection_lm,
+            self.ctx.journaled_lm(
+                gepa.reflection_lm,
+                kind="proposal",
+                rollouts_per_call=min(s.minibatch_size, len(self.train_ids)),
+            ),
             template=s.reflection_template,
             max_retries=s.max_proposal_retries,
             max_chars=s.max_prompt_chars,
-            journal=self.engine.journal,
-            memo=self.ctx.memo("proposal"),
-            on_error=self.ctx.lm_failed,
-            on_ok=self.ctx.lm_ok,
             reject_copies=s.reject_copies,
-            max_calls=s.max_lm_calls,
-            max_tokens=s.max_lm_tokens,
         )
         self.resume_exact = all(strategies.resumable(getattr(s, name)) for name in strategies.NAMES)
         if self.rundir is not None and not self.resume_exact:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from policyopt.gepa.reflection import check_proposal, extract_instruction, render_prompt
 from policyopt.guards import COPIES_EXAMPLE, find_copy
-from policyopt.state.journal import Journal
 from policyopt.state.memo import JournaledLM
 from policyopt.types import LMUsage
 
@@ -23,33 +21,19 @@ logger = logging.getLogger("policyopt")
 
 
 class Proposer:
-    """Asks the reflection LM for a new text, retrying rejected proposals at no rollout cost."""
+    """Asks the reflection LM (the run's :class:`JournaledLM`) for a new text, retrying rejected
+    proposals at no rollout cost."""
 
     def __init__(
         self,
-        lm: Any,
+        lm: JournaledLM,
         *,
         template: str,
         max_retries: int,
         max_chars: int,
-        journal: Journal | None,
-        memo: Sequence[Mapping[str, Any]] = (),
-        on_error: Callable[[BaseException, str], None] | None = None,
-        on_ok: Callable[[], None] | None = None,
         reject_copies: bool = False,
-        max_calls: int | None = None,
-        max_tokens: int | None = None,
     ) -> None:
-        self.lm = JournaledLM(
-            lm,
-            journal=journal,
-            memo=memo,
-            kind="proposal",
-            on_error=on_error,
-            on_ok=on_ok,
-            max_calls=max_calls,
-            max_tokens=max_tokens,
-        )
+        self.lm = lm
         self.template = template
         self.max_retries = max_retries
         self.max_chars = max_chars

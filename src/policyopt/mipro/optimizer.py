@@ -49,7 +49,6 @@ from policyopt.prompts import PromptShape
 from policyopt.rollout.aio import call_blocking
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import LMUnavailable, RunContext, _one_lm, settings_or_error
-from policyopt.state.memo import JournaledLM
 from policyopt.types import Candidate, OptimizationResult, Program, PromptValue, validate_prompt
 
 __all__ = ["MIPRO", "estimate_rollouts", "trials_for_budget"]
@@ -275,16 +274,7 @@ class _Run:
             random.Random(int(q.generate_state(1)[0])) for q in seeds
         )
         self.search_seed = rng_search.randrange(2**31)
-        self.lm = JournaledLM(
-            mipro.proposer_lm,
-            journal=self.ctx.engine.journal,
-            memo=self.ctx.memo("proposer"),
-            kind="proposer",
-            on_error=self.ctx.lm_failed,
-            on_ok=self.ctx.lm_ok,
-            max_calls=s.max_lm_calls,
-            max_tokens=s.max_lm_tokens,
-        )
+        self.lm = self.ctx.journaled_lm(mipro.proposer_lm, kind="proposer", rollouts_per_call=1)
         self.label_key = s.label_key or detect_label_key(list(trainset))
         self.instructions: dict[str, list[str]] = {}
         self.demo_sets: list[list[Demo]] = [[]]

@@ -77,7 +77,6 @@ from policyopt.opro.meta import (
 from policyopt.prompts import PromptShape
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import RunContext, _one_lm, settings_or_error
-from policyopt.state.memo import JournaledLM
 from policyopt.types import Candidate, ExampleId, OptimizationResult, Program, PromptValue
 
 __all__ = ["OPRO"]
@@ -223,16 +222,7 @@ class _Run:
             for q in np.random.SeedSequence(s.seed).spawn(2)
         )
         self.rng_exemplars, self.rng_batch = rng_exemplars, rng_batch
-        self.meta = JournaledLM(
-            opro.meta_lm,
-            journal=self.engine.journal,
-            memo=self.ctx.memo("meta"),
-            kind="meta",
-            on_error=self.ctx.lm_failed,
-            on_ok=self.ctx.lm_ok,
-            max_calls=s.max_lm_calls,
-            max_tokens=s.max_lm_tokens,
-        )
+        self.meta = self.ctx.journaled_lm(opro.meta_lm, kind="meta", rollouts_per_call=1)
         self.candidates: list[Candidate] = []
         self.history: list[Scored] = []  # every instruction scored, in the order scored
         self.log: list[dict[str, Any]] = []  # the same, for details: step, slot, score, ...

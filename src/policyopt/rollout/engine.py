@@ -196,8 +196,19 @@ class RolloutEngine:
 
     @property
     def budget_left(self) -> int | None:
-        """Budget left by the run's clock (:attr:`rollouts_spent`); use it to plan steps."""
-        return None if self.max_rollouts is None else self.max_rollouts - self.rollouts_spent
+        """Budget left to plan steps with: by the run's clock (:attr:`rollouts_spent`), and never
+        more than can still be paid.
+
+        What can be paid is :attr:`remaining` plus the journaled results a resumed run has not
+        reached yet (they come back free). The two agree unless an earlier process paid for
+        rollouts that will not replay (failures, results lost to a kill): then planning by the
+        clock alone would propose steps the hard budget cannot run, and pay optimizer-LM calls
+        for them.
+        """
+        if self.max_rollouts is None:
+            return None
+        payable = self.max_rollouts - self._used + len(self._replayable)
+        return min(self.max_rollouts - self.rollouts_spent, payable)
 
     @property
     def exhausted(self) -> bool:

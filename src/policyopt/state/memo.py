@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from policyopt.errors import LMError, describe
+from policyopt.errors import LMError, StopRequested, describe
 from policyopt.state.journal import Journal
 from policyopt.types import LMUsage
 
@@ -42,6 +42,11 @@ class JournaledLM:
     With ``on_error``, a failed call (after the LM's own retries) is reported to it and
     :meth:`ask` returns None (the caller skips that proposal); ``on_error`` may raise to stop
     the run. Without it, the error propagates.
+
+    ``can_pay(n)`` says whether the rollout budget can still pay for the answers of ``n`` live
+    calls (this one and those in flight): a live call whose answer could not be scored is not
+    made, and :class:`~policyopt.errors.StopRequested` ``("budget")`` ends the run instead.
+    Replayed answers cost nothing and are always given.
     """
 
     def __init__(
@@ -55,8 +60,10 @@ class JournaledLM:
         on_ok: Callable[[], None] | None = None,
         max_calls: int | None = None,
         max_tokens: int | None = None,
+        can_pay: Callable[[int], bool] | None = None,
     ) -> None:
         self.lm = lm
+        self.can_pay = can_pay
         self.max_calls = max_calls
         self.max_tokens = max_tokens
         self.refused = 0  # live calls not made: the cap was reached
@@ -82,6 +89,8 @@ class JournaledLM:
         digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
         record = self.memo.get(key)
         if record is None or record.get("prompt_hash") != digest:
+            if self.can_pay is not None and not self.can_pay(self._in_flight + 1):
+                raise StopRequested("budget")
             if not self._reserve():
                 return None
             try:
