@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from policyopt.errors import ConfigError, describe
+from policyopt.ledger import with_lm_cap
 from policyopt.protocol import Optimizer
 
 __all__ = [
@@ -113,7 +114,8 @@ class OptimizerSpec:
         )
         if self.estimator is None:
             return {}
-        return self.estimator(planned, budget, n_train, n_val)
+        forecast = self.estimator(planned, budget, n_train, n_val)
+        return with_lm_cap(forecast, planned.get("max_lm_calls"))
 
     def build(
         self, *, lm: Any, max_rollouts: int, listeners: Sequence[Any] = (), **settings: Any

@@ -34,6 +34,7 @@ from pydantic import (
 
 from policyopt.errors import ConfigError, EvaluationError, LMError, StopRequested
 from policyopt.events import EventBus, JSONLEventLog, Listener, RunFinished, RunStarted
+from policyopt.ledger import with_lm_cap
 from policyopt.progress import ProgressDisplay
 from policyopt.rollout import RolloutEngine
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
@@ -237,6 +238,8 @@ class RunContext:
             stop_check=self._urgent_stop,
         )
         self._has_result: Callable[[], bool] = lambda: False
+        self._lms: list[JournaledLM] = []
+        self.estimate: dict[str, Any] = {}  # as announced, the optimizer-LM cap included
         self.strict: bool = s.strict
         self.stop_detail: str | None = None
         self._lm_failures = 0
@@ -278,6 +281,7 @@ class RunContext:
                     f"valset ({len(self.val_ids)} examples).{budget_hint} Raise max_rollouts "
                     "or pass a smaller valset."
                 )
+            estimate = self.estimate = self.announce_lm_cap(estimate)
             self.events.emit(
                 RunStarted(
                     optimizer=optimizer,
@@ -330,7 +334,7 @@ class RunContext:
             left = engine.remaining
             return left is None or left >= calls * rollouts_per_call
 
-        return JournaledLM(
+        journaled = JournaledLM(
             lm,
             journal=engine.journal,
             memo=self.memo(kind),
@@ -341,6 +345,19 @@ class RunContext:
             max_tokens=self.settings.max_lm_tokens,
             can_pay=can_pay,
         )
+        self._lms.append(journaled)
+        return journaled
+
+    def announce_lm_cap(self, estimate: Mapping[str, Any]) -> dict[str, Any]:
+        """The run's estimate with its optimizer-LM cap (:func:`policyopt.ledger.with_lm_cap`),
+        which from now on holds for the run's LM and its stop rule."""
+        out = with_lm_cap(estimate, self.settings.max_lm_calls)
+        cap = out.get("lm_calls_cap")
+        if cap is not None:
+            for lm in self._lms:
+                lm.max_calls = cap
+            self.stopper.max_lm_calls = cap
+        return out
 
     # ------------------------------------------------------------------ failure policy
     def guard(self, body: Callable[[], str], *, has_result: Callable[[], bool]) -> str:

@@ -68,3 +68,44 @@ def test_a_resumed_run_makes_no_lm_call_the_spent_budget_cannot_score(
     # every live call of the resumed segment was scored by at least one rollout
     live_keys = len(lm.prompts)
     assert live_keys <= max(0, fixed.total), (live_keys, fixed.total)
+
+
+def flaky_lm() -> ScriptedLM:
+    """Every other answer is empty (unusable); the others are new instructions."""
+    count = {"n": 0}
+
+    def answer(text: str) -> str:
+        count["n"] += 1
+        return "" if count["n"] % 2 else f"```\nInstruction number {count['n']}.\n```"
+
+    return ScriptedLM(answer)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_no_run_makes_more_lm_calls_than_it_announced(name: str) -> None:
+    """A flat task (no prompt beats another) and an LM whose every other answer is unusable:
+    the worst case for the bill. The run keeps to the cap it announced, at most 3x its
+    forecast, and says so in the estimate."""
+    make, _ = OPTIMIZERS[name]
+    program, train, val = keyword_task()
+    program = type(program)(program.prompt, lambda prompt, example: Score(0.5, feedback="meh"))
+    lm = flaky_lm()
+    started: list[Any] = []
+    result = make(lm, max_rollouts=150, progress=False, listeners=[started.append]).optimize(
+        program, train, val
+    )
+    estimate = started[0].estimate
+    assert estimate == result.details["estimate"]
+    assert estimate["lm_calls_cap"] <= 3 * max(1, estimate["lm_calls"])
+    assert estimate["lm_calls_max"] <= estimate["lm_calls_cap"]
+    assert len(lm.prompts) <= estimate["lm_calls_cap"], (len(lm.prompts), estimate)
+
+
+def test_the_users_max_lm_calls_is_the_cap() -> None:
+    program, train, val = keyword_task()
+    lm = flaky_lm()
+    result = GEPA(reflection_lm=lm, max_rollouts=150, max_lm_calls=5, progress=False).optimize(
+        program, train, val
+    )
+    assert result.details["estimate"]["lm_calls_cap"] == 5  # type: ignore[index]
+    assert len(lm.prompts) <= 5 and result.stop_reason == "lm_call_limit"

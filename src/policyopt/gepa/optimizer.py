@@ -647,9 +647,7 @@ class _Run:
                 "rejections": dict(getattr(self.proposer, "rejections", {})),  # type: ignore[dict-item]
                 "resume_exact": self.resume_exact,
                 **self.ctx.fault_details(),  # type: ignore[dict-item]
-                "estimate": estimate(  # type: ignore[dict-item]
-                    s, len(self.val_ids), len(pop.components), len(self.train_ids)
-                ),
+                "estimate": self.ctx.estimate,  # type: ignore[dict-item]
             },
         )
         self._snapshot(reason)

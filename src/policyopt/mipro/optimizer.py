@@ -633,7 +633,7 @@ class _Run:
             estimate=estimate,
             body=self._body,
             has_result=lambda: bool(self.candidates),
-            finish=lambda reason: self.finish(reason, estimate),
+            finish=self.finish,
             budget_hint=f" These settings would use about {estimate['total']}.",
         )
 
@@ -651,7 +651,7 @@ class _Run:
         self.propose(self.candidates[0].val_score)
         return self.search()
 
-    def finish(self, reason: str, estimate: dict[str, Any]) -> OptimizationResult:
+    def finish(self, reason: str) -> OptimizationResult:
         s, ctx = self.s, self.ctx
         agg = {c.index: c.val_score for c in self.candidates}
         chosen = final_candidate(
@@ -685,7 +685,7 @@ class _Run:
                     "chosen": best.index,
                     "highest_mean": best_mean(agg),
                 },
-                "estimate": estimate,  # type: ignore[dict-item]
+                "estimate": self.ctx.estimate,  # type: ignore[dict-item]
                 "plan": self.plan.as_dict(),  # type: ignore[dict-item]
                 "rejected_proposals": self.rejected_proposals,
                 "failed_proposals": self.failed_proposals,

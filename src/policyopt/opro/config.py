@@ -71,6 +71,25 @@ def estimate(settings: OPROSettings, n_train: int, n_val: int) -> dict[str, Any]
     steps = max(0, math.floor((settings.max_rollouts - n_val) / max(per_step, 1)))
     if settings.max_steps is not None:
         steps = min(steps, settings.max_steps)
+    # The keys every estimate shares (see policyopt.registry.Estimator). OPRO steps until its
+    # budget (or max_steps, patience, a perfect score) ends it. Its calls are a range: a step
+    # costs between its proposals' minibatch runs (exemplars cached, no promotion) and
+    # per_step_max, and a repeated or unusable proposal is re-asked. Every proposal new and
+    # paid is the point's upper end; one new one a step (the others repeated, each re-asked
+    # max_proposal_retries times) is the range's top.
+    left = max(0, settings.max_rollouts - n_val)
+    steps_all_new = left // max(1, k * batch)
+    steps_max = left // max(1, batch)
+    steps_min = left // max(1, per_step_max)
+    if settings.max_steps is not None:
+        steps_max, steps_min = (
+            min(steps_max, settings.max_steps),
+            min(steps_min, settings.max_steps),
+        )
+        steps_all_new = min(steps_all_new, settings.max_steps)
+    # a step the budget cannot pay in full runs with fewer proposals: one call at least
+    fewest = max(steps_min * k, 1 if left >= batch else 0)
+    point = round(math.sqrt(fewest * max(fewest, steps_all_new * k)))
     return {
         "max_rollouts": settings.max_rollouts,
         "seed_evaluation": n_val,
@@ -80,4 +99,11 @@ def estimate(settings: OPROSettings, n_train: int, n_val: int) -> dict[str, Any]
         "steps": steps,
         "meta_calls": steps * k,
         "assumed_promotion_rate": _ASSUMED_PROMOTION_RATE,
+        "rollouts": settings.max_rollouts,
+        "lm_calls": point,
+        "lm_calls_min": fewest,
+        "lm_calls_max": steps_max * k * (settings.max_proposal_retries + 1),
+        "why_a_range": "repeated or unusable proposals are re-asked and cost no rollout, cached "
+        "exemplar runs and unpromoted steps cost fewer, so the budget buys more steps; a meta LM "
+        "that keeps repeating itself adds calls until the run stalls (10 steps with nothing new)",
     }

@@ -300,7 +300,7 @@ class _Run:
             estimate=plan,
             body=self._body,
             has_result=lambda: bool(self.candidates),
-            finish=lambda reason: self._finish(reason, plan),
+            finish=self._finish,
             budget_hint=f" A useful run needs at least {useful}.",
         )
 
@@ -533,7 +533,7 @@ class _Run:
             }
         )
 
-    def _finish(self, reason: str, plan: dict[str, Any]) -> OptimizationResult:
+    def _finish(self, reason: str) -> OptimizationResult:
         s, ctx = self.s, self.ctx
         best = self.best
         usage = self.meta.usage
@@ -560,7 +560,7 @@ class _Run:
                 "promoted": self.counts["promoted"],
                 "rejections": dict(self.rejections),  # type: ignore[dict-item]
                 "history": self.log,  # type: ignore[dict-item]
-                "estimate": plan,  # type: ignore[dict-item]
+                "estimate": self.ctx.estimate,  # type: ignore[dict-item]
                 **ctx.fault_details(),  # type: ignore[dict-item]
             },
         )

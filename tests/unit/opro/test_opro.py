@@ -131,9 +131,13 @@ def test_stops_on_max_steps_patience_and_a_repeating_lm() -> None:
     same = ScriptedLM(lambda text: "```\nSolve the task carefully.\n```")
     result = opro(meta_lm=same, patience=3).optimize(program, train, val)
     assert result.stop_reason == "no_improvement" and result.details["steps"] == 3
-    result = opro(meta_lm=same).optimize(program, train, val)
+    result = opro(meta_lm=same, max_lm_calls=1000).optimize(program, train, val)
     assert result.stop_reason == "stalled" and result.details["proposals_scored"] == 1
     assert result.details["proposals_rejected"] == 4 * result.details["steps"] - 1  # type: ignore[operator]
+    # by default a repeating LM is stopped sooner, by the calls the run announced
+    result = opro(meta_lm=same).optimize(program, train, val)
+    cap = result.details["estimate"]["lm_calls_cap"]  # type: ignore[index]
+    assert result.stop_reason == "lm_call_limit" and result.lm_usage["meta"].calls == cap
 
 
 def test_a_step_the_budget_cannot_pay_is_not_started() -> None:

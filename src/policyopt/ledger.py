@@ -1,0 +1,50 @@
+"""The optimizer-LM bill, in one place: what a run announces it may spend, and keeps to.
+
+Every optimizer forecasts its optimizer-LM calls up front (``lm_calls``, with ``lm_calls_min``
+and ``lm_calls_max`` where it is a range). :func:`with_lm_cap` turns the forecast into the run's
+cap: the user's ``max_lm_calls`` when given, else at most :data:`MAX_OVER_FORECAST` times the
+point forecast. The run refuses any live call past the cap (see
+:class:`policyopt.state.memo.JournaledLM`), so no run spends more than it announced, whatever
+its LM answers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MAX_OVER_FORECAST", "with_lm_cap"]
+
+#: the default cap on optimizer-LM calls, as a multiple of the point forecast
+MAX_OVER_FORECAST = 3
+
+
+def with_lm_cap(estimate: Mapping[str, Any], max_lm_calls: int | None) -> dict[str, Any]:
+    """``estimate`` with ``lm_calls_cap`` (the calls the run may make) and where it came from;
+    its ``lm_calls_max`` never exceeds the cap.
+
+    An estimate without ``lm_calls`` (a user's optimizer that forecasts none) gets a cap only
+    from ``max_lm_calls``.
+    """
+    out = dict(estimate)
+    point = out.get("lm_calls")
+    if max_lm_calls is not None:
+        cap, source = int(max_lm_calls), "max_lm_calls"
+    elif isinstance(point, int | float) and not isinstance(point, bool):
+        cap = MAX_OVER_FORECAST * max(1, math.ceil(point))
+        stated = out.get("lm_calls_max")
+        if isinstance(stated, int | float) and stated < cap:
+            cap = max(1, math.ceil(stated))
+        source = f"default: the forecast's maximum, at most {MAX_OVER_FORECAST}x its point"
+    else:
+        return out
+    out["lm_calls_cap"] = cap
+    out["lm_calls_cap_from"] = source
+    for key in ("lm_calls_max", "reflection_calls_max"):
+        if isinstance(out.get(key), int | float):
+            out[key] = min(out[key], cap)
+    for key in ("lm_calls", "lm_calls_min", "reflection_calls", "reflection_calls_min"):
+        if isinstance(out.get(key), int | float):
+            out[key] = min(out[key], cap)
+    return out
