@@ -1,4 +1,4 @@
-"""The optimizer-LM bill, in one place: what a run announces it may spend, and keeps to.
+"""The run's bill, in one place: what a run announces it may spend, keeps to, and spent.
 
 Every optimizer forecasts its optimizer-LM calls up front (``lm_calls``, with ``lm_calls_min``
 and ``lm_calls_max`` where it is a range). :func:`with_lm_cap` turns the forecast into the run's
@@ -11,10 +11,10 @@ its LM answers.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MAX_OVER_FORECAST", "with_lm_cap"]
+__all__ = ["MAX_OVER_FORECAST", "Segments", "with_lm_cap"]
 
 #: the default cap on optimizer-LM calls, as a multiple of the point forecast
 MAX_OVER_FORECAST = 3
@@ -48,3 +48,28 @@ def with_lm_cap(estimate: Mapping[str, Any], max_lm_calls: int | None) -> dict[s
         if isinstance(out.get(key), int | float):
             out[key] = min(out[key], cap)
     return out
+
+
+class Segments:
+    """The wall time of a run over its segments (one per process that ran it).
+
+    Each segment journals ``{"type": "segment", "segment": i, "wall_s": seconds}`` records as
+    it goes (see :class:`policyopt.runtime.RunContext`), so a killed segment's time counts up
+    to its last record.
+    """
+
+    def __init__(self, records: Iterable[Mapping[str, Any]]) -> None:
+        self.earlier: dict[int, float] = {}
+        for record in records:
+            index, wall = record.get("segment"), record.get("wall_s")
+            if isinstance(index, int) and isinstance(wall, int | float):
+                self.earlier[index] = max(self.earlier.get(index, 0.0), float(wall))
+        self.index = max(self.earlier, default=0) + 1
+
+    def record(self, wall_s: float) -> dict[str, Any]:
+        """The journal record of this segment's time so far."""
+        return {"type": "segment", "segment": self.index, "wall_s": round(wall_s, 3)}
+
+    def total(self, wall_s: float) -> float:
+        """Every earlier segment's time plus this one's ``wall_s``."""
+        return math.fsum(self.earlier.values()) + wall_s

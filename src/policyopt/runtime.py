@@ -33,8 +33,15 @@ from pydantic import (
 )
 
 from policyopt.errors import ConfigError, EvaluationError, LMError, StopRequested
-from policyopt.events import EventBus, JSONLEventLog, Listener, RunFinished, RunStarted
-from policyopt.ledger import with_lm_cap
+from policyopt.events import (
+    BatchDone,
+    EventBus,
+    JSONLEventLog,
+    Listener,
+    RunFinished,
+    RunStarted,
+)
+from policyopt.ledger import Segments, with_lm_cap
 from policyopt.progress import ProgressDisplay
 from policyopt.rollout import RolloutEngine
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
@@ -203,6 +210,7 @@ class RunContext:
             self.rundir = RunDir(s.run_dir, optimizer=optimizer, identity=ident, settings=dump)
             self.log = JSONLEventLog(self.rundir.events_path)
             self.events.subscribe(self.log)
+        self.segments = Segments(self.rundir.records("segment") if self.rundir else [])
         try:
             self._setup(s, program, trainset, valset)
         except BaseException:
@@ -251,6 +259,15 @@ class RunContext:
         self.display = ProgressDisplay() if s.progress else None
         if self.display is not None:
             self.events.subscribe(self.display)
+        if self.rundir is not None:  # each batch journals how long this segment has run
+            journal = self.engine.journal
+            self.events.subscribe(
+                lambda event: (
+                    isinstance(event, BatchDone)
+                    and journal is not None
+                    and journal.append(self.segments.record(self.wall()))
+                )
+            )
 
     # ------------------------------------------------------------------ lifecycle
     def execute(
@@ -294,7 +311,7 @@ class RunContext:
                 )
             )
             reason = self.guard(body, has_result=has_result)
-            result = finish(reason)
+            result = self.billed(finish(reason))
             if self.rundir is not None:
                 self.rundir.write_result(result.to_json(indent=1))
             self.events.emit(
@@ -312,6 +329,22 @@ class RunContext:
             return result
         finally:
             self.close()
+
+    def _journal_time(self, event: Any) -> None:
+        """After each batch, journal how long this segment has run (a kill loses no more)."""
+        if isinstance(event, BatchDone) and self.engine.journal is not None:
+            self.engine.journal.append(self.segments.record(self.wall()))
+
+    def billed(self, result: OptimizationResult) -> OptimizationResult:
+        """``result`` with the whole bill of the run: wall time and optimizer-LM usage summed over
+        every segment of a resumed run (live calls of a segment whose path was not replayed
+        included), not only this process's."""
+        update: dict[str, Any] = {"wall_time_s": self.segments.total(self.wall())}
+        if len(self._lms) == 1 and len(result.lm_usage) == 1:
+            bill = self._lms[0].billed
+            update["lm_usage"] = {next(iter(result.lm_usage)): bill}
+            update["cost_usd"] = bill.cost_usd
+        return result.model_copy(update=update)
 
     def affordable(
         self, requests: Sequence[tuple[Any, str]], split: str, *, extra: int = 0

@@ -26,7 +26,7 @@ from policyopt.testing import ScriptedLM
 from policyopt.testing.conformance import comparable, keyword_reflection_lm, keyword_task
 
 GOLDEN = Path(__file__).parent / "golden"
-_VOLATILE = {"time", "duration_s", "wall_time_s", "run_dir", "n", "library_version"}
+_VOLATILE = {"time", "duration_s", "wall_time_s", "wall_s", "run_dir", "n", "library_version"}
 
 
 def _mipro_lm() -> ScriptedLM:

@@ -109,3 +109,54 @@ def test_the_users_max_lm_calls_is_the_cap() -> None:
     )
     assert result.details["estimate"]["lm_calls_cap"] == 5  # type: ignore[index]
     assert len(lm.prompts) <= 5 and result.stop_reason == "lm_call_limit"
+
+
+def _journal(run_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    lines = (run_dir / "journal.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+class Louder(CountingEvaluate):
+    """The keyword task with other feedback wording: reflection prompts differ from a run with
+    the plain wording, so a resumed run's path leaves the first segment's calls behind."""
+
+    def __call__(self, prompt: Any, example: dict[str, str]) -> Score:
+        score = super().__call__(prompt, example)
+        feedback = None if score.feedback is None else score.feedback.upper()
+        return Score(score.score, feedback=feedback, output=score.output)
+
+
+def test_a_resumed_runs_bill_sums_every_segment(tmp_path: Path) -> None:
+    """LM calls, tokens and wall time of every segment count in the result, also when the
+    resumed run's path did not replay them (before: the last segment's only)."""
+    from policyopt.testing.conformance import _Crash
+
+    run_dir = tmp_path / "run"
+
+    def run(evaluate: CountingEvaluate) -> Any:
+        program, train, val = keyword_task(evaluate=evaluate)
+        return GEPA(
+            reflection_lm=keyword_reflection_lm(),
+            max_rollouts=150,
+            n_jobs=1,
+            progress=False,
+            run_dir=str(run_dir),
+        ).optimize(program, train, val)
+
+    with pytest.raises(_Crash):
+        run(CountingEvaluate(crash_after=60))
+    first = _journal(run_dir)
+    first_calls = sum(r["type"] == "proposal" for r in first)
+    first_wall = max(r["wall_s"] for r in first if r["type"] == "segment")
+    assert first_calls > 0 and {r["segment"] for r in first if r["type"] == "segment"} == {1}
+    result = run(Louder())
+    records = _journal(run_dir)
+    proposals = [r for r in records if r["type"] == "proposal"]
+    usage = result.lm_usage["reflection"]
+    assert usage.calls == len(proposals) > first_calls
+    assert usage.prompt_tokens == sum(r["prompt_tokens"] for r in proposals)
+    assert {r["segment"] for r in records if r["type"] == "segment"} == {1, 2}
+    assert result.wall_time_s >= first_wall
+    assert (run_dir / "result.json").read_text(encoding="utf-8").count(f'"calls": {usage.calls}')

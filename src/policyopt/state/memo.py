@@ -21,10 +21,20 @@ from policyopt.errors import LMError, StopRequested, describe
 from policyopt.state.journal import Journal
 from policyopt.types import LMUsage
 
-__all__ = ["MAX_ANSWER_CHARS", "JournaledLM", "clean_text"]
+__all__ = ["MAX_ANSWER_CHARS", "JournaledLM", "clean_text", "record_usage"]
 
 #: characters of one LM answer kept (and journaled); longer answers are cut and marked capped
 MAX_ANSWER_CHARS = 65_536
+
+
+def record_usage(record: Mapping[str, Any]) -> LMUsage:
+    """The usage of one journaled LM answer: one call, its tokens and cost."""
+    return LMUsage(
+        calls=1,
+        prompt_tokens=int(record.get("prompt_tokens") or 0),
+        completion_tokens=int(record.get("completion_tokens") or 0),
+        cost_usd=record.get("cost_usd"),
+    )
 
 
 def clean_text(text: str) -> str:
@@ -73,7 +83,9 @@ class JournaledLM:
         self.on_error = on_error
         self.on_ok = on_ok
         self.memo: dict[str, Mapping[str, Any]] = {r["key"]: r for r in memo}
-        self.usage = LMUsage()
+        self.usage = LMUsage()  # the run's path: live and replayed answers
+        # the bill: every live call journaled by any segment of the run, and this one's
+        self.billed = sum((record_usage(r) for r in memo), LMUsage())
         self._lock = threading.Lock()
 
     def ask(self, key: str, prompt: str, *, sample: int = 0) -> Mapping[str, Any] | None:
@@ -105,22 +117,20 @@ class JournaledLM:
                     self._in_flight -= 1
             if self.journal is not None:
                 self.journal.append(record)
+            with self._lock:
+                self.billed = self.billed + record_usage(record)
         if self.on_ok is not None:
             self.on_ok()
         with self._lock:
-            self.usage = self.usage + LMUsage(
-                calls=1,
-                prompt_tokens=record["prompt_tokens"],
-                completion_tokens=record["completion_tokens"],
-                cost_usd=record["cost_usd"],
-            )
+            self.usage = self.usage + record_usage(record)
         return record
 
     def _reserve(self) -> bool:
         """Room for one more live call under the caps (then it counts as in flight)."""
-        with self._lock:
-            calls = self.usage.calls + self._in_flight
-            tokens = self.usage.prompt_tokens + self.usage.completion_tokens
+        with self._lock:  # the bill of every segment counts, not only this run's path
+            spent = max(self.usage, self.billed, key=lambda u: u.calls)
+            calls = spent.calls + self._in_flight
+            tokens = spent.prompt_tokens + spent.completion_tokens
             full = (self.max_calls is not None and calls >= self.max_calls) or (
                 self.max_tokens is not None and tokens >= self.max_tokens
             )
