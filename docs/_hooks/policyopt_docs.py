@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -90,20 +91,21 @@ def _expand_help(markdown: str, src_uri: str) -> str:
 
 
 def _repo_links(markdown: str, page_path: Path, docs_dir: Path, src_uri: str) -> str:
-    repo = docs_dir.parent
+    docs = Path(os.path.abspath(docs_dir))
+    repo = docs.parent
 
     def replace(match: re.Match[str]) -> str:
         text, target = match.group("text"), match.group("target")
         if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target):  # URL, anchor or absolute
             return match[0]
-        path_part = target.split("#", 1)[0]
-        resolved = (page_path.parent / path_part).resolve()
-        if resolved.is_relative_to(docs_dir.resolve()):
+        # normpath, not resolve: a symlinked checkout stays itself
+        linked = Path(os.path.normpath(page_path.parent / target.split("#", 1)[0]))
+        if linked.is_relative_to(docs):
             return match[0]  # MkDocs checks links inside docs/ itself
-        if not resolved.is_relative_to(repo.resolve()) or not resolved.exists():
+        if not linked.is_relative_to(repo) or not linked.exists():
             log.warning("%s links to '%s', which is not a file of the repository", src_uri, target)
             return match[0]
-        rel = resolved.relative_to(repo.resolve()).as_posix() + ("/" if resolved.is_dir() else "")
+        rel = linked.relative_to(repo).as_posix() + ("/" if linked.is_dir() else "")
         return text if rel.rstrip("/") in text else f"{text} (`{rel}`)"
 
     # Leave fenced code blocks alone.
@@ -115,7 +117,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     src_uri = page.file.src_uri
     docs_dir = Path(config["docs_dir"])
     markdown = _expand_help(markdown, src_uri)
-    return _repo_links(markdown, docs_dir / src_uri, docs_dir, src_uri)
+    return _repo_links(markdown, Path(os.path.abspath(docs_dir / src_uri)), docs_dir, src_uri)
 
 
 def _plain_role(match: re.Match[str]) -> str:
