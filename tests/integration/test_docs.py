@@ -107,6 +107,19 @@ def test_site_builds_strict_and_offline(tmp_path: Path) -> None:
         assert not re.search(r"url\([\"']?(https?:)?//", css.read_text(encoding="utf-8")), css
 
 
+def test_readme_code_blocks_are_on_the_site() -> None:
+    """The guides are the README split into pages: each code block of README.md (its examples,
+    which tests/integration/test_readme.py and others run) is on a page of docs/ as written, so
+    an example fixed in one place and not the other fails here."""
+    block = re.compile(r"^```[^\n]*\n.*?^```$", re.DOTALL | re.MULTILINE)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    pages = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "docs").rglob("*.md"))
+    blocks = block.findall(readme)
+    assert len(blocks) >= 10
+    missing = [b for b in blocks if b not in pages]
+    assert not missing, "README.md code blocks not in docs/*.md:\n\n" + "\n\n".join(missing)
+
+
 BREAKAGES = {
     # page, text appended to it, what the build must complain about
     "link to a missing page": ("quickstart.md", "\nSee [the FAQ](faq.md).\n", "faq.md"),
