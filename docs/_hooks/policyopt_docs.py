@@ -144,6 +144,8 @@ class _Readme:
                 fenced = not fenced
             heading = None if fenced else HEADING.match(line)
             if heading:
+                if heading["title"] in self.sections or heading["title"] == title:
+                    log.warning("README.md has two sections '%s'", heading["title"])
                 self.sections[title] = "\n".join(body).strip("\n")
                 title, body = heading["title"], []
             else:
