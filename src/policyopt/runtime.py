@@ -46,7 +46,7 @@ from policyopt.progress import ProgressDisplay
 from policyopt.rollout import RolloutEngine
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.state.memo import JournaledLM
-from policyopt.state.rundir import RunDir, fingerprint
+from policyopt.state.rundir import RunDir, callable_identity, fingerprint
 from policyopt.stopping import Stopper
 from policyopt.types import OptimizationResult, Program, example_ids
 
@@ -104,6 +104,7 @@ RESUMABLE = frozenset(
         "error_window",
         "quarantine_after",
         "strict",
+        "accept_changed",
     }
 )
 
@@ -154,6 +155,11 @@ class RunSettings(BaseModel):
     run_dir: str | None = Field(
         None, description="journal the run here; the same run_dir resumes it"
     )
+    accept_changed: tuple[str, ...] = Field(
+        (),
+        description="resume a run_dir although these parts of its identity changed (e.g. "
+        "'evaluate'): its cached scores were made by the old ones",
+    )
 
     @field_validator("n_jobs")
     @classmethod
@@ -168,6 +174,10 @@ class RunSettings(BaseModel):
         if value is not None and not value[0] < value[1]:
             raise ValueError("must be (low, high) with low < high, or None")
         return value
+
+    @field_serializer("accept_changed")
+    def _dump_accepted(self, value: tuple[str, ...]) -> list[str]:
+        return list(value)
 
     @field_serializer("score_range")
     def _dump_range(self, value: tuple[float, float] | None) -> list[float] | None:
@@ -203,11 +213,18 @@ class RunContext:
             dump = settings.model_dump()
             ident = {k: v for k, v in dump.items() if k not in set(resumable)}
             ident.update(identity)
+            ident["evaluate"] = callable_identity(program.evaluate)
             ident["train"] = fingerprint(trainset, example_ids(trainset, name="trainset"))
             ident["val"] = (
                 None if valset is None else fingerprint(valset, example_ids(valset, name="valset"))
             )
-            self.rundir = RunDir(s.run_dir, optimizer=optimizer, identity=ident, settings=dump)
+            self.rundir = RunDir(
+                s.run_dir,
+                optimizer=optimizer,
+                identity=ident,
+                settings=dump,
+                accept_changed=s.accept_changed,
+            )
             self.log = JSONLEventLog(self.rundir.events_path)
             self.events.subscribe(self.log)
         self.segments = Segments(self.rundir.records("segment") if self.rundir else [])

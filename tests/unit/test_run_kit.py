@@ -143,6 +143,7 @@ def test_a_resumed_runs_bill_sums_every_segment(tmp_path: Path) -> None:
             n_jobs=1,
             progress=False,
             run_dir=str(run_dir),
+            accept_changed=("evaluate",),
         ).optimize(program, train, val)
 
     with pytest.raises(_Crash):
@@ -160,3 +161,65 @@ def test_a_resumed_runs_bill_sums_every_segment(tmp_path: Path) -> None:
     assert {r["segment"] for r in records if r["type"] == "segment"} == {1, 2}
     assert result.wall_time_s >= first_wall
     assert (run_dir / "result.json").read_text(encoding="utf-8").count(f'"calls": {usage.calls}')
+
+
+def _gepa(run_dir: Path, **kwargs: Any) -> GEPA:
+    return GEPA(
+        reflection_lm=keyword_reflection_lm(),
+        max_rollouts=40,
+        progress=False,
+        run_dir=str(run_dir),
+        **kwargs,
+    )
+
+
+def test_a_run_dir_refuses_a_changed_evaluate_with_one_line(tmp_path: Path) -> None:
+    """Cached scores belong to the evaluate that made them: resuming with another metric is
+    refused, naming what changed and both ways on (another run_dir, or accept_changed)."""
+    from policyopt.errors import StateError
+
+    program, train, val = keyword_task()
+    first = _gepa(tmp_path).optimize(program, train, val)
+    louder, train, val = keyword_task(evaluate=Louder())
+    with pytest.raises(StateError) as caught:
+        _gepa(tmp_path).optimize(louder, train, val)
+    message = str(caught.value)
+    assert "\n" not in message and "evaluate: " in message and "Louder" in message
+    assert "another run_dir" in message and "accept_changed=['evaluate']" in message
+    assert "--accept-changed evaluate" in message
+    # the same evaluate (another instance of the same code) resumes as before
+    again, train, val = keyword_task()
+    assert _gepa(tmp_path).optimize(again, train, val).n_rollouts == first.n_rollouts
+    # accepted explicitly, the changed metric goes on from the journal
+    result = _gepa(tmp_path, accept_changed=("evaluate",)).optimize(louder, train, val)
+    assert result.n_rollouts >= first.n_rollouts
+
+
+def test_a_run_dir_from_before_evaluate_was_recorded_still_resumes(tmp_path: Path) -> None:
+    import json
+
+    program, train, val = keyword_task()
+    first = _gepa(tmp_path).optimize(program, train, val)
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    del config["identity"]["evaluate"]
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert _gepa(tmp_path).optimize(program, train, val).n_rollouts == first.n_rollouts
+
+
+def test_the_evaluate_identity_follows_its_code() -> None:
+    import functools
+
+    from policyopt.state.rundir import callable_identity
+
+    def metric(prompt: str, example: Any) -> float:
+        return 1.0
+
+    def other(prompt: str, example: Any) -> float:
+        return 0.0
+
+    assert callable_identity(metric) == callable_identity(metric)
+    assert callable_identity(metric) != callable_identity(other)
+    assert callable_identity(functools.partial(metric)) == callable_identity(metric)
+    assert callable_identity(CountingEvaluate()) == callable_identity(CountingEvaluate())
+    assert callable_identity(CountingEvaluate()) != callable_identity(Louder())
+    assert callable_identity(len).startswith("builtins:len@")

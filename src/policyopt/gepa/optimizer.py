@@ -95,6 +95,8 @@ class GEPA:
         failure_score: score of a failed rollout
         progress: live progress on stderr
         run_dir: journal the run here; the same run_dir resumes it
+        accept_changed: resume a run_dir although these parts of its identity changed
+            (e.g. 'evaluate'): its cached scores were made by the old ones
         minibatch_size: training examples per reflection
         merge: combine lineages that improved different parts
         max_merges: cap on accepted merges
@@ -156,6 +158,7 @@ class GEPA:
         failure_score: float = 0.0,
         progress: bool = True,
         run_dir: str | None = None,
+        accept_changed: tuple[str, ...] = (),
         minibatch_size: int = 3,
         merge: bool = True,
         max_merges: int = 5,

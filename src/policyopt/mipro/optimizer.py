@@ -127,6 +127,8 @@ class MIPRO:
         failure_score: score of a failed rollout
         progress: live progress on stderr
         run_dir: journal the run here; the same run_dir resumes it
+        accept_changed: resume a run_dir although these parts of its identity changed
+            (e.g. 'evaluate'): its cached scores were made by the old ones
         auto: preset sizes (DSPy's light/medium/heavy)
         num_candidates: instructions and demo sets
         num_trials: minibatch trials of the search
@@ -182,6 +184,7 @@ class MIPRO:
         failure_score: float = 0.0,
         progress: bool = True,
         run_dir: str | None = None,
+        accept_changed: tuple[str, ...] = (),
         auto: Literal["light", "medium", "heavy"] | None = None,
         num_candidates: int | None = None,
         num_trials: int | None = None,

@@ -115,6 +115,8 @@ class OPRO:
         failure_score: score of a failed rollout
         progress: live progress on stderr
         run_dir: journal the run here; the same run_dir resumes it
+        accept_changed: resume a run_dir although these parts of its identity changed
+            (e.g. 'evaluate'): its cached scores were made by the old ones
         proposals_per_step: new instructions asked per step
         max_history: best scored instructions in the meta-prompt
         n_exemplars: training examples shown per meta-prompt
@@ -158,6 +160,7 @@ class OPRO:
         failure_score: float = 0.0,
         progress: bool = True,
         run_dir: str | None = None,
+        accept_changed: tuple[str, ...] = (),
         proposals_per_step: int = 4,
         max_history: int = 20,
         n_exemplars: int = 3,

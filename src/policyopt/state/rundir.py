@@ -18,6 +18,7 @@ and then goes on.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,10 @@ from policyopt._version import __version__
 from policyopt.errors import StateError
 from policyopt.state.journal import Journal
 
-__all__ = ["RunDir", "fingerprint"]
+__all__ = ["LATER_IDENTITY", "RunDir", "callable_identity", "fingerprint"]
+
+#: identity keys that older run dirs did not record: a run dir without one still resumes
+LATER_IDENTITY = frozenset({"evaluate"})
 
 
 def fingerprint(examples: Sequence[Any], ids: Sequence[str]) -> str:
@@ -38,6 +42,27 @@ def fingerprint(examples: Sequence[Any], ids: Sequence[str]) -> str:
     except (TypeError, ValueError):
         text = json.dumps(list(ids))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def callable_identity(fn: Any) -> str:
+    """What a run's cached scores depend on in ``evaluate``: its qualified name and a hash of
+    its source (of its class for a callable object; of its bytecode where there is no source).
+
+    A changed metric or task under the same run dir then shows as a changed identity instead of
+    old cached scores mixed with new ones.
+    """
+    target = fn
+    while hasattr(target, "func") and callable(target.func):  # functools.partial
+        target = target.func
+    if not inspect.isroutine(target):
+        target = type(target)
+    name = f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"
+    try:
+        text = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        text = code.co_code.hex() if code is not None else ""
+    return f"{name}@{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -89,8 +114,10 @@ class RunDir:
         optimizer: str,
         identity: Mapping[str, Any],
         settings: Mapping[str, Any],
+        accept_changed: Sequence[str] = (),
     ) -> None:
         self.path = Path(path)
+        self.accept_changed = frozenset(accept_changed)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.path / ".lock")
         try:
@@ -124,15 +151,22 @@ class RunDir:
                 )
             before = old.get("identity", {})
             now = json.loads(json.dumps(dict(identity)))
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            if changed:
+            changed = sorted(
+                k
+                for k in set(before) | set(now)
+                if before.get(k) != now.get(k) and (k in before or k not in LATER_IDENTITY)
+            )
+            refused = [k for k in changed if k not in self.accept_changed]
+            if refused:
                 details = ", ".join(
-                    f"{k}: {_short(before.get(k))} -> {_short(now.get(k))}" for k in changed
+                    f"{k}: {_short(before.get(k))} -> {_short(now.get(k))}" for k in refused
                 )
                 raise StateError(
-                    f"Cannot resume {self.path}: it was started with other settings or data "
-                    f"({details}). Use the same settings (budget, time and cost limits may "
-                    "change), or another run_dir."
+                    f"Cannot resume {self.path}: it was started with other settings, data or "
+                    f"code ({details}); its cached scores belong to the old ones. Use the same "
+                    "ones (budget, time and cost limits may change), or another run_dir to "
+                    f"start afresh, or accept the change: accept_changed={refused!r} "
+                    f"(CLI: --accept-changed {','.join(refused)})."
                 )
         _atomic_write(config_path, json.dumps(config, indent=2, default=repr))
 
