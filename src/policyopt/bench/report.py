@@ -381,12 +381,12 @@ def ablation_section(records: Sequence[CellRecord], baselines: Sequence[str] | N
     if plan:
         out.write(
             "Each variant against its baseline on the same (task, seed) cells. *mean diff*: "
-            "the variant's test score minus the baseline's, with a 95% bootstrap confidence "
-            "interval (10,000 resamples); *W/T/L*: cells it wins / ties (within 1e-9) / loses; "
-            "*p*: two-sided Wilcoxon signed-rank test (ties split); *p (Holm)*: corrected across "
-            "the variants compared with the same baseline. *resolved* needs p (Holm) < 0.05 and "
-            "an interval that excludes 0; with fewer than 6 non-tied pairs the test cannot get "
-            "there.\n\n"
+            "the variant's test score minus the baseline's, with a 95% Student-t interval; "
+            "*W/T/L*: cells it wins / ties (within 1e-9) / loses; *p*: two-sided Wilcoxon "
+            "signed-rank test conditional on the ties, exact up to 50 non-tied pairs; *p (Holm)*: "
+            "corrected across the variants compared with the same baseline. *resolved* needs "
+            "p (Holm) < 0.05 and an interval that excludes 0; with fewer than 6 non-tied pairs "
+            "the exact test cannot get there.\n\n"
         )
         out.write(
             "| variant | baseline | n | mean diff [95% CI] | W/T/L | p | p (Holm) | verdict |\n"

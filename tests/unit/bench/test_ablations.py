@@ -27,7 +27,7 @@ from policyopt.bench import (
 )
 from policyopt.bench.records import CellKey, CellRecord, SplitScore
 from policyopt.bench.report import ablation_plan, ablations
-from policyopt.bench.stats import bootstrap_ci, compare, holm, paired_test, win_tie_loss
+from policyopt.bench.stats import bootstrap_ci, compare, holm, paired_test, sign_test, win_tie_loss
 from policyopt.bench.variants import (
     Variant,
     check_settings,
@@ -177,8 +177,9 @@ def test_holm_by_hand() -> None:
 def test_tests_and_intervals_by_hand() -> None:
     assert win_tie_loss([0.1, 0.0, -0.2, 5e-10, 0.3]) == (2, 2, 1)
     # six wins: the exact two-sided signed-rank p is 2 / 2**6
-    assert paired_test([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == ("wilcoxon", pytest.approx(1 / 32))
-    assert paired_test([0.0, 0.0, 1e-12]) == ("wilcoxon", 1.0)  # all ties
+    exact = ("signed-rank exact", pytest.approx(1 / 32))
+    assert paired_test([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == exact
+    assert paired_test([0.0, 0.0, 1e-12]) == ("signed-rank exact", 1.0)  # all ties
     assert paired_test([])[0] == "none"
     diffs = [0.1, 0.3, -0.1, 0.2, 0.25, 0.05]
     low, high = bootstrap_ci(diffs)
@@ -187,7 +188,7 @@ def test_tests_and_intervals_by_hand() -> None:
     assert bootstrap_ci([0.2, 0.2]) == (0.2, 0.2)
 
 
-def test_sign_test_without_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exact_tests_need_no_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
     real = builtins.__import__
@@ -199,7 +200,9 @@ def test_sign_test_without_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(builtins, "__import__", no_scipy)
     # 5 of 6 positive: P(X <= 1) = 7/64 for Binomial(6, 1/2), two-sided 14/64
-    assert paired_test([1, 1, 1, 1, 1, -1]) == ("sign", pytest.approx(14 / 64))
+    assert sign_test([1, 1, 1, 1, 1, -1]) == pytest.approx(14 / 64)
+    # the signed-rank null distribution is counted without scipy too: 2 of 2**6 flips
+    assert paired_test([1, 2, 3, 4, 5, 6]) == ("signed-rank exact", pytest.approx(2 / 64))
 
 
 def _record(optimizer: str, seed: int, score: float, task: str = "t") -> CellRecord:
