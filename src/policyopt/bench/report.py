@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from policyopt.bench.evidence import grid_means_section, per_cell_section
 from policyopt.bench.records import CellRecord, safe_name, write_atomic
 from policyopt.bench.stats import Comparison, compare
 from policyopt.bench.variants import parse_variant
@@ -216,6 +217,7 @@ def markdown_report(
         "(gain x 100): what one point of gain cost; n/a when the mean gain is not above 0, "
         "- when the provider gives no price.\n"
     )
+    out.write(grid_means_section(records, optimizers) + per_cell_section(records))
     out.write(_reach_section(records, optimizers))
     out.write(ablation_section(records, baselines))
     return out.getvalue()
