@@ -16,9 +16,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from policyopt.bench.records import CellRecord
+from policyopt.bench.evidence import clustered_gains
+from policyopt.bench.records import CellRecord, check_one_run, runs_of
 from policyopt.bench.report import rollouts_to_reach
 from policyopt.bench.runner import load_records
+from policyopt.bench.stats import cell_test
+from policyopt.errors import ConfigError
 
 OURS = ("gepa", "mipro")
 PEERS = ("gepa-lib", "dspy-gepa", "dspy-mipro")
@@ -27,8 +30,17 @@ PEERS = ("gepa-lib", "dspy-gepa", "dspy-mipro")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="a policyopt bench --out directory")
+    parser.add_argument("--run", help="the run digest to summarize when the folder holds several")
     args = parser.parse_args()
-    records = [r for r in load_records(args.out) if r.status == "ok" and r.gain is not None]
+    loaded = load_records(args.out)
+    if args.run is not None:
+        loaded = runs_of(loaded).get(args.run, [])
+    try:  # cells of other code, model files or settings are never summarized together
+        check_one_run(loaded, str(args.out))
+    except ConfigError as exc:
+        print(f"error: {exc} Pick one with --run.", file=sys.stderr)
+        return 2
+    records = [r for r in loaded if r.status == "ok" and r.gain is not None]
     if not records:
         print(f"no finished cells under {args.out}", file=sys.stderr)
         return 1
@@ -54,14 +66,20 @@ def main() -> int:
             print(f"| {task} | {seed} | {base.score:.3f} | " + " | ".join(cells) + " |")
 
     print()
-    print("| optimizer | cells | mean gain | beats seed prompt | below it |")
-    print("|---|---|---|---|---|")
+    print("| optimizer | cells | mean gain [95% CI, clustered by task] | beats seed prompt | "
+          "below it | per-cell test: better / worse |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     gains_of = {o: [r.gain or 0.0 for r in records if r.key.optimizer == o] for o in names}
     means = {o: statistics.fmean(gains) for o, gains in gains_of.items()}
     for o, gains in gains_of.items():
         beats = sum(g > 0 for g in gains)
         below = sum(g < 0 for g in gains)
-        print(f"| {o} | {len(gains)} | {means[o]:+.3f} | {beats}/{len(gains)} | {below} |")
+        _, _, _, low, high = clustered_gains(records, o)
+        tests = [t for r in records if r.key.optimizer == o and (t := cell_test(r)) is not None]
+        better = sum(t.verdict == "better" for t in tests)
+        worse = sum(t.verdict == "worse" for t in tests)
+        print(f"| {o} | {len(gains)} | {means[o]:+.3f} [{low:+.3f}, {high:+.3f}] | "
+              f"{beats}/{len(gains)} | {below} | {better} / {worse} of {len(tests)} |")  # fmt: skip
 
     print()
     peers = [o for o in PEERS if o in means]

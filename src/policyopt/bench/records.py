@@ -12,15 +12,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from policyopt.bench.fingerprint import RunIdentity
 from policyopt.bench.variants import Variant, parse_variant
+from policyopt.errors import ConfigError
 from policyopt.types import LMUsage
 
-__all__ = ["BenchSettings", "CellKey", "CellRecord", "SplitScore", "safe_name", "write_atomic"]
+__all__ = [
+    "BenchSettings",
+    "CellKey",
+    "CellRecord",
+    "SplitScore",
+    "check_one_run",
+    "runs_of",
+    "safe_name",
+    "write_atomic",
+]
 
 
 class BenchSettings(BaseModel):
@@ -69,7 +81,9 @@ class BenchSettings(BaseModel):
 class CellKey(BaseModel):
     """Which cell: task, optimizer, seed, budget, plus a hash of everything else that matters.
 
-    ``optimizer`` is the canonical name of the optimizer or variant (``gepa[merge=false]``)."""
+    ``optimizer`` is the canonical name of the optimizer or variant (``gepa[merge=false]``).
+    ``run`` is the digest of the code and model files (:class:`RunIdentity`) that cells must
+    share to be compared; empty in records written before it existed."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -78,10 +92,22 @@ class CellKey(BaseModel):
     seed: int
     budget: int
     fingerprint: str
+    run: str = ""
 
     @classmethod
-    def of(cls, settings: BenchSettings, task: str, optimizer: str, seed: int) -> CellKey:
-        """The key of one cell of ``settings``' grid."""
+    def of(
+        cls,
+        settings: BenchSettings,
+        task: str,
+        optimizer: str,
+        seed: int,
+        *,
+        run: RunIdentity | None = None,
+        preset: Mapping[str, Any] | None = None,
+    ) -> CellKey:
+        """The key of one cell of ``settings``' grid. With ``run``, the fingerprint also covers
+        the code and model files and the optimizer's ``preset`` (the settings it applies on
+        top of the cell's, e.g. its small-model preset); without, the older fingerprint."""
         shared: dict[str, Any] = {
             "limit": settings.limit,
             "split_seed": settings.split_seed,
@@ -92,6 +118,9 @@ class CellKey(BaseModel):
         variant = parse_variant(optimizer)
         if not variant.is_plain:  # (plain names keep the fingerprints of older records)
             shared["variant"] = variant.name
+        if run is not None:
+            shared["run"] = run.digest
+            shared["preset"] = dict(preset or {})
         text = json.dumps(shared, sort_keys=True)
         digest = hashlib.sha256(text.encode()).hexdigest()[:10]
         return cls(
@@ -100,6 +129,7 @@ class CellKey(BaseModel):
             seed=seed,
             budget=settings.budget,
             fingerprint=digest,
+            run="" if run is None else run.digest,
         )
 
     @property
@@ -157,6 +187,7 @@ class CellRecord(BaseModel):
     wall_s: float = 0.0
     details: dict[str, JsonValue] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
+    identity: RunIdentity | None = Field(None, description="code, model hashes and machine")
 
     @property
     def gain(self) -> float | None:
@@ -185,6 +216,49 @@ class CellRecord(BaseModel):
         return sum(
             u.prompt_tokens + u.completion_tokens for u in (self.task_usage, self.optimizer_usage)
         )
+
+
+def runs_of(records: Sequence[CellRecord]) -> dict[str, list[CellRecord]]:
+    """Records by their run digest (``""``: written before records carried one)."""
+    out: dict[str, list[CellRecord]] = {}
+    for record in records:
+        out.setdefault(record.key.run, []).append(record)
+    return out
+
+
+def check_one_run(records: Sequence[CellRecord], where: str = "these records") -> None:
+    """Refuse records that would mix silently: cells of different runs (code or model files),
+    or one cell written under several fingerprints (settings or presets changed in between).
+
+    Raises :class:`ConfigError` naming them; pick one run with :func:`runs_of`."""
+    runs = runs_of(records)
+    if len(runs) > 1:
+        lines = []
+        for digest, group in runs.items():
+            identity = next((r.identity for r in group if r.identity is not None), None)
+            what = (
+                f"code {identity.code}, task model {identity.task_model}"
+                if identity is not None
+                else "written before records carried their code and model hashes"
+            )
+            lines.append(f"run {digest or '(none)'}: {len(group)} cells, {what}")
+        raise ConfigError(
+            f"{where} mix {len(runs)} runs with different code or model files ("
+            + "; ".join(lines)
+            + "). Their scores are not comparable: write each run to its own --out folder, "
+            "or select one with policyopt.bench.records.runs_of."
+        )
+    seen: dict[tuple[str, str, int, int], str] = {}
+    for record in records:
+        key = record.key
+        cell = (key.task, key.optimizer, key.seed, key.budget)
+        other = seen.setdefault(cell, key.fingerprint)
+        if other != key.fingerprint:
+            raise ConfigError(
+                f"{where} hold {key.task} / {key.optimizer} / seed {key.seed} twice, under "
+                f"fingerprints {other} and {key.fingerprint} (settings or presets changed "
+                "between runs): write each to its own --out folder."
+            )
 
 
 def safe_name(name: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from policyopt.bench.evidence import grid_means_section, per_cell_section
-from policyopt.bench.records import CellRecord, safe_name, write_atomic
+from policyopt.bench.records import CellRecord, check_one_run, safe_name, write_atomic
 from policyopt.bench.stats import Comparison, compare
 from policyopt.bench.variants import parse_variant
 from policyopt.errors import ConfigError
@@ -60,11 +60,13 @@ def _ok(records: Sequence[CellRecord]) -> list[CellRecord]:
 def win_rate(records: Sequence[CellRecord], a: str, b: str) -> tuple[float, int] | None:
     """How often ``a``'s optimized test score beats ``b``'s on the same (task, seed, budget);
     a tie counts half. ``None`` when no cell pair matches."""
-    by_cell = {(r.key.task, r.key.seed, r.key.budget, r.key.optimizer): r for r in _ok(records)}
+    by_cell = {
+        (r.key.task, r.key.seed, r.key.budget, r.key.run, r.key.optimizer): r for r in _ok(records)
+    }
     wins = 0.0
     n = 0
-    for (task, seed, budget, name), rec in by_cell.items():
-        other = by_cell.get((task, seed, budget, b))
+    for (task, seed, budget, run, name), rec in by_cell.items():
+        other = by_cell.get((task, seed, budget, run, b))
         if name != a or other is None or rec.optimized_test is None:
             continue
         assert other.optimized_test is not None
@@ -121,7 +123,10 @@ def markdown_report(
     """A markdown table per task, then one over all tasks (mean ± std over seeds), then the
     ablations when there are variants (``baselines``: see :func:`ablation_plan`).
 
-    ``header`` (e.g. the command that made the run and the machine) goes under the title."""
+    ``header`` (e.g. the command that made the run and the machine) goes under the title.
+    Records of several runs (other code or model files) or one cell under two fingerprints
+    are refused (:func:`~policyopt.bench.records.check_one_run`)."""
+    check_one_run(records)
     out = io.StringIO()
     out.write(f"# {title}\n\n")
     if header:
@@ -238,8 +243,10 @@ def rollouts_to_reach(
     Returns (rollouts or None if never, ``other``'s mean rollouts, the target score); None when
     they share no such cell. A mean over cells is taken at each rollout count where every cell
     of ``name`` has a point, so a curve's start (the seed's validation pass) counts too."""
-    ours = {(r.key.task, r.key.seed): r for r in _ok(records) if r.key.optimizer == name}
-    theirs = {(r.key.task, r.key.seed): r for r in _ok(records) if r.key.optimizer == other}
+    ours = {(r.key.task, r.key.seed, r.key.run): r for r in _ok(records) if r.key.optimizer == name}
+    theirs = {
+        (r.key.task, r.key.seed, r.key.run): r for r in _ok(records) if r.key.optimizer == other
+    }
     shared = sorted(k for k in ours.keys() & theirs.keys() if ours[k].curve and theirs[k].curve)
     if not shared:
         return None
@@ -477,7 +484,8 @@ def write_report(
     With variants to compare (:func:`ablation_plan`) also ablations.csv, ablations.json and a
     forest plot per baseline (``forest:<baseline>`` in the returned paths)."""
     out = Path(out_dir)
-    comparisons = ablations(records, baselines)  # first: a bad baseline overwrites nothing
+    check_one_run(records, str(out))  # first: mixed runs overwrite nothing
+    comparisons = ablations(records, baselines)  # and a bad baseline neither
     paths = {
         "markdown": out / "report.md",
         "csv": out / "cells.csv",
@@ -547,7 +555,11 @@ def side_by_side(records: Sequence[CellRecord], reference: str) -> str:
     """Each other optimizer against ``reference`` on the cells both finished: test score, wall
     time of the search (as a ratio), rollouts and LM calls."""
     ok = _ok(records)
-    mine = {(r.key.task, r.key.seed, r.key.budget): r for r in ok if r.key.optimizer == reference}
+    mine = {
+        (r.key.task, r.key.seed, r.key.budget, r.key.run): r
+        for r in ok
+        if r.key.optimizer == reference
+    }
     lines = []
     for name in _optimizer_order(ok):
         if name == reference:
@@ -555,7 +567,8 @@ def side_by_side(records: Sequence[CellRecord], reference: str) -> str:
         pairs = [
             (mine[k], r)
             for r in ok
-            if r.key.optimizer == name and (k := (r.key.task, r.key.seed, r.key.budget)) in mine
+            if r.key.optimizer == name
+            and (k := (r.key.task, r.key.seed, r.key.budget, r.key.run)) in mine
         ]
         if not pairs:
             continue

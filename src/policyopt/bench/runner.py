@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from policyopt.bench.fingerprint import RunIdentity, run_identity
 from policyopt.bench.records import (
     BenchSettings,
     CellKey,
@@ -42,6 +43,7 @@ from policyopt.bench.records import (
 from policyopt.bench.registry import CellContext, OptimizerOutcome, get_optimizer
 from policyopt.bench.tracking import bench_run, cell_run, log_cell
 from policyopt.bench.variants import check_settings, parse_variant
+from policyopt.errors import ConfigError
 from policyopt.lm.base import LM, LMLike
 from policyopt.lm.metered import MeteredLM
 from policyopt.rollout.engine import RolloutEngine
@@ -141,25 +143,35 @@ def run_benchmark(
         else:
             task_objects[name] = resolve_task(name, settings.split_seed, settings.limit)
 
+    identity = run_identity(
+        settings.task_model if task_lm is None else f"given:{type(task_lm).__name__}",
+        settings.reflection_model
+        if reflection_lm is None
+        else f"given:{type(reflection_lm).__name__}",
+    )
+    small = settings.task_model == "local" or settings.reflection_model == "local"
+    keys = [
+        CellKey.of(
+            settings, task_name, name, seed, run=identity, preset=_preset(optimizers[name], small)
+        )
+        # the optimizers of one (task, seed) run back to back: a machine whose load drifts
+        # during the grid then treats them alike
+        for task_name in settings.tasks
+        for seed in settings.seeds
+        for name in optimizers
+    ]
+    _refuse_mixing(out, keys, identity)
     todo: list[CellKey] = []
     skipped: list[CellKey] = []
-    # the optimizers of one (task, seed) run back to back: a machine whose load drifts during
-    # the grid then treats them alike
-    for task_name in settings.tasks:
-        for seed in settings.seeds:
-            for name in optimizers:
-                key = CellKey.of(settings, task_name, name, seed)
-                if _finished(out, key):
-                    skipped.append(key)
-                else:
-                    todo.append(key)
+    for key in keys:
+        (skipped if _finished(out, key) else todo).append(key)
     say(f"{len(todo)} cells to run, {len(skipped)} already finished")
 
     with (
         _models(settings, task_lm, reflection_lm) as (shared_task, shared_reflection),
         bench_run(mlflow, settings, out) as parent_run,
     ):
-        baselines = _Baselines(out, settings, shared_task, say)
+        baselines = _Baselines(out, settings, shared_task, say, identity.digest)
         run_cell: Callable[..., CellRecord] = _run_cell
         remote = None
         if dask is not None:  # the cell's search and test on a worker; all else stays here
@@ -186,6 +198,7 @@ def run_benchmark(
                     out,
                     listeners=() if tracker is None else (tracker,),
                 )
+                record = record.model_copy(update={"identity": identity})
                 if tracker is not None:
                     log_cell(tracker, record)
             write_atomic(out / "cells" / f"{key.slug}.json", record.model_dump_json(indent=2))
@@ -211,6 +224,43 @@ def run_benchmark(
             remote.close()
 
     return BenchRun(out, load_records(out), todo, skipped, unavailable)
+
+
+def _preset(optimizer: Any, small_model: bool) -> dict[str, Any]:
+    """The settings a registered optimizer applies on top of a cell's (its small-model preset
+    and reflection LM overrides), for the fingerprint; empty for peers (their code is covered
+    by the commit, their package by ``versions``)."""
+    spec = getattr(optimizer, "spec", None)
+    if spec is None or not small_model:
+        return {}
+    return json.loads(
+        json.dumps({"settings": spec.small_model_settings, "lm": spec.small_model_lm}, default=repr)
+    )
+
+
+def _refuse_mixing(out: Path, keys: list[CellKey], identity: RunIdentity) -> None:
+    """Refuse to add cells to a folder holding another run's cells (other code or model
+    files), or the same cell under another fingerprint (settings or presets changed)."""
+    if not (out / "cells").is_dir():
+        return
+    planned = {(k.task, k.optimizer, k.seed, k.budget): k.fingerprint for k in keys}
+    for record in load_records(out):
+        key = record.key
+        if key.run != identity.digest:
+            then = record.identity.code if record.identity else "unrecorded code"
+            raise ConfigError(
+                f"{out / 'cells'} holds cells of another run ({key.slug}: {then}, run "
+                f"{key.run or 'without a code and model fingerprint'}); this run is "
+                f"{identity.code} with task model {identity.task_model}. Scores of different "
+                "code or model files must not mix: use another --out folder."
+            )
+        fingerprint = planned.get((key.task, key.optimizer, key.seed, key.budget))
+        if fingerprint is not None and fingerprint != key.fingerprint:
+            raise ConfigError(
+                f"{out / 'cells'} holds {key.task} / {key.optimizer} / seed {key.seed} under "
+                f"fingerprint {key.fingerprint}; this run's settings give {fingerprint}. "
+                "Write runs with other settings to another --out folder."
+            )
 
 
 def _finished(out: Path, key: CellKey) -> bool:
@@ -255,8 +305,9 @@ def _open(model: str, slots: int, *, reflection: bool) -> Iterator[LM]:
 class _Baselines:
     """The seed prompt's test score, computed once per task and kept on disk."""
 
-    def __init__(self, out: Path, settings: BenchSettings, lm: LMLike, say: Log) -> None:
+    def __init__(self, out: Path, settings: BenchSettings, lm: LMLike, say: Log, run: str) -> None:
         self.out = out
+        self.run = run
         self.settings = settings
         self.lm = lm
         self.say = say
@@ -274,6 +325,7 @@ class _Baselines:
                 "task_model": self.settings.task_model,
                 "limit": self.settings.limit,
                 "split_seed": self.settings.split_seed,
+                "run": self.run,
             }
             path = self.out / "baselines" / f"{safe_name(name)}.json"
             if path.exists():

@@ -87,14 +87,15 @@ def paired_differences(
     records: Sequence[CellRecord], variant: str, baseline: str
 ) -> list[tuple[tuple[str, int, int], float]]:
     """``variant`` minus ``baseline`` optimized test score on every (task, seed, budget) cell
-    both finished, in cell order."""
-    scores: dict[tuple[str, str, int, int], float] = {}
+    both finished in the same run (code and model files, ``CellKey.run``), in cell order."""
+    scores: dict[tuple[str, str, int, int, str], float] = {}
     for r in records:
         if r.status == "ok" and r.optimized_test is not None:
-            scores[(r.key.optimizer, r.key.task, r.key.seed, r.key.budget)] = r.optimized_test.score
+            k = r.key
+            scores[(k.optimizer, k.task, k.seed, k.budget, k.run)] = r.optimized_test.score
     out = []
-    for (name, task, seed, budget), score in sorted(scores.items()):
-        other = scores.get((baseline, task, seed, budget))
+    for (name, task, seed, budget, run), score in sorted(scores.items()):
+        other = scores.get((baseline, task, seed, budget, run))
         if name == variant and other is not None:
             out.append(((task, seed, budget), score - other))
     return out
