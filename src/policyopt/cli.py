@@ -85,15 +85,17 @@ def _demo_spec(algorithm: str) -> Any:
         )
 
 
-def _demo_task(name: str) -> Any:
-    from policyopt.tasks import TASKS, get_task
+def _demo_task(name: str, feedback: str = "hint") -> Any:
+    from policyopt.tasks import FEEDBACK_KINDS, TASKS, get_task
 
     if name not in TASKS:
         _fail(
             f"--task {name!r} is not a built-in task; use one of {', '.join(TASKS)} "
             "(`policyopt tasks` describes them)."
         )
-    return get_task(name, seed=0)
+    if feedback not in FEEDBACK_KINDS:
+        _fail(f"--feedback {feedback!r}: use one of {', '.join(FEEDBACK_KINDS)}.")
+    return get_task(name, seed=0, feedback=feedback)
 
 
 def _check_demo_numbers(*, budget: int, n_jobs: int, limit: int) -> None:
@@ -176,6 +178,9 @@ def demo(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
     mlflow: Annotated[str | None, _MLFLOW_OPTION] = None,
+    feedback: Annotated[
+        str, typer.Option(help="The metric's feedback: hint (states the rule) or bare.")
+    ] = "hint",
 ) -> None:
     """The main job: GEPA (or MIPRO) optimizes a built-in task's prompt on the local model.
 
@@ -184,6 +189,7 @@ def demo(
     accuracy on the held-out test split, and what the search spent.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from policyopt.errors import PolicyOptError
@@ -193,7 +199,7 @@ def demo(
     spec = _demo_spec(algorithm)
     name = task or DEFAULT_TASK
     _check_demo_numbers(budget=budget, n_jobs=n_jobs, limit=limit)
-    task_def = _demo_task(name)
+    task_def = _demo_task(name, feedback)
     cut = (lambda rows: list(rows)[:limit]) if limit > 0 else list
     train, val, test = cut(task_def.train), cut(task_def.val), cut(task_def.test)
     if budget < len(val):
@@ -218,7 +224,8 @@ def demo(
 
     console = Console()
     console.print(
-        f"[bold]policyopt demo[/bold]: {algorithm.upper()} on task [cyan]{task_def.name}[/cyan] "
+        f"[bold]policyopt demo[/bold]: {algorithm.upper()} on task "
+        f"[cyan]{escape(task_def.name)}[/cyan] "
         f"(train {len(train)}, val {len(val)}, test {len(test)}), budget {budget} rollouts, "
         "local model SmolLM2-135M-Instruct as task and proposal LM"
     )
@@ -269,7 +276,7 @@ def demo(
     wall = time.perf_counter() - started
 
     table = Table(
-        title=f"{task_def.name}: accuracy on the held-out test split ({len(test)} examples)"
+        title=f"{escape(task_def.name)}: accuracy on the held-out test split ({len(test)} examples)"
     )
     table.add_column("prompt", no_wrap=True)
     table.add_column("test accuracy", justify="right", no_wrap=True)

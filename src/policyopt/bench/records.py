@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from policyopt.bench.fingerprint import RunIdentity
 from policyopt.bench.variants import Variant, parse_variant
 from policyopt.errors import ConfigError
+from policyopt.tasks import FEEDBACK_KINDS, split_task_name
 from policyopt.types import LMUsage
 
 __all__ = [
@@ -63,6 +64,24 @@ class BenchSettings(BaseModel):
         if isinstance(names, list) and all(isinstance(n, str) for n in names):
             return [parse_variant(n).name for n in names]
         return names
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _canonical_tasks(cls, names: Any) -> Any:
+        """Task options by one name: ``antonyms[feedback=bare]``; ``[feedback=hint]`` is the
+        plain name (the default), so neither spelling splits a task's cells."""
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            return names
+        out = []
+        for name in names:
+            if "[" not in name or name.startswith("langprobe:"):
+                out.append(name)
+                continue
+            base, kind = split_task_name(name)
+            if kind not in FEEDBACK_KINDS:
+                raise ValueError(f"task {name!r}: feedback is one of {', '.join(FEEDBACK_KINDS)}")
+            out.append(base if kind == "hint" else f"{base}[feedback={kind}]")
+        return out
 
     @field_validator("tasks", "optimizers")
     @classmethod

@@ -1,13 +1,17 @@
-"""Built-in tasks that run offline on the embedded local model."""
+"""Built-in tasks that run offline on the embedded local model.
+
+A name may carry the feedback kind, ``antonyms[feedback=bare]`` (:func:`get_task`): bare feedback
+says only ``expected X, got Y`` (:func:`policyopt.tasks.base.with_feedback`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from policyopt.errors import ConfigError
-from policyopt.tasks.base import Task
+from policyopt.tasks.base import FEEDBACK_KINDS, Task, with_feedback
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Task", "get_task"]
+__all__ = ["DEFAULT_TASK", "FEEDBACK_KINDS", "TASKS", "Task", "get_task", "split_task_name"]
 
 
 def _antonyms(seed: int) -> Task:
@@ -44,8 +48,25 @@ TASKS: dict[str, Callable[[int], Task]] = {
 DEFAULT_TASK = "antonyms"
 
 
-def get_task(name: str, seed: int = 0) -> Task:
-    """A built-in task by name, its splits drawn from ``seed``."""
-    if name not in TASKS:
-        raise ConfigError(f"Unknown task {name!r}; built-in tasks: {sorted(TASKS)}.")
-    return TASKS[name](seed)
+def split_task_name(name: str) -> tuple[str, str]:
+    """``antonyms[feedback=bare]`` -> (``antonyms``, ``bare``); a plain name has ``hint``."""
+    base, bracket, rest = name.partition("[")
+    if not bracket:
+        return name, "hint"
+    option, _, value = rest.rstrip().removesuffix("]").partition("=")
+    if not rest.rstrip().endswith("]") or option.strip() != "feedback":
+        raise ConfigError(
+            f"Task {name!r}: the only task option is feedback, e.g. {base}[feedback=bare]."
+        )
+    return base.strip(), value.strip()
+
+
+def get_task(name: str, seed: int = 0, feedback: str | None = None) -> Task:
+    """A built-in task by name, its splits drawn from ``seed``, with ``feedback`` (``hint``,
+    the default, or ``bare``; also given in the name: ``antonyms[feedback=bare]``)."""
+    base, named = split_task_name(name)
+    if base not in TASKS:
+        raise ConfigError(f"Unknown task {base!r}; built-in tasks: {sorted(TASKS)}.")
+    if feedback is not None and named != "hint" and feedback != named:
+        raise ConfigError(f"Task {name!r} asked for feedback {feedback!r} too; choose one.")
+    return with_feedback(TASKS[base](seed), feedback or named)

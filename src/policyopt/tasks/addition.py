@@ -120,6 +120,11 @@ def metric(output: str, example: dict[str, Any]) -> Score:
     return Score(0.0, feedback=feedback, output=output)
 
 
+def expected(example: dict[str, Any]) -> str:
+    """The sum, as bare feedback names it."""
+    return str(example["answer"])
+
+
 def make_task(seed: int = 0) -> Task:
     """The addition task with splits drawn from ``seed`` (0 is the published split)."""
     train, val, test = _splits(seed)
@@ -137,4 +142,5 @@ def make_task(seed: int = 0) -> Task:
         notes=__doc__ or "",
         lm_kwargs={"max_tokens": 32, "stop": ["\n"]},
         kind="math",
+        expected=expected,
     )

@@ -104,6 +104,11 @@ def metric(output: str, example: dict[str, Any]) -> Score:
     return Score(0.0, feedback=feedback, output=output)
 
 
+def expected(example: dict[str, Any]) -> str:
+    """The accepted opposites, as bare feedback names them."""
+    return " or ".join(repr(a) for a in example["answers"])
+
+
 def make_task(seed: int = 0) -> Task:
     """The antonyms task with splits drawn from ``seed`` (0 is the published split)."""
     train, val, test = _splits(seed)
@@ -121,4 +126,5 @@ def make_task(seed: int = 0) -> Task:
         notes=__doc__ or "",
         lm_kwargs={"max_tokens": 24},
         kind="transformation",
+        expected=expected,
     )

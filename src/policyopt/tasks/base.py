@@ -2,18 +2,27 @@
 
 A task turns into a :class:`policyopt.Program` for a given LM: ``evaluate`` renders the prompt and
 the example into one user message, asks the LM and scores the answer with the task's metric.
+
+Feedback comes in two kinds (:func:`with_feedback`): ``hint``, the task's own (it states the rule,
+e.g. "tell the assistant to give the opposite of the word"), and ``bare``, only
+``expected X, got Y`` with the same scores, so an optimizer must find the rule itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from policyopt.errors import ConfigError
 from policyopt.lm.base import LM
 from policyopt.types import Program, Score
 
-__all__ = ["Task"]
+__all__ = ["FEEDBACK_KINDS", "BareMetric", "Task", "with_feedback"]
+
+#: the kinds of metric feedback a built-in task gives (``hint`` is the default)
+FEEDBACK_KINDS = ("hint", "bare")
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class Task:
     lm_kwargs: dict[str, Any] = field(default_factory=dict)
     #: what sort of task: "classification", "extraction", "math", "transformation", ...
     kind: str = ""
+    #: the expected answer of an example as text (what bare feedback names); None: unknown
+    expected: Callable[[dict[str, Any]], str] | None = None
 
     def render(self, prompt: str, example: dict[str, Any]) -> str:
         """The user message the LM sees for ``prompt`` on ``example``."""
@@ -74,3 +85,35 @@ class _Evaluate(_Run):
     def __call__(self, prompt: str, example: dict[str, Any]) -> Score:  # type: ignore[override]
         output = super().__call__(prompt, example)
         return self.task.metric(output, example)
+
+
+class BareMetric:
+    """A metric's scores with feedback cut to ``expected X, got Y`` (picklable)."""
+
+    def __init__(
+        self,
+        metric: Callable[[str, dict[str, Any]], Score],
+        expected: Callable[[dict[str, Any]], str],
+    ) -> None:
+        self.metric = metric
+        self.expected = expected
+
+    def __call__(self, output: str, example: dict[str, Any]) -> Score:
+        score = self.metric(output, example)
+        said = repr(" ".join(str(output).split())[:80])
+        feedback = f"expected {self.expected(example)}, got {said}"
+        return Score(score.score, feedback=feedback, output=output)
+
+
+def with_feedback(task: Task, kind: str) -> Task:
+    """``task`` with ``hint`` (its own, unchanged) or ``bare`` feedback; the bare task's name
+    is ``<name>[feedback=bare]`` so its results never mix with the hint task's."""
+    if kind == "hint":
+        return task
+    if kind != "bare":
+        raise ConfigError(f"Unknown feedback {kind!r}; choose one of {', '.join(FEEDBACK_KINDS)}.")
+    if task.expected is None:
+        raise ConfigError(f"Task {task.name!r} does not name its expected answers (bare feedback).")
+    return dataclasses.replace(
+        task, name=f"{task.name}[feedback=bare]", metric=BareMetric(task.metric, task.expected)
+    )

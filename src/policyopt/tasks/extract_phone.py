@@ -176,6 +176,11 @@ def metric(output: str, example: dict[str, Any]) -> Score:
     return Score(0.0, feedback=feedback, output=output)
 
 
+def expected(example: dict[str, Any]) -> str:
+    """The phone number, as bare feedback names it."""
+    return str(example["phone"])
+
+
 def make_task(seed: int = 0) -> Task:
     """The extract_phone task with splits drawn from ``seed`` (0 is the published split)."""
     train, val, test = _splits(seed)
@@ -193,4 +198,5 @@ def make_task(seed: int = 0) -> Task:
         notes=__doc__ or "",
         lm_kwargs={"max_tokens": 32, "stop": ["\n"]},
         kind="extraction",
+        expected=expected,
     )

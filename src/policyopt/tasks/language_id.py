@@ -225,6 +225,11 @@ def metric(output: str, example: dict[str, Any]) -> Score:
     return Score(0.0, feedback=feedback, output=output)
 
 
+def expected(example: dict[str, Any]) -> str:
+    """The sentence's language, as bare feedback names it."""
+    return str(example["label"]).capitalize()
+
+
 def make_task(seed: int = 0) -> Task:
     """The language_id task with splits drawn from ``seed`` (0 is the published split)."""
     train, val, test = _splits(seed)
@@ -244,4 +249,5 @@ def make_task(seed: int = 0) -> Task:
         notes=__doc__ or "",
         lm_kwargs={"max_tokens": 32, "stop": ["\n"]},
         kind="classification",
+        expected=expected,
     )
