@@ -14,7 +14,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ADVICE_TEMPLATE", "common_advice", "make_records", "retry_note"]
+__all__ = [
+    "ADVICE_TEMPLATE",
+    "ANSWER_FIELDS",
+    "common_advice",
+    "make_records",
+    "output_space",
+    "output_space_note",
+    "retry_note",
+]
 
 #: For very small reflection models: only the advice the feedback repeats (see
 #: :func:`common_advice`), to be rewritten as an instruction (GEPA's ``reflection_template=
@@ -87,3 +95,50 @@ def make_records(
             }
         )
     return records
+
+
+#: field names that hold an example's expected answer, in order of preference (a categorical
+#: field by another name may be an input: a label set is only read from these)
+ANSWER_FIELDS = (
+    "label",
+    "labels",
+    "answer",
+    "answers",
+    "output",
+    "target",
+    "expected",
+    "gold",
+    "category",
+    "class",
+    "intent",
+    "sentiment",
+)
+
+
+def output_space(examples: Sequence[Any], *, max_labels: int = 12) -> list[str]:
+    """The label set seen in the data, sorted: the values of the first of
+    :data:`ANSWER_FIELDS` that looks like a class label in every example (strings of at most
+    40 characters, 2 to ``max_labels`` distinct values, each seen about twice or more). Empty
+    when none does (free-form answers, or no answer field by those names)."""
+    rows = [e for e in examples if isinstance(e, Mapping)]
+    if len(rows) < 4:
+        return []
+    for name in ANSWER_FIELDS:
+        values = [row.get(name) for row in rows]
+        if not all(isinstance(v, str) and 0 < len(v.strip()) <= 40 for v in values):
+            continue
+        distinct = sorted({str(v).strip() for v in values})
+        if 2 <= len(distinct) <= max_labels and len(distinct) * 2 <= len(rows):
+            return distinct
+    return []
+
+
+def output_space_note(labels: Sequence[str]) -> str:
+    """One line for a proposal prompt: the answers seen in the data (empty without a set)."""
+    if len(labels) < 2:
+        return ""
+    return (
+        "The right answer depends on the input; the answers seen in the data are: "
+        + ", ".join(labels)
+        + "."
+    )

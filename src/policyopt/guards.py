@@ -20,6 +20,11 @@ already in the parent prompt, one of these holds:
   answer: ``hot ... cold``).
 
 Matching ignores case and runs of whitespace, and only counts whole words.
+
+A label shared by records is not a copy by the rules above, but a proposal that names exactly
+one answer of the task's label set (:func:`policyopt.feedback.output_space`) and no condition
+(``Answer French.``) fixes one example's answer for every input: :func:`find_fixed_answer`
+catches it, and the proposer counts it as a copy too.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["COPIES_EXAMPLE", "find_copy", "instance_strings", "quoted"]
+__all__ = ["COPIES_EXAMPLE", "find_copy", "find_fixed_answer", "instance_strings", "quoted"]
 
 #: the rejection reason a copied proposal is counted under
 COPIES_EXAMPLE = "copies_example"
@@ -125,3 +130,25 @@ def find_copy(
         if len(distinct) >= 2:
             return " / ".join(distinct[:2])
     return None
+
+
+_CONDITION = re.compile(r"\b(if|when|whether|unless|otherwise|else|which|what)\b")
+
+
+def find_fixed_answer(
+    proposal: str, parent: str, labels: Sequence[str], *, min_chars: int = 3
+) -> str | None:
+    """The one label ``proposal`` fixes as the answer, or None.
+
+    With a label set of two or more, a proposal that names exactly one label (whole words,
+    any case; labels shorter than ``min_chars`` are not looked for: ``no`` is an ordinary word),
+    that its parent did not name, and that asks no question of the input (no ``if``, ``when``,
+    ``which``, ...) answers every input with one example's answer."""
+    names = {n for label in labels if (n := _norm(label))}
+    if len(names) < 2:
+        return None
+    text = _norm(proposal)
+    named = [n for n in sorted(names) if _contains(text, n)]
+    if len(named) != 1 or len(named[0]) < min_chars or _contains(_norm(parent), named[0]):
+        return None
+    return None if _CONDITION.search(text) else named[0]

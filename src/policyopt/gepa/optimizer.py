@@ -30,6 +30,7 @@ from policyopt.events import (
     Listener,
     NewBest,
 )
+from policyopt.feedback import output_space
 from policyopt.gepa import strategies
 from policyopt.gepa.budget import gepa_estimate
 from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
@@ -256,6 +257,9 @@ class _Run:
             max_retries=s.max_proposal_retries,
             max_chars=s.max_prompt_chars,
             reject_copies=s.reject_copies,
+            outputs=output_space(
+                [self.engine.example(self.train_split, i) for i in self.train_ids]
+            ),
         )
         self.resume_exact = all(strategies.resumable(getattr(s, name)) for name in strategies.NAMES)
         if self.rundir is not None and not self.resume_exact:

@@ -1,6 +1,7 @@
 """GEPA's proposer: reflection LM calls (journaled, see :mod:`policyopt.state.memo`) with
 rejection and retry of unusable proposals, including (``reject_copies``) proposals that copy an
-example from the records into the prompt (:mod:`policyopt.guards`). Call keys are
+example from the records into the prompt or fix one answer of the data's label set (``outputs``)
+as the answer for every input (:mod:`policyopt.guards`). Call keys are
 ``iteration/slot/component/attempt``.
 """
 
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from policyopt.gepa.reflection import check_proposal, extract_instruction, render_prompt
-from policyopt.guards import COPIES_EXAMPLE, find_copy
+from policyopt.guards import COPIES_EXAMPLE, find_copy, find_fixed_answer
 from policyopt.state.memo import JournaledLM
 from policyopt.types import LMUsage
 
@@ -32,12 +33,14 @@ class Proposer:
         max_retries: int,
         max_chars: int,
         reject_copies: bool = False,
+        outputs: Sequence[str] = (),
     ) -> None:
         self.lm = lm
         self.template = template
         self.max_retries = max_retries
         self.max_chars = max_chars
         self.reject_copies = reject_copies
+        self.outputs = tuple(outputs)  # the data's label set (empty: free-form answers)
         self.rejections: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -61,7 +64,9 @@ class Proposer:
         """
         reason: str | None = None
         for attempt in range(self.max_retries + 1):
-            prompt = render_prompt(self.template, component, current, records, reason)
+            prompt = render_prompt(
+                self.template, component, current, records, reason, outputs=self.outputs
+            )
             record = self.lm.ask(f"{key}/{attempt}", prompt, sample=sample)
             if record is None:  # the LM failed past its retries: skip this proposal
                 return None
@@ -77,11 +82,18 @@ class Proposer:
             counted = reason
             if reason is None and self.reject_copies:
                 copied = find_copy(text, current, records)
+                fixed = None if copied else find_fixed_answer(text, current, self.outputs)
                 if copied is not None:
                     counted = COPIES_EXAMPLE
                     reason = (
                         f"it copies the example text {copied!r} into the instruction; state the "
                         "general rule and quote no example"
+                    )
+                elif fixed is not None:
+                    counted = COPIES_EXAMPLE
+                    reason = (
+                        f"it gives {fixed!r} as the answer to every input, but the right answer "
+                        f"depends on the input (one of {', '.join(self.outputs)})"
                     )
             if reason is None:
                 return text

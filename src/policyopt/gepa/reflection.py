@@ -4,14 +4,22 @@ The reflective dataset is one record per minibatch rollout: the example's input,
 output and the ``feedback`` of its :class:`~policyopt.Score`. The reflection LM gets the current
 text, the records and the task of diagnosing the failures; its new text is the last fenced block
 of its answer (or the whole answer without fences). Empty, unchanged or cut-off proposals are
-rejected, and the retry prompt says why.
+rejected, and the retry prompt says why. When the data has a label set
+(:func:`~policyopt.feedback.output_space`), the prompt says which answers the data holds, so an
+instruction can cover them all instead of fixing the one a minibatch happened to show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from policyopt.feedback import ADVICE_TEMPLATE, common_advice, make_records, retry_note
+from policyopt.feedback import (
+    ADVICE_TEMPLATE,
+    common_advice,
+    make_records,
+    output_space_note,
+    retry_note,
+)
 from policyopt.lm.parsing import check_proposal, extract_instruction
 
 __all__ = [
@@ -59,13 +67,16 @@ def render_prompt(
     current: str,
     records: Sequence[Mapping[str, str]],
     retry_reason: str | None = None,
+    outputs: Sequence[str] = (),
 ) -> str:
     """The reflection LM's prompt: ``template`` filled in.
 
     Placeholders: ``{component}``, ``{current}`` (the text to improve), ``{records}`` (every
     record in full), ``{feedback}`` (the distinct feedback lines only), ``{advice}`` (the
-    feedback sentences records share, :func:`common_advice`) and ``{retry}`` (why the previous
-    proposal was rejected, or empty).
+    feedback sentences records share, :func:`common_advice`), ``{retry}`` (why the previous
+    proposal was rejected, or empty) and ``{outputs}`` (the label set ``outputs``, as a
+    sentence). A template without ``{outputs}`` gets that sentence as the last line of its
+    ``{records}``, ``{feedback}`` and ``{advice}``.
     """
     blocks = []
     for number, record in enumerate(records, start=1):
@@ -73,11 +84,15 @@ def render_prompt(
         lines += [f"{key}: {value}" for key, value in record.items()]
         blocks.append("\n".join(lines))
     feedback = list(dict.fromkeys(r.get("Feedback", "") for r in records if r.get("Feedback")))
+    note = output_space_note(outputs)
+    inline = note and "{outputs}" not in template
+    advice = common_advice(records)
     return template.format(
         component=component,
         current=current,
-        records="\n\n".join(blocks),
-        feedback="\n".join(f"- {line}" for line in feedback),
-        advice="\n".join(common_advice(records)),
+        records="\n\n".join(blocks + ([note] if inline else [])),
+        feedback="\n".join([f"- {line}" for line in feedback] + ([f"- {note}"] if inline else [])),
+        advice="\n".join(advice + ([note] if inline else [])),
         retry=retry_note(retry_reason),
+        outputs=note,
     )
