@@ -150,7 +150,7 @@ def cost(records: Sequence[CellRecord], path: Path) -> Path:
 
 def forest(comparisons: Sequence[Comparison], path: Path) -> Path:
     """A forest plot: one row per variant, its mean difference from the baseline as a dot and
-    the 95% bootstrap interval as a bar, a line at 0; resolved rows drawn in colour."""
+    the 95% t interval as a bar, a line at 0; resolved rows drawn in colour."""
     plt = _pyplot()
     rows = [c for c in comparisons if c.n > 0]
     baseline = comparisons[0].baseline if comparisons else ""
@@ -180,6 +180,6 @@ def forest(comparisons: Sequence[Comparison], path: Path) -> Path:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([c.variant for c in reversed(rows)], fontsize=8)
     ax.set_ylim(-0.6, max(1, len(rows)) - 0.4)
-    ax.set_xlabel(f"test score minus {baseline}'s (mean, 95% bootstrap CI)")
+    ax.set_xlabel(f"test score minus {baseline}'s (mean, 95% t CI)")
     ax.set_title(f"Ablations against {baseline}, paired on (task, seed)", fontsize=10)
     return _save(fig, path)
