@@ -4,7 +4,8 @@ Reads the finished cells of a `policyopt bench --out` directory (no model runs) 
 RESULTS.md quotes: the test score of every (task, seed) for every optimizer, then for policyopt's
 GEPA the share of cells above the seed prompt and its mean gain against the best peer's, policyopt's
 MIPRO against DSPy MIPROv2, and how many rollouts GEPA's mean best-validation curve needs to reach
-the best peer's final mean validation score.
+the best peer's final mean validation score. Means, ratios and differences carry 95% intervals
+clustered by task (a task's seeds share its data); cells of several runs are refused (--run).
 
     python benchmarks/grid_summary.py benchmarks/results/grid200
 """
@@ -20,11 +21,25 @@ from policyopt.bench.evidence import clustered_gains
 from policyopt.bench.records import CellRecord, check_one_run, runs_of
 from policyopt.bench.report import rollouts_to_reach
 from policyopt.bench.runner import load_records
-from policyopt.bench.stats import cell_test
+from policyopt.bench.stats import cell_test, clustered_mean_ci, clustered_ratio_ci
 from policyopt.errors import ConfigError
 
 OURS = ("gepa", "mipro")
 PEERS = ("gepa-lib", "dspy-gepa", "dspy-mipro")
+
+
+def _ratio(
+    by_cell: dict[tuple[str, int], dict[str, CellRecord]], ours: str, theirs: str
+) -> tuple[float, float, float, float, float, float]:
+    """``ours``' mean gain over ``theirs``' on the (task, seed) cells both ran, with Fieller's
+    95% interval clustered by task (unbounded when their mean gain may be 0), then the mean
+    difference of the gains with its task-clustered interval."""
+    rows = [(t, row) for (t, _), row in sorted(by_cell.items()) if ours in row and theirs in row]
+    mine = [row[ours].gain or 0.0 for _, row in rows]
+    other = [row[theirs].gain or 0.0 for _, row in rows]
+    tasks = [t for t, _ in rows]
+    diff = [a - b for a, b in zip(mine, other, strict=True)]
+    return (*clustered_ratio_ci(mine, other, tasks), *clustered_mean_ci(diff, tasks))
 
 
 def main() -> int:
@@ -87,10 +102,11 @@ def main() -> int:
         best = max(peers, key=lambda o: means[o])
         gains = gains_of["gepa"]
         share = sum(g > 0 for g in gains) / len(gains)
-        ratio = means["gepa"] / means[best] if means[best] > 0 else float("inf")
+        ratio, low, high, diff, dlow, dhigh = _ratio(by_cell, "gepa", best)
         print(f"GEPA beats the seed prompt in {share:.0%} of cells (target >= 90%)")
-        print(f"GEPA mean gain {means['gepa']:+.3f} = {ratio:.2f}x the best peer's "
-              f"({best}, {means[best]:+.3f}; target >= 1.5x)")  # fmt: skip
+        print(f"GEPA mean gain {means['gepa']:+.3f} = {ratio:.2f}x [{low:.2f}, {high:.2f}] "
+              f"the best peer's ({best}, {means[best]:+.3f}; target >= 1.5x, 95% interval "
+              f"above 1.0x); difference {diff:+.3f} [{dlow:+.3f}, {dhigh:+.3f}]")  # fmt: skip
         reach = rollouts_to_reach(records, "gepa", best)
         if reach is not None:
             spent, theirs, target = reach
@@ -99,8 +115,10 @@ def main() -> int:
                   f"{theirs:.0f} (target <= 0.50)")  # fmt: skip
     if "mipro" in means and "dspy-mipro" in means:
         verdict = "beats" if means["mipro"] > means["dspy-mipro"] else "does not beat"
+        ratio, low, high, diff, dlow, dhigh = _ratio(by_cell, "mipro", "dspy-mipro")
         print(f"MIPRO mean gain {means['mipro']:+.3f} {verdict} DSPy MIPROv2's "
-              f"{means['dspy-mipro']:+.3f}")  # fmt: skip
+              f"{means['dspy-mipro']:+.3f} ({ratio:.2f}x [{low:.2f}, {high:.2f}]; difference "
+              f"{diff:+.3f} [{dlow:+.3f}, {dhigh:+.3f}])")  # fmt: skip
     return 0
 
 

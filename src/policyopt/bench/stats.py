@@ -36,6 +36,7 @@ __all__ = [
     "bootstrap_ci",
     "cell_test",
     "clustered_mean_ci",
+    "clustered_ratio_ci",
     "compare",
     "holm",
     "mean_ci",
@@ -176,6 +177,49 @@ def clustered_mean_ci(
         q = 1.959963984540054  # no scipy: the normal quantile (narrower than t)
     half = q * math.sqrt(variance)
     return mean, mean - half, mean + half
+
+
+def clustered_ratio_ci(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    clusters: Sequence[object],
+    *,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """The ratio of two means over the same cells (e.g. one optimizer's mean gain over a peer's,
+    paired by (task, seed)) with Fieller's interval (ratio, low, high).
+
+    The means' variances and covariance are cluster-robust over ``clusters`` (CR1, as in
+    :func:`clustered_mean_ci`), the quantile Student-t with clusters - 1 degrees of freedom.
+    When the denominator's mean is not distinguishable from 0 at ``level`` the interval is
+    unbounded: (ratio, -inf, inf)."""
+    if not (len(numerator) == len(denominator) == len(clusters)):
+        raise ValueError("numerator, denominator and clusters differ in length")
+    if not numerator:
+        return math.nan, math.nan, math.nan
+    a, b = float(np.mean(numerator)), float(np.mean(denominator))
+    ratio = a / b if b != 0 else math.nan
+    sums: dict[object, list[float]] = {}
+    for x, y, cluster in zip(numerator, denominator, clusters, strict=True):
+        pair = sums.setdefault(cluster, [0.0, 0.0])
+        pair[0] += float(x) - a
+        pair[1] += float(y) - b
+    g, n = len(sums), len(numerator)
+    if g < 2:
+        return ratio, math.nan, math.nan
+    scale = g / (g - 1) / n**2
+    vaa = scale * sum(x * x for x, _ in sums.values())
+    vbb = scale * sum(y * y for _, y in sums.values())
+    vab = scale * sum(x * y for x, y in sums.values())
+    q = _t_quantile(level, g - 1) or 1.959963984540054
+    q2 = q * q
+    # (a - r b)^2 <= q^2 (vaa - 2 r vab + r^2 vbb), a quadratic in r
+    qa, qb, qc = b * b - q2 * vbb, -2 * (a * b - q2 * vab), a * a - q2 * vaa
+    disc = qb * qb - 4 * qa * qc
+    if qa <= 0 or disc < 0:
+        return ratio, -math.inf, math.inf
+    root = math.sqrt(disc)
+    return ratio, (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
 
 
 def win_tie_loss(diffs: Sequence[float], tie: float = TIE) -> tuple[int, int, int]:

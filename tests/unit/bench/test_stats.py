@@ -14,6 +14,7 @@ from policyopt.bench.stats import (
     bootstrap_ci,
     cell_test,
     clustered_mean_ci,
+    clustered_ratio_ci,
     compare,
     mean_ci,
     paired_test,
@@ -176,3 +177,37 @@ def test_cell_test_signed_rank_on_graded_scores_and_none_without_examples() -> N
     assert result is not None and result.test == "signed-rank exact"
     assert result.p == pytest.approx(_brute_force_signed_rank([0.5, 0.0, 0.5, 0.25]))
     assert cell_test(_cell(0, 0.6)) is None  # an old record without per-example scores
+
+
+def test_fieller_ratio_by_hand() -> None:
+    # two tasks x two seeds; at each bound the clustered t statistic of a - r b is +-q
+    a, b, tasks = [0.5, 0.7, 0.2, 0.4], [0.2, 0.3, 0.1, 0.2], ["x", "x", "y", "y"]
+    ratio, low, high = clustered_ratio_ci(a, b, tasks, level=0.5)
+    assert ratio == pytest.approx(0.45 / 0.2)
+    for r in (low, high):  # 0 sits on an end of the clustered interval of a - r b
+        diffs = [x - r * y for x, y in zip(a, b, strict=True)]
+        mean, dlow, _ = clustered_mean_ci(diffs, tasks, level=0.5)
+        assert abs(mean) == pytest.approx(mean - dlow)
+    assert low < ratio < high
+    # a denominator whose interval holds 0: the ratio is unbounded
+    _, low, high = clustered_ratio_ci(a, [0.2, -0.1, 0.1, -0.15], tasks)
+    assert (low, high) == (-math.inf, math.inf)
+
+
+def test_clustered_intervals_cover_near_nominal_with_four_tasks() -> None:
+    # 4 tasks x 5 seeds; seeds of a task share a task effect, and the two optimizers' task
+    # effects correlate; true means 0.45 and 0.2, ratio 2.25; 800 seeded grids
+    rng = np.random.default_rng(7)
+    tasks = np.repeat(np.arange(4), 5).tolist()
+    mean_hits = ratio_hits = 0
+    for _ in range(800):
+        ua, ub = rng.normal(0, 0.1, 4), rng.normal(0, 0.05, 4)
+        a = (0.45 + ua[:, None] + rng.normal(0, 0.1, (4, 5))).ravel().tolist()
+        b = (0.2 + ub[:, None] + 0.3 * ua[:, None] + rng.normal(0, 0.1, (4, 5))).ravel().tolist()
+        _, low, high = clustered_mean_ci(a, tasks)
+        mean_hits += low <= 0.45 <= high
+        _, low, high = clustered_ratio_ci(a, b, tasks)
+        ratio_hits += low <= 2.25 <= high
+    # binomial sd of a coverage estimate at 0.95 over 800 grids: 0.0077
+    assert 0.925 <= mean_hits / 800 <= 0.975, mean_hits / 800
+    assert 0.925 <= ratio_hits / 800 <= 0.975, ratio_hits / 800
