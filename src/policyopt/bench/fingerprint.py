@@ -1,10 +1,12 @@
 """What a benchmark run's results depend on besides its settings: code, model files, machine.
 
 A :class:`RunIdentity` holds the code version (``git describe`` of policyopt's checkout when it
-runs from one, else the package version), each model's identity (for a GGUF file: its sha256,
-cached by path, size and modification time so a large file is hashed once, not per cell) and the
-machine. Cells of one run share it; its :attr:`RunIdentity.digest` enters each cell's fingerprint,
-so cells of different code or model files never pair, resume or summarize together.
+runs from one, else the package version), a hash of the package's source files (what the code
+*is*: a commit of results or docs leaves it alone, an uncommitted edit of the code does not),
+each model's identity (for a GGUF file: its sha256, cached by path, size and modification time so
+a large file is hashed once, not per cell) and the machine. Cells of one run share it; its
+:attr:`RunIdentity.digest` enters each cell's fingerprint, so cells of different code or model
+files never pair, resume or summarize together.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "machine",
     "model_identity",
     "run_identity",
+    "source_hash",
 ]
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../policyopt
@@ -40,14 +43,15 @@ class RunIdentity(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     code: str = Field(description="git describe of the checkout, else 'policyopt <version>'")
+    source: str = Field("", description="sha256 of the package's .py files (the digest's code)")
     task_model: str = Field(description="the task model's name, with its file's sha256")
     reflection_model: str = Field(description="the reflection model's name and sha256")
     machine: dict[str, str | int] = Field(default_factory=dict)
 
     @property
     def digest(self) -> str:
-        """A short hash of what makes scores comparable: code and models."""
-        text = json.dumps([self.code, self.task_model, self.reflection_model])
+        """A short hash of what makes scores comparable: the code's sources and the models."""
+        text = json.dumps([self.source or self.code, self.task_model, self.reflection_model])
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -72,6 +76,17 @@ def code_version() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     return f"policyopt {__version__}"
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """sha256 (16 hex digits) over the relative path and bytes of every ``.py`` file of the
+    installed policyopt package, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _cache_file() -> Path:
@@ -150,6 +165,7 @@ def run_identity(task_model: str, reflection_model: str) -> RunIdentity:
     ``given:ScriptedLM`` for a model object handed in by the caller)."""
     return RunIdentity(
         code=code_version(),
+        source=source_hash(),
         task_model=model_identity(task_model),
         reflection_model=model_identity(reflection_model),
         machine=machine(),

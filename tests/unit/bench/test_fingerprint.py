@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,20 @@ import pytest
 
 from policyopt.bench import fingerprint as fp
 from policyopt.bench import load_records, markdown_report, run_benchmark, write_report
-from policyopt.bench.fingerprint import RunIdentity, code_version, file_sha256, model_identity
+from policyopt.bench.fingerprint import (
+    RunIdentity,
+    code_version,
+    file_sha256,
+    model_identity,
+    source_hash,
+)
 from policyopt.bench.records import BenchSettings, CellKey, CellRecord, SplitScore, check_one_run
 from policyopt.errors import ConfigError
 from tests.unit.bench.test_harness import reflection_lm, task_lm, tiny_task
 
 
-def _identity(code: str = "git:abc", model: str = "m:sha256:1") -> RunIdentity:
-    return RunIdentity(code=code, task_model=model, reflection_model=model)
+def _identity(source: str = "abc", model: str = "m:sha256:1") -> RunIdentity:
+    return RunIdentity(code="git:v1", source=source, task_model=model, reflection_model=model)
 
 
 def test_the_fingerprint_covers_code_model_files_and_presets() -> None:
@@ -28,19 +35,39 @@ def test_the_fingerprint_covers_code_model_files_and_presets() -> None:
     assert old.run == "" and new.run == _identity().digest and new.fingerprint != old.fingerprint
     assert new == CellKey.of(s, "t", "gepa", 0, run=_identity())
     for other in (
-        CellKey.of(s, "t", "gepa", 0, run=_identity(code="git:abd")),
+        CellKey.of(s, "t", "gepa", 0, run=_identity(source="abd")),
         CellKey.of(s, "t", "gepa", 0, run=_identity(model="m:sha256:2")),
         CellKey.of(s, "t", "gepa", 0, run=_identity(), preset={"proposals": 4}),
         CellKey.of(s.model_copy(update={"split_seed": 1}), "t", "gepa", 0, run=_identity()),
     ):
         assert other.fingerprint != new.fingerprint
-    # the machine is recorded but does not split runs: same code and models, same scores
-    moved = _identity().model_copy(update={"machine": {"cpus": 64}})
+    # the machine and the commit's name are recorded but do not split runs: a commit of
+    # results or docs leaves the package's sources, hence the scores, as they were
+    moved = _identity().model_copy(update={"machine": {"cpus": 64}, "code": "git:v1-1-gabc"})
     assert moved.digest == _identity().digest
 
 
-def test_code_version_names_this_checkout() -> None:
+def test_code_version_names_this_checkout_and_sources_are_hashed(tmp_path: Path) -> None:
     assert code_version().startswith("git:")  # the tests run from a git checkout
+    assert re.fullmatch(r"[0-9a-f]{16}", source_hash())
+    package = tmp_path / "policyopt"
+    (package / "bench").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "bench" / "b.py").write_text("y = 2\n")
+    (package / "notes.md").write_text("not code\n")
+    fp.source_hash.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(fp, "_PACKAGE_DIR", package)
+            first = fp.source_hash()
+            fp.source_hash.cache_clear()
+            (package / "notes.md").write_text("changed, still not code\n")
+            assert fp.source_hash() == first
+            fp.source_hash.cache_clear()
+            (package / "bench" / "b.py").write_text("y = 3\n")
+            assert fp.source_hash() != first
+    finally:
+        fp.source_hash.cache_clear()
 
 
 def test_a_model_file_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,6 +115,7 @@ def test_records_carry_their_identity_and_runs_never_mix(tmp_path: Path) -> None
     (record,) = first.records
     identity = record.identity
     assert identity is not None and identity.code == code_version()
+    assert identity.source == source_hash()
     assert identity.task_model == "given:ScriptedLM" and identity.machine["cpus"] == os.cpu_count()
     assert record.key.run == identity.digest
     assert _run(out).ran == []  # the same run resumes
