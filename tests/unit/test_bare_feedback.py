@@ -68,8 +68,9 @@ def test_task_names_carry_the_feedback_kind() -> None:
     for bad in ("antonyms[feedback=loud]", "antonyms[color=bare]", "antonyms[feedback=bare"):
         with pytest.raises(ConfigError):
             get_task(bad)
-    with pytest.raises(ConfigError, match="choose one"):
-        get_task("antonyms[feedback=bare]", feedback="hint")
+    for named, given in (("bare", "hint"), ("hint", "bare")):
+        with pytest.raises(ConfigError, match="choose one"):
+            get_task(f"antonyms[feedback={named}]", feedback=given)
     # the harness: a task option in the name, one canonical spelling per task
     settings = BenchSettings(
         tasks=["antonyms[ feedback = bare ]", "addition[feedback=hint]"], optimizers=["gepa"]

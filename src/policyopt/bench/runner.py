@@ -10,6 +10,10 @@ Layout of the output directory::
     cells/<cell>.json          one record per finished cell (never run again)
     runs/<cell>/               the cell's optimizer state (policyopt resumes a cut cell from it)
 
+A folder holds one run: a grid whose code or model files differ from its cells'
+(:mod:`policyopt.bench.fingerprint`), or that gives a finished cell other settings, is refused
+before anything runs; every record carries the run's identity.
+
 All cells share one task model and one reflection model (for the embedded model: two llama.cpp
 servers); each cell talks to them through its own :class:`~policyopt.lm.metered.MeteredLM` views,
 so calls and tokens are counted per cell, task model and optimizer model apart. The harness scores
@@ -228,8 +232,8 @@ def run_benchmark(
 
 def _preset(optimizer: Any, small_model: bool) -> dict[str, Any]:
     """The settings a registered optimizer applies on top of a cell's (its small-model preset
-    and reflection LM overrides), for the fingerprint; empty for peers (their code is covered
-    by the commit, their package by ``versions``)."""
+    and reflection LM overrides), for the fingerprint; empty for peers (their adapters are in
+    the package's source hash, their packages in ``versions``)."""
     spec = getattr(optimizer, "spec", None)
     if spec is None or not small_model:
         return {}

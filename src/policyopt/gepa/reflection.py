@@ -85,7 +85,7 @@ def render_prompt(
         blocks.append("\n".join(lines))
     feedback = list(dict.fromkeys(r.get("Feedback", "") for r in records if r.get("Feedback")))
     note = output_space_note(outputs)
-    inline = note and "{outputs}" not in template
+    inline = bool(note) and "{outputs}" not in template
     advice = common_advice(records)
     return template.format(
         component=component,

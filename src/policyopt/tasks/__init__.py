@@ -67,6 +67,6 @@ def get_task(name: str, seed: int = 0, feedback: str | None = None) -> Task:
     base, named = split_task_name(name)
     if base not in TASKS:
         raise ConfigError(f"Unknown task {base!r}; built-in tasks: {sorted(TASKS)}.")
-    if feedback is not None and named != "hint" and feedback != named:
+    if feedback is not None and "[" in name and feedback != named:
         raise ConfigError(f"Task {name!r} asked for feedback {feedback!r} too; choose one.")
     return with_feedback(TASKS[base](seed), feedback or named)
