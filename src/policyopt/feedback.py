@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "ADVICE_TEMPLATE",
     "ANSWER_FIELDS",
+    "RETRY_NOTE",
     "common_advice",
     "make_records",
     "output_space",
@@ -38,11 +39,15 @@ Rewrite the advice as one instruction to the assistant.
 Instruction:"""
 
 
+#: the ``{retry}`` text of a proposal prompt (see :func:`retry_note`)
+RETRY_NOTE = "\n\nYour previous proposal was rejected ({reason}); write a different one."
+
+
 def retry_note(reason: str | None) -> str:
     """The ``{retry}`` text of a proposal prompt: why the previous proposal was rejected."""
     if not reason:
         return ""
-    return f"\n\nYour previous proposal was rejected ({reason}); write a different one."
+    return RETRY_NOTE.format(reason=reason)
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")

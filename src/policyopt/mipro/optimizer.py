@@ -290,6 +290,7 @@ class _Run:
         self.feedback: list[tuple[Any, Any, float, str | None]] = []  # bootstrap rows
         self.params: list[dict[str, int]] = []  # of each candidate
         self.rejected_proposals = 0
+        self.rejections: dict[str, int] = {}  # rejected proposals by reason
         self.failed_proposals = 0
 
     # ------------------------------------------------------------------ prompts
@@ -411,6 +412,8 @@ class _Run:
             ]
             self.instructions[c] = list(dict.fromkeys(texts))[: self.n_candidates]
         self.rejected_proposals = proposer.rejected
+        loop = getattr(proposer, "loop", None)
+        self.rejections = dict(loop.rejections) if loop is not None else {}
         self.failed_proposals = proposer.failed
         if proposer.failed and all(len(v) == 1 for v in self.instructions.values()):
             if self.lm.refused:  # not a failure: max_lm_calls / max_lm_tokens held them back
@@ -691,6 +694,7 @@ class _Run:
                 "estimate": self.ctx.estimate,  # type: ignore[dict-item]
                 "plan": self.plan.as_dict(),  # type: ignore[dict-item]
                 "rejected_proposals": self.rejected_proposals,
+                "rejections": self.rejections,  # type: ignore[dict-item]
                 "failed_proposals": self.failed_proposals,
                 **ctx.fault_details(),  # type: ignore[dict-item]
             },

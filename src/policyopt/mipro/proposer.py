@@ -13,10 +13,11 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from policyopt.feedback import ADVICE_TEMPLATE, common_advice, retry_note
+from policyopt.feedback import ADVICE_TEMPLATE, RETRY_NOTE, common_advice, retry_note
 from policyopt.guards import find_copy
-from policyopt.lm.parsing import check_proposal, extract_instruction
+from policyopt.lm.parsing import extract_instruction
 from policyopt.mipro.demos import Demo
+from policyopt.proposals import FAILED, Guard, Parsed, ProposalLoop, echo_guard
 from policyopt.state.memo import JournaledLM
 
 __all__ = [
@@ -63,6 +64,10 @@ Write one new instruction for this task, different from those above. Reply with 
 instruction inside one ``` fenced block."""
 
 
+#: what a retry adds to the grounded proposal prompt
+ATTEMPT = "\n(Attempt {n}: the last answer was unusable.)"
+
+
 def _render_demos(demos: Sequence[Demo], limit: int = 600) -> str:
     if not demos:
         return "(none)"
@@ -86,11 +91,14 @@ class InstructionProposer:
         self.rng = rng
         self.program_description = program_description
         self.use_tips = use_tips
-        self.max_chars = max_chars
-        self.max_retries = max_retries
+        self.loop = ProposalLoop(lm, max_retries=max_retries, max_chars=max_chars)
         self.summary = ""
-        self.rejected = 0
         self.failed = 0  # candidates skipped because the LM failed
+
+    @property
+    def rejected(self) -> int:
+        """Proposals rejected (unusable, repeated, echoing the prompt)."""
+        return self.loop.rejected
 
     def summarize(self, examples: Sequence[Any]) -> str:
         """One LM call describing the dataset from a sample of examples (kept for the run)."""
@@ -120,42 +128,41 @@ class InstructionProposer:
         for index in range(1, n):
             demos = demo_sets[index % len(demo_sets)] if demo_sets else []
             tip = TIPS[self.rng.choice(sorted(TIPS))] if self.use_tips else ""
-            for attempt in range(self.max_retries + 1):
-                scored = f" (validation score {seed_score:.2f})" if seed_score is not None else ""
-                history = "\n".join(
-                    f"- {c[:300]}{scored if i == 0 else ''}" for i, c in enumerate(candidates)
-                )
-                prompt = PROPOSAL_TEMPLATE.format(
-                    summary=self.summary or "(no summary)",
-                    program=program,
-                    component=f" ({component})" if component != "prompt" else "",
-                    current=seed_text,
-                    demos=_render_demos(demos),
-                    history=history,
-                    tip=f"Tip: {tip}\n" if tip else "",
-                )
-                if attempt:
-                    prompt += f"\n(Attempt {attempt + 1}: the last answer was unusable.)"
-                record = self.lm.ask(f"instruction/{component}/{index}/{attempt}", prompt)
-                if record is None:  # the LM failed past its retries: skip this candidate
-                    self.failed += 1
-                    break
-                text, balanced = extract_instruction(str(record["text"]))
-                reason = "answer_too_long" if record.get("capped") else None
-                reason = reason or check_proposal(
-                    text,
-                    seed_text,
-                    balanced=balanced,
-                    truncated=record["finish_reason"] == "length",
-                    max_chars=self.max_chars,
-                )
-                normalized = " ".join(text.split())
-                if reason is None and normalized not in seen:
-                    candidates.append(text)
-                    seen.add(normalized)
-                    break
-                self.rejected += 1
+            scored = f" (validation score {seed_score:.2f})" if seed_score is not None else ""
+            history = "\n".join(
+                f"- {c[:300]}{scored if i == 0 else ''}" for i, c in enumerate(candidates)
+            )
+            prompt = PROPOSAL_TEMPLATE.format(
+                summary=self.summary or "(no summary)",
+                program=program,
+                component=f" ({component})" if component != "prompt" else "",
+                current=seed_text,
+                demos=_render_demos(demos),
+                history=history,
+                tip=f"Tip: {tip}\n" if tip else "",
+            )
+            text = self.loop.propose(
+                f"instruction/{component}/{index}",
+                lambda attempt, _, prompt=prompt: (
+                    prompt + (ATTEMPT.format(n=attempt + 1) if attempt else "")
+                ),
+                current=seed_text,
+                guards=[
+                    _repeat_guard(seen),
+                    echo_guard(PROPOSAL_TEMPLATE, seed_text, also=(ATTEMPT,)),
+                ],
+            )
+            if text is FAILED:  # the LM failed past its retries: skip this candidate
+                self.failed += 1
+            elif isinstance(text, str):
+                candidates.append(text)
+                seen.add(" ".join(text.split()))
         return candidates
+
+
+def _repeat_guard(seen: set[str], reason: str = "it repeats an earlier instruction") -> Guard:
+    """Rejects an instruction already among the candidates."""
+    return lambda text: (reason, reason) if " ".join(text.split()) in seen else None
 
 
 class AdviceProposer:
@@ -186,11 +193,14 @@ class AdviceProposer:
         failing = [r for r, bad in zip(self.records, failed or [], strict=False) if bad]
         self.pool = failing or self.records  # failures carry the lesson; else all
         self.rng = rng
-        self.max_chars = max_chars
-        self.max_retries = max_retries
+        self.loop = ProposalLoop(lm, max_retries=max_retries, max_chars=max_chars)
         self.per_call = per_call
-        self.rejected = 0
         self.failed = 0
+
+    @property
+    def rejected(self) -> int:
+        """Proposals rejected (unusable, copied, repeated, echoing the prompt)."""
+        return self.loop.rejected
 
     def propose(
         self,
@@ -208,41 +218,45 @@ class AdviceProposer:
         for index in range(1, n):
             chosen = self.rng.sample(self.pool, min(self.per_call, len(self.pool)))
             advice = "\n".join(common_advice(chosen))
-            reason: str | None = None
-            for attempt in range(self.max_retries + 1):
-                prompt = ADVICE_TEMPLATE.format(
+            text = self.loop.propose(
+                f"instruction/{component}/{index}",
+                lambda _, reason, advice=advice: ADVICE_TEMPLATE.format(
                     current=seed_text, advice=advice, retry=retry_note(reason)
-                )
+                ),
+                current=seed_text,
+                parse=_first_line,
+                guards=[
+                    self._copy_guard(seed_text),
+                    _repeat_guard(seen),
+                    echo_guard(ADVICE_TEMPLATE, seed_text, also=(RETRY_NOTE,)),
+                ],
                 # another sample per call: the same advice would otherwise get the same answer
-                draw = self.rng.randrange(1, 2**31 - 2)
-                record = self.lm.ask(
-                    f"instruction/{component}/{index}/{attempt}", prompt, sample=draw
-                )
-                if record is None:  # the LM failed past its retries: skip this candidate
-                    self.failed += 1
-                    break
-                answer = str(record["text"])
-                lines = [x for x in answer.splitlines() if x.strip()]
-                # a fenced block if the model wrote one, else the line after "Instruction:"
-                fenced = "```" in answer
-                text, balanced = extract_instruction(
-                    answer if fenced else lines[0] if lines else ""
-                )
-                reason = "answer_too_long" if record.get("capped") else None
-                cut = record["finish_reason"] == "length" and (fenced or len(lines) <= 1)
-                reason = reason or check_proposal(
-                    text, seed_text, balanced=balanced, truncated=cut, max_chars=self.max_chars
-                )
-                if reason is None:
-                    copied = find_copy(text, seed_text, self.records)
-                    if copied is not None:
-                        reason = f"it copies the example text {copied!r}; state the general rule"
-                normalized = " ".join(text.split())
-                if reason is None and normalized in seen:
-                    reason = "it repeats an earlier instruction"
-                if reason is None:
-                    candidates.append(text)
-                    seen.add(normalized)
-                    break
-                self.rejected += 1
+                sample=lambda _: self.rng.randrange(1, 2**31 - 2),
+            )
+            if text is FAILED:  # the LM failed past its retries: skip this candidate
+                self.failed += 1
+            elif isinstance(text, str):
+                candidates.append(text)
+                seen.add(" ".join(text.split()))
         return candidates
+
+    def _copy_guard(self, seed_text: str) -> Guard:
+        def guard(text: str) -> tuple[str, str] | None:
+            copied = find_copy(text, seed_text, self.records)
+            if copied is None:
+                return None
+            reason = f"it copies the example text {copied!r}; state the general rule"
+            return reason, reason
+
+        return guard
+
+
+def _first_line(record: Mapping[str, Any]) -> Parsed:
+    """A fenced block if the model wrote one, else the answer's first line (the instruction
+    after "Instruction:"); cut off only when the block or that line may be."""
+    answer = str(record["text"])
+    lines = [x for x in answer.splitlines() if x.strip()]
+    fenced = "```" in answer
+    text, balanced = extract_instruction(answer if fenced else lines[0] if lines else "")
+    cut = record["finish_reason"] == "length" and (fenced or len(lines) <= 1)
+    return Parsed(text, balanced, cut)

@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from policyopt.lm.parsing import check_proposal, extract_instruction
+from policyopt.proposals import Parsed
 
 __all__ = [
     "COMPACT_TEMPLATE",
     "DEFAULT_TEMPLATE",
+    "RETRY",
     "Exemplar",
     "Scored",
     "normalize",
     "parse_answer",
     "percent",
+    "read_answer",
     "render_exemplars",
     "render_history",
     "render_meta_prompt",
@@ -127,34 +130,42 @@ def render_meta_prompt(template: str, history: str, exemplars: str, retry: str |
     """The template filled in; a retry says why the last answer was rejected."""
     prompt = template.format(history=history, exemplars=exemplars)
     if retry:
-        prompt += f"\n\n(Your last answer was rejected: {retry}. Try again.)"
+        prompt += RETRY.format(retry=retry)
     return prompt
+
+
+#: what a retry adds to the meta prompt
+RETRY = "\n\n(Your last answer was rejected: {retry}. Try again.)"
+
+
+def read_answer(record: Mapping[str, Any]) -> Parsed:
+    """The instruction in a journaled LM answer: the last fenced block, or, without a fence,
+    the whole answer minus a ``text:`` label and surrounding quotes or brackets."""
+    raw = str(record["text"])
+    text, balanced = extract_instruction(raw)
+    if "```" not in raw:
+        text = _LABEL.sub("", text).strip().strip(_QUOTES).strip()
+    return Parsed(text, balanced, record.get("finish_reason") == "length")
+
+
+#: why a proposal equal to an instruction already scored is rejected
+REPEATED = "the instruction was proposed before"
 
 
 def parse_answer(
     record: Mapping[str, Any], seen: set[str], max_chars: int
 ) -> tuple[str | None, str | None]:
-    """``(instruction, None)`` or ``(None, why rejected)`` from a journaled LM answer.
-
-    The instruction is the last fenced block, or, without a fence, the whole answer minus a
-    ``text:`` label and surrounding quotes or brackets. ``seen`` holds the normalized texts
-    already scored: a proposal equal to one of them is a duplicate.
-    """
-    raw = str(record["text"])
-    text, balanced = extract_instruction(raw)
-    if "```" not in raw:
-        text = _LABEL.sub("", text).strip().strip(_QUOTES).strip()
+    """``(instruction, None)`` or ``(None, why rejected)`` from a journaled LM answer
+    (:func:`read_answer`). ``seen`` holds the normalized texts already scored: a proposal equal
+    to one of them is a duplicate."""
+    parsed = read_answer(record)
     reason = "answer_too_long" if record.get("capped") else None
     reason = reason or check_proposal(
-        text,
-        "",
-        balanced=balanced,
-        truncated=record.get("finish_reason") == "length",
-        max_chars=max_chars,
+        parsed.text, "", balanced=parsed.balanced, truncated=parsed.truncated, max_chars=max_chars
     )
-    if reason is None and normalize(text) in seen:
-        reason = "the instruction was proposed before"
-    return (None, reason) if reason else (text, None)
+    if reason is None and normalize(parsed.text) in seen:
+        reason = REPEATED
+    return (None, reason) if reason else (parsed.text, None)
 
 
 def normalize(text: str) -> str:

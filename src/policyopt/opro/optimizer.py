@@ -47,7 +47,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -66,15 +65,18 @@ from policyopt.lm.base import resolve_lm
 from policyopt.opro.config import RESUMABLE_CHANGES, OPROSettings, estimate
 from policyopt.opro.meta import (
     DEFAULT_TEMPLATE,
+    REPEATED,
+    RETRY,
     Exemplar,
     Scored,
     normalize,
-    parse_answer,
+    read_answer,
     render_exemplars,
     render_history,
     render_meta_prompt,
 )
 from policyopt.prompts import PromptShape
+from policyopt.proposals import FAILED, Guard, ProposalLoop, echo_guard
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import RunContext, _one_lm, settings_or_error
 from policyopt.types import Candidate, ExampleId, OptimizationResult, Program, PromptValue
@@ -226,6 +228,9 @@ class _Run:
         )
         self.rng_exemplars, self.rng_batch = rng_exemplars, rng_batch
         self.meta = self.ctx.journaled_lm(opro.meta_lm, kind="meta", rollouts_per_call=1)
+        self.proposals = ProposalLoop(
+            self.meta, max_retries=s.max_proposal_retries, max_chars=s.max_prompt_chars
+        )
         self.candidates: list[Candidate] = []
         self.history: list[Scored] = []  # every instruction scored, in the order scored
         self.log: list[dict[str, Any]] = []  # the same, for details: step, slot, score, ...
@@ -235,8 +240,6 @@ class _Run:
         self.stalled = 0
         self.best_score = -math.inf
         self.counts = {"proposed": 0, "rejected": 0, "failed": 0, "scored": 0, "promoted": 0}
-        self.rejections: dict[str, int] = {}
-        self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -417,28 +420,19 @@ class _Run:
         With ``reject_copies``, a text that copies one of the slot's exemplars (``shown``) is
         rejected as ``copies_example`` and asked again."""
 
-        def one(slot: int) -> str | None:
-            retry: str | None = None
-            for attempt in range(self.s.max_proposal_retries + 1):
-                prompt = render_meta_prompt(self.s.meta_template, history, exemplars[slot], retry)
-                record = self.meta.ask(f"{self.step}/{slot}/{attempt}", prompt)
-                if record is None:  # the LM failed past its retries: skip this proposal
-                    return "\0failed"
-                text, retry = parse_answer(record, self.seen, self.s.max_prompt_chars)
-                counted = str(retry)
-                if text is not None and self.s.reject_copies:
-                    copied = find_copy(text, history, shown[slot])
-                    if copied is not None:
-                        text, counted = None, COPIES_EXAMPLE
-                        retry = (
-                            f"it copies the example text {copied!r}; state the general rule and "
-                            "quote no example"
-                        )
-                if text is not None:
-                    return text
-                with self.lock:
-                    self.rejections[counted] = self.rejections.get(counted, 0) + 1
-            return None
+        def one(slot: int) -> str | object | None:
+            guards: list[Guard] = [self._repeat_guard]
+            if self.s.reject_copies:
+                guards.append(self._copy_guard(history, shown[slot]))
+            guards.append(echo_guard(self.s.meta_template, history, also=(RETRY,)))
+            return self.proposals.propose(
+                f"{self.step}/{slot}",
+                lambda _, retry: render_meta_prompt(
+                    self.s.meta_template, history, exemplars[slot], retry
+                ),
+                parse=read_answer,
+                guards=guards,
+            )
 
         slots = range(len(exemplars))
         workers = max(1, min(len(exemplars), self.s.n_jobs if self.s.n_jobs > 0 else 4))
@@ -448,19 +442,37 @@ class _Run:
             outcomes = [future.result() for future in futures]
         texts, seen = [], set()
         for slot, text in zip(slots, outcomes, strict=True):
-            if text == "\0failed":
+            if text is FAILED:
                 self.counts["failed"] += 1
-            elif text is None:
+            elif not isinstance(text, str):
                 self.counts["rejected"] += 1
             elif normalize(text) in seen:  # two slots proposed the same: keep the first
                 self.counts["rejected"] += 1
-                reason = "the instruction was proposed before"
-                self.rejections[reason] = self.rejections.get(reason, 0) + 1
+                self.proposals.reject(REPEATED)
             else:
                 seen.add(normalize(text))
                 texts.append((slot, text))
         self.counts["proposed"] += len(texts)
         return texts
+
+    def _repeat_guard(self, text: str) -> tuple[str, str] | None:
+        """Rejects an instruction already scored."""
+        return (REPEATED, REPEATED) if normalize(text) in self.seen else None
+
+    @staticmethod
+    def _copy_guard(history: str, shown: list[dict[str, Any]]) -> Guard:
+        """Rejects an instruction that copies one of the slot's exemplars."""
+
+        def guard(text: str) -> tuple[str, str] | None:
+            copied = find_copy(text, history, shown)
+            if copied is None:
+                return None
+            return COPIES_EXAMPLE, (
+                f"it copies the example text {copied!r}; state the general rule and quote no "
+                "example"
+            )
+
+        return guard
 
     def _score(
         self, incumbent: Candidate, batch: list[ExampleId], texts: list[tuple[int, str]]
@@ -561,7 +573,7 @@ class _Run:
                 "proposals_failed": self.counts["failed"],
                 "proposals_scored": self.counts["scored"],
                 "promoted": self.counts["promoted"],
-                "rejections": dict(self.rejections),  # type: ignore[dict-item]
+                "rejections": dict(self.proposals.rejections),  # type: ignore[dict-item]
                 "history": self.log,  # type: ignore[dict-item]
                 "estimate": self.ctx.estimate,  # type: ignore[dict-item]
                 **ctx.fault_details(),  # type: ignore[dict-item]

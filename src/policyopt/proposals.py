@@ -1,0 +1,220 @@
+"""The proposal loop every optimizer shares: ask, parse, check, guard, retry, count.
+
+GEPA's reflection, MIPRO's instruction proposers and OPRO's meta prompt all ask the
+optimizer's LM (a :class:`~policyopt.state.memo.JournaledLM`) for a new text. One loop does what
+they have in common: render the prompt (with why the last answer was rejected), ask, parse the
+answer, reject an unusable one (:func:`~policyopt.lm.parsing.check_proposal`), run the
+optimizer's guards (copies of examples, echoes of the prompt's own words, repeats), retry up to
+``max_retries`` times, and count every rejection under one key in :attr:`ProposalLoop.rejections`.
+What differs between optimizers (the prompt, how an answer is read, which guards) is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from policyopt.lm.parsing import check_proposal, extract_instruction
+from policyopt.state.memo import JournaledLM
+from policyopt.types import LMUsage
+
+__all__ = [
+    "ECHOES_PROMPT",
+    "FAILED",
+    "Guard",
+    "Parsed",
+    "ProposalLoop",
+    "echo_guard",
+    "find_echo",
+    "parse_fenced",
+]
+
+#: the rejection key of a proposal that repeats the proposal prompt's own words
+ECHOES_PROMPT = "echoes_prompt"
+
+
+class _Failed:
+    def __repr__(self) -> str:
+        return "FAILED"
+
+
+#: what :meth:`ProposalLoop.propose` returns when the LM failed (past its own retries)
+FAILED: Final = _Failed()
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """An answer read by an optimizer: the proposed text, and whether it looks cut off."""
+
+    text: str
+    balanced: bool = True
+    truncated: bool = False
+
+
+def parse_fenced(record: Mapping[str, Any]) -> Parsed:
+    """The last fenced block of the answer (or the whole answer); cut off at the token limit."""
+    text, balanced = extract_instruction(str(record["text"]))
+    return Parsed(text, balanced, record.get("finish_reason") == "length")
+
+
+#: a guard: the proposed text -> ``(counted as, retry reason)`` when it must be rejected
+Guard = Callable[[str], "tuple[str, str] | None"]
+
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+_WORD = re.compile(r"[a-z0-9']+")
+_HEADING_TOKEN = re.compile(r"[a-z0-9']+|:")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
+
+
+def _ngrams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def find_echo(
+    proposal: str,
+    template: str,
+    parent: str = "",
+    *,
+    also: Sequence[str] = (),
+    min_words: int = 8,
+    min_share: float = 0.6,
+) -> str | None:
+    """The words of the proposal prompt's own text that ``proposal`` repeats, or None.
+
+    A reflection model that copies its instructions ("state the general rule the assistant
+    must follow, add any task-specific facts ...") or a heading of the template ("Advice on
+    its answers:") back as the new prompt leaks the optimizer's request into the user's
+    prompt. The prompt's own text is ``template`` without its placeholders, plus ``also``
+    (e.g. the retry wording). Caught, where the parent does not already say it: a run of
+    ``min_words`` words of that text; a heading of two or more words with its colon; or a
+    proposal whose words lie, for ``min_share`` of them, in runs of four words of that text
+    (fragments stitched together).
+    """
+    words = _words(proposal)
+    text, before = f" {' '.join(words)} ", f" {' '.join(_words(parent))} "
+    # headings compare with their colon: "current instruction:", not the words alone
+    marked = f" {' '.join(_HEADING_TOKEN.findall(proposal.casefold()))} "
+    marked_before = f" {' '.join(_HEADING_TOKEN.findall(parent.casefold()))} "
+    chunks = [c for t in (template, *also) for c in _PLACEHOLDER.split(t)]
+    fours: set[tuple[str, ...]] = set()
+    for chunk in chunks:
+        for line in chunk.splitlines():
+            head = _words(line.split(".")[-1])  # the heading after any sentence before it
+            heading = f" {' '.join(head)} : "
+            is_heading = line.rstrip().endswith(":") and len(head) >= 2
+            if is_heading and heading in marked and heading not in marked_before:
+                return f"{' '.join(head)}:"
+        chunk_words = _words(chunk)
+        fours |= _ngrams(chunk_words, 4)
+        for gram in _ngrams(chunk_words, min_words):
+            phrase = " ".join(gram)
+            if f" {phrase} " in text and f" {phrase} " not in before:
+                return phrase
+    fours -= _ngrams(_words(parent), 4)
+    covered = [False] * len(words)
+    for i in range(len(words) - 3):
+        if tuple(words[i : i + 4]) in fours:
+            covered[i : i + 4] = [True] * 4
+    if len(words) >= 4 and sum(covered) >= min_share * len(words):
+        return " ".join(w for w, c in zip(words, covered, strict=True) if c)
+    return None
+
+
+#: the retry sentence of an echo, itself prompt text a model may echo
+ECHO_RETRY = "it repeats the request's own words; write only the instruction for the assistant"
+
+
+def echo_guard(template: str, parent: str, *, also: Sequence[str] = ()) -> Guard:
+    """A guard rejecting proposals that echo ``template`` or ``also`` (see :func:`find_echo`)."""
+    texts = (*also, ECHO_RETRY)
+
+    def guard(text: str) -> tuple[str, str] | None:
+        echoed = find_echo(text, template, parent, also=texts)
+        if echoed is None:
+            return None
+        return ECHOES_PROMPT, (
+            f"it repeats the request's own words ({echoed!r}); write only the instruction for "
+            "the assistant"
+        )
+
+    return guard
+
+
+class ProposalLoop:
+    """Asks the run's LM for new texts, rejecting and retrying unusable ones at no rollout cost.
+
+    Thread-safe: an optimizer may run several proposals at once.
+    """
+
+    def __init__(self, lm: JournaledLM, *, max_retries: int, max_chars: int) -> None:
+        self.lm = lm
+        self.max_retries = max_retries
+        self.max_chars = max_chars
+        self.rejections: dict[str, int] = {}  # counted as -> how many
+        self._lock = threading.Lock()
+
+    @property
+    def usage(self) -> LMUsage:
+        """The LM's usage (counted from journal records: equal in a resumed run)."""
+        return self.lm.usage
+
+    @property
+    def rejected(self) -> int:
+        """Proposals rejected so far, whatever the reason."""
+        with self._lock:
+            return sum(self.rejections.values())
+
+    def reject(self, counted: str) -> None:
+        """Count a rejection made outside :meth:`propose` (e.g. two slots' equal texts)."""
+        with self._lock:
+            self.rejections[counted] = self.rejections.get(counted, 0) + 1
+
+    def propose(
+        self,
+        key: str,
+        render: Callable[[int, str | None], str],
+        *,
+        current: str = "",
+        parse: Callable[[Mapping[str, Any]], Parsed] = parse_fenced,
+        guards: Sequence[Guard] = (),
+        sample: int | Callable[[int], int] = 0,
+    ) -> str | _Failed | None:
+        """A usable new text, None when every attempt was rejected, or :data:`FAILED`.
+
+        ``render(attempt, reason)`` makes the prompt (``reason``: why the last answer was
+        rejected); each call is journaled as ``{key}/{attempt}``. ``current`` is the text being
+        replaced (a proposal equal to it is unusable). ``sample`` (or ``sample(attempt)``) asks
+        for another sample of the same prompt.
+        """
+        reason: str | None = None
+        for attempt in range(self.max_retries + 1):
+            prompt = render(attempt, reason)
+            draw = sample(attempt) if callable(sample) else sample
+            record = self.lm.ask(f"{key}/{attempt}", prompt, sample=draw)
+            if record is None:  # the LM failed past its retries: skip this proposal
+                return FAILED
+            parsed = parse(record)
+            reason = "answer_too_long" if record.get("capped") else None
+            reason = reason or check_proposal(
+                parsed.text,
+                current,
+                balanced=parsed.balanced,
+                truncated=parsed.truncated,
+                max_chars=self.max_chars,
+            )
+            counted = reason
+            for guard in guards if reason is None else ():
+                hit = guard(parsed.text)
+                if hit is not None:
+                    counted, reason = hit
+                    break
+            if reason is None:
+                return parsed.text
+            self.reject(counted or reason)
+        return None
