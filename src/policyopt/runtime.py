@@ -265,6 +265,7 @@ class RunContext:
         self._has_result: Callable[[], bool] = lambda: False
         self._lms: list[JournaledLM] = []
         self.estimate: dict[str, Any] = {}  # as announced, the optimizer-LM cap included
+        self.strategies_resumable = True  # an optimizer with custom strategies may say no
         self.strict: bool = s.strict
         self.stop_detail: str | None = None
         self._lm_failures = 0
@@ -466,6 +467,19 @@ class RunContext:
         with self._lm_lock:
             self._lm_failures = 0
 
+    @property
+    def resume_exact(self) -> bool:
+        """Whether this run's path is the uninterrupted run's: true for a fresh run; for a
+        resumed one, only when no earlier segment lost rollouts to a kill or recorded failures
+        (both are paid again and may end elsewhere) and the optimizer's strategies replay
+        (``strategies_resumable``, set by the optimizer)."""
+        engine = self.engine
+        if not self.strategies_resumable:
+            return False
+        return engine.resumed_rollouts == 0 or (
+            engine.lost_rollouts == 0 and engine.journal_failures == 0
+        )
+
     def fault_details(self) -> dict[str, Any]:
         """What went wrong during the run, for ``OptimizationResult.details``."""
         engine = self.engine
@@ -474,6 +488,7 @@ class RunContext:
             "quarantined_examples": engine.quarantined,
             "lost_rollouts": engine.lost_rollouts,
             "resumed_rollouts": engine.resumed_rollouts,
+            "resume_exact": self.resume_exact,
             "stop_detail": self.stop_detail,
         }
 

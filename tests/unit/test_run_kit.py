@@ -223,3 +223,30 @@ def test_the_evaluate_identity_follows_its_code() -> None:
     assert callable_identity(CountingEvaluate()) == callable_identity(CountingEvaluate())
     assert callable_identity(CountingEvaluate()) != callable_identity(Louder())
     assert callable_identity(len).startswith("builtins:len@")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_resume_exact_is_true_only_when_the_resumed_path_can_be_the_same(
+    name: str, tmp_path: Path
+) -> None:
+    """A run continued with a larger budget replays exactly (true); one whose earlier segment
+    lost a rollout to a kill, or recorded failures, pays them again and says so (false)."""
+    from policyopt.testing.conformance import _Crash
+
+    make, make_lm = OPTIMIZERS[name]
+
+    def run(run_dir: Path, evaluate: CountingEvaluate, budget: int) -> Any:
+        program, train, val = keyword_task(evaluate=evaluate)
+        return make(
+            make_lm(), max_rollouts=budget, n_jobs=1, progress=False, run_dir=str(run_dir)
+        ).optimize(program, train, val)
+
+    assert run(tmp_path / "a", CountingEvaluate(), 40).details["resume_exact"] is True
+    assert run(tmp_path / "a", CountingEvaluate(), 80).details["resume_exact"] is True
+    with pytest.raises(_Crash):
+        run(tmp_path / "b", CountingEvaluate(crash_after=20), 80)
+    resumed = run(tmp_path / "b", CountingEvaluate(), 80)
+    assert resumed.details["lost_rollouts"] == 1 and resumed.details["resume_exact"] is False
+    broken = FailsOnSomeExamples(broken=True)
+    run(tmp_path / "c", broken, 40)
+    assert run(tmp_path / "c", FailsOnSomeExamples(False), 80).details["resume_exact"] is False

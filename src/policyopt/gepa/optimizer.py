@@ -261,8 +261,9 @@ class _Run:
                 [self.engine.example(self.train_split, i) for i in self.train_ids]
             ),
         )
-        self.resume_exact = all(strategies.resumable(getattr(s, name)) for name in strategies.NAMES)
-        if self.rundir is not None and not self.resume_exact:
+        resumable = all(strategies.resumable(getattr(s, name)) for name in strategies.NAMES)
+        self.ctx.strategies_resumable = resumable
+        if self.rundir is not None and not resumable:
             logger.warning(
                 "a custom GEPA strategy declares resumable=False: resuming this run_dir will "
                 "replay rollouts from the journal but may take other decisions"
@@ -652,7 +653,6 @@ class _Run:
                 },
                 "counts": dict(self.counts),  # type: ignore[dict-item]
                 "rejections": dict(getattr(self.proposer, "rejections", {})),  # type: ignore[dict-item]
-                "resume_exact": self.resume_exact,
                 **self.ctx.fault_details(),  # type: ignore[dict-item]
                 "estimate": self.ctx.estimate,  # type: ignore[dict-item]
             },

@@ -141,6 +141,7 @@ class RolloutEngine:
         self._used = 0
         self._resumed = 0
         self._lost = 0  # started in an earlier process, result never recorded
+        self._journal_failures = 0  # failed rollouts an earlier process recorded
         self._seq = 0  # attempt numbers pair a start record with its result
         self._replayable: set[tuple[str, str, ExampleId]] = set()  # journaled, not yet reached
         self._replayed = 0
@@ -224,6 +225,11 @@ class RolloutEngine:
     def lost_rollouts(self) -> int:
         """Rollouts an earlier process started but never recorded (killed): paid, no result."""
         return self._lost
+
+    @property
+    def journal_failures(self) -> int:
+        """Failed rollouts an earlier process recorded: a resumed run pays them again."""
+        return self._journal_failures
 
     @property
     def failures(self) -> list[tuple[str, str]]:
@@ -624,6 +630,7 @@ class RolloutEngine:
             else:
                 finished.add(int(seq))
             if record.get("error") is not None:
+                self._journal_failures += 1
                 continue
             score = Score(
                 record["score"],

@@ -169,7 +169,9 @@ def comparable(result: OptimizationResult) -> dict[str, Any]:
     data["settings"] = {k: v for k, v in data["settings"].items() if k != "run_dir"}
     data["n_rollouts"] -= int(data["details"].get("lost_rollouts") or 0)
     data["details"] = {
-        k: v for k, v in data["details"].items() if k not in {"resumed_rollouts", "lost_rollouts"}
+        k: v
+        for k, v in data["details"].items()
+        if k not in {"resumed_rollouts", "lost_rollouts", "resume_exact"}
     }
     return data
 
