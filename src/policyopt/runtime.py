@@ -32,6 +32,7 @@ from pydantic import (
     field_validator,
 )
 
+from policyopt.book import TIE_TOLERANCE, CandidateBook
 from policyopt.errors import ConfigError, EvaluationError, LMError, StopRequested
 from policyopt.events import (
     BatchDone,
@@ -266,6 +267,7 @@ class RunContext:
         self._lms: list[JournaledLM] = []
         self.estimate: dict[str, Any] = {}  # as announced, the optimizer-LM cap included
         self.strategies_resumable = True  # an optimizer with custom strategies may say no
+        self.book = CandidateBook(self, tolerance=getattr(s, "tie_tolerance", TIE_TOLERANCE))
         self.strict: bool = s.strict
         self.stop_detail: str | None = None
         self._lm_failures = 0

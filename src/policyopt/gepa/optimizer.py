@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from policyopt.book import is_new_best, is_solved
 from policyopt.choice import best_mean, final_candidate
 from policyopt.errors import ConfigError
 from policyopt.events import (
@@ -306,6 +307,11 @@ class _Run:
         )
 
     def _body(self) -> str:
+        self.events.emit(
+            CandidateProposed(
+                candidate=0, parents=[], origin="seed", prompt=self.pop.shaped(self.pop.prompts[0])
+            )
+        )
         if not self._score_on_val([0]):
             raise ConfigError("the budget ran out while scoring the seed prompt")
         self._track_best()
@@ -330,8 +336,8 @@ class _Run:
             self.stalled = 0 if progress else self.stalled + 1
 
     def _stop_reason(self) -> str | None:
-        agg = self.pop.aggregate()
-        if self.s.stop_at_perfect and agg[self.best] >= self.s.perfect() - self.s.tie_tolerance:
+        agg, s = self.pop.aggregate(), self.s
+        if s.stop_at_perfect and is_solved(agg[self.best], s.perfect(), s.tie_tolerance):
             return "perfect_score"
         if self.stalled >= _STALL_LIMIT:
             return "stalled"
@@ -536,7 +542,7 @@ class _Run:
         agg = self.pop.aggregate()
         best = best_mean(agg)
         self.best = best
-        if agg[best] <= self.best_score + self.s.tie_tolerance:
+        if not is_new_best(agg[best], self.best_score, self.s.tie_tolerance):
             return False
         self.best_score = agg[best]
         self.events.emit(

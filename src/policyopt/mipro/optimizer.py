@@ -17,7 +17,6 @@ replays to the same point (the Optuna study is rebuilt by the replay).
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -26,7 +25,7 @@ import numpy as np
 
 from policyopt.choice import best_mean, final_candidate
 from policyopt.errors import ConfigError, StopRequested
-from policyopt.events import CandidateEvaluated, Listener, NewBest
+from policyopt.events import CandidateEvaluated, Listener
 from policyopt.feedback import make_records
 from policyopt.lm.base import resolve_lm
 from policyopt.mipro import strategies
@@ -281,7 +280,6 @@ class _Run:
         self.label_key = s.label_key or detect_label_key(list(trainset))
         self.instructions: dict[str, list[str]] = {}
         self.demo_sets: list[list[Demo]] = [[]]
-        self.candidates: list[Candidate] = []
         self.full: dict[str, int] = {}  # config key -> candidate index
         self.minibatch_scores: dict[str, dict[str, float]] = {}  # config key -> example -> score
         self.trials: list[dict[str, Any]] = []
@@ -435,41 +433,20 @@ class _Run:
 
     def full_eval(self, params: dict[str, int], origin: str) -> bool:
         """Score a configuration on the whole valset and keep it as a candidate."""
-        ctx = self.ctx
-        prompt = self.prompt(params)
-        result = ctx.engine.run(
-            [(prompt, i) for i in ctx.val_ids], split=ctx.val_split, label="full"
-        )
-        if not result.complete:
-            return False
-        scores = {i: r.value for i, r in zip(ctx.val_ids, result.rollouts, strict=True) if r}
         index = len(self.candidates)
-        best = max((c.val_score for c in self.candidates), default=-math.inf)
-        candidate = Candidate(
-            index=index,
-            prompt=prompt,
-            parents=[] if index == 0 else [0],
-            origin=origin,
-            val_scores=scores,
-            found_at_rollout=ctx.engine.rollouts_spent,
+        candidate = self.ctx.book.add(
+            self.prompt(params), parents=[] if index == 0 else [0], origin=origin, label="full"
         )
-        self.candidates.append(candidate)
+        if candidate is None:
+            return False
         self.full[self.key(params)] = index
         self.params.append(params)
-        ctx.events.emit(
-            CandidateEvaluated(
-                candidate=index, split="val", score=candidate.val_score, n_examples=len(scores)
-            )
-        )
-        if candidate.val_score > best:
-            ctx.events.emit(
-                NewBest(
-                    candidate=index,
-                    score=candidate.val_score,
-                    rollouts_used=ctx.engine.rollouts_spent,
-                )
-            )
         return True
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        """The run's candidates (the kit's candidate book)."""
+        return self.ctx.book.candidates
 
     def promote(self) -> str | None:
         """Fully evaluate the best-mean configuration not yet fully evaluated."""

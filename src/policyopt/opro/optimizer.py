@@ -56,9 +56,7 @@ import numpy as np
 from policyopt.errors import ConfigError
 from policyopt.events import (
     CandidateEvaluated,
-    CandidateProposed,
     Listener,
-    NewBest,
 )
 from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.lm.base import resolve_lm
@@ -231,63 +229,28 @@ class _Run:
         self.proposals = ProposalLoop(
             self.meta, max_retries=s.max_proposal_retries, max_chars=s.max_prompt_chars
         )
-        self.candidates: list[Candidate] = []
         self.history: list[Scored] = []  # every instruction scored, in the order scored
         self.log: list[dict[str, Any]] = []  # the same, for details: step, slot, score, ...
         self.seen: set[str] = set()
         self.step = 0
         self.since_best = 0
         self.stalled = 0
-        self.best_score = -math.inf
         self.counts = {"proposed": 0, "rejected": 0, "failed": 0, "scored": 0, "promoted": 0}
 
     # ------------------------------------------------------------------ helpers
     @property
+    def candidates(self) -> list[Candidate]:
+        """The run's candidates (the kit's candidate book)."""
+        return self.ctx.book.candidates
+
+    @property
     def best(self) -> Candidate:
         """The best full-valset candidate (the earliest among equals)."""
-        return max(self.candidates, key=lambda c: (c.val_score, -c.index))
+        return self.ctx.book.best
 
     def wrap(self, text: str) -> PromptValue:
         """The prompt ``evaluate`` receives for an instruction, in the seed's shape."""
         return self.shape.shaped({**self.fixed, self.shape.instruction: text})
-
-    def _full_eval(self, text: str, parents: list[int], origin: str) -> bool:
-        """Score ``text`` on the whole valset and keep it as a candidate; False when cut."""
-        ctx = self.ctx
-        prompt = self.wrap(text)
-        result = self.engine.run(
-            [(prompt, i) for i in ctx.val_ids], split=ctx.val_split, label="val"
-        )
-        if not result.complete:
-            return False
-        index = len(self.candidates)
-        candidate = Candidate(
-            index=index,
-            prompt=prompt,
-            parents=parents,
-            origin=origin,
-            val_scores={i: r.value for i, r in zip(ctx.val_ids, result.rollouts, strict=True) if r},
-            found_at_rollout=self.engine.rollouts_spent,
-        )
-        self.candidates.append(candidate)
-        ctx.events.emit(
-            CandidateEvaluated(
-                candidate=index,
-                split="val",
-                score=candidate.val_score,
-                n_examples=len(candidate.val_scores),
-            )
-        )
-        if candidate.val_score > self.best_score + 1e-12:
-            self.best_score = candidate.val_score
-            ctx.events.emit(
-                NewBest(
-                    candidate=index,
-                    score=candidate.val_score,
-                    rollouts_used=self.engine.rollouts_spent,
-                )
-            )
-        return True
 
     def _record(self, text: str, score: float, full: bool, **where: Any) -> None:
         self.history.append(Scored(text, score, full, len(self.history)))
@@ -311,7 +274,7 @@ class _Run:
         )
 
     def _body(self) -> str:
-        if not self._full_eval(self.seed_prompt, [], "seed"):
+        if self.ctx.book.add(self.wrap(self.seed_prompt), parents=[], origin="seed") is None:
             raise ConfigError("the budget ran out while scoring the seed prompt")
         self._record(self.seed_prompt, self.candidates[0].val_score, True, step=0, candidate=0)
         while True:
@@ -320,9 +283,10 @@ class _Run:
                 return reason
             self.step += 1
             spent, scored = self.engine.rollouts_spent, len(self.history)
-            best_before = self.best_score
+            best_before = self.ctx.book.best_score
             outcome = self._step()
-            self.since_best = 0 if self.best_score > best_before else self.since_best + 1
+            improved = self.ctx.book.best_score > best_before
+            self.since_best = 0 if improved else self.since_best + 1
             progress = self.engine.rollouts_spent > spent or len(self.history) > scored
             self.stalled = 0 if progress else self.stalled + 1
             self._snapshot(None)
@@ -331,7 +295,7 @@ class _Run:
 
     def _stop_reason(self) -> str | None:
         s = self.s
-        if s.stop_at_perfect and self.best.val_score >= s.top_score() - 1e-9:
+        if s.stop_at_perfect and self.ctx.book.solved(s.top_score()):
             return "perfect_score"
         if s.max_steps is not None and self.step >= s.max_steps:
             return "max_steps"
@@ -509,23 +473,13 @@ class _Run:
         if not promote:
             return None
         _, _, text, where = top
-        if not ctx.affordable([(self.wrap(text), i) for i in ctx.val_ids], ctx.val_split):
-            return "budget"
-        index = len(self.candidates)
-        ctx.events.emit(
-            CandidateProposed(
-                candidate=index,
-                parents=[incumbent.index],
-                origin="opro",
-                prompt=self.wrap(text),
-            )
-        )
-        if not self._full_eval(text, [incumbent.index], "opro"):
+        candidate = ctx.book.add(self.wrap(text), parents=[incumbent.index], origin="opro")
+        if candidate is None:
             return "budget"
         self.counts["promoted"] += 1
-        full = self.candidates[index].val_score
+        full = candidate.val_score
         self.history[where] = Scored(text, full, True, where)  # history and log share indices
-        self.log[where].update(score=full, full_valset=True, candidate=index)
+        self.log[where].update(score=full, full_valset=True, candidate=candidate.index)
         return None
 
     # ------------------------------------------------------------------ end

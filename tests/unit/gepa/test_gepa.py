@@ -125,7 +125,8 @@ def test_emits_events_for_every_candidate() -> None:
     seen: list[Event] = []
     result = gepa(listeners=[seen.append]).optimize(program, train, val)
     proposed = [e for e in seen if isinstance(e, CandidateProposed)]
-    assert [e.candidate for e in proposed] == [c.index for c in result.candidates[1:]]
+    assert [e.candidate for e in proposed] == [c.index for c in result.candidates]
+    assert proposed[0].origin == "seed" and proposed[0].prompt == "Solve the task."
     kinds = [e.kind for e in seen]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished" and "new_best" in kinds
 
