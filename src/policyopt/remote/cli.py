@@ -265,14 +265,23 @@ def serve(
             "comma-separated. Default: loopback only (127.0.0.0/8, ::1, localhost).",
         ),
     ] = None,
-    allowed_model: Annotated[
+    model: Annotated[
         list[str] | None,
         typer.Option(
-            "--allowed-model",
-            help="Model names jobs may use (glob patterns such as 'openai/*'; repeatable). "
-            "Default: any.",
+            "--model",
+            help="A model jobs may use and the environment variable holding its key: "
+            "NAME=KEY_ENV_VAR (NAME exact, or a provider prefix such as 'openai/'; an owner "
+            "endpoint as NAME=KEY_ENV_VAR@URL; repeatable). Every other model is refused. "
+            "Default: only 'local' (the embedded model).",
         ),
     ] = None,
+    allow_cloud_identity: Annotated[
+        bool,
+        typer.Option(
+            help="Allow --model grants for providers that sign in with this machine's cloud "
+            "identity (bedrock, sagemaker, vertex_ai, ...) instead of a plain key."
+        ),
+    ] = False,
     max_active_jobs_per_key: Annotated[
         int | None, typer.Option(help="Unfinished jobs per API key (default 20).")
     ] = None,
@@ -343,8 +352,10 @@ def serve(
             flags["task_app_hosts"] = [
                 h.strip() for item in task_app_hosts for h in item.split(",") if h.strip()
             ]
-        if allowed_model:
-            flags["allowed_models"] = allowed_model
+        if model:
+            flags["models"] = model
+        if allow_cloud_identity:
+            flags["allow_cloud_identity"] = True
         for name, value in (
             ("max_active_jobs_per_key", max_active_jobs_per_key),
             ("max_rollouts_per_key", max_rollouts_per_key),

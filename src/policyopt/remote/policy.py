@@ -3,11 +3,14 @@
 The job server runs other people's job configs with the server's own model keys, so the
 owner, not the job, decides:
 
+- **models**: default-deny. A job may use only the models the owner grants (``models``: exact
+  names or provider prefixes, each bound to the environment variable holding its key; see
+  :mod:`policyopt.remote.grants`); by default only the embedded ``local`` model;
 - **model calls**: a job may set only sampling settings for its models (:data:`SAMPLING_KEYS`,
   plus the owner's ``extra_model_kwargs``). Transport and credential settings
   (:data:`TRANSPORT_KEYS`: ``api_base``, ``api_key``, ``headers``, ...) would send the server's
   provider key wherever the job says, so they are refused unless the owner sets
-  ``allow_api_base``; model names may be limited to ``allowed_models`` (glob patterns);
+  ``allow_api_base``;
 - **outbound requests**: ``task_app_hosts``, the hosts and networks task apps may live on
   (:mod:`policyopt.remote.outbound`; loopback by default);
 - **input limits**: nesting depth, string and list lengths and number of example ids;
@@ -20,15 +23,20 @@ dotted path of what was refused; the server answers them with 422 (429 for quota
 
 from __future__ import annotations
 
-import fnmatch
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from policyopt.errors import ConfigError
+from policyopt.remote.grants import (
+    CLOUD_IDENTITY_PROVIDERS,
+    LOCAL_MODEL,
+    ModelGrant,
+    parse_grants,
+)
 
 __all__ = [
     "DEFAULT_TASK_APP_HOSTS",
@@ -99,10 +107,16 @@ class ServerPolicy(BaseModel):
         default=False,
         description="let jobs set transport/credential LM settings (api_base, api_key, ...)",
     )
-    allowed_models: tuple[str, ...] | None = Field(
-        default=None,
-        description="glob patterns of the model names jobs may use ('local', 'openai/*'); "
-        "None: any",
+    models: tuple[ModelGrant, ...] = Field(
+        default=(ModelGrant(name=LOCAL_MODEL),),
+        description="the models jobs may use, each bound to its key: 'NAME[=ENV_VAR][@API_BASE]' "
+        "strings (NAME exact, or a provider prefix ending in '/'), tables, or {NAME: ENV_VAR}; "
+        "default: only the embedded 'local' model",
+    )
+    allow_cloud_identity: bool = Field(
+        default=False,
+        description="allow grants for providers that authenticate with the server's cloud "
+        "identity (bedrock, sagemaker, vertex_ai, ...) rather than a plain key",
     )
     extra_model_kwargs: tuple[str, ...] = Field(
         default=(), description="more LM settings jobs may set, beyond SAMPLING_KEYS"
@@ -130,6 +144,33 @@ class ServerPolicy(BaseModel):
     max_cost_usd_per_key: float | None = Field(
         default=None, gt=0, description="LM dollars over all of a key's jobs"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "allowed_models" in values:
+            raise ValueError(
+                "allowed_models was replaced by models: list each model (or provider prefix "
+                "ending in '/') with the environment variable of its key, e.g. "
+                "models = ['openai/gpt-4o-mini=OPENAI_API_KEY'] (--model on the command line)"
+            )
+        return values
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _grants(cls, value: Any) -> tuple[ModelGrant, ...]:
+        return parse_grants(value)
+
+    @model_validator(mode="after")
+    def _cloud_identity(self) -> ServerPolicy:
+        for grant in self.models:
+            if grant.provider in CLOUD_IDENTITY_PROVIDERS and not self.allow_cloud_identity:
+                raise ValueError(
+                    f"the model grant {grant.name!r} is for {grant.provider}, which signs in "
+                    "with the server's cloud identity, not a plain key: jobs would act as the "
+                    "server on its cloud account; set allow_cloud_identity to allow it"
+                )
+        return self
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> ServerPolicy:
@@ -163,18 +204,22 @@ class ServerPolicy(BaseModel):
             raise ConfigError(f"Invalid server policy: {problems}") from None
 
     # ------------------------------------------------------------------ model calls
+    def grant_for(self, model: str, path: str = "models.reflection") -> ModelGrant:
+        """The owner's grant a job's model name falls under (an exact name wins over a
+        prefix); :class:`PolicyViolation` naming the allowed models when there is none."""
+        found = [g for g in self.models if g.matches(model)]
+        if found:
+            return max(found, key=lambda g: len(g.name))  # the most specific grant
+        allowed = ", ".join(g.describe() for g in self.models) or "(none)"
+        raise PolicyViolation(
+            path,
+            f"model {model[:200]!r} is not allowed on this server; allowed: {allowed} "
+            "(the server's owner grants models with --model NAME=KEY_ENV_VAR)",
+        )
+
     def check_models(self, models: Any) -> None:
         """Raise :class:`PolicyViolation` unless a job's ``models`` section is allowed."""
-        names = {"models.reflection": models.reflection}
-        for path, name in names.items():
-            if self.allowed_models is not None and not any(
-                fnmatch.fnmatchcase(name, pattern) for pattern in self.allowed_models
-            ):
-                raise PolicyViolation(
-                    path,
-                    f"model {name!r} is not allowed on this server; allowed: "
-                    f"{', '.join(self.allowed_models) or '(none)'}",
-                )
+        self.grant_for(models.reflection)
         if models.api_base is not None and not self.allow_api_base:
             raise PolicyViolation(
                 "models.api_base",

@@ -44,6 +44,7 @@ from policyopt.events import (
     RunFinished,
     RunStarted,
 )
+from policyopt.remote.job_lm import default_reflection_lm
 from policyopt.remote.leases import DEFAULT_LEASE_S, DEFAULT_POLL_S, LeaseHolder, new_replica_id
 from policyopt.remote.store import TERMINAL_EVENTS, JobRecord, JobState, JobStore
 
@@ -84,58 +85,6 @@ TaskAppFactory = Callable[["JobConfig"], Any]
 
 class _Interrupted(Exception):
     """The server is shutting down: the job goes back to the queue (resumed on next start)."""
-
-
-class _SharedLocalLMs:
-    """One embedded reflection model per prompt shape, started on first use and shared by jobs."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._models: dict[str, Any] = {}
-
-    def get(self, algorithm: str) -> Any:
-        with self._lock:
-            if algorithm not in self._models:
-                from policyopt.lm import LocalLM
-                from policyopt.registry import get_spec
-
-                # what the algorithm needs of a tiny model (as in ``policyopt demo``)
-                extra = dict(get_spec(algorithm).small_model_lm)
-                self._models[algorithm] = LocalLM.for_reflection(**extra)
-            return self._models[algorithm]
-
-    def close(self) -> None:
-        with self._lock:
-            for model in self._models.values():
-                model.close()
-            self._models.clear()
-
-
-_LOCAL = _SharedLocalLMs()
-
-
-def default_reflection_lm(
-    config: JobConfig, *, allow_api_base: bool = False, policy: ServerPolicy | None = None
-) -> Any:
-    """The reflection/proposal LM a job config names: ``"local"`` or a litellm model string.
-
-    The server's policy is checked again here (a config stored under an older, looser policy
-    is refused too): a job may set only sampling settings unless the owner allows more,
-    otherwise a request could make the server send its provider keys to any host.
-    """
-    from policyopt.remote.policy import ServerPolicy
-
-    policy = policy or ServerPolicy(allow_api_base=allow_api_base)
-    models = config.models
-    policy.check_models(models)
-    if models.reflection == "local":
-        return _LOCAL.get(config.algorithm)
-    from policyopt.lm import LM
-
-    extra = dict(models.reflection_kwargs)
-    if models.api_base:
-        extra["api_base"] = models.api_base
-    return LM(models.reflection, **extra)
 
 
 def _task_app_client(config: JobConfig, outbound: OutboundPolicy | None) -> Any:

@@ -84,7 +84,7 @@ def job_config(
             "test": [f"x{i}" for i in range(n_test)],
         },
         "budget": {"max_rollouts": max_rollouts},
-        "models": {"reflection": "scripted"},
+        "models": {"reflection": "local"},  # granted by default; tests inject the LM
         algorithm: section if section is not None else default,
         **extra,
     }

@@ -45,6 +45,8 @@ JOBS = "/api/policy-optimization/online/jobs"
 TASK_KEY = "task-key-SECRET-7f3a"
 SERVER_MODEL_KEY = "sk-SERVER-OWN-KEY-4b1d"
 TERMINAL = {"succeeded", "failed", "cancelled"}
+#: the owner grants OpenAI models, bound to the key in OPENAI_API_KEY
+OPENAI_GRANT = ServerPolicy(models=["local", "openai/=OPENAI_API_KEY"])
 
 
 @pytest.fixture
@@ -114,7 +116,7 @@ def test_control_with_the_owners_opt_in_the_key_does_reach_the_capture_server(
     server receives the server's key. This is what every refusal below prevents."""
     monkeypatch.setenv("OPENAI_API_KEY", SERVER_MODEL_KEY)
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    backend = make_backend(allow_api_base=True, reflection_lm_factory=None)
+    backend = make_backend(allow_api_base=True, reflection_lm_factory=None, policy=OPENAI_GRANT)
     with capture_server(status=400, body=b'{"error": {"message": "no"}}') as capture:
         models = {
             "reflection": "openai/gpt-4o-mini",
@@ -153,7 +155,7 @@ def test_transport_and_credential_model_settings_are_422_naming_the_key(
     path: str,
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SERVER_MODEL_KEY)
-    backend = make_backend(reflection_lm_factory=None)
+    backend = make_backend(reflection_lm_factory=None, policy=OPENAI_GRANT)
     with capture_server() as capture, backend.client() as http:
         filled = json.loads(json.dumps(models).replace("{capture}", capture.url))
         attack = with_models(task_url, {"reflection": "openai/gpt-4o-mini", **filled})
@@ -177,7 +179,7 @@ def test_transport_and_credential_model_settings_are_422_naming_the_key(
 def test_sampling_settings_are_accepted_and_the_model_allowlist_holds(
     make_backend: Callable[..., Backend], task_url: str
 ) -> None:
-    policy = ServerPolicy(allowed_models=("local", "openai/gpt-4o-*"))
+    policy = ServerPolicy(models=["local", "openai/gpt-4o-mini=OPENAI_API_KEY"])
     backend = make_backend(policy=policy)
     with backend.client() as http:
         ok = {
@@ -204,7 +206,7 @@ def test_a_stored_config_is_checked_again_when_the_job_runs() -> None:
     table["models"] = {"reflection": "openai/x", "reflection_kwargs": {"api_base": "http://h"}}
     config = JobConfig.from_dict(table)
     with pytest.raises(PolicyViolation, match=r"models\.reflection_kwargs\.api_base"):
-        default_reflection_lm(config, policy=ServerPolicy())
+        default_reflection_lm(config, policy=OPENAI_GRANT)
 
 
 # ------------------------------------------------------------------ 2. SSRF through task_app.url

@@ -264,7 +264,8 @@ def test_malformed_bodies_are_clear_4xx(
         ({"budgett": {"max_rollouts": 5}}, "budgett"),
         ({"gepa": {"minibatch_sise": 3}}, "gepa.minibatch_sise"),
         ({"task_app": {"url": "http://127.0.0.1:9", "api_key_env": "HOME"}}, "api_key_env"),
-        ({"models": {"reflection": "openai/x", "api_base": "http://10.0.0.1"}}, "api_base"),
+        ({"models": {"reflection": "local", "api_base": "http://10.0.0.1"}}, "api_base"),
+        ({"models": {"reflection": "cerebras/x"}}, "allowed: local"),
     ],
 )
 def test_invalid_configs_are_422_with_the_config_error(
