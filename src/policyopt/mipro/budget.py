@@ -71,14 +71,19 @@ def spend(
     bootstrap: int,
     n_val: int,
 ) -> dict[str, int]:
-    """The most rollouts a plan spends, by stage, following the search loop's schedule."""
-    done, since, promotions = 0, 0, 0
-    while done < num_trials:
-        k = min(trials_per_batch, num_trials - done)
-        done += k
-        since += k
-        if since >= full_eval_every:
-            since, promotions = 0, promotions + 1
+    """The most rollouts a plan spends, by stage, following the search loop's schedule.
+
+    In closed form (O(1) whatever ``num_trials``: a job server checks plans on submit). The
+    loop runs batches of ``trials_per_batch`` trials (the last one what is left) and promotes
+    once the trials since the last promotion reach ``full_eval_every``."""
+    if trials_per_batch < 1:
+        raise ConfigError(f"MIPRO: trials_per_batch must be >= 1; got {trials_per_batch}.")
+    num_trials = max(0, num_trials)
+    full, rest = divmod(num_trials, trials_per_batch)
+    per_promotion = max(1, -(-full_eval_every // trials_per_batch))  # full batches per promotion
+    promotions, left = divmod(full, per_promotion)
+    if rest and left * trials_per_batch + rest >= full_eval_every:
+        promotions += 1
     promotions += 1  # the end of the search promotes the best configuration not yet scored
     trials = num_trials * minibatch
     return {
