@@ -1,8 +1,19 @@
 """Serve an ASGI app with uvicorn: in a background thread (tests, embedding) or in the
-foreground (the CLI). Binding the socket ourselves gives the real port when asked for port 0."""
+foreground (the CLI). Binding the socket ourselves gives the real port when asked for port 0.
+
+Every server here is guarded against slow clients (:func:`uvicorn_config`): uvicorn's h11
+protocol has no timeout for reading a request, so a client that sends a header line every few
+seconds held its connection forever, and about a thousand of them took a server offline.
+:class:`GuardedH11Protocol` closes a connection whose request headers have not all arrived
+within ``header_timeout_s`` of its start (or of the previous response), and one whose body has
+not arrived within ``body_timeout_s``; uvicorn's ``limit_concurrency`` answers 503 past a
+number of connections and its keep-alive timeout closes idle ones.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -10,7 +21,104 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["ServerThread", "bind", "serve_forever", "serve_in_thread"]
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = [
+    "BODY_TIMEOUT_S",
+    "HEADER_TIMEOUT_S",
+    "KEEP_ALIVE_S",
+    "MAX_CONNECTIONS",
+    "GuardedH11Protocol",
+    "ServerThread",
+    "bind",
+    "serve_forever",
+    "serve_in_thread",
+    "uvicorn_config",
+]
+
+#: seconds a client has to send all of a request's headers
+HEADER_TIMEOUT_S = 10.0
+#: seconds a client has to send a whole request, body included
+BODY_TIMEOUT_S = 60.0
+#: seconds an idle keep-alive connection stays open
+KEEP_ALIVE_S = 5
+#: connections at once; past it, requests are answered 503 (uvicorn's limit_concurrency)
+MAX_CONNECTIONS = 1000
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on reading each request (see the module
+    docstring). Responses being sent (an event stream) are never cut: only a client that has
+    not finished *sending* its request is closed."""
+
+    header_timeout_s = HEADER_TIMEOUT_S
+    body_timeout_s = BODY_TIMEOUT_S
+
+    _read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout_s, self._headers_due)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():  # the next request on this connection
+            self._arm(self.header_timeout_s, self._headers_due)
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._disarm()
+        self._read_timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _headers_due(self) -> None:
+        self._read_timer = None
+        if self.conn.their_state is h11.IDLE and self.cycle_idle():
+            self._close()
+        elif self.conn.their_state is h11.SEND_BODY:
+            left = max(0.0, self.body_timeout_s - self.header_timeout_s)
+            self._arm(left, self._body_due)
+
+    def _body_due(self) -> None:
+        self._read_timer = None
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and self.cycle_idle():
+            self._close()
+
+    def cycle_idle(self) -> bool:
+        """True while no response is being sent on this connection."""
+        return self.cycle is None or self.cycle.response_complete or not self.cycle.response_started
+
+    def _close(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # the app's receive() answers http.disconnect
+            self.cycle.message_event.set()
+        with contextlib.suppress(h11.LocalProtocolError):
+            self.conn.send(h11.ConnectionClosed())
+        self.transport.close()
+
+
+def uvicorn_config(app: Any, **options: Any) -> Any:
+    """A ``uvicorn.Config`` for ``app`` with the slow-client guards on (see the module
+    docstring); ``options`` are more ``uvicorn.Config`` arguments (they win)."""
+    import uvicorn
+
+    settings: dict[str, Any] = {
+        "http": GuardedH11Protocol,
+        "limit_concurrency": MAX_CONNECTIONS,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+    }
+    settings.update(options)
+    return uvicorn.Config(app, **settings)
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -60,7 +168,7 @@ class ServerThread:
             raise RuntimeError("the server is already running; stop() it first")
         self._sock = bind(self.host, self.port)
         self.port = self._sock.getsockname()[1]
-        config = uvicorn.Config(
+        config = uvicorn_config(
             self.app, log_level=self.log_level, access_log=False, timeout_graceful_shutdown=5
         )
         self._server = uvicorn.Server(config)
@@ -121,7 +229,7 @@ def serve_forever(
     url = _url(host, sock.getsockname()[1])
     if on_ready is not None:
         on_ready(url)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
     try:
         server.run(sockets=[sock])
     finally:

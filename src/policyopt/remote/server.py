@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ ENV_API_KEYS = "POLICYOPT_API_KEYS"
 GRACEFUL_S = 2
 #: seconds running jobs get to reach their next check when the server stops
 RUNNER_STOP_S = 4.0
+#: seconds after SIGTERM/Ctrl-C at which the process exits whatever still runs
+HARD_STOP_S = 9.0
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -388,8 +391,8 @@ def create_app(
                 415, f"Send the job as JSON (Content-Type: application/json), not {content_type}."
             )
         raw = await request.body()
-        data = _parse_json(raw, policy)
-        config = _parse_config(data, policy)
+        # off the event loop: parsing and checking a body is O(its size), but up to 1 MB
+        config = await asyncio.to_thread(_checked_config, raw, policy)
         try:
             await asyncio.wait_for(asyncio.to_thread(outbound.check_url, config.task_app.url), 10)
         except PolicyViolation as exc:
@@ -489,7 +492,7 @@ def create_app(
         raw = await request.body()
         reason: str | None = None
         if raw.strip():
-            data = _parse_json(raw, policy)
+            data = await asyncio.to_thread(_parse_json, raw, policy)
             if not isinstance(data, dict) or not isinstance(
                 data.get("reason", ""), (str, type(None))
             ):
@@ -573,6 +576,19 @@ def create_app(
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
     app.add_middleware(_StatusFastPath, answer=status_answer)
     return app
+
+
+def _checked_config(raw: bytes, policy: ServerPolicy) -> Any:
+    """A submitted body -> JobConfig, every check O(the body's size): id ranges are counted
+    against the policy's ``max_ids`` before they are expanded."""
+    from policyopt.runconfig.schema import ID_LIMIT
+
+    data = _parse_json(raw, policy)
+    token = ID_LIMIT.set(policy.max_ids)
+    try:
+        return _parse_config(data, policy)
+    finally:
+        ID_LIMIT.reset(token)
 
 
 def _parse_config(data: Any, policy: ServerPolicy) -> Any:
@@ -764,14 +780,39 @@ def run_app(
 
     Stopping is prompt (about 7 s at most, well under 10): open connections, event streams
     included, get ``GRACEFUL_S`` seconds, then the runner gets ``RUNNER_STOP_S`` to put its
-    running jobs back in the queue (they resume on the next start).
+    running jobs back in the queue (they resume on the next start). Whatever still runs
+    ``HARD_STOP_S`` seconds after the signal (a request stuck in a thread, a wedged event
+    loop) does not hold the process: it exits then. Slow clients are guarded against
+    (:func:`policyopt.remote._serving.uvicorn_config`).
     """
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        timeout_graceful_shutdown=GRACEFUL_S,
+    from policyopt.remote._serving import uvicorn_config
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            _exit_later(HARD_STOP_S)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn_config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_S
     )
+    _Server(config).run()
+
+
+_exit_timer: threading.Timer | None = None
+
+
+def _exit_later(seconds: float) -> None:
+    """End the process ``seconds`` from now unless it has ended by then (once)."""
+    global _exit_timer
+    if _exit_timer is not None:
+        return
+
+    def stop() -> None:
+        logger.error("the server did not stop within %.0f s of the signal; exiting now", seconds)
+        os._exit(1)
+
+    _exit_timer = threading.Timer(seconds, stop)
+    _exit_timer.daemon = True
+    _exit_timer.start()

@@ -31,6 +31,7 @@ import sys
 import types
 import typing
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -50,6 +51,7 @@ from policyopt.prompts import MESSAGE_ROLES, Message, validate_prompt
 
 __all__ = [
     "BUDGET_KEYS",
+    "ID_LIMIT",
     "PROMPT_SCHEMA",
     "SECTION_NAMES",
     "Budget",
@@ -85,6 +87,11 @@ class Problems(ValueError):
 
 
 # ------------------------------------------------------------------------------------ ids
+#: the most ids a range may expand to; a job server lowers it to its policy's ``max_ids``
+#: while it checks a submitted config, so a huge range is refused before it is expanded
+ID_LIMIT: ContextVar[int] = ContextVar("policyopt_id_limit", default=1_000_000)
+
+
 def resolve_ids(value: object, *, name: str = "ids") -> list[str]:
     """Example ids from a list of str/int or a ``{start, end[, step]}`` range (end exclusive).
 
@@ -109,8 +116,10 @@ def resolve_ids(value: object, *, name: str = "ids") -> list[str]:
                 f"range end ({end}) must be greater than start ({start}): end is "
                 "exclusive, {start = 0, end = 50} is ids 0..49"
             )
-        if (end - start) // step > 1_000_000:
-            raise ValueError("a range of more than 1,000,000 ids is not supported")
+        count = len(range(start, end, step))  # counted, never expanded, before the limit
+        limit = ID_LIMIT.get()
+        if count > limit:
+            raise ValueError(f"a range of {count} ids; the limit is {limit:,} ids per split")
         return [str(i) for i in range(start, end, step)]
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
         raise ValueError(

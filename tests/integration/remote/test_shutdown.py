@@ -9,6 +9,7 @@ running when the signal comes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -133,3 +134,47 @@ def test_sigterm_stops_the_server_within_10_s_and_the_job_resumes(
     assert len(before) < result.progress.rollouts_used <= 400
     after = journal_keys(run_dir)
     assert after[: len(before)] == before and len(after) == len(set(after))
+
+
+WEDGED = """
+import time
+from fastapi import FastAPI
+from policyopt.remote.server import run_app
+
+app = FastAPI()
+
+@app.get("/health")
+def health():
+    return {{"status": "ok"}}
+
+@app.get("/wedge")
+async def wedge():
+    time.sleep(120)  # holds the event loop, as an O(num_trials) check on it once did
+
+run_app(app, host="127.0.0.1", port={port}, log_level="warning")
+"""
+
+
+def test_sigterm_ends_the_process_within_10_s_even_with_a_wedged_event_loop(
+    tmp_path: Path,
+) -> None:
+    """The event loop is stuck in a request: uvicorn can no longer act on the signal, and
+    SIGTERM used to be ignored until the request ended (60 s and more: only SIGKILL worked)."""
+    child = Child(WEDGED, tmp_path / "wedged.log")
+    try:
+        child.wait_healthy()
+        wedge = threading.Thread(target=_get_quietly, args=(f"{child.url}/wedge",), daemon=True)
+        wedge.start()
+        time.sleep(1.0)  # the route is running
+        started = time.monotonic()
+        os.kill(child.proc.pid, signal.SIGTERM)
+        child.proc.wait(timeout=30)
+        took = time.monotonic() - started
+        assert took < 10.0, took
+    finally:
+        child.stop()
+
+
+def _get_quietly(url: str) -> None:
+    with contextlib.suppress(httpx.TransportError):
+        httpx.get(url, timeout=60)
