@@ -10,11 +10,14 @@ from policyopt.choice import FinalChoice, final_choice_field, final_z_field
 from policyopt.gepa import strategies
 from policyopt.gepa.reflection import ADVICE_TEMPLATE, COMPACT_TEMPLATE, DEFAULT_TEMPLATE
 from policyopt.runtime import RESUMABLE, RunSettings
+from policyopt.templates import check_template
 
 __all__ = ["RESUMABLE_CHANGES", "TEMPLATES", "GEPASettings"]
 
 #: built-in reflection templates by name: ``reflection_template="compact"`` works anywhere
 TEMPLATES = {"default": DEFAULT_TEMPLATE, "compact": COMPACT_TEMPLATE, "advice": ADVICE_TEMPLATE}
+#: the placeholders a reflection template may use (see gepa.reflection.render_prompt)
+PLACEHOLDERS = ("component", "current", "records", "feedback", "advice", "retry", "outputs")
 
 #: settings that may differ when a run_dir is resumed (they do not change the trajectory)
 RESUMABLE_CHANGES = RESUMABLE | {"patience"}
@@ -89,6 +92,7 @@ class GEPASettings(RunSettings):
     @classmethod
     def _template(cls, value: str) -> str:
         value = TEMPLATES.get(value, value)  # a built-in template by name
+        check_template(value, PLACEHOLDERS)  # only {name} fields: never str.format's extras
         shown = ("{records}", "{feedback}", "{advice}")
         if "{current}" not in value or not any(p in value for p in shown):
             raise ValueError(

@@ -21,6 +21,7 @@ from policyopt.feedback import (
     retry_note,
 )
 from policyopt.lm.parsing import check_proposal, extract_instruction
+from policyopt.templates import render_template
 
 __all__ = [
     "ADVICE_TEMPLATE",
@@ -87,12 +88,15 @@ def render_prompt(
     note = output_space_note(outputs)
     inline = bool(note) and "{outputs}" not in template
     advice = common_advice(records)
-    return template.format(
-        component=component,
-        current=current,
-        records="\n\n".join(blocks + ([note] if inline else [])),
-        feedback="\n".join([f"- {line}" for line in feedback] + ([f"- {note}"] if inline else [])),
-        advice="\n".join(advice + ([note] if inline else [])),
-        retry=retry_note(retry_reason),
-        outputs=note,
-    )
+    values = {
+        "component": component,
+        "current": current,
+        "records": "\n\n".join(blocks + ([note] if inline else [])),
+        "feedback": "\n".join(
+            [f"- {line}" for line in feedback] + ([f"- {note}"] if inline else [])
+        ),
+        "advice": "\n".join(advice + ([note] if inline else [])),
+        "retry": retry_note(retry_reason),
+        "outputs": note,
+    }
+    return render_template(template, values)

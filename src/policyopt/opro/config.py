@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from policyopt.opro.meta import DEFAULT_TEMPLATE
 from policyopt.runtime import RESUMABLE, RunSettings
+from policyopt.templates import check_template
 
 __all__ = ["RESUMABLE_CHANGES", "OPROSettings", "estimate"]
 
@@ -44,15 +45,8 @@ class OPROSettings(RunSettings):
     @field_validator("meta_template")
     @classmethod
     def _template(cls, value: str) -> str:
-        if "{history}" not in value:
+        if "history" not in check_template(value, ("history", "exemplars")):
             raise ValueError("must contain the placeholder {history} (and may use {exemplars})")
-        try:
-            value.format(history="", exemplars="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"may use only the placeholders {{history}} and {{exemplars}} (double other "
-                f"braces): {exc!r}"
-            ) from None
         return value
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from policyopt.lm.parsing import check_proposal, extract_instruction
 from policyopt.proposals import Parsed
+from policyopt.templates import render_template
 
 __all__ = [
     "COMPACT_TEMPLATE",
@@ -128,7 +129,7 @@ def render_exemplars(
 
 def render_meta_prompt(template: str, history: str, exemplars: str, retry: str | None) -> str:
     """The template filled in; a retry says why the last answer was rejected."""
-    prompt = template.format(history=history, exemplars=exemplars)
+    prompt = render_template(template, {"history": history, "exemplars": exemplars})
     if retry:
         prompt += RETRY.format(retry=retry)
     return prompt
