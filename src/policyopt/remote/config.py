@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -96,6 +97,12 @@ class TaskAppRef(_Strict):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://; got {value!r}")
+        try:
+            port = urlsplit(value).port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError(f"the port must be 1 to 65535; got {value[:200]!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -23,6 +23,8 @@ dotted path of what was refused; the server answers them with 422 (429 for quota
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -132,6 +134,27 @@ class ServerPolicy(BaseModel):
     max_ids: int = Field(default=100_000, ge=1, description="most example ids in one job")
     max_n_jobs: int = Field(
         default=256, ge=1, description="most rollouts one job may have in flight (its n_jobs)"
+    )
+    max_rollouts_per_job: int = Field(
+        default=1_000_000, ge=1, description="largest budget.max_rollouts of one job"
+    )
+    max_trials: int = Field(default=2_000, ge=1, description="most MIPRO trials (num_trials)")
+    max_proposals: int = Field(
+        default=32,
+        ge=1,
+        description="most proposals per GEPA iteration / reflection / OPRO step, and MIPRO "
+        "candidates",
+    )
+    max_minibatch_size: int = Field(
+        default=1_000, ge=1, description="largest minibatch (and GEPA merge subsample)"
+    )
+    max_rollout_timeout_s: float = Field(
+        default=600.0, gt=0, allow_inf_nan=False, description="longest per-rollout timeout"
+    )
+    max_setting_value: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="largest magnitude of any other number in a job's optimizer settings",
     )
     max_active_jobs_per_key: int = Field(
         default=20, ge=1, description="unfinished (pending, queued, running) jobs per key"
@@ -254,14 +277,69 @@ class ServerPolicy(BaseModel):
 
     # ------------------------------------------------------------------ input limits
     def check_n_jobs(self, config: Any) -> None:
-        """Raise :class:`PolicyViolation` when a job asks for more rollouts in flight than the
-        server allows (each is a coroutine and a task-app connection; -1 means all cores)."""
+        """Raise :class:`PolicyViolation` unless a job's rollouts in flight are 1 to
+        ``max_n_jobs`` (each is a coroutine and a task-app connection; -1, all cores, would
+        skip the cap)."""
         n_jobs = config.optimizer_kwargs().get("n_jobs")
-        if isinstance(n_jobs, int) and n_jobs > self.max_n_jobs:
+        if n_jobs is not None and not (_is_int(n_jobs) and 1 <= n_jobs <= self.max_n_jobs):
             raise PolicyViolation(
                 "n_jobs",
-                f"{n_jobs} rollouts in flight; this server allows at most {self.max_n_jobs}",
+                f"{n_jobs!r} rollouts in flight; this server takes 1 to {self.max_n_jobs}",
             )
+
+    def check_settings(self, config: Any) -> None:
+        """Raise :class:`PolicyViolation` for the first optimizer setting or budget over the
+        server's bounds: named caps (trials, proposals, minibatch, rollout timeout, budget),
+        and every other number finite and at most ``max_setting_value`` in magnitude."""
+        self.check_n_jobs(config)
+        kwargs = config.optimizer_kwargs()
+        caps = {name: (cap, what) for names, cap, what in self._caps() for name in names}
+        if "timeout" in kwargs:
+            timeout = kwargs["timeout"]
+            if timeout is None or not (
+                _is_number(timeout) and timeout <= self.max_rollout_timeout_s
+            ):
+                raise PolicyViolation(
+                    "timeout",
+                    f"{timeout!r}: a rollout's timeout must be a number of seconds, at most "
+                    f"{self.max_rollout_timeout_s:g} on this server (null, no timeout, is not "
+                    "accepted)",
+                )
+        for path, value in _numbers(kwargs):
+            name = path.split(".", 1)[0]
+            if name in ("n_jobs", "timeout"):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise PolicyViolation(path, f"{value!r}: numbers must be finite")
+            if name == "seed" and "." not in path:
+                if not 0 <= value < 2**63:
+                    raise PolicyViolation(path, f"{value!r}: a seed is 0 to 2**63-1")
+                continue
+            cap, what = caps.get(name, (self.max_setting_value, "this setting"))
+            if "." in path:
+                cap, what = self.max_setting_value, "a number in a setting"
+            if abs(value) > cap:
+                raise PolicyViolation(
+                    path, f"{value!r} is over this server's limit of {cap:,} for {what}"
+                )
+
+    def _caps(self) -> list[tuple[tuple[str, ...], int, str]]:
+        return [
+            (("num_trials",), self.max_trials, "MIPRO trials"),
+            (
+                (
+                    "proposals_per_iteration",
+                    "proposals_per_reflection",
+                    "max_accepted_per_iteration",
+                    "proposals_per_step",
+                    "num_candidates",
+                ),
+                self.max_proposals,
+                "proposals",
+            ),
+            (("minibatch_size", "merge_subsample_size"), self.max_minibatch_size, "a minibatch"),
+            (("max_rollouts",), self.max_rollouts_per_job, "one job's rollouts"),
+        ]
 
     def check_ids(self, config: Any) -> None:
         """Raise :class:`PolicyViolation` when a job names too many example ids."""
@@ -279,11 +357,15 @@ def check_json_limits(value: Any, policy: ServerPolicy, root: str = "") -> None:
     for path, depth, node in _walk(value, root):
         if depth > policy.max_depth:
             raise PolicyViolation(path or "(body)", f"nested deeper than {policy.max_depth} levels")
-        if isinstance(node, str) and len(node) > policy.max_string_chars:
-            raise PolicyViolation(
-                path or "(body)",
-                f"a string of {len(node)} characters; the limit is {policy.max_string_chars}",
-            )
+        if isinstance(node, str):
+            if len(node) > policy.max_string_chars:
+                raise PolicyViolation(
+                    path or "(body)",
+                    f"a string of {len(node)} characters; the limit is {policy.max_string_chars}",
+                )
+            _check_text(node, path)
+        if isinstance(node, float) and not math.isfinite(node):
+            raise PolicyViolation(path or "(body)", f"{node!r}: numbers must be finite")
         if isinstance(node, list) and len(node) > policy.max_list_items:
             raise PolicyViolation(
                 path or "(body)",
@@ -298,6 +380,42 @@ def check_json_limits(value: Any, policy: ServerPolicy, root: str = "") -> None:
             for key in node:
                 if len(key) > policy.max_string_chars:
                     raise PolicyViolation(path or "(body)", "a key over the string limit")
+                _check_text(key, f"{path}.{key}" if path else key, " (a key)")
+
+
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_text(text: str, path: str, what: str = "") -> None:
+    """Refuse a NUL or a lone surrogate: neither can be stored (PostgreSQL text, UTF-8)."""
+    found = _BAD_CHARS.search(text)
+    if found is not None:
+        char = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
+        raise PolicyViolation(
+            _printable(path) or "(body)",
+            f"a string{what} holds {char} (\\u{ord(found.group()):04x}), which is not text; "
+            "remove it",
+        )
+
+
+def _printable(path: str) -> str:
+    """A path safe to show and store (its bad characters escaped)."""
+    return _BAD_CHARS.sub(lambda m: f"\\u{ord(m.group()):04x}", path)[:200]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0
+
+
+def _numbers(value: Any, root: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, number) of every int/float in settings (bools are not numbers)."""
+    for path, _, node in _walk(value, root):
+        if _is_int(node) or isinstance(node, float):
+            yield path, node
 
 
 def _walk(value: Any, root: str) -> Iterator[tuple[str, int, Any]]:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -679,5 +681,20 @@ class JobRunner(LeaseHolder):
 
 
 def _reason(exc: BaseException) -> str:
-    """The failure reason shown to the user: the error's type and message."""
-    return f"{type(exc).__name__}: {str(exc).strip() or repr(exc)}"
+    """The failure reason shown to the job's owner: the error's type and message, with the
+    server's file paths (home, data dir, Python install) replaced by ``<path>``."""
+    return scrub_paths(f"{type(exc).__name__}: {str(exc).strip() or repr(exc)}")
+
+
+#: an absolute file path (not the path part of a URL: no scheme, host or dot before it)
+_PATH = re.compile(r"(?<![\w:/.@~-])(?:~/|/)(?:[\w.+@-]+/)*[\w.+@-]+")
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` without file paths of this machine (each becomes ``<path>``), and without the
+    Python version or home directory it may name."""
+    home = os.path.expanduser("~")
+    if len(home) > 1:
+        text = text.replace(home, "~")
+    text = _PATH.sub("<path>", text)
+    return re.sub(r"[Pp]ython ?3\.\d+(?:\.\d+)?", "Python", text)

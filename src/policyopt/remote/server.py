@@ -25,7 +25,9 @@ import datetime as dt
 import hmac
 import json
 import logging
+import math
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -80,6 +82,10 @@ GRACEFUL_S = 2
 RUNNER_STOP_S = 4.0
 #: seconds after SIGTERM/Ctrl-C at which the process exits whatever still runs
 HARD_STOP_S = 9.0
+#: what a job id may look like (anything else is answered like a missing job, unread)
+_JOB_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+#: the largest event seq the databases hold (PostgreSQL's INTEGER column: 32-bit signed)
+MAX_SEQ = 2**31 - 1
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -375,7 +381,7 @@ def create_app(
         return authenticate(request.headers.get("authorization"))
 
     def own_job(job_id: str, who: str, full: bool = True) -> JobRecord:
-        job = store.get_job(job_id, owner=who, full=full) if len(job_id) <= 64 else None
+        job = store.get_job(job_id, owner=who, full=full) if _JOB_ID.match(job_id) else None
         if job is None:  # the same answer for a missing job and for someone else's
             raise HTTPException(404, "No such job for this API key.")
         return job
@@ -452,7 +458,7 @@ def create_app(
     def get_events(
         job_id: str,
         who: str = Depends(owner),
-        since_seq: int = Query(0, ge=0),
+        since_seq: int = Query(0, ge=0, le=MAX_SEQ),
         limit: int = Query(500, ge=1, le=5000),
     ) -> JSONResponse:
         job = own_job(job_id, who, full=False)
@@ -470,14 +476,16 @@ def create_app(
         job_id: str,
         request: Request,
         who: str = Depends(owner),
-        since_seq: int = Query(0, ge=0),
+        since_seq: int = Query(0, ge=0, le=MAX_SEQ),
     ) -> StreamingResponse:
         own_job(job_id, who, False)  # a light read, on the loop like the status route
         since = since_seq
         header = request.headers.get("last-event-id")
         if header:
             try:
-                since = max(0, int(header.strip()))
+                since = max(0, int(header.strip()[:40]))
+                if since > MAX_SEQ:
+                    raise ValueError(header)
             except ValueError:
                 raise HTTPException(
                     400, f"Last-Event-ID must be an event seq (an integer); got {header[:40]!r}."
@@ -641,7 +649,7 @@ def _parse_config(data: Any, policy: ServerPolicy) -> Any:
     try:
         policy.check_models(config.models)
         policy.check_ids(config)
-        policy.check_n_jobs(config)
+        policy.check_settings(config)
     except PolicyViolation as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return config
@@ -650,7 +658,9 @@ def _parse_config(data: Any, policy: ServerPolicy) -> Any:
 def _parse_json(raw: bytes, policy: ServerPolicy) -> Any:
     """A request body as JSON within the policy's limits (400 / 422 naming what was wrong)."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except _NotFinite as exc:
+        raise HTTPException(422, f"The JSON body holds {exc}: numbers must be finite.") from None
     except RecursionError:
         raise HTTPException(
             422, f"The JSON body nests deeper than {policy.max_depth} levels."
@@ -662,6 +672,21 @@ def _parse_json(raw: bytes, policy: ServerPolicy) -> Any:
     except PolicyViolation as exc:
         raise HTTPException(422, f"The JSON body is over a limit: {exc}") from None
     return data
+
+
+class _NotFinite(ValueError):
+    """A JSON number that is not finite (Infinity, NaN, 1e999)."""
+
+
+def _no_constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text[:40])
+    return value
 
 
 def _check_quotas(policy: ServerPolicy, usage: Mapping[str, float], config: Any) -> None:
