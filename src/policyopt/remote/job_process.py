@@ -10,10 +10,13 @@ machine, and 0 turns it off), and waits for it; the child opens the same job dat
 (SQLite in WAL mode: the server's reads never wait for it; or PostgreSQL), runs the job exactly
 as a thread would, under the server's replica id and lease, and reports how it ended.
 
-Stopping: the server sends SIGTERM, the child stops its job at the optimizer's next check and
-reports "interrupted"; a child still running at the deadline is killed, and the job resumes
-from its journal on the next start. Cancelling works through the run dir's ``STOP`` file, as
-in a thread. The factories given to the runner must be picklable (module-level callables).
+Stopping: on SIGTERM the child exits at once with :data:`EXIT_INTERRUPTED` (no new rollout
+starts after the signal; the finished ones are in the journal) and the job resumes from its
+journal on the next start or on another replica. Cancelling writes the run dir's ``STOP``
+file, as in a thread, so the optimizer stops at its next check and keeps its partial result;
+a child still running :data:`CANCEL_GRACE_S` seconds later (a rollout that hangs or drips)
+is killed, and the job ends cancelled with its finished rollouts journaled. The factories
+given to the runner must be picklable (module-level callables).
 """
 
 from __future__ import annotations
@@ -33,7 +36,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.runner import JobRunner
     from policyopt.remote.store import JobRecord
 
-__all__ = ["run_in_child"]
+__all__ = ["CANCEL_GRACE_S", "EXIT_INTERRUPTED", "kill_after", "run_in_child"]
+
+#: the exit code of a job process stopped by SIGTERM (the job goes back to the queue)
+EXIT_INTERRUPTED = 75
+#: seconds a cancelled job's process gets to stop by itself before it is killed
+CANCEL_GRACE_S = 2.0
 
 
 def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str, str]:
@@ -79,9 +87,24 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
     receive.close()
     if outcome is not None:
         return outcome
-    if runner._stopping.is_set():
+    if runner._stopping.is_set() or child.exitcode in (EXIT_INTERRUPTED, -signal.SIGTERM):
         return "interrupted", ""
     return "error", f"the job's process ended without a result (exit code {child.exitcode})"
+
+
+def kill_after(runner: JobRunner, job_id: str, seconds: float = CANCEL_GRACE_S) -> None:
+    """Kill the process of a cancelled job if it still runs ``seconds`` from now."""
+
+    def kill() -> None:
+        with runner._lock:
+            child = runner.children.get(job_id)
+        if child is not None and child.is_alive():
+            with contextlib.suppress(Exception):
+                child.kill()
+
+    timer = threading.Timer(seconds, kill)
+    timer.daemon = True
+    timer.start()
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -126,9 +149,8 @@ def _child_main(spec: dict[str, Any], job_id: str, send: Connection) -> None:
     )
     job_dir = Path(spec["data_dir"]) / job_id
 
-    def stop(signum: int, frame: Any) -> None:
-        runner._stopping.set()
-        (job_dir / "STOP").touch()
+    def stop(signum: int, frame: Any) -> None:  # no new rollout starts after the signal
+        os._exit(EXIT_INTERRUPTED)
 
     signal.signal(signal.SIGTERM, stop)
     try:

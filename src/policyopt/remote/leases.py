@@ -105,6 +105,8 @@ class LeaseHolder:
 
         def _fail(self, job_id: str, reason: str, **fields: Any) -> None: ...
 
+        def stop_cancelled(self, job_id: str) -> None: ...
+
     def recover(self, *, startup: bool = False) -> list[str]:
         """Requeue running jobs whose lease expired (their replica died), or fail or cancel
         them with the reason; returns the ids requeued.
@@ -227,12 +229,7 @@ class LeaseHolder:
             if not state.held:
                 self._let_go(state.job_id, "its lease went to another replica", lost=True)
             elif state.cancel_requested and state.job_id not in self._stop_sent:
-                with self._lock:
-                    job_dir = self._running.get(state.job_id)
-                    self._stop_sent.add(state.job_id)
-                if job_dir is not None:
-                    with contextlib.suppress(OSError):
-                        (job_dir / "STOP").touch()
+                self.stop_cancelled(state.job_id)
         return states
 
     def _let_go(self, job_id: str, why: str, *, lost: bool) -> None:

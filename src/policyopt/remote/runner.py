@@ -415,12 +415,23 @@ class JobRunner(LeaseHolder):
         """Cancel a job: at once when it has not started, else at the optimizer's next check
         (a job on another replica: after that replica's next heartbeat)."""
         job = self.store.request_cancel(job_id, reason)
+        self.stop_cancelled(job_id)
+        return job
+
+    def stop_cancelled(self, job_id: str) -> None:
+        """Stop a cancelled job running here: its ``STOP`` file now; its process (with
+        ``isolation="process"``) is killed if it has not ended a grace period later."""
         with self._lock:
             job_dir = self._running.get(job_id)
-        if job_dir is not None:
-            with contextlib.suppress(OSError):
-                (job_dir / "STOP").touch()
-        return job
+            self._stop_sent.add(job_id)
+        if job_dir is None:
+            return
+        with contextlib.suppress(OSError):
+            (job_dir / "STOP").touch()
+        if self.isolation == "process":
+            from policyopt.remote.job_process import kill_after
+
+            kill_after(self, job_id)
 
     def counts(self) -> dict[str, int]:
         """Jobs running in this replica, and jobs waiting in the shared queue."""

@@ -1,0 +1,150 @@
+"""Cancel that cancels, and a shutdown that starts no new rollout (issue 26), with jobs in
+child processes (what ``policyopt serve`` runs) against a real task app on 127.0.0.1.
+
+The task app's rollouts hang (a drip or a dead model server look the same to the job: no
+answer) after the first few, with the job's rollout timeout at the server's 600 s cap: a
+cancel used to wait for those timeouts (137-174 s with 150 s, ~10 min with the default).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from policyopt import Program, Score
+from policyopt.remote._serving import ServerThread, serve_in_thread
+from policyopt.remote.server import create_app
+from policyopt.remote.store import JobStore
+from policyopt.remote.task_app import task_app
+from tests.integration.remote.support import (
+    OWNER_KEY,
+    FreshProposals,
+    job_config,
+    journal_keys,
+    keyword_dataset,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+JOBS = "/api/policy-optimization/online/jobs"
+TASK_KEY = "task-key-cancel"
+
+
+class Hanging:
+    """Answers ``quick`` rollouts at once, then hangs every later one (until released);
+    records when each rollout reached the task app."""
+
+    def __init__(self, quick: int, delay: float = 0.0) -> None:
+        self.quick = quick
+        self.delay = delay
+        self.starts: list[float] = []
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+
+    def __call__(self, prompt: Any, example: dict[str, Any]) -> Score:
+        with self.lock:
+            self.starts.append(time.monotonic())
+            n = len(self.starts)
+        if n > self.quick:
+            self.release.wait(120)
+        time.sleep(self.delay)
+        return Score(0.0, feedback="Not yet right.")
+
+
+def serve_task(evaluate: Hanging) -> Any:
+    app = task_app(
+        Program("Solve the task.", evaluate), keyword_dataset(50, 50, 50), api_key=TASK_KEY
+    )
+    return serve_in_thread(app)
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[ServerThread]:
+    app = create_app(
+        tmp_path / "jobs.db",
+        tmp_path / "runs",
+        [OWNER_KEY],
+        reflection_lm_factory=FreshProposals(),
+        isolation="process",
+        job_niceness=0,
+    )
+    server = ServerThread(app).start()
+    yield server
+    server.stop(timeout=30)
+
+
+def submit(http: httpx.Client, url: str, **sizes: int) -> str:
+    config = job_config(url=url, task_key=TASK_KEY, max_rollouts=300, **sizes)
+    config["policy_optimization"]["gepa"] = {"n_jobs": 2, "timeout": 600}
+    response = http.post(JOBS, json=config)
+    assert response.status_code == 201, response.text
+    return str(response.json()["job_id"])
+
+
+def test_a_cancelled_job_with_hung_rollouts_ends_within_5_s_keeping_its_rollouts(
+    backend: ServerThread, tmp_path: Path
+) -> None:
+    evaluate = Hanging(quick=8)
+    with (
+        serve_task(evaluate) as task_url,
+        httpx.Client(
+            base_url=backend.url, headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=30
+        ) as http,
+    ):
+        try:
+            job_id = submit(http, task_url)
+            wait_for(lambda: len(evaluate.starts) >= 10, timeout=120)  # 2 rollouts hang
+            time.sleep(0.5)
+            started = time.monotonic()
+            assert http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
+            status = wait_for(
+                lambda: (s := http.get(f"{JOBS}/{job_id}").json())["status"] == "cancelled" and s,
+                timeout=60,
+            )
+            took = time.monotonic() - started
+            assert took < 5.0, took
+            assert status["status"] == "cancelled"
+            assert len(journal_keys(tmp_path / "runs" / job_id)) >= 8  # finished ones kept
+        finally:
+            evaluate.release.set()
+
+
+def test_after_sigterm_the_job_starts_no_new_rollout_and_goes_back_to_the_queue(
+    tmp_path: Path,
+) -> None:
+    """Stopped while the seed prompt is scored (no result to give yet): the job used to keep
+    starting rollouts through its grace period, paid again after the restart."""
+    evaluate = Hanging(quick=10**6, delay=0.3)  # never hangs; each rollout takes 0.3 s
+    app = create_app(
+        tmp_path / "jobs.db",
+        tmp_path / "runs",
+        [OWNER_KEY],
+        reflection_lm_factory=FreshProposals(),
+        isolation="process",
+        job_niceness=0,
+    )
+    server = ServerThread(app).start()
+    with serve_task(evaluate) as task_url:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=30
+        ) as http:
+            job_id = submit(http, task_url, n_val=50)  # the seed's 50 val rollouts: 7.5 s
+            wait_for(lambda: len(evaluate.starts) >= 4, timeout=120)
+        stopping = time.monotonic()
+        server.stop(timeout=30)
+        time.sleep(1.0)
+        late = [t for t in evaluate.starts if t > stopping + 0.5]
+        assert late == [], f"{len(late)} rollouts started after the shutdown began"
+    store = JobStore(tmp_path / "jobs.db")
+    try:
+        job = store.get_job(job_id)
+        assert job is not None and job.status.value == "queued"
+    finally:
+        store.close()
