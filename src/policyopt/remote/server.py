@@ -698,13 +698,14 @@ def _check_quotas(policy: ServerPolicy, usage: Mapping[str, float], config: Any)
             f"{policy.max_active_jobs_per_key}); wait for some to finish or cancel them.",
         )
     cap = policy.max_rollouts_per_key
-    if cap is not None and usage["rollouts"] + config.budget.max_rollouts > cap:
+    test_most = 2 * len(config.test_ids)  # the seed and the best prompt on every test id
+    if cap is not None and usage["rollouts"] + config.budget.max_rollouts + test_most > cap:
         left = max(0, cap - int(usage["rollouts"]))
         raise HTTPException(
             429,
             f"Rollout quota: this key's jobs hold {int(usage['rollouts'])} of its {cap} "
-            f"rollouts; budget.max_rollouts={config.budget.max_rollouts} does not fit "
-            f"({left} left).",
+            f"rollouts; budget.max_rollouts={config.budget.max_rollouts} plus up to "
+            f"{test_most} test rollouts (2 per test id) does not fit ({left} left).",
         )
     dollars = policy.max_cost_usd_per_key
     if dollars is not None:

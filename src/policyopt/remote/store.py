@@ -484,18 +484,24 @@ class JobStore:
 
     def usage(self, owner: str) -> dict[str, float]:
         """What a key's jobs hold: ``active`` (unfinished jobs), ``rollouts`` (used by finished
-        jobs, budgeted by unfinished ones) and ``cost_usd`` (spent by finished jobs as far as
-        known, else their cap; capped by unfinished ones)."""
+        jobs, their test scoring included; budgeted by unfinished ones, plus the test scoring's
+        most: the seed and the best prompt on every test id) and ``cost_usd`` (spent by
+        finished jobs as far as known, else their cap; capped by unfinished ones)."""
         j = _JOBS.c
         active = j.status.in_(_UNFINISHED)
         cap = j.config[("budget", "max_cost_usd")].as_float()
+        test_most = 2 * sa.func.coalesce(sa.func.json_array_length(j.config["test_ids"]), 0)
         row = self._one(
             sa.select(
                 sa.func.sum(sa.case((active, 1), else_=0)),
                 sa.func.sum(
                     sa.case(
-                        (active, sa.func.coalesce(j.progress["max_rollouts"].as_float(), 0)),
-                        else_=sa.func.coalesce(j.progress["rollouts_used"].as_float(), 0),
+                        (
+                            active,
+                            sa.func.coalesce(j.progress["max_rollouts"].as_float(), 0) + test_most,
+                        ),
+                        else_=sa.func.coalesce(j.progress["rollouts_used"].as_float(), 0)
+                        + sa.func.coalesce(j.results[("usage", "test_rollouts")].as_float(), 0),
                     )
                 ),
                 sa.func.sum(

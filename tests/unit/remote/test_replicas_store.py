@@ -199,6 +199,24 @@ def test_quota_usage_reads_json_on_both_backends(stores: tuple[JobStore, JobStor
     assert a.count_jobs([JobState.RUNNING, JobState.PENDING]) == 2
 
 
+def test_quota_usage_counts_test_split_rollouts(stores: tuple[JobStore, JobStore]) -> None:
+    """A job with budget 20 ran 1,000 test rollouts uncharged: an unfinished job now holds
+    its budget plus 2 per test id (the seed and the best prompt), a finished one what its
+    test scoring used."""
+    a, _ = stores
+    config = {"budget": {"max_rollouts": 20}, "test_ids": [f"x{i}" for i in range(500)]}
+    a.create_job(owner="k", algorithm="gepa", config=config, max_rollouts=20)
+    assert a.usage("k")["rollouts"] == 20 + 2 * 500
+    done = a.create_job(owner="d", algorithm="gepa", config=config, max_rollouts=20)
+    a.transition(
+        done.id,
+        JobState.SUCCEEDED,
+        progress={"rollouts_used": 20, "max_rollouts": 20},
+        results={"usage": {"test_rollouts": 1000}},
+    )
+    assert a.usage("d")["rollouts"] == 20 + 1000
+
+
 def test_database_urls_and_their_errors(tmp_path: Path) -> None:
     for bad, needle in (
         ("mysql://u@127.0.0.1/db", "unsupported database 'mysql'"),

@@ -444,8 +444,10 @@ def test_per_key_rollout_and_cost_quotas_are_429(
     backend = make_backend(policy=policy)
     with backend.client() as http:
 
-        def job(rollouts: int, cost: float | None) -> dict[str, Any]:
-            config = job_config(url=task_url, task_key=TASK_KEY, max_rollouts=rollouts)
+        def job(rollouts: int, cost: float | None, n_test: int = 0) -> dict[str, Any]:
+            config = job_config(
+                url=task_url, task_key=TASK_KEY, max_rollouts=rollouts, n_test=n_test
+            )
             if cost is not None:
                 config["policy_optimization"]["budget"]["max_cost_usd"] = cost
             return config
@@ -461,6 +463,9 @@ def test_per_key_rollout_and_cost_quotas_are_429(
         )
         response = http.post(JOBS, json=job(30, 0.6))
         assert response.status_code == 429 and "Cost quota" in response.json()["detail"]
+        response = http.post(JOBS, json=job(30, 0.1, n_test=6))  # the test scoring counts too
+        assert response.status_code == 429, response.text
+        assert "plus up to 12 test rollouts" in response.json()["detail"]
         http.post(f"{JOBS}/{first.json()['job_id']}/cancel")
         finish(http, first.json()["job_id"])
         # a finished job counts what it used, not its budget
