@@ -378,7 +378,7 @@ def test_deep_long_and_wide_inputs_are_4xx_never_500(
         cases.append((json.dumps(wide).encode(), "a list of 150000 items"))
         many = job_config(url=task_url, task_key=TASK_KEY)
         many["policy_optimization"]["ids"]["train"] = {"start": 0, "end": 200_000}
-        cases.append((json.dumps(many).encode(), "200018 example ids"))
+        cases.append((json.dumps(many).encode(), "a range of 200000 ids"))
         for body, needle in cases:
             response = http.post(JOBS, content=body, headers={"Content-Type": "application/json"})
             assert 400 <= response.status_code < 500, (needle, response.status_code)
@@ -481,7 +481,10 @@ def test_rollouts_in_flight_past_the_policy_are_422(
         huge = job_config(url=task_url, task_key=TASK_KEY, section={"n_jobs": 10**9})
         response = http.post(JOBS, json=huge)
         assert response.status_code == 422, response.text
-        assert "n_jobs" in response.json()["detail"] and "at most 16" in response.json()["detail"]
+        assert "n_jobs" in response.json()["detail"] and "1 to 16" in response.json()["detail"]
+        all_cores = job_config(url=task_url, task_key=TASK_KEY, section={"n_jobs": -1})
+        response = http.post(JOBS, json=all_cores)  # -1 (all cores) skipped the cap before
+        assert response.status_code == 422 and "1 to 16" in response.json()["detail"]
         ok = job_config(url=task_url, task_key=TASK_KEY, section={"n_jobs": 16})
         accepted = http.post(JOBS, json=ok)
         assert accepted.status_code == 201, accepted.text
