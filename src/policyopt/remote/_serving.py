@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import socket
 import threading
 import time
@@ -32,6 +34,7 @@ __all__ = [
     "GuardedH11Protocol",
     "ServerThread",
     "bind",
+    "exit_later",
     "serve_forever",
     "serve_in_thread",
     "uvicorn_config",
@@ -234,3 +237,23 @@ def serve_forever(
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+_exit_timer: threading.Timer | None = None
+
+
+def exit_later(seconds: float) -> None:
+    """End the process ``seconds`` from now unless it has ended by then (once)."""
+    global _exit_timer
+    if _exit_timer is not None:
+        return
+
+    def stop() -> None:
+        logging.getLogger("policyopt").error(
+            "the server did not stop within %.0f s of the signal; exiting now", seconds
+        )
+        os._exit(1)
+
+    _exit_timer = threading.Timer(seconds, stop)
+    _exit_timer.daemon = True
+    _exit_timer.start()

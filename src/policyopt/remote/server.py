@@ -25,11 +25,9 @@ import datetime as dt
 import hmac
 import json
 import logging
-import math
 import os
 import re
-import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +47,9 @@ from policyopt.remote.api_schema import (
     errors,
     install_openapi,
 )
+from policyopt.remote.middleware import BodyLimit, StatusFastPath
 from policyopt.remote.outbound import OutboundPolicy
-from policyopt.remote.policy import PolicyViolation, ServerPolicy, check_json_limits
+from policyopt.remote.policy import PolicyViolation, ServerPolicy
 from policyopt.remote.runner import (
     DEFAULT_LEASE_S,
     JobRunner,
@@ -58,6 +57,7 @@ from policyopt.remote.runner import (
     TaskAppFactory,
 )
 from policyopt.remote.store import JobRecord, JobState, JobStore
+from policyopt.remote.submission import check_quotas, checked_config, parse_json
 from policyopt.remote.vault import ServerSecret, legacy_owner_id
 
 __all__ = [
@@ -134,103 +134,6 @@ def status_body(job: JobRecord) -> dict[str, Any]:
         "cancel_requested": job.cancel_requested,
         "last_seq": job.last_seq,
     }
-
-
-class _BodyTooLarge(Exception):
-    """The streamed request body went past the limit."""
-
-
-class _BodyLimit:
-    """ASGI middleware: 413 for a body over ``limit`` bytes, by header and by bytes received."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _send_json(send, 400, "Content-Length is not a number.")
-                    return
-                if declared > self.limit:
-                    await _send_json(send, 413, self._message())
-                    return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Any:
-            nonlocal received
-            message = await receive()
-            if message.get("type") == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            if message.get("type") == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _send_json(send, 413, self._message())
-
-    def _message(self) -> str:
-        return f"Request body too large: the limit is {self.limit} bytes."
-
-
-class _StatusFastPath:
-    """ASGI middleware: ``GET <root>/{id}`` (the route clients poll, hundreds at a time) is
-    answered here, by the same function as the FastAPI route, without FastAPI's routing and
-    dependency machinery (a third of the cost of an answer). Everything else passes through."""
-
-    def __init__(self, app: Any, answer: Callable[[str, str | None], Any]) -> None:
-        self.app = app
-        self.answer = answer
-        self.prefixes = tuple(root + "/" for root in API_ROOTS)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            path: str = scope["path"]
-            for prefix in self.prefixes:
-                if path.startswith(prefix):
-                    job_id = path[len(prefix) :]
-                    if job_id and "/" not in job_id:
-                        header = None
-                        for name, value in scope["headers"]:
-                            if name == b"authorization":
-                                header = value.decode("latin-1")
-                                break
-                        await self.answer(job_id, header)(scope, receive, send)
-                        return
-                    break
-        await self.app(scope, receive, send)
-
-
-async def _send_json(send: Any, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode("utf-8")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
@@ -398,7 +301,7 @@ def create_app(
             )
         raw = await request.body()
         # off the event loop: parsing and checking a body is O(its size), but up to 1 MB
-        config = await asyncio.to_thread(_checked_config, raw, policy)
+        config = await asyncio.to_thread(checked_config, raw, policy)
         try:
             await asyncio.wait_for(asyncio.to_thread(outbound.check_url, config.task_app.url), 10)
         except PolicyViolation as exc:
@@ -410,7 +313,7 @@ def create_app(
         stored = secret.seal_config(config.to_dict())
         async with submit_lock:
             usage = await asyncio.to_thread(store.usage, who)
-            _check_quotas(policy, usage, config)
+            check_quotas(policy, usage, config)
             job = await asyncio.to_thread(
                 store.create_job,
                 owner=who,
@@ -437,7 +340,7 @@ def create_app(
             return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
 
     async def get_status(job_id: str, request: Request) -> JSONResponse:
-        # served by _StatusFastPath before FastAPI; this route documents it and is the fallback
+        # served by StatusFastPath before FastAPI; this route documents it and is the fallback
         return status_answer(job_id, request.headers.get("authorization"))
 
     def get_results(job_id: str, who: str = Depends(owner)) -> dict[str, Any]:
@@ -500,7 +403,7 @@ def create_app(
         raw = await request.body()
         reason: str | None = None
         if raw.strip():
-            data = await asyncio.to_thread(_parse_json, raw, policy)
+            data = await asyncio.to_thread(parse_json, raw, policy)
             if not isinstance(data, dict) or not isinstance(
                 data.get("reason", ""), (str, type(None))
             ):
@@ -581,147 +484,9 @@ def create_app(
     )
     install_openapi(app, API_ROOTS)
 
-    app.add_middleware(_BodyLimit, limit=max_body_bytes)
-    app.add_middleware(_StatusFastPath, answer=status_answer)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(StatusFastPath, answer=status_answer, roots=API_ROOTS)
     return app
-
-
-def _checked_config(raw: bytes, policy: ServerPolicy) -> Any:
-    """A submitted body -> JobConfig, every check O(the body's size): id ranges are counted
-    against the policy's ``max_ids`` before they are expanded."""
-    from policyopt.runconfig.schema import ID_LIMIT
-
-    data = _parse_json(raw, policy)
-    token = ID_LIMIT.set(policy.max_ids)
-    try:
-        return _parse_config(data, policy)
-    finally:
-        ID_LIMIT.reset(token)
-
-
-def _parse_config(data: Any, policy: ServerPolicy) -> Any:
-    """A submitted body -> JobConfig (422 with the config error's message when invalid).
-
-    Accepts the config itself (TOML-shaped, with or without its ``policy_optimization`` /
-    ``prompt_learning`` table) or Synth's envelope ``{algorithm, config_body, overrides}``.
-    """
-    from policyopt.remote.config import SECTION_NAMES, JobConfig
-
-    if not isinstance(data, dict):
-        raise HTTPException(422, "The body must be a JSON object holding the job config.")
-    if "config_body" in data:
-        extra = set(data) - {"config_body", "algorithm", "overrides", "metadata", "auto_start"}
-        if extra:
-            raise HTTPException(422, f"Unknown key(s) next to config_body: {sorted(extra)}.")
-        body = data["config_body"]
-        if not isinstance(body, dict):
-            raise HTTPException(422, "config_body must be a JSON object.")
-        present = [name for name in SECTION_NAMES if name in body]
-        table = body[present[0]] if len(present) == 1 else body
-        if not isinstance(table, dict):
-            raise HTTPException(422, f"config_body.{present[0]} must be a JSON object.")
-        table = dict(table)
-        if data.get("algorithm") is not None:
-            table.setdefault("algorithm", data["algorithm"])
-            if str(table["algorithm"]).lower() != str(data["algorithm"]).lower():
-                raise HTTPException(
-                    422,
-                    f"algorithm {data['algorithm']!r} disagrees with the config's "
-                    f"{table['algorithm']!r}.",
-                )
-        if data.get("overrides"):
-            if not isinstance(data["overrides"], dict):
-                raise HTTPException(422, "overrides must be a JSON object of dotted keys.")
-            table["overrides"] = {**(table.get("overrides") or {}), **data["overrides"]}
-        data = table
-    try:
-        config = JobConfig.from_dict(data)
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
-    except RecursionError:  # defence in depth: the limits are checked before this
-        raise HTTPException(422, "The job config nests too deeply.") from None
-    if config.task_app.api_key_env is not None:
-        raise HTTPException(
-            422,
-            "task_app.api_key_env is resolved by the client before submitting (the server never "
-            "reads its own environment for a job); send task_app.api_key instead.",
-        )
-    try:
-        policy.check_models(config.models)
-        policy.check_ids(config)
-        policy.check_settings(config)
-    except PolicyViolation as exc:
-        raise HTTPException(exc.status, str(exc)) from None
-    return config
-
-
-def _parse_json(raw: bytes, policy: ServerPolicy) -> Any:
-    """A request body as JSON within the policy's limits (400 / 422 naming what was wrong)."""
-    try:
-        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
-    except _NotFinite as exc:
-        raise HTTPException(422, f"The JSON body holds {exc}: numbers must be finite.") from None
-    except RecursionError:
-        raise HTTPException(
-            422, f"The JSON body nests deeper than {policy.max_depth} levels."
-        ) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPException(400, f"The request body is not valid JSON: {exc}") from None
-    try:
-        check_json_limits(data, policy)
-    except PolicyViolation as exc:
-        raise HTTPException(422, f"The JSON body is over a limit: {exc}") from None
-    return data
-
-
-class _NotFinite(ValueError):
-    """A JSON number that is not finite (Infinity, NaN, 1e999)."""
-
-
-def _no_constant(name: str) -> float:
-    raise _NotFinite(name)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotFinite(text[:40])
-    return value
-
-
-def _check_quotas(policy: ServerPolicy, usage: Mapping[str, float], config: Any) -> None:
-    """429 when this job would take its key over a quota (see :class:`ServerPolicy`)."""
-    if usage["active"] >= policy.max_active_jobs_per_key:
-        raise HTTPException(
-            429,
-            f"This key already has {int(usage['active'])} unfinished jobs (the limit is "
-            f"{policy.max_active_jobs_per_key}); wait for some to finish or cancel them.",
-        )
-    cap = policy.max_rollouts_per_key
-    test_most = 2 * len(config.test_ids)  # the seed and the best prompt on every test id
-    if cap is not None and usage["rollouts"] + config.budget.max_rollouts + test_most > cap:
-        left = max(0, cap - int(usage["rollouts"]))
-        raise HTTPException(
-            429,
-            f"Rollout quota: this key's jobs hold {int(usage['rollouts'])} of its {cap} "
-            f"rollouts; budget.max_rollouts={config.budget.max_rollouts} plus up to "
-            f"{test_most} test rollouts (2 per test id) does not fit ({left} left).",
-        )
-    dollars = policy.max_cost_usd_per_key
-    if dollars is not None:
-        asked = config.budget.max_cost_usd
-        if asked is None:
-            raise HTTPException(
-                422,
-                "budget.max_cost_usd: required on this server, which caps LM spend per key "
-                f"(${dollars:g} in all).",
-            )
-        if usage["cost_usd"] + asked > dollars:
-            raise HTTPException(
-                429,
-                f"Cost quota: this key's jobs hold ${usage['cost_usd']:.4f} of its "
-                f"${dollars:g}; budget.max_cost_usd={asked:g} does not fit.",
-            )
 
 
 async def _sse(
@@ -813,32 +578,14 @@ def run_app(
     """
     import uvicorn
 
-    from policyopt.remote._serving import uvicorn_config
+    from policyopt.remote._serving import exit_later, uvicorn_config
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            _exit_later(HARD_STOP_S)
+            exit_later(HARD_STOP_S)
             super().handle_exit(sig, frame)
 
     config = uvicorn_config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_S
     )
     _Server(config).run()
-
-
-_exit_timer: threading.Timer | None = None
-
-
-def _exit_later(seconds: float) -> None:
-    """End the process ``seconds`` from now unless it has ended by then (once)."""
-    global _exit_timer
-    if _exit_timer is not None:
-        return
-
-    def stop() -> None:
-        logger.error("the server did not stop within %.0f s of the signal; exiting now", seconds)
-        os._exit(1)
-
-    _exit_timer = threading.Timer(seconds, stop)
-    _exit_timer.daemon = True
-    _exit_timer.start()
