@@ -510,7 +510,7 @@ class JobStore:
                         else_=sa.func.coalesce(j.results[("usage", "cost_usd")].as_float(), cap, 0),
                     )
                 ),
-            ).where(j.owner == owner)
+            ).where(j.owner == owner, *self._valid_json(j.config, j.progress, j.results))
         )
         assert row is not None
         return {
@@ -518,6 +518,14 @@ class JobStore:
             "rollouts": int(row[1] or 0),
             "cost_usd": float(row[2] or 0.0),
         }
+
+    def _valid_json(self, *columns: Any) -> list[Any]:
+        """SQLite only: conditions skipping rows whose JSON its functions cannot read (an
+        older server stored ``Infinity``), so one bad row never fails every quota check of
+        its key. PostgreSQL never stores such JSON."""
+        if self.dialect != "sqlite":
+            return []
+        return [sa.or_(c.is_(None), sa.func.json_valid(c) == 1) for c in columns]
 
     def active_owners(self) -> dict[str, str]:
         """``{owner_id: label}`` of the keys accepted now."""

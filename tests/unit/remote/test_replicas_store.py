@@ -272,3 +272,17 @@ def test_a_database_of_the_single_server_era_is_upgraded_in_place(tmp_path: Path
         assert store.append_event("po_old", "x") == 2
     finally:
         store.close()
+
+
+def test_a_stored_infinity_never_locks_its_key_out_of_quota_checks(tmp_path: Path) -> None:
+    """An older server stored budget.max_cost_usd = Infinity as JSON SQLite cannot read; every
+    later quota check of that key failed (a 500 on each submit)."""
+    store = JobStore(tmp_path / "jobs.db")
+    try:
+        config = {"budget": {"max_rollouts": 5, "max_cost_usd": float("inf")}}
+        store.create_job(owner="k", algorithm="gepa", config=config, max_rollouts=5)
+        good = {"budget": {"max_rollouts": 7, "max_cost_usd": 1.0}}
+        store.create_job(owner="k", algorithm="gepa", config=good, max_rollouts=7)
+        assert store.usage("k") == {"active": 1, "rollouts": 7, "cost_usd": 1.0}
+    finally:
+        store.close()
