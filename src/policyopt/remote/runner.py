@@ -584,6 +584,9 @@ class JobRunner(LeaseHolder):
 
     def _run_job(self, job: JobRecord, job_dir: Path) -> None:
         config = self._config(job)
+        # checked again here: a config stored under an older, looser policy is refused too
+        self.policy.check_ids(config)
+        self.policy.check_settings(config)
         kwargs = dict(config.optimizer_kwargs())
         if kwargs.get("max_rollouts") is None:
             raise ConfigError("budget.max_rollouts is required for a job (a hard rollout cap).")

@@ -265,3 +265,32 @@ def test_failure_reasons_shown_to_owners_name_no_server_path() -> None:
     assert str(Path.home()) not in shown and "/jobs/runs" not in shown
     url = _reason(ConnectionError("the task app at http://127.0.0.1:9/health is down"))
     assert "http://127.0.0.1:9/health" in url
+
+
+def test_a_stored_config_over_the_bounds_is_refused_when_the_job_runs(tmp_path: Path) -> None:
+    """A config stored under an older, looser policy (or by hand) cannot run past the bounds:
+    the runner checks the settings again and fails the job naming the setting."""
+    from policyopt.remote.runner import JobRunner
+    from policyopt.remote.store import JobState, JobStore
+
+    store = JobStore(tmp_path / "jobs.db")
+    runner = JobRunner(
+        store,
+        tmp_path / "runs",
+        task_app_factory=ScriptedTaskApp().factory,
+        reflection_lm_factory=scripted_reflection,
+    )
+    try:
+        config = table(gepa={"n_jobs": -1, "proposals_per_iteration": 10**9})
+        job = store.create_job(owner="o", algorithm="gepa", config=config, max_rollouts=80)
+        runner.start()
+        runner.submit(job.id)
+        deadline = time.monotonic() + 60
+        while (found := store.get_job(job.id)) is not None and not found.status.terminal:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert found is not None and found.status is JobState.FAILED
+        assert "n_jobs" in (found.error or "")
+    finally:
+        runner.shutdown(5)
+        store.close()
