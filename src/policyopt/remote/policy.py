@@ -191,7 +191,8 @@ class ServerPolicy(BaseModel):
                 raise ValueError(
                     f"the model grant {grant.name!r} is for {grant.provider}, which signs in "
                     "with the server's cloud identity, not a plain key: jobs would act as the "
-                    "server on its cloud account; set allow_cloud_identity to allow it"
+                    "server on its cloud account; set allow_cloud_identity "
+                    "(--allow-cloud-identity) to allow it"
                 )
         return self
 

@@ -186,3 +186,22 @@ def test_provider_survey_the_owners_keys_reach_only_the_host_bound_to_them(
     assert called > 150
     assert leaks == {}, leaks
     assert metadata == {}, metadata
+
+
+def test_policyopt_serve_takes_model_grants_and_refuses_unclear_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    import policyopt.remote.server as server
+    from policyopt.cli import app
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(server, "serve", lambda **kwargs: seen.update(kwargs))
+    flags = ["serve", "--api-key", "k", "--model", "openai/gpt-4o-mini=OPENAI_API_KEY"]
+    result = CliRunner().invoke(app, [*flags, "--model", "local"])
+    assert result.exit_code == 0, result.output
+    grants = [(g.name, g.key_env) for g in seen["policy"].models]
+    assert grants == [("openai/gpt-4o-mini", "OPENAI_API_KEY"), ("local", None)]
+    refused = CliRunner().invoke(app, ["serve", "--api-key", "k", "--model", "bedrock/=K"])
+    assert refused.exit_code == 2 and "allow_cloud_identity" in refused.output
