@@ -423,9 +423,9 @@ class JobRunner(LeaseHolder):
         ``isolation="process"``) is killed if it has not ended a grace period later."""
         with self._lock:
             job_dir = self._running.get(job_id)
+            if job_dir is None:
+                return
             self._stop_sent.add(job_id)
-        if job_dir is None:
-            return
         with contextlib.suppress(OSError):
             (job_dir / "STOP").touch()
         if self.isolation == "process":
