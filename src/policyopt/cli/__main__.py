@@ -1,0 +1,5 @@
+"""``python -m policyopt.cli``: the ``policyopt`` command."""
+
+from policyopt.cli import main
+
+main()

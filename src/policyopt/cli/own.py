@@ -1,0 +1,130 @@
+"""``policyopt optimize`` and ``estimate``: your own program from a config file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from policyopt.cli._app import _fail, _one_line, app
+
+
+def _prepare_config(config: Path, sets: list[str] | None, run_dir: Path | None) -> Any:
+    """Read, validate and prepare a run config (modules imported, data read, no model loaded),
+    or fail with one line naming the file and the key."""
+    from policyopt.errors import PolicyOptError
+    from policyopt.runconfig.local import load_local_config, prepare
+    from policyopt.runconfig.schema import parse_override
+
+    try:
+        overrides = [parse_override(text) for text in sets or []]
+        loaded = load_local_config(config, overrides=overrides)
+        return prepare(loaded, config, run_dir=run_dir)
+    except PolicyOptError as exc:
+        _fail(f"{config}: {_one_line(str(exc))}")
+
+
+_SET_HELP = "Override one key, e.g. --set gepa.minibatch_size=5 (repeatable; value read as TOML)."
+
+
+@app.command()
+def optimize(
+    config: Annotated[Path, typer.Argument(help="A run config TOML ([policy_optimization]).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help=_SET_HELP)
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Run directory (default: the config's run_dir); again to resume."),
+    ] = None,
+    mlflow: Annotated[
+        str | None, typer.Option(metavar="URI", help="Log the run to this MLflow tracking URI.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+) -> None:
+    """Optimize your own program's prompt from a config file (see README: "Your own program").
+
+    Checks the config, your modules and data files before any model loads, prints the up-front
+    estimate, shows progress, writes result.json and optimize.json into the run directory and
+    prints the best prompt in full. Run it again on the same run directory to resume: finished
+    rollouts are not paid again.
+    """
+    from policyopt.errors import PolicyOptError
+    from policyopt.runconfig.estimate import estimate_run, format_estimate
+    from policyopt.runconfig.run import check_run, run_local, tracking_module
+
+    prepared = _prepare_config(config, set_, run_dir)
+    try:
+        check_run(prepared, progress=progress, mlflow_uri=mlflow)
+        lines = format_estimate(estimate_run(prepared))
+    except PolicyOptError as exc:
+        _fail(f"{config}: {_one_line(str(exc))}")
+    for line in lines:
+        typer.echo(line)
+    tracking = prepared.config.tracking.mlflow if prepared.config.tracking else None
+    uri = mlflow or (tracking.uri if tracking else None)
+    log = lambda message: typer.echo(message, err=True)  # noqa: E731
+    try:
+        if uri is None:
+            result, outcome = run_local(prepared, progress=progress, log=log)
+        else:
+            module = tracking_module()
+            params = {"config": str(config), "models.task": prepared.config.models.task}
+            with module.mlflow_listener(
+                uri,
+                experiment=tracking.experiment if tracking else None,
+                run_name=tracking.run_name if tracking else None,
+                params=params,
+            ) as tracked:
+                result, outcome = run_local(
+                    prepared, progress=progress, listeners=[tracked], log=log
+                )
+                tracked.log_run_dir(prepared.run_dir)
+    except PolicyOptError as exc:
+        _fail(f"{config}: {_one_line(str(exc))}")
+    best = result.best_prompt
+    text = best if isinstance(best, str) else json.dumps(best, indent=2, ensure_ascii=False)
+    seed = outcome["seed_val_score"]
+    typer.echo(
+        f"Best prompt (val score {result.best_score:.3f}"
+        + (f", seed prompt {seed:.3f}" if seed is not None else "")
+        + f"; {result.n_rollouts} rollouts, stop: {result.stop_reason}):"
+    )
+    typer.echo(text)
+    if outcome["test"]:
+        t = outcome["test"]
+        typer.echo(
+            f"Test split ({t['n_examples']} examples): seed {t['seed_score']:.3f} -> "
+            f"best {t['best_score']:.3f}"
+        )
+    where = prepared.run_dir
+    typer.echo(f"Run dir: {where} (`policyopt show {where}`, `policyopt plot {where}`)")
+
+
+@app.command()
+def estimate(
+    config: Annotated[Path, typer.Argument(help="A run config TOML ([policy_optimization]).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help=_SET_HELP)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+) -> None:
+    """What `policyopt optimize CONFIG` will spend, before anything runs: rollouts, LM calls
+    (task and optimizer model), tokens and dollars (litellm's prices; the local model is $0)."""
+    from policyopt.errors import PolicyOptError
+    from policyopt.runconfig.estimate import estimate_run, format_estimate
+    from policyopt.runconfig.run import check_run
+
+    prepared = _prepare_config(config, set_, None)
+    try:
+        check_run(prepared, progress=False)
+        est = estimate_run(prepared)
+    except PolicyOptError as exc:
+        _fail(f"{config}: {_one_line(str(exc))}")
+    if as_json:
+        typer.echo(json.dumps(est, indent=2, default=str))
+        return
+    for line in format_estimate(est):
+        typer.echo(line)
