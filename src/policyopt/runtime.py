@@ -51,11 +51,12 @@ from policyopt.state.rundir import RunDir, callable_identity, fingerprint
 from policyopt.stopping import Stopper
 from policyopt.types import OptimizationResult, Program, example_ids
 
-__all__ = ["MAX_LM_FAILURES", "LMUnavailable", "RunContext", "RunSettings"]
+__all__ = ["MAX_LM_FAILURES", "LMUnavailable", "RunContext", "RunSettings", "call_all"]
 
 logger = logging.getLogger("policyopt")
 
 _S = TypeVar("_S", bound=BaseModel)
+_T = TypeVar("_T")
 
 #: LM failures in a row (after the LM's own retries) before a run stops with "lm_errors"
 MAX_LM_FAILURES = 5
@@ -72,6 +73,49 @@ def settings_or_error(model: type[_S], values: Mapping[str, Any], optimizer: str
             where = ".".join(str(p) for p in error["loc"]) or "settings"
             lines.append(f"{where}: {error['msg']} (got {error.get('input')!r:.80})")
         raise ConfigError(f"Invalid {optimizer} settings: " + "; ".join(lines)) from None
+
+
+def call_all(calls: Sequence[Callable[[], _T]], workers: int) -> list[_T]:
+    """Run ``calls`` (LM proposals) on ``workers`` daemon threads; their results in order.
+
+    An exception is raised once every sibling has finished (their answers are journaled), the
+    first in order. Ctrl-C abandons the calls in flight instead of waiting for them, and being
+    daemon threads they do not hold up the end of the process either: the run ends at once.
+    """
+    import queue
+
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(calls)):
+        todo.put(index)
+    finished = threading.Semaphore(0)
+    cancelled = threading.Event()
+
+    def work() -> None:
+        while not cancelled.is_set():
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[index] = calls[index]()
+            except BaseException as exc:  # handed to the caller below
+                errors[index] = exc
+            finished.release()
+
+    for _ in range(max(1, min(workers, len(calls)))):
+        threading.Thread(target=work, name="policyopt-propose", daemon=True).start()
+    try:
+        for _ in calls:
+            finished.acquire()  # interruptible: Ctrl-C lands here
+    except BaseException:
+        cancelled.set()  # queued calls never start; calls in flight are left to end alone
+        raise
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
 def _one_lm(specific: Any, alias: Any, name: str) -> Any:

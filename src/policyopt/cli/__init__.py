@@ -9,7 +9,11 @@ before any model is loaded; never a traceback.
 
 from __future__ import annotations
 
+import os
+import sys
+
 from policyopt.cli._app import app
+from policyopt.cli._signals import STOP_CODES
 
 # importing a command module registers its commands; this order is the order of `--help`
 # isort: off
@@ -20,8 +24,20 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Entry point of the ``policyopt`` script."""
-    app()
+    """Entry point of the ``policyopt`` script.
+
+    After a stop signal (exit code 130 or 143) everything is written and flushed when the
+    command returns; the process then ends at once instead of waiting at interpreter exit for
+    LM calls and model servers it abandoned.
+    """
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code in STOP_CODES:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(int(exc.code))
+        raise
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from policyopt.cli._app import _MLFLOW_OPTION, _error_text, _fail, _mlflow_uri, _tracking, app
+from policyopt.cli._signals import exit_code_for, stop_signals
 
 
 def _demo_spec(algorithm: str) -> Any:
@@ -139,6 +140,7 @@ def demo(
     )
     started = time.perf_counter()
     with (
+        stop_signals() as received,
         LocalLM(n_parallel=max(1, n_jobs), cache=cache or False) as lm,
         LocalLM.for_reflection(cache=cache or False, **spec.small_model_lm) as reflection_lm,
         _tracking(
@@ -154,8 +156,17 @@ def demo(
         )
         try:
             result = optimizer.optimize(program, train, val)
+        except KeyboardInterrupt:
+            typer.echo("error: stopped before the seed prompt was scored: no result.", err=True)
+            raise typer.Exit(exit_code_for(received)) from None
         except PolicyOptError as exc:  # e.g. a --run-dir written with other settings
             _fail(_error_text(exc))
+        if result.stop_reason == "interrupted":  # stop now: no test scoring
+            console.print(
+                f"Stopped after {result.n_rollouts} rollouts: best val score "
+                f"{result.best_score:.3f}, prompt: {result.best_prompt}"
+            )
+            raise typer.Exit(exit_code_for(received))
         search_s = time.perf_counter() - started
         rows: list[dict[str, Any]] = []
         with RolloutEngine(program.evaluate, n_jobs=n_jobs) as engine:

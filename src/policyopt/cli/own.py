@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from policyopt.cli._app import _fail, _one_line, app
+from policyopt.cli._signals import NO_RESULT, exit_code_for, stop_signals
 
 
 def _prepare_config(config: Path, sets: list[str] | None, run_dir: Path | None) -> Any:
@@ -50,10 +51,13 @@ def optimize(
     estimate, shows progress, writes result.json and optimize.json into the run directory and
     prints the best prompt in full. Run it again on the same run directory to resume: finished
     rollouts are not paid again.
+
+    Exit codes: 0 a scored result; 1 no scored result (every rollout of the seed prompt failed);
+    2 a bad config or command line; 130 Ctrl-C and 143 SIGTERM (the result so far is written).
     """
-    from policyopt.errors import PolicyOptError
+    from policyopt.errors import EvaluationError, LMError, PolicyOptError
     from policyopt.runconfig.estimate import estimate_run, format_estimate
-    from policyopt.runconfig.run import check_run, run_local, tracking_module
+    from policyopt.runconfig.run import check_run
 
     prepared = _prepare_config(config, set_, run_dir)
     try:
@@ -63,27 +67,57 @@ def optimize(
         _fail(f"{config}: {_one_line(str(exc))}")
     for line in lines:
         typer.echo(line)
+    with stop_signals() as received:
+        try:
+            result, outcome = _run(prepared, config, mlflow, progress=progress)
+        except KeyboardInterrupt:
+            typer.echo(
+                "error: stopped before the seed prompt was scored, so there is no result; the "
+                f"finished rollouts are in {prepared.run_dir}: run the same command to resume.",
+                err=True,
+            )
+            raise typer.Exit(exit_code_for(received)) from None
+        except (EvaluationError, LMError) as exc:  # the run itself failed: no scored result
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            typer.echo(f"error: {config}: {first[:600]}", err=True)
+            raise typer.Exit(NO_RESULT) from None
+        except PolicyOptError as exc:
+            _fail(f"{config}: {_one_line(str(exc))}")
+    if not outcome["seed_scored"]:
+        typer.echo(
+            f"error: {config}: every rollout of the seed prompt failed, so the run has no score "
+            f"(last error: {str(outcome['seed_error'])[:300]}). Fix evaluate() and run again.",
+            err=True,
+        )
+        raise typer.Exit(NO_RESULT)
+    _print_outcome(result, outcome, prepared.run_dir)
+    if result.stop_reason == "interrupted":
+        raise typer.Exit(exit_code_for(received))
+
+
+def _run(prepared: Any, config: Path, mlflow: str | None, *, progress: bool) -> Any:
+    """The search, tracked in MLflow when the config or ``--mlflow`` asks for it."""
+    from policyopt.runconfig.run import run_local, tracking_module
+
     tracking = prepared.config.tracking.mlflow if prepared.config.tracking else None
     uri = mlflow or (tracking.uri if tracking else None)
     log = lambda message: typer.echo(message, err=True)  # noqa: E731
-    try:
-        if uri is None:
-            result, outcome = run_local(prepared, progress=progress, log=log)
-        else:
-            module = tracking_module()
-            params = {"config": str(config), "models.task": prepared.config.models.task}
-            with module.mlflow_listener(
-                uri,
-                experiment=tracking.experiment if tracking else None,
-                run_name=tracking.run_name if tracking else None,
-                params=params,
-            ) as tracked:
-                result, outcome = run_local(
-                    prepared, progress=progress, listeners=[tracked], log=log
-                )
-                tracked.log_run_dir(prepared.run_dir)
-    except PolicyOptError as exc:
-        _fail(f"{config}: {_one_line(str(exc))}")
+    if uri is None:
+        return run_local(prepared, progress=progress, log=log)
+    module = tracking_module()
+    params = {"config": str(config), "models.task": prepared.config.models.task}
+    with module.mlflow_listener(
+        uri,
+        experiment=tracking.experiment if tracking else None,
+        run_name=tracking.run_name if tracking else None,
+        params=params,
+    ) as tracked:
+        result, outcome = run_local(prepared, progress=progress, listeners=[tracked], log=log)
+        tracked.log_run_dir(prepared.run_dir)
+    return result, outcome
+
+
+def _print_outcome(result: Any, outcome: dict[str, Any], where: Path) -> None:
     best = result.best_prompt
     text = best if isinstance(best, str) else json.dumps(best, indent=2, ensure_ascii=False)
     seed = outcome["seed_val_score"]
@@ -99,7 +133,6 @@ def optimize(
             f"Test split ({t['n_examples']} examples): seed {t['seed_score']:.3f} -> "
             f"best {t['best_score']:.3f}"
         )
-    where = prepared.run_dir
     typer.echo(f"Run dir: {where} (`policyopt show {where}`, `policyopt plot {where}`)")
 
 

@@ -17,7 +17,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -49,7 +49,7 @@ from policyopt.gepa.strategies import (
 )
 from policyopt.lm.base import resolve_lm
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
-from policyopt.runtime import RunContext, _one_lm, settings_or_error
+from policyopt.runtime import RunContext, _one_lm, call_all, settings_or_error
 from policyopt.types import LMUsage, OptimizationResult, Program
 
 __all__ = ["GEPA", "estimate"]
@@ -425,11 +425,9 @@ class _Run:
 
         tasks = [(job, n) for job in jobs for n in range(self.samples)]
         workers = max(1, min(len(tasks), self.s.n_jobs if self.s.n_jobs > 0 else 4))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(one, job, n) for job, n in tasks]
-            # LM failures were counted (and skipped) by the proposer; a run-stopping one
-            # (LMUnavailable) is raised here once every sibling has finished
-            outcomes = [future.result() for future in futures]
+        # LM failures were counted (and skipped) by the proposer; a run-stopping one
+        # (LMUnavailable) is raised here once every sibling has finished; Ctrl-C does not wait
+        outcomes = call_all([partial(one, job, n) for job, n in tasks], workers)
         children, seen = [], set(self.pop.keys)
         for (job, _), prompt in zip(tasks, outcomes, strict=True):
             if prompt is None:

@@ -48,7 +48,7 @@ import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -76,7 +76,7 @@ from policyopt.opro.meta import (
 from policyopt.prompts import PromptShape
 from policyopt.proposals import FAILED, Guard, ProposalLoop, echo_guard
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
-from policyopt.runtime import RunContext, _one_lm, settings_or_error
+from policyopt.runtime import RunContext, _one_lm, call_all, settings_or_error
 from policyopt.types import Candidate, ExampleId, OptimizationResult, Program, PromptValue
 
 __all__ = ["OPRO"]
@@ -400,10 +400,8 @@ class _Run:
 
         slots = range(len(exemplars))
         workers = max(1, min(len(exemplars), self.s.n_jobs if self.s.n_jobs > 0 else 4))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(one, slot) for slot in slots]
-            # a run-stopping LM failure (LMUnavailable) is raised once every sibling finished
-            outcomes = [future.result() for future in futures]
+        # a run-stopping LM failure (LMUnavailable) is raised once every sibling finished
+        outcomes = call_all([partial(one, slot) for slot in slots], workers)
         texts, seen = [], set()
         for slot, text in zip(slots, outcomes, strict=True):
             if text is FAILED:

@@ -118,9 +118,11 @@ class ErrorPolicy:
             why = f"{len(self.failures)} rollouts failed, more than max_errors={self.max_errors}"
         else:
             return None
+        where, last = self.failures[-1]
+        # the first line stands alone (a log line, a CLI error); the listing follows it
         return EvaluationError(
-            f"{why}. Fix evaluate(), or raise max_error_rate / max_errors. Failures:\n"
-            + _listing(self.failures),
+            f"{why}; last: {where}: {last[:300]}. Fix evaluate(), or raise max_error_rate / "
+            "max_errors.\nFailures:\n" + _listing(self.failures),
             self.failures,
         )
 

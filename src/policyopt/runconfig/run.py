@@ -18,7 +18,17 @@ from policyopt.errors import ConfigError, MissingDependencyError
 from policyopt.runconfig.local import Prepared
 from policyopt.types import OptimizationResult
 
-__all__ = ["OUTCOME_FILE", "check_run", "optimizer_settings", "run_local", "tracking_module"]
+__all__ = [
+    "OUTCOME_FILE",
+    "check_run",
+    "optimizer_settings",
+    "run_local",
+    "seed_failures",
+    "tracking_module",
+]
+
+#: models left open after Ctrl-C (kept referenced: collecting them would close them)
+_ABANDONED: list[contextlib.ExitStack] = []
 
 #: what ``policyopt optimize`` writes beside the optimizer's own ``result.json``
 OUTCOME_FILE = "optimize.json"
@@ -133,6 +143,26 @@ def _models(prepared: Prepared, n_jobs: int, small_lm: dict[str, Any]) -> Iterat
         yield task, reflection
 
 
+def seed_failures(run_dir: Path, seed_prompt: Any, split: str) -> tuple[int, int, str | None]:
+    """The seed prompt's validation rollouts in the run's journal: (how many, how many failed,
+    the last error). A seed whose every rollout failed was never scored: its "score" is only
+    the failure score."""
+    from policyopt.state.journal import Journal
+    from policyopt.types import prompt_key
+
+    key = prompt_key(seed_prompt)
+    total = failed = 0
+    last: str | None = None
+    for record in Journal(Path(run_dir) / "journal.jsonl").iter_records():
+        mine = (record.get("type"), record.get("prompt"), record.get("split"))
+        if mine == ("rollout", key, split):
+            total += 1
+            if record.get("error"):
+                failed += 1
+                last = str(record["error"])
+    return total, failed, last
+
+
 def run_local(
     prepared: Prepared,
     *,
@@ -154,13 +184,23 @@ def run_local(
     budget = int(config.budget.max_rollouts or 0)
     prepared.run_dir.mkdir(parents=True, exist_ok=True)
     small_lm = dict(spec.small_model_lm)
-    with _models(prepared, int(settings.get("n_jobs") or 4), small_lm) as (task_lm, refl_lm):
+    with contextlib.ExitStack() as stack:
+        models = _models(prepared, int(settings.get("n_jobs") or 4), small_lm)
+        task_lm, refl_lm = stack.enter_context(models)
         program = prepared.build_program(task_lm)
         optimizer = spec.build(lm=refl_lm, max_rollouts=budget, listeners=listeners, **settings)
         log(f"Searching with {spec.name} (run dir {prepared.run_dir}) ...")
-        result = optimizer.optimize(program, prepared.train, prepared.val)
+        try:
+            result = optimizer.optimize(program, prepared.train, prepared.val)
+        except KeyboardInterrupt:
+            _ABANDONED.append(stack.pop_all())
+            raise
+        if result.stop_reason == "interrupted":
+            # closing a local model waits for the LM calls in flight (a minute on a busy
+            # machine): after Ctrl-C the models are left open for the process's end
+            _ABANDONED.append(stack.pop_all())
         test: dict[str, Any] | None = None
-        if prepared.test:
+        if prepared.test and result.stop_reason != "interrupted":  # Ctrl-C means stop now
             log(f"Scoring the seed and the best prompt on {len(prepared.test)} test examples ...")
             with RolloutEngine(program.evaluate, n_jobs=int(settings.get("n_jobs") or 4)) as eng:
                 ids = eng.add_split("test", prepared.test)
@@ -169,12 +209,19 @@ def run_local(
                     scores = eng.run([(prompt, i) for i in ids], split="test").scores()
                     test[f"{label}_score"] = sum(scores) / len(scores)
         task_usage = getattr(task_lm, "usage", None)
+    seed_prompt = result.candidates[0].prompt if result.candidates else program.prompt
+    split = "train" if prepared.val is None else "val"
+    n_seed, n_failed, last_error = seed_failures(prepared.run_dir, seed_prompt, split)
+    seed_scored = n_seed > n_failed
     outcome = {
         "run_dir": str(prepared.run_dir),
         "optimizer": spec.name,
         "best_prompt": result.best_prompt,
         "best_val_score": result.best_score,
-        "seed_val_score": result.candidates[0].val_score if result.candidates else None,
+        # a seed whose every rollout failed has no score: its failure score is not shown as one
+        "seed_val_score": result.candidates[0].val_score if seed_scored else None,
+        "seed_scored": seed_scored,
+        "seed_error": None if seed_scored else last_error,
         "n_rollouts": result.n_rollouts,
         "stop_reason": result.stop_reason,
         "test": test,
