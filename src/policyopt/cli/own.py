@@ -61,7 +61,7 @@ def optimize(
 
     prepared = _prepare_config(config, set_, run_dir)
     try:
-        check_run(prepared, progress=progress, mlflow_uri=mlflow)
+        check_run(prepared, progress=progress, mlflow_uri=mlflow, credentials=True)
         lines = format_estimate(estimate_run(prepared))
     except PolicyOptError as exc:
         _fail(f"{config}: {_one_line(str(exc))}")

@@ -45,10 +45,18 @@ from typing import Any, Protocol, runtime_checkable
 
 from policyopt.errors import ConfigError, LMError, describe
 from policyopt.lm.cache import ResponseCache, default_cache_dir
+from policyopt.lm.credentials import auth_failure, first_line
 from policyopt.lm.limits import RateLimit, request_tokens
 from policyopt.types import LMUsage
 
-__all__ = ["LM", "CallableLM", "Completion", "LMLike", "Messages", "resolve_lm"]
+__all__ = [
+    "LM",
+    "CallableLM",
+    "Completion",
+    "LMLike",
+    "Messages",
+    "resolve_lm",
+]
 
 logger = logging.getLogger("policyopt")
 
@@ -512,12 +520,17 @@ class _Retries:
                 grown,
             )
             return backoff
+        if auth_failure(exc):  # never retried: a key does not appear by waiting
+            lm._add(LMUsage(errors=1))
+            raise LMError(
+                f"{lm.model}: authentication failed, not retried: {first_line(exc)}"
+            ) from exc
         if isinstance(exc, self.retryable):
             if self.attempt >= lm.num_retries:
                 lm._add(LMUsage(errors=1))
                 raise LMError(
                     f"{lm.model}: {type(exc).__name__} after "
-                    f"{self.attempt + len(self.timeouts) + 1} attempts: {exc}"
+                    f"{self.attempt + len(self.timeouts) + 1} attempts: {first_line(exc)}"
                 ) from exc
             wait = _retry_after(exc)
             if wait is None:
@@ -531,7 +544,7 @@ class _Retries:
         lm._add(LMUsage(errors=1))
         if isinstance(exc, ConfigError):  # ours (e.g. a request larger than the token limit)
             raise exc
-        raise LMError(f"{lm.model}: {type(exc).__name__}: {exc}") from exc
+        raise LMError(f"{lm.model}: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 class CallableLM:

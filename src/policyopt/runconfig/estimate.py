@@ -9,8 +9,12 @@ is in it. It is a forecast with stated assumptions, printed before a run and by
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.util
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from policyopt.prompts import PromptShape, is_chat, prompt_text
@@ -46,6 +50,18 @@ def _prompt_chars(prompt: Any) -> str:
     return prompt_text(prompt) if is_chat(prompt) else _text(prompt)
 
 
+@functools.lru_cache(maxsize=1)
+def _bundled_prices() -> dict[str, Any]:
+    """litellm's bundled price list, read without importing litellm (seconds to import) and
+    without fetching the online copy; {} when it is not there."""
+    spec = importlib.util.find_spec("litellm")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "model_prices_and_context_window_backup.json"
+        with contextlib.suppress(OSError, ValueError):
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+    return {}
+
+
 def price_per_token(model: Any) -> tuple[float, float] | None:
     """(input, output) dollars per token from litellm's price map; 0 for the local model;
     None when unknown (a callable, or a model litellm has no price for)."""
@@ -53,12 +69,18 @@ def price_per_token(model: Any) -> tuple[float, float] | None:
         return (0.0, 0.0)
     if not isinstance(model, str):
         return None
-    try:
-        import litellm
+    prices = _bundled_prices()
+    provider, _, name = model.partition("/")
+    info = prices.get(model)
+    if info is None and prices.get(name, {}).get("litellm_provider") == provider:
+        info = prices[name]  # "openai/gpt-4o-mini" is listed as "gpt-4o-mini"
+    if info is None:
+        from policyopt.lm.base import _litellm  # with the bundled price list: nothing fetched
 
-        info = litellm.get_model_info(model)
-    except Exception:  # litellm raises a bare Exception for a model it does not know
-        return None
+        try:
+            info = _litellm().get_model_info(model)
+        except Exception:  # litellm raises a bare Exception for a model it does not know
+            return None
     cost_in, cost_out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
     if cost_in is None or cost_out is None:
         return None

@@ -20,6 +20,7 @@ from policyopt.types import OptimizationResult
 
 __all__ = [
     "OUTCOME_FILE",
+    "check_credentials",
     "check_run",
     "optimizer_settings",
     "run_local",
@@ -85,10 +86,11 @@ def tracking_module() -> Any:
 
 
 def check_run(
-    prepared: Prepared, *, progress: bool, mlflow_uri: str | None = None
+    prepared: Prepared, *, progress: bool, mlflow_uri: str | None = None, credentials: bool = False
 ) -> dict[str, Any]:
-    """Validate the optimizer's settings (built once with a dummy LM, no call) and the tracking
-    setup; returns the settings. Raises :class:`ConfigError` with one clear line."""
+    """Validate the optimizer's settings (built once with a dummy LM, no call), the tracking
+    setup and, with ``credentials``, the hosted models' API keys; returns the settings. Raises
+    :class:`ConfigError` with one clear line."""
     from policyopt.registry import get_spec
 
     config = prepared.config
@@ -108,7 +110,33 @@ def check_run(
         raise ConfigError(f"{config.algorithm} settings: {' '.join(str(exc).split())}") from None
     if mlflow_uri is not None or _mlflow(prepared) is not None:
         tracking_module()
+    if credentials:
+        check_credentials(prepared)
     return settings
+
+
+def check_credentials(prepared: Prepared) -> None:
+    """One clear error naming the environment variable when a hosted task or optimizer model
+    has no API key, before any rollout (a call would fail, and fail again on every rollout)."""
+    from policyopt.lm.credentials import missing_credentials
+
+    models = prepared.config.models
+    reflection_kwargs = dict(models.reflection_kwargs)
+    if models.api_base:
+        reflection_kwargs["api_base"] = models.api_base
+    for key, model, kwargs in (
+        ("models.task", prepared.task_model, dict(models.task_kwargs)),
+        ("models.reflection", prepared.reflection_model, reflection_kwargs),
+    ):
+        if not isinstance(model, str) or model == "local":
+            continue
+        missing = missing_credentials(model, kwargs)
+        if missing:
+            raise ConfigError(
+                f"{key} = {model!r} needs {' and '.join(missing)}, which is not set: export it "
+                f"(e.g. export {missing[0]}=...), or give api_key/api_base in "
+                f"{key}_kwargs."
+            )
 
 
 def _mlflow(prepared: Prepared) -> Any:
