@@ -128,6 +128,29 @@ def test_show_reads_a_run_with_a_torn_last_journal_record(run_dir: Path, tmp_pat
     assert (torn / "journal.jsonl").read_bytes() == before  # show never writes
 
 
+def test_show_and_plot_skip_a_damaged_journal_line_with_a_warning(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    lines = (damaged / "journal.jsonl").read_text().splitlines(keepends=True)
+    lines[3] = lines[3][:20] + "\n"  # record 4 of many, torn: damage, not a kill
+    (damaged / "journal.jsonl").write_text("".join(lines))
+    before = (damaged / "journal.jsonl").read_bytes()
+    shown = runner.invoke(app, ["show", str(damaged), "--json"])
+    assert shown.exit_code == 0, shown.output  # was: an error advising to move the run away
+    assert "1 damaged line(s) in the middle, skipped; the run is read from result.json" in (
+        shown.stderr
+    )
+    data = json.loads(shown.stdout)
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert data["best"]["prompt"] == saved["best_prompt"] and data["journal_damaged_lines"] == 1
+    plotted = runner.invoke(app, ["plot", str(damaged), "--out", str(tmp_path / "plots")])
+    assert plotted.exit_code == 0, plotted.output
+    assert "damaged line" in plotted.stderr and (tmp_path / "plots" / "report.html").exists()
+    assert (damaged / "journal.jsonl").read_bytes() == before  # show and plot never write
+
+
 def test_bad_run_directories_are_one_clear_line(run_dir: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     result = runner.invoke(app, ["show", str(missing)])
@@ -140,14 +163,6 @@ def test_bad_run_directories_are_one_clear_line(run_dir: Path, tmp_path: Path) -
         assert_one_line_error(result, "not a policyopt run directory", "config.json")
     result = runner.invoke(app, ["compare", str(run_dir), str(not_a_run)])
     assert_one_line_error(result, "not a policyopt run directory")
-
-    damaged = tmp_path / "damaged"
-    shutil.copytree(run_dir, damaged)
-    lines = (damaged / "journal.jsonl").read_text().splitlines(keepends=True)
-    lines[3] = lines[3][:20] + "\n"  # record 4 of many, torn: damage, not a kill
-    (damaged / "journal.jsonl").write_text("".join(lines))
-    result = runner.invoke(app, ["show", str(damaged)])
-    assert_one_line_error(result, "journal.jsonl line 4 is not valid JSON")
 
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)

@@ -79,8 +79,16 @@ def _load_run(path: Path) -> Any:
     from policyopt.runview import load_run
 
     try:
-        return load_run(path)
+        view = load_run(path)
     except PolicyOptError as exc:
         _fail(_error_text(exc))
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"cannot read the run in {path}: {exc}")
+    if view.damaged_lines:
+        source = "result.json" if view.finished else "state.json and the journal's other records"
+        typer.echo(
+            f"warning: {path}/journal.jsonl has {view.damaged_lines} damaged line(s) in the "
+            f"middle, skipped; the run is read from {source}.",
+            err=True,
+        )
+    return view

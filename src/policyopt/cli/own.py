@@ -44,6 +44,14 @@ def optimize(
         str | None, typer.Option(metavar="URI", help="Log the run to this MLflow tracking URI.")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    salvage: Annotated[
+        bool,
+        typer.Option(
+            "--salvage",
+            help="Resume a run whose journal.jsonl is damaged in the middle from the records "
+            "before the damage (the whole file is kept as journal.jsonl.damaged).",
+        ),
+    ] = False,
 ) -> None:
     """Optimize your own program's prompt from a config file (see README: "Your own program").
 
@@ -65,6 +73,7 @@ def optimize(
         lines = format_estimate(estimate_run(prepared))
     except PolicyOptError as exc:
         _fail(f"{config}: {_one_line(str(exc))}")
+    _check_journal(prepared.run_dir, config, salvage=salvage)
     for line in lines:
         typer.echo(line)
     with stop_signals() as received:
@@ -93,6 +102,38 @@ def optimize(
     _print_outcome(result, outcome, prepared.run_dir)
     if result.stop_reason == "interrupted":
         raise typer.Exit(exit_code_for(received))
+
+
+def _check_journal(run_dir: Path, config: Path, *, salvage: bool) -> None:
+    """Refuse a run dir whose journal is damaged in the middle, before any model loads, unless
+    ``--salvage`` asks to keep the records before the damage; never silently."""
+    from policyopt.errors import StateError
+    from policyopt.state.journal import Journal, JournalCorrupt
+    from policyopt.state.rundir import lock_run_dir
+
+    journal = Journal(Path(run_dir) / "journal.jsonl")
+    try:
+        for _ in journal.iter_records():
+            pass
+        return
+    except JournalCorrupt as exc:
+        damage = exc
+    if not salvage:
+        _fail(
+            f"{config}: {damage.path} line {damage.line} is damaged (not a JSON object). "
+            f"`policyopt optimize {config} --salvage` resumes from the {damage.kept} records "
+            "before it (the whole file is kept as journal.jsonl.damaged); or move "
+            f"{run_dir} away to start afresh."
+        )
+    try:
+        with lock_run_dir(Path(run_dir)):  # never under a run that is still writing it
+            kept, copy = journal.salvage()
+    except StateError as exc:
+        _fail(f"{config}: {_one_line(str(exc))}")
+    typer.echo(
+        f"Salvaged {kept} journal records before line {damage.line}; the whole file is {copy}.",
+        err=True,
+    )
 
 
 def _run(prepared: Any, config: Path, mlflow: str | None, *, progress: bool) -> Any:

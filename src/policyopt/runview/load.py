@@ -61,6 +61,7 @@ class RunView:
     failed_rollouts: int
     last_failure: str | None
     torn_tail: bool
+    damaged_lines: int = 0  # journal lines in the middle that are not records, skipped
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -91,11 +92,12 @@ def _json_file(path: Path) -> Any:
         raise StateError(f"cannot read {path}: {exc.strerror}.") from exc
 
 
-def _journal(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """Complete journal records and whether a torn last record was skipped."""
+def _journal(path: Path) -> tuple[list[dict[str, Any]], bool, int]:
+    """Complete journal records, whether a torn last record was skipped, and how many damaged
+    lines in the middle were skipped (result.json, when there is one, is read apart)."""
     journal_path = path / "journal.jsonl"
     if not journal_path.exists():
-        return [], False
+        return [], False, 0
     seen: list[str] = []
 
     class _Note(logging.Handler):
@@ -105,10 +107,10 @@ def _journal(path: Path) -> tuple[list[dict[str, Any]], bool]:
     logger, note = logging.getLogger("policyopt"), _Note(logging.WARNING)
     logger.addHandler(note)
     try:
-        records = Journal(journal_path).read()
+        records = Journal(journal_path).read(skip_damaged=True)
     finally:
         logger.removeHandler(note)
-    return records, any("torn" in m for m in seen)
+    return records, any("torn" in m for m in seen), sum("damaged line" in m for m in seen)
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -306,7 +308,7 @@ def load_run(path: str | Path) -> RunView:
             ) from None
     state_path = root / "state.json"
     state = _json_file(state_path) if state_path.exists() else None
-    journal, torn = _journal(root)
+    journal, torn, damaged = _journal(root)
     events = _events(root)
     started = [e for e in events if e.get("kind") == "run_started"]
     settings = dict(config.get("settings") or {})
@@ -341,5 +343,6 @@ def load_run(path: str | Path) -> RunView:
         failed_rollouts=len(failures),
         last_failure=str(failures[-1]["error"]) if failures else None,
         torn_tail=torn,
+        damaged_lines=damaged,
         config=config,
     )

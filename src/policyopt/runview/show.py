@@ -47,6 +47,7 @@ def to_dict(view: RunView) -> dict[str, Any]:
         "last_failure": view.last_failure,
         "quarantined_examples": details.get("quarantined_examples") or {},
         "journal_torn_tail": view.torn_tail,
+        "journal_damaged_lines": view.damaged_lines,
         "candidates": [
             {
                 "index": c.index,

@@ -20,11 +20,20 @@ from typing import IO, Any
 
 from policyopt.errors import StateError
 
-__all__ = ["Journal", "encode_record"]
+__all__ = ["Journal", "JournalCorrupt", "encode_record"]
 
 logger = logging.getLogger("policyopt")
 
 _CHUNK = 1 << 16  # bytes read per step when scanning back for the last newline
+
+
+class JournalCorrupt(StateError):
+    """A line in the middle of a journal is not a JSON object: the records before it are intact
+    (``kept``); :meth:`Journal.salvage` keeps only them, so a run can resume from them."""
+
+    def __init__(self, message: str, *, path: Path, line: int, kept: int) -> None:
+        super().__init__(message)
+        self.path, self.line, self.kept = path, line, kept
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -66,42 +75,78 @@ class Journal:
         self._file: IO[bytes] | None = None
         self._lock = threading.Lock()
 
-    def read(self) -> list[dict[str, Any]]:
-        """All complete records, in order; a torn final line is ignored."""
-        return list(self.iter_records())
+    def read(self, *, skip_damaged: bool = False) -> list[dict[str, Any]]:
+        """All complete records, in order; a torn final line is ignored. A damaged line in the
+        middle raises :class:`JournalCorrupt`, or with ``skip_damaged`` is skipped with a
+        warning (for readers such as ``policyopt show``; a resumed run never skips one)."""
+        return list(self.iter_records(skip_damaged=skip_damaged))
 
-    def iter_records(self) -> Iterator[dict[str, Any]]:
+    def iter_records(self, *, skip_damaged: bool = False) -> Iterator[dict[str, Any]]:
         """Complete records one at a time (the file is streamed, not loaded whole)."""
         if not self.path.exists():
             return
         with self.path.open("rb") as handle:
-            number = 0
+            number = kept = 0
             pending: bytes | None = None
             for raw in handle:
                 if pending is not None and pending.strip():
-                    yield self._parse(pending, number)
+                    record = self._parse(pending, number, kept, skip_damaged)
+                    if record is not None:
+                        kept += 1
+                        yield record
                 number += 1
                 pending = raw
             if pending is None or not pending.strip():
                 return
             if pending.endswith(b"\n") or _whole_object(pending):
-                yield self._parse(pending, number)
+                record = self._parse(pending, number, kept, skip_damaged)
+                if record is not None:
+                    yield record
             else:
                 logger.warning(
                     "ignoring a torn last record in %s (%d bytes)", self.path, len(pending)
                 )
 
-    def _parse(self, raw: bytes, number: int) -> dict[str, Any]:
+    def _parse(
+        self, raw: bytes, number: int, kept: int, skip_damaged: bool
+    ) -> dict[str, Any] | None:
         try:
             record = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise StateError(
-                f"{self.path} line {number} is not valid JSON ({exc}); the journal is corrupt "
-                "somewhere other than its last line. Move it away to start afresh."
-            ) from exc
-        if not isinstance(record, dict):
-            raise StateError(f"{self.path} line {number} is not a JSON object.")
-        return record
+        except (ValueError, UnicodeDecodeError):
+            record = None
+        if isinstance(record, dict):
+            return record
+        if skip_damaged:
+            logger.warning("skipping damaged line %d of %s (not a JSON object)", number, self.path)
+            return None
+        raise JournalCorrupt(
+            f"{self.path} line {number} is damaged (not a JSON object); the {kept} records "
+            "before it are intact: salvage them to resume (policyopt optimize --salvage, or "
+            "Journal(path).salvage()), or move the run dir away to start afresh.",
+            path=self.path,
+            line=number,
+            kept=kept,
+        )
+
+    def salvage(self) -> tuple[int, Path | None]:
+        """Keep only the records before the first damaged line, so a run resumes from them; the
+        whole file is kept beside as ``journal.jsonl.damaged`` (numbered if that exists).
+        Returns (records kept, the copy), or (all records, None) when nothing is damaged."""
+        try:
+            return len(self.read()), None
+        except JournalCorrupt as exc:
+            line = exc.line
+        lines = self.path.read_bytes().splitlines(keepends=True)[: line - 1]
+        copy = self.path.with_name(self.path.name + ".damaged")
+        n = 1
+        while copy.exists():
+            n += 1
+            copy = self.path.with_name(f"{self.path.name}.damaged{n}")
+        os.replace(self.path, copy)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(b"".join(lines))
+        os.replace(tmp, self.path)
+        return len(self.read()), copy
 
     def _open(self) -> IO[bytes]:
         if self._file is None:

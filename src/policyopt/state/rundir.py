@@ -17,11 +17,12 @@ and then goes on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,7 +30,7 @@ from policyopt._version import __version__
 from policyopt.errors import StateError
 from policyopt.state.journal import Journal
 
-__all__ = ["LATER_IDENTITY", "RunDir", "callable_identity", "fingerprint"]
+__all__ = ["LATER_IDENTITY", "RunDir", "callable_identity", "fingerprint", "lock_run_dir"]
 
 #: identity keys that older run dirs did not record: a run dir without one still resumes
 LATER_IDENTITY = frozenset({"evaluate"})
@@ -102,6 +103,18 @@ def _lock(path: Path) -> IO[str] | None:
     handle.write(f"pid {os.getpid()}")
     handle.flush()
     return handle
+
+
+@contextlib.contextmanager
+def lock_run_dir(path: Path) -> Iterator[None]:
+    """Hold the run dir's lock for a moment (to repair it); :class:`StateError` when a run
+    holds it."""
+    handle = _lock(path / ".lock")
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 class RunDir:
