@@ -34,10 +34,10 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from policyopt.errors import ConfigError, describe
+from policyopt.errors import ConfigError, DatasetError, describe
 from policyopt.prompts import Message
 from policyopt.runconfig.schema import Models, RunConfigBase, _Strict, read_toml
-from policyopt.types import Program
+from policyopt.types import Program, example_ids
 
 __all__ = [
     "DataConfig",
@@ -451,6 +451,12 @@ def _load_data(data: DataConfig, base: Path) -> tuple[list[Any], list[Any] | Non
         raise ConfigError("data.train: no examples; the training split needs at least one.")
     if val is not None and not val:
         raise ConfigError("data.val: no examples; remove data.val to validate on train.")
+    for key, rows in (("data.train", train), ("data.val", val), ("data.test", test)):
+        if rows:  # duplicate or unusable ids fail here, not after the models load
+            try:
+                example_ids(rows, name=key)
+            except DatasetError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
     return train, val, list(test or [])
 
 
@@ -531,12 +537,18 @@ def read_data_file(path: Path, key: str) -> list[Any]:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(
                     f"{key}: {path.name} line {number} is not JSON ({exc.msg}); each line must "
                     "be one JSON object."
                 ) from None
+            if not isinstance(row, dict):
+                raise ConfigError(
+                    f"{key}: {path.name} line {number} is a JSON {type(row).__name__}, not an "
+                    'object; each line must be one example such as {"id": "a", "input": ...}.'
+                )
+            rows.append(row)
         return rows
     if suffix == ".json":
         try:
