@@ -7,6 +7,7 @@ each. Every bad input must give one ``error:`` line on stderr, exit code 2 and n
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -219,3 +220,63 @@ def test_an_unfinished_run_shows_and_plots_from_its_state(run_dir: Path, tmp_pat
     result = runner.invoke(app, ["plot", str(killed)])
     assert result.exit_code == 0, result.output
     assert (killed / "plots" / "report.html").stat().st_size > 0
+
+
+def test_show_says_running_with_the_pid_holding_the_lock(run_dir: Path, tmp_path: Path) -> None:
+    from policyopt.state.rundir import lock_run_dir
+
+    live = tmp_path / "live"
+    shutil.copytree(run_dir, live)
+    (live / "result.json").unlink()
+    with lock_run_dir(live):  # as a live run holds it
+        result = runner.invoke(app, ["show", str(live)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert f"gepa run, running (pid {os.getpid()})" in result.stdout
+    after = runner.invoke(app, ["show", str(live)], env={"COLUMNS": "200"})
+    assert "gepa run, unfinished (no result.json yet)" in after.stdout  # a dead lock: not running
+
+
+def test_a_run_killed_before_its_first_snapshot_shows_the_seed_score(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    early = tmp_path / "early"
+    shutil.copytree(run_dir, early)
+    (early / "result.json").unlink()
+    (early / "state.json").unlink()  # killed after the seed's rollouts, before any snapshot
+    result = runner.invoke(app, ["show", str(early), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    saved = json.loads((run_dir / "result.json").read_text())
+    seed = saved["candidates"][0]
+    assert [c["index"] for c in data["candidates"]] == [0]
+    assert data["candidates"][0]["n_val"] == len(seed["val_scores"])
+    assert data["best"]["score"] == pytest.approx(
+        sum(seed["val_scores"].values()) / len(seed["val_scores"])
+    )
+
+
+def test_show_examples_lists_seed_and_best_answers_per_example(run_dir: Path) -> None:
+    result = runner.invoke(app, ["show", str(run_dir), "--examples", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["examples"]
+    saved = json.loads((run_dir / "result.json").read_text())
+    best = saved["candidates"][saved["best_candidate"]]
+    assert [r["id"] for r in rows] == list(saved["candidates"][0]["val_scores"])
+    run = [r for r in rows if r["best"] is not None]  # a quarantined example is not run
+    assert len(run) >= len(rows) // 2
+    for row in run:
+        assert row["best"]["score"] == best["val_scores"][row["id"]]
+        assert row["seed"]["output"] is not None or row["seed"]["error"]
+    assert any(r["seed"]["feedback"] for r in rows)
+    shown = runner.invoke(app, ["show", str(run_dir), "--examples"], env={"COLUMNS": "160"})
+    assert shown.exit_code == 0 and "validation examples (12)" in shown.stdout
+    assert "The prompt lacks the word" in shown.stdout
+
+
+def test_the_proposals_table_keeps_room_for_the_reasons_at_80_columns(run_dir: Path) -> None:
+    result = runner.invoke(app, ["show", str(run_dir), "--all-proposals"], env={"COLUMNS": "80"})
+    header = next(line for line in result.stdout.splitlines() if "why" in line and "┃" in line)
+    cells = [cell.strip() for cell in header.strip("┃").split("┃")]
+    assert cells == ["proposal", "why", "proposed text"], cells
+    widths = [len(cell) for cell in header.strip("┃").split("┃")]
+    assert widths[1] >= 20, widths  # the key and status no longer squeeze the reasons

@@ -20,20 +20,36 @@ def show(
     all_proposals: Annotated[
         bool, typer.Option(help="List every proposal (by default: the accepted ones and 20).")
     ] = False,
+    examples: Annotated[
+        bool,
+        typer.Option(
+            "--examples",
+            help="Per validation example: input, output, score and feedback, for the seed and "
+            "the best prompt.",
+        ),
+    ] = False,
 ) -> None:
     """A run's summary, its candidates with lineage, and the proposals kept or rejected and why.
 
     The summary: best prompt and score, stop reason, rollouts (and failures), LM calls, cost and
     wall time. Works on finished runs and on killed or running ones (from their state).
     """
-    from policyopt.runview.show import render, to_dict
+    from policyopt.runview.examples import example_rows
+    from policyopt.runview.show import render, render_examples, to_dict
 
     view = _load_run(run_dir)
+    rows = example_rows(view) if examples else None
     if as_json:
-        typer.echo(json.dumps(to_dict(view), indent=2, ensure_ascii=False))
+        data = to_dict(view)
+        if rows is not None:
+            data["examples"] = rows
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
         return
     from rich.console import Console
 
+    if rows is not None:
+        render_examples(rows, Console())
+        return
     render(view, Console(), all_proposals=all_proposals)
 
 

@@ -191,6 +191,20 @@ def seed_failures(run_dir: Path, seed_prompt: Any, split: str) -> tuple[int, int
     return total, failed, last
 
 
+def _write_examples(prepared: Prepared, limit: int = 5000) -> None:
+    """The validation examples into the run dir, so ``policyopt show RUN --examples`` can show
+    each one's input beside the model's answers (the first ``limit`` of a larger split)."""
+    from policyopt.state.rundir import EXAMPLES_FILE
+    from policyopt.types import example_ids
+
+    split, rows = ("val", prepared.val) if prepared.val is not None else ("train", prepared.train)
+    lines = [
+        json.dumps({"split": split, "id": ident, "example": row}, default=repr, ensure_ascii=False)
+        for ident, row in zip(example_ids(rows), rows, strict=True)
+    ][:limit]
+    (Path(prepared.run_dir) / EXAMPLES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def run_local(
     prepared: Prepared,
     *,
@@ -217,6 +231,7 @@ def run_local(
         task_lm, refl_lm = stack.enter_context(models)
         program = prepared.build_program(task_lm)
         optimizer = spec.build(lm=refl_lm, max_rollouts=budget, listeners=listeners, **settings)
+        _write_examples(prepared)
         log(f"Searching with {spec.name} (run dir {prepared.run_dir}) ...")
         try:
             result = optimizer.optimize(program, prepared.train, prepared.val)

@@ -62,6 +62,7 @@ class RunView:
     last_failure: str | None
     torn_tail: bool
     damaged_lines: int = 0  # journal lines in the middle that are not records, skipped
+    running_pid: int | None = None  # a live run holds the directory's lock
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -141,6 +142,44 @@ def _candidates(state: dict[str, Any] | None) -> list[Candidate]:
         except ValidationError:
             continue  # an optimizer whose state keeps candidates in another shape
     return out
+
+
+def _seed_from_journal(journal: list[dict[str, Any]], config: dict[str, Any]) -> list[Candidate]:
+    """The seed prompt as candidate 0, scored from the journal's rollouts: for a run killed
+    before its first snapshot (no state.json yet, but the seed's rollouts are journaled)."""
+    seed = (config.get("identity") or {}).get("seed_prompt")
+    if seed is None:
+        return []
+    try:
+        key = prompt_key(seed)
+    except (TypeError, ValueError):
+        return []
+    mine = [r for r in journal if r.get("type") == "rollout" and r.get("prompt") == key]
+    split = "val" if any(r.get("split") == "val" for r in mine) else "train"
+    scores = {str(r["example"]): float(r["score"]) for r in mine if r.get("split") == split}
+    if not scores:
+        return []
+    return [Candidate(index=0, prompt=seed, val_scores=scores)]
+
+
+def running_pid(root: Path) -> int | None:
+    """The pid of the live process holding the run dir's lock, None when no run holds it."""
+    path = root / ".lock"
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:  # a run holds it: its pid is the file's text ("pid N")
+                digits = "".join(ch for ch in handle.read() if ch.isdigit())
+                return int(digits) if digits else 0
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
 
 
 def _curve(
@@ -319,7 +358,7 @@ def load_run(path: str | Path) -> RunView:
         best, stop = result.best_candidate, result.stop_reason
         n_rollouts, budget = result.n_rollouts, result.max_rollouts
     else:
-        candidates = _candidates(state)
+        candidates = _candidates(state) or _seed_from_journal(journal, config)
         best = (state or {}).get("best")
         stop = "(unfinished: no result.json)"
         n_rollouts = sum(1 for r in journal if r.get("type") == "start")
@@ -344,5 +383,6 @@ def load_run(path: str | Path) -> RunView:
         last_failure=str(failures[-1]["error"]) if failures else None,
         torn_tail=torn,
         damaged_lines=damaged,
+        running_pid=None if result is not None else running_pid(root),
         config=config,
     )

@@ -6,13 +6,14 @@ same content for people with rich, whole prompts wrapped, never cut.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
 from policyopt.prompts import prompt_text
 from policyopt.runview.load import RunView
 
-__all__ = ["render", "to_dict"]
+__all__ = ["render", "render_examples", "to_dict"]
 
 
 def _prompt_text(prompt: object) -> str:
@@ -30,6 +31,7 @@ def to_dict(view: RunView) -> dict[str, Any]:
         "run_dir": str(view.path),
         "optimizer": view.optimizer,
         "finished": view.finished,
+        "running_pid": view.running_pid,
         "best": None
         if best is None
         else {"candidate": best.index, "score": best.val_score, "prompt": best.prompt},
@@ -87,6 +89,8 @@ def render(view: RunView, console: Any, *, all_proposals: bool = False) -> None:
 
     data = to_dict(view)
     state = "finished" if view.finished else "unfinished (no result.json yet)"
+    if not view.finished and view.running_pid is not None:
+        state = f"running (pid {view.running_pid})"
     console.print(f"[bold]{view.path}[/bold]: {view.optimizer} run, {state}")
     if view.torn_tail:
         console.print(
@@ -149,16 +153,51 @@ def render(view: RunView, console: Any, *, all_proposals: bool = False) -> None:
     table = Table(
         title=f"proposals ({len(view.proposals)}: {summary})", show_lines=True, expand=True
     )
-    # fixed widths for the short columns: rich's ratio split otherwise lets them take the room
-    table.add_column("key", width=min(24, max([3, *(len(p.key) for p in shown)])), overflow="fold")
-    table.add_column("status", width=10, overflow="fold")
-    table.add_column("why", ratio=1, overflow="fold")
-    table.add_column("proposed text", ratio=2, overflow="fold")
+    # the key and its status share one narrow column (one line each), so that the reason and
+    # the text keep the width even on an 80-column terminal
+    key_width = min(24, max([10, *(len(p.key) for p in shown)]))
+    table.add_column("proposal", width=key_width, overflow="fold")
+    table.add_column("why", ratio=1, min_width=20, overflow="fold")
+    table.add_column("proposed text", ratio=2, min_width=20, overflow="fold")
     for p in shown:
-        table.add_row(p.key, p.status, p.reason, p.text or "(empty)")
+        table.add_row(f"{p.key}\n{p.status}", p.reason, p.text or "(empty)")
     console.print(table)
     if len(shown) < len(view.proposals):
         console.print(
             f"... {len(view.proposals) - len(shown)} more proposals not shown: "
             "--all-proposals shows every one, --json gives them all."
         )
+
+
+def _cell(value: Any, limit: int = 400) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def render_examples(rows: list[dict[str, Any]], console: Any) -> None:
+    """Per validation example: its input, and the seed and best prompts' output, score and
+    feedback (``rows`` from :func:`policyopt.runview.examples.example_rows`)."""
+    from rich.table import Table
+
+    if not rows:
+        console.print("examples: no validation rollouts in the journal")
+        return
+    table = Table(title=f"validation examples ({len(rows)})", show_lines=True, expand=True)
+    table.add_column("example", ratio=1, overflow="fold")
+    table.add_column("prompt", width=6)
+    table.add_column("score", justify="right", width=5)
+    table.add_column("output", ratio=2, overflow="fold")
+    table.add_column("feedback", ratio=2, overflow="fold")
+    for row in rows:
+        head = row["id"] if row["input"] is None else f"{row['id']}: {_cell(row['input'])}"
+        for label in ("seed", "best"):
+            got = row[label]
+            if got is None:
+                table.add_row(head, label, "-", "(not run)", "")
+            else:
+                score = "-" if got["score"] is None else f"{got['score']:.2f}"
+                output = _cell(got["output"]) if got["output"] is not None else ""
+                note = got["error"] or got["feedback"] or ""
+                table.add_row(head, label, score, output, _cell(note))
+            head = ""
+    console.print(table)

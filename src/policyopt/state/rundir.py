@@ -8,6 +8,7 @@ Layout::
       state.json      a JSON snapshot after each step (candidates, RNG/sampler state, counters)
       events.jsonl    the event stream (progress, new best, ...)
       result.json     the final OptimizationResult
+      examples.jsonl  the validation examples (written by ``policyopt optimize``)
       STOP            create this file to stop the run cleanly after the current step
 
 Resuming replays the run from the start: every rollout and proposal already in the journal is
@@ -30,10 +31,21 @@ from policyopt._version import __version__
 from policyopt.errors import StateError
 from policyopt.state.journal import Journal
 
-__all__ = ["LATER_IDENTITY", "RunDir", "callable_identity", "fingerprint", "lock_run_dir"]
+__all__ = [
+    "EXAMPLES_FILE",
+    "LATER_IDENTITY",
+    "RunDir",
+    "callable_identity",
+    "fingerprint",
+    "lock_run_dir",
+]
 
 #: identity keys that older run dirs did not record: a run dir without one still resumes
 LATER_IDENTITY = frozenset({"evaluate"})
+
+#: the validation examples of a run (``policyopt optimize`` writes it; ``show --examples``
+#: reads it), one {"split", "id", "example"} a line
+EXAMPLES_FILE = "examples.jsonl"
 
 
 def fingerprint(examples: Sequence[Any], ids: Sequence[str]) -> str:
