@@ -9,6 +9,16 @@ from typing import Any, NoReturn
 
 import typer
 
+
+def _argument_type(self: Any, ctx: Any) -> str | None:
+    """An argument with a metavar shows it alone: typer would add its Python type, such as
+    ``<list[Path]>``, which says nothing to a user."""
+    return None if self.metavar else _typer_argument_type(self, ctx)
+
+
+_typer_argument_type = typer.core.TyperArgument.display_type_rich
+typer.core.TyperArgument.display_type_rich = _argument_type  # type: ignore[method-assign]
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from policyopt._version import __version__
 from policyopt.cli._app import app
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the library version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """policyopt: optimize the prompts of LLM programs (GEPA, MIPRO, and registered ones)."""
 
 
 @app.command()

@@ -24,7 +24,9 @@ def _prepare_config(config: Path, sets: list[str] | None, run_dir: Path | None) 
         loaded = load_local_config(config, overrides=overrides)
         return prepare(loaded, config, run_dir=run_dir)
     except PolicyOptError as exc:
-        _fail(f"{config}: {_one_line(str(exc))}")
+        text = _one_line(str(exc))
+        named = text.startswith(str(config)) or text.startswith(f"Config file {str(config)!r}")
+        _fail(text if named else f"{config}: {text}")  # the file's name once, not twice
 
 
 _SET_HELP = "Override one key, e.g. --set gepa.minibatch_size=5 (repeatable; value read as TOML)."

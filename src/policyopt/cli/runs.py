@@ -83,7 +83,9 @@ def plot(
 
 @app.command()
 def compare(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run directories.")],
+    run_dirs: Annotated[
+        list[Path], typer.Argument(metavar="RUN_DIR", help="Two or more run directories.")
+    ],
     out: Annotated[Path, typer.Option(help="Where the files go.")] = Path("policyopt-compare"),
 ) -> None:
     """Overlay several runs' best score against rollouts (PNG), with a table of each (HTML)."""

@@ -123,7 +123,11 @@ def submit(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait/--stream.")] = 3600.0,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a config key: dotted.key=value (repeatable)."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a config key: dotted.key=value (repeatable).",
+        ),
     ] = None,
     skip_health_check: Annotated[
         bool, typer.Option(help="Submit without checking the task app's /health first.")
@@ -243,7 +247,9 @@ def serve(
     ),
     api_key: Annotated[
         list[str] | None,
-        typer.Option(help="Accepted API key (repeatable; also $POLICYOPT_API_KEYS)."),
+        typer.Option(
+            metavar="KEY", help="Accepted API key (repeatable; also $POLICYOPT_API_KEYS)."
+        ),
     ] = None,
     keys_file: Annotated[
         Path | None, typer.Option(help="File of accepted API keys, one per line.")
@@ -261,6 +267,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--task-app-hosts",
+            metavar="HOSTS",
             help="Hosts, IPs or networks (CIDR) task apps may be on; repeatable or "
             "comma-separated. Default: loopback only (127.0.0.0/8, ::1, localhost).",
         ),
@@ -269,6 +276,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--model",
+            metavar="NAME=KEY_ENV_VAR",
             help="A model jobs may use and the environment variable holding its key: "
             "NAME=KEY_ENV_VAR (NAME exact, or a provider prefix such as 'openai/'; an owner "
             "endpoint as NAME=KEY_ENV_VAR@URL; repeatable). Every other model is refused. "

@@ -36,6 +36,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from policyopt.errors import ConfigError, DatasetError, describe
 from policyopt.prompts import Message
+from policyopt.runconfig.files import read_text
 from policyopt.runconfig.schema import Models, RunConfigBase, _Strict, read_toml
 from policyopt.types import Program, example_ids
 
@@ -520,17 +521,17 @@ def read_data_file(path: Path, key: str) -> list[Any]:
             f"{key}: {str(path)!r} is not a data file policyopt reads; use "
             f"{', '.join(DATA_SUFFIXES)} (or 'module:load')."
         )
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(
             f"{key}: data file {str(path)!r} does not exist (paths are relative to the config "
             "file's folder)."
         )
-    try:
-        if suffix == ".parquet":
+    if suffix == ".parquet" and path.is_file():
+        try:
             return _read_parquet(path, key)
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{key}: cannot read {str(path)!r}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {str(path)!r}: {exc}") from None
+    text = read_text(path, f"{key}: data file")  # a folder, binary or non-UTF-8: one line
     if suffix == ".jsonl":
         rows = []
         for number, line in enumerate(text.splitlines(), 1):

@@ -656,18 +656,15 @@ def read_toml(path_or_text: str | Path, *, kind: str = "config") -> dict[str, An
     text: str
     source = "TOML text"
     if isinstance(path_or_text, Path) or not any(c in path_or_text for c in "\n=["):
+        from policyopt.runconfig.files import read_text
+
         path = Path(path_or_text)
-        if not path.is_file():
-            raise ConfigError(f"{kind[0].upper()}{kind[1:]} file {str(path)!r} does not exist.")
-        try:
-            text, source = path.read_text(encoding="utf-8"), str(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"Cannot read {str(path)!r}: {exc}") from None
+        text, source = read_text(path, f"{kind[0].upper()}{kind[1:]} file"), str(path)
     else:
         text = path_or_text
     try:
         return dict(tomllib.loads(text))
-    except tomllib.TOMLDecodeError as exc:
+    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
         raise ConfigError(f"{source} is not valid TOML: {exc}") from None
 
 
@@ -746,6 +743,10 @@ def _unwrap(data: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
             "The config has both [policy_optimization] and [prompt_learning]; keep one "
             "(they mean the same)."
         )
+    for key, value in data.items():
+        close = difflib.get_close_matches(str(key), SECTION_NAMES, n=1, cutoff=0.75)
+        if isinstance(value, Mapping) and close and key not in SECTION_NAMES:
+            raise ConfigError(f"[{key}] is not a table policyopt reads; did you mean [{close[0]}]?")
     if not present:
         return dict(data), ""
     name = present[0]
