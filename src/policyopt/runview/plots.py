@@ -49,6 +49,19 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _score_limits(ax: Any, ys: Sequence[float]) -> None:
+    """A score axis that always shows 0 to 1 (scores usually live there; all-zero scores would
+    otherwise get a -0.04..0.04 axis), widened for scores outside it."""
+    if ys:
+        low, high = min(0.0, *ys), max(1.0, *ys)
+        pad = (high - low) * 0.05
+        ax.set_ylim(low - pad, high + pad)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def curve(views: Sequence[RunView], path: Path) -> Path:
     """Best validation score against rollouts spent, one step line per run."""
     plt = _pyplot()
@@ -66,6 +79,7 @@ def curve(views: Sequence[RunView], path: Path) -> Path:
         ax.step(xs, ys, where="post", marker="o", markersize=3, label=label)
         if view.max_rollouts:
             ax.axvline(view.max_rollouts, color="#999999", linestyle=":", linewidth=1)
+    _score_limits(ax, [y for v in views for _, y in v.curve])
     ax.set_xlabel("rollouts spent")
     ax.set_ylabel("best validation score")
     title = "best score against rollouts" + (" (dotted: budget)" if len(views) == 1 else "")
@@ -122,13 +136,11 @@ def lineage(view: RunView, path: Path) -> Path:
         ax.scatter(*where[best.index], s=220, facecolors="none", edgecolors="#ff7f0e", zorder=4)
     ax.set_xlabel("found at rollout")
     ax.set_ylabel("validation score")
-    ax.set_title(f"candidate lineage ({len(view.candidates)} candidates; ringed: best)")
+    ax.set_title(f"candidate lineage ({_plural(len(view.candidates), 'candidate')}; ringed: best)")
     ax.grid(alpha=0.3)
     if view.candidates:
         ax.legend(fontsize=8, loc="lower right")
-        ys = [y for _, y in where.values()]
-        pad = max(0.05, (max(ys) - min(ys)) * 0.1)
-        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        _score_limits(ax, [y for _, y in where.values()])
     return _save(fig, path)
 
 
@@ -157,8 +169,9 @@ def coverage(view: RunView, path: Path) -> Path:
             if ex not in examples:
                 examples.append(ex)
     rows = [c for c in view.candidates if c.val_scores]
-    fig_w = min(16.0, 3 + 0.35 * max(1, len(examples)))
-    fig_h = min(14.0, 2 + 0.32 * max(1, len(rows)))
+    # at least 7 x 4 inches: a small run's title and labels must fit, not be cut
+    fig_w = min(16.0, max(7.0, 3 + 0.35 * len(examples)))
+    fig_h = min(14.0, max(4.0, 2 + 0.32 * len(rows)))
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
     if not rows:
         ax.text(0.5, 0.5, "no candidate scored on validation yet", ha="center")
@@ -180,8 +193,8 @@ def coverage(view: RunView, path: Path) -> Path:
     ax.set_xticks(range(len(examples)))
     ax.set_xticklabels(examples, rotation=90, fontsize=7)
     ax.set_xlabel("validation example")
-    ax.set_ylabel("candidate (examples on front)")
-    ax.set_title("Pareto coverage per validation example (dot: on the front)")
+    ax.set_ylabel("candidate (on front)")
+    ax.set_title("Pareto coverage per validation example\n(dot: on the front)", fontsize=10)
     fig.colorbar(image, ax=ax, label="score", fraction=0.03)
     return _save(fig, path)
 
