@@ -188,6 +188,7 @@ def demo(
             tracker.log_metrics(
                 {**tested, "task_lm_calls": task_usage.calls}, step=result.n_rollouts
             )
+            tracker.log_usage("task", task_usage, step=result.n_rollouts)
             if run_dir is not None:
                 tracker.log_run_dir(run_dir)
             else:

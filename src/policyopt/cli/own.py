@@ -156,7 +156,10 @@ def _run(prepared: Any, config: Path, mlflow: str | None, *, progress: bool) -> 
         params=params,
     ) as tracked:
         result, outcome = run_local(prepared, progress=progress, listeners=[tracked], log=log)
+        if outcome["task_lm_usage"] is not None:  # the optimizer's RunFinished has only its own
+            tracked.log_usage("task", outcome["task_lm_usage"], step=result.n_rollouts)
         tracked.log_run_dir(prepared.run_dir)
+    outcome["mlflow"] = f"Logged to MLflow {tracked.uri} as run {tracked.run_id}."
     return result, outcome
 
 
@@ -177,6 +180,8 @@ def _print_outcome(result: Any, outcome: dict[str, Any], where: Path) -> None:
             f"best {t['best_score']:.3f}"
         )
     typer.echo(f"Run dir: {where} (`policyopt show {where}`, `policyopt plot {where}`)")
+    if outcome.get("mlflow"):
+        typer.echo(outcome["mlflow"])
 
 
 @app.command()

@@ -41,6 +41,8 @@ class RunHandle:
     tags: dict[str, str] = field(default_factory=dict)
     artifact_root: str | None = None  # where a new experiment keeps its artifacts
     run_id: str | None = None
+    # when the run started, as the caller saw it (the writer thread creates it later)
+    start_ms: int = field(default_factory=lambda: now_ms())
     ready: threading.Event = field(default_factory=threading.Event)
     logged_params: dict[str, str] = field(default_factory=dict)
 
@@ -218,7 +220,9 @@ class Writer:
         tags = dict(run.tags)
         if run.parent is not None and run.parent.run_id is not None:
             tags["mlflow.parentRunId"] = run.parent.run_id
-        created = client.create_run(str(experiment_id), run_name=run.run_name, tags=tags)
+        created = client.create_run(
+            str(experiment_id), start_time=run.start_ms, run_name=run.run_name, tags=tags
+        )
         run.experiment_id = str(experiment_id)
         run.run_id = created.info.run_id
 

@@ -327,6 +327,18 @@ class MLflowRun:
         rows = [(_key(k), float(v), at, int(where)) for k, v in metrics.items()]
         self._writer.log(self._handle, metrics=rows)
 
+    def log_usage(self, role: str, usage: Any, *, step: int | None = None) -> None:
+        """Log one LM's usage (an ``LMUsage`` or its dict) as ``lm.<role>.calls``, tokens and
+        cost: the task model's, which the optimizer's own ``RunFinished`` does not know."""
+        data = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage)
+        fields = ("calls", "cache_hits", "errors", "prompt_tokens", "completion_tokens", "cost_usd")
+        values = {
+            f"lm.{role}.{name}": float(data[name])
+            for name in fields
+            if isinstance(data.get(name), (int, float))
+        }
+        self.log_metrics(values, step=step)
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags on the run."""
         self._writer.log(self._handle, tags={_key(k): _text(v) for k, v in tags.items()})
@@ -424,8 +436,10 @@ class MLflowRun:
         return "FAILED" if reason in _FAILED else "FINISHED"
 
     def _end(self, status: str) -> None:
+        ended = now_ms()  # now, not when the writer thread gets to it
+
         def end(client: Any, run_id: str) -> None:
-            client.set_terminated(run_id, status, end_time=now_ms())
+            client.set_terminated(run_id, status, end_time=ended)
 
         self._writer.call(self._handle, "ending the run", end)
 
