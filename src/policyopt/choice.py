@@ -74,11 +74,19 @@ def final_candidate(
     ``"lower_bound"``: the highest lower confidence bound of the paired gain over the seed
     (candidate 0), so a candidate must beat the seed by more than noise to replace it; the
     winner's curse of picking the max of many noisy means on a small valset is what it guards
-    against. Ties go to the higher mean, then the earliest candidate."""
+    against; a candidate that wins on one example only never replaces the seed. Ties go to the
+    higher mean, then the earliest candidate."""
     if rule == "mean":
         return best_mean(aggregate)
     if rule != "lower_bound":
         raise ValueError(f"unknown final_choice {rule!r}: use 'mean' or 'lower_bound'")
     seed = val_scores[0]
+
+    def wins(c: int) -> int:
+        return sum(1 for k, v in val_scores[c].items() if k in seed and v > seed[k] + 1e-12)
+
     bounds = {c: gain_lower_bound(val_scores[c], seed, z) if c else 0.0 for c in aggregate}
-    return min(aggregate, key=lambda c: (-round(bounds[c], 12), -aggregate[c], c))
+    # a candidate replaces the seed only with a bound above 0 and at least two examples won:
+    # one win among ties has a bound of exactly 0 at z=1 (and no spread on one shared example)
+    eligible = [c for c in aggregate if c == 0 or (bounds[c] > 1e-9 and wins(c) >= 2)]
+    return min(eligible or aggregate, key=lambda c: (-round(bounds[c], 12), -aggregate[c], c))

@@ -13,12 +13,14 @@ output), inserted after the prompt's leading system messages: :func:`demo_turns`
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "INPUT_KEYS",
     "LABEL_KEYS",
     "Demo",
     "DemoFormatter",
@@ -29,8 +31,15 @@ __all__ = [
     "format_prompt",
 ]
 
+logger = logging.getLogger("policyopt")
+
 #: keys tried, in order, to find an example's label when ``label_key`` is not given
 LABEL_KEYS = ("answer", "label", "output", "target", "expected", "answers")
+
+#: field names read as an example's input (never its answer) when inferring ``label_key``
+INPUT_KEYS = frozenset({"input", "inputs", "question", "query", "text", "sentence", "prompt"}) | {
+    *("word", "noun", "verb", "context", "passage", "document", "source", "message", "x")
+}
 
 
 @dataclass(frozen=True)
@@ -62,12 +71,31 @@ def demo_turns(demos: Sequence[Demo]) -> list[dict[str, str]]:
 
 
 def detect_label_key(examples: Sequence[Any]) -> str | None:
-    """The first of :data:`LABEL_KEYS` that every (dict) example has, else None."""
+    """The field holding each (dict) example's answer: the first of :data:`LABEL_KEYS` that
+    every example has, else the one field (besides ``id``) that is not an input name of
+    :data:`INPUT_KEYS` (``{"noun": ..., "plural": ...}``: ``plural``), told in a warning. When no
+    field is obvious, None, and a warning naming ``label_key``: demo inputs then show every
+    field, the answer's too."""
     if not examples or not all(isinstance(e, Mapping) for e in examples):
         return None
     for key in LABEL_KEYS:
         if all(key in e for e in examples):
             return key
+    shared = [k for k in examples[0] if k != "id" and all(k in e for e in examples)]
+    answers = [k for k in shared if str(k).lower() not in INPUT_KEYS]
+    if len(shared) >= 2 and len(answers) == 1:
+        logger.warning(
+            "MIPRO: label_key not given; using %r, the examples' one field that is not an "
+            "input, as the answer (kept out of demo inputs). Pass label_key= to choose another.",
+            answers[0],
+        )
+        return str(answers[0])
+    if len(shared) >= 2:
+        logger.warning(
+            "MIPRO: label_key not given and no field of the examples (%s) is clearly the "
+            "answer, so demo inputs show every field, the answer's too: pass label_key='...'.",
+            ", ".join(map(str, shared)),
+        )
     return None
 
 

@@ -27,7 +27,7 @@ def _agg(val: list[dict[str, float]]) -> dict[int, float]:
 def test_a_noisy_winner_loses_to_a_steady_one_and_to_the_seed() -> None:
     seed = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
     lucky = [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]  # +0.2 mean: 6 up, 4 down, noise
-    steady = [1, 0, 0, 0, 0, 0, 1, 1, 1, 1]  # +0.1 mean: 1 up, none down
+    steady = [1, 1, 0, 0, 0, 0, 1, 1, 1, 1]  # +0.2 mean: 2 up, none down
     val = _val(seed, lucky, steady)
     agg = _agg(val)
     assert final_candidate("mean", val, agg, 1.0) == 1
@@ -36,6 +36,22 @@ def test_a_noisy_winner_loses_to_a_steady_one_and_to_the_seed() -> None:
     assert final_candidate("lower_bound", val[:2], _agg(val[:2]), 1.0) == 0
     # z = 0 is the mean rule up to ties
     assert final_candidate("lower_bound", val, agg, 0.0) == 1
+
+
+@pytest.mark.parametrize("n", [2, 8, 12, 30])
+def test_a_one_example_win_never_replaces_the_seed(n: int) -> None:
+    # one win among ties: at z=1 its bound is exactly 0, and the mean broke the tie for it
+    seed = [0.0] * n
+    one_win = [1.0] + [0.0] * (n - 1)
+    val = _val(seed, one_win)
+    assert final_candidate("lower_bound", val, _agg(val), 1.0) == 0
+    # scored on one shared example only: no spread, still one example
+    partial = [{"v0": 0.0, "v1": 0.0}, {"v0": 1.0}]
+    assert final_candidate("lower_bound", partial, {0: 0.0, 1: 1.0}, 1.0) == 0
+    two_wins = [1.0, 1.0] + [0.0] * (n - 2)  # the bound is above 0 once n >= 3
+    val = _val(seed, two_wins)
+    expected = 1 if gain_lower_bound(val[1], val[0], 1.0) > 1e-9 else 0
+    assert final_candidate("lower_bound", val, _agg(val), 1.0) == expected
 
 
 def test_the_bound_is_paired_and_uses_only_shared_examples() -> None:
