@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from policyopt.bench.records import BenchSettings
 from policyopt.bench.runner import resolve_task
-from policyopt.cli import _demo_task, app
+from policyopt.cli import app
+from policyopt.cli.demo import _demo_task
 from policyopt.errors import ConfigError
 from policyopt.tasks import TASKS, get_task, split_task_name
 
