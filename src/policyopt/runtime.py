@@ -259,6 +259,10 @@ class RunContext:
             ident = {k: v for k, v in dump.items() if k not in set(resumable)}
             ident.update(identity)
             ident["evaluate"] = callable_identity(program.evaluate)
+            # what evaluate calls, where the code that built it knows (the CLI: the task model)
+            extra = getattr(program.evaluate, "policyopt_identity", None)
+            if isinstance(extra, Mapping):
+                ident.update({str(k): v for k, v in extra.items()})
             ident["train"] = fingerprint(trainset, example_ids(trainset, name="trainset"))
             ident["val"] = (
                 None if valset is None else fingerprint(valset, example_ids(valset, name="valset"))

@@ -46,6 +46,15 @@ def optimize(
         str | None, typer.Option(metavar="URI", help="Log the run to this MLflow tracking URI.")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress on stderr.")] = True,
+    accept_changed: Annotated[
+        str | None,
+        typer.Option(
+            "--accept-changed",
+            metavar="PARTS",
+            help="Resume although these parts of the run's identity changed, comma-separated "
+            "(e.g. evaluate,task_model): the run dir's cached scores were made by the old ones.",
+        ),
+    ] = None,
     salvage: Annotated[
         bool,
         typer.Option(
@@ -70,6 +79,8 @@ def optimize(
     from policyopt.runconfig.run import check_run
 
     prepared = _prepare_config(config, set_, run_dir)
+    if accept_changed:
+        prepared.accept_changed = tuple(p.strip() for p in accept_changed.split(",") if p.strip())
     try:
         check_run(prepared, progress=progress, mlflow_uri=mlflow, credentials=True)
         lines = format_estimate(estimate_run(prepared))

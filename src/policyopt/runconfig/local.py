@@ -22,6 +22,7 @@ data before any model loads, so a bad config fails in a second with one line nam
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import inspect
 import json
@@ -38,6 +39,7 @@ from policyopt.errors import ConfigError, DatasetError, describe
 from policyopt.prompts import Message
 from policyopt.runconfig.files import read_text
 from policyopt.runconfig.schema import Models, RunConfigBase, _Strict, read_toml
+from policyopt.state.rundir import callable_identity
 from policyopt.types import Program, example_ids
 
 __all__ = [
@@ -238,6 +240,7 @@ class Prepared:
     build_program: Callable[[Any], Program]
     task_model: Any = None  # None, "local", a litellm name (str) or a callable
     reflection_model: Any = "local"
+    accept_changed: tuple[str, ...] = ()  # identity parts a resume may change (--accept-changed)
     seed_prompt: Any = None
     notes: list[str] = field(default_factory=list)
 
@@ -413,8 +416,25 @@ def _evaluate_builder(
         )
         raise ConfigError(f"evaluate: it must be callable as {need}.")
     if takes_lm:
-        return lambda lm: Program(prompt, lambda p, example: evaluate(p, example, lm))
+        return lambda lm: Program(prompt, _with_lm(evaluate, lm))
     return lambda _lm: Program(prompt, evaluate)
+
+
+def _with_lm(evaluate: Callable[..., Any], lm: Any) -> Callable[[Any, Any], Any]:
+    """``evaluate(prompt, example, lm)`` as a two-argument evaluate naming the user's function
+    (``__wrapped__``) and the task model with its sampling settings (``policyopt_identity``):
+    a run dir then refuses a resume whose evaluate or task model changed."""
+
+    @functools.wraps(evaluate)
+    def bound(prompt: Any, example: Any) -> Any:
+        return evaluate(prompt, example, lm)
+
+    kwargs, sampling = getattr(lm, "kwargs", None) or {}, ("temperature", "top_p", "seed", "stop")
+    name = getattr(lm, "model", None)  # an LM's model name, else the callable's own identity
+    model = {"model": name if isinstance(name, str) else callable_identity(lm)}
+    model.update({k: kwargs[k] for k in (*sampling, "max_tokens") if k in kwargs})
+    bound.policyopt_identity = {"task_model": model}  # type: ignore[attr-defined]
+    return bound
 
 
 # ------------------------------------------------------------------------------- data

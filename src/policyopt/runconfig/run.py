@@ -60,6 +60,8 @@ def optimizer_settings(prepared: Prepared, *, progress: bool) -> dict[str, Any]:
             settings[key] = value
     if "run_dir" in fields:
         settings["run_dir"] = str(prepared.run_dir)
+    if "accept_changed" in fields and prepared.accept_changed:
+        settings["accept_changed"] = tuple(prepared.accept_changed)
     if "progress" in fields:
         settings["progress"] = progress
     return settings

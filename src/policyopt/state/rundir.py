@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: identity keys that older run dirs did not record: a run dir without one still resumes
-LATER_IDENTITY = frozenset({"evaluate"})
+LATER_IDENTITY = frozenset({"evaluate", "task_model"})
 
 #: the validation examples of a run (``policyopt optimize`` writes it; ``show --examples``
 #: reads it), one {"split", "id", "example"} a line
@@ -65,8 +65,11 @@ def callable_identity(fn: Any) -> str:
     old cached scores mixed with new ones.
     """
     target = fn
-    while hasattr(target, "func") and callable(target.func):  # functools.partial
-        target = target.func
+    for _ in range(16):  # functools.partial, and wrappers that name what they wrap
+        inner = getattr(target, "__wrapped__", None) or getattr(target, "func", None)
+        if inner is None or not callable(inner):
+            break
+        target = inner
     if not inspect.isroutine(target):
         target = type(target)
     name = f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"

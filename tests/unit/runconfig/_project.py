@@ -37,6 +37,11 @@ def evaluate(prompt, example, lm):
     return Score(float(ok), output=answer, feedback=None if ok else f"expected {example['answer']}")
 
 
+def evaluate_loud(prompt, example, lm):
+    score = evaluate(prompt, example, lm)
+    return Score(score.score, output=score.output, feedback=(score.feedback or "").upper())
+
+
 def evaluate_chat(prompt, example, lm):
     assert [m["role"] for m in prompt] == ["system", "user"], prompt
     text = "\\n".join(m["content"] for m in prompt)

@@ -67,6 +67,28 @@ def test_optimize_prints_estimate_and_best_prompt_and_resumes_without_paying_aga
     assert calls(project) == paid
 
 
+def test_a_resume_with_another_evaluate_or_task_model_is_refused_unless_accepted(
+    project: Path,
+) -> None:
+    """The run dir's cached scores belong to its evaluate and task model: another one is one
+    error line naming it and --accept-changed (before: the old cached scores were mixed in)."""
+    config = str(project / "config.toml")
+    assert invoke("optimize", config, "--no-progress").exit_code == 0
+    paid = calls(project)
+    louder = ("--set", 'evaluate="prog:evaluate_loud"')
+    changed = invoke("optimize", config, "--no-progress", *louder)
+    assert changed.exit_code == 2 and "Traceback" not in changed.output
+    last = changed.stderr.strip().splitlines()[-1]
+    assert "evaluate: " in last and "evaluate_loud" in last, last
+    assert "--accept-changed evaluate" in last and "another run_dir" in last
+    assert calls(project) == paid
+    other_model = invoke("optimize", config, "--no-progress", "--set", 'models.task="prog:reflect"')
+    assert other_model.exit_code == 2
+    assert "task_model: " in other_model.stderr.strip().splitlines()[-1]
+    accepted = invoke("optimize", config, "--no-progress", *louder, "--accept-changed", "evaluate")
+    assert accepted.exit_code == 0, accepted.output
+
+
 def test_set_overrides_and_run_dir_option(project: Path, tmp_path_factory: Any) -> None:
     where = tmp_path_factory.mktemp("elsewhere") / "run"
     result = invoke(
