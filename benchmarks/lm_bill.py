@@ -19,7 +19,6 @@ Prints, for GEPA, MIPRO and OPRO (scripted LMs, the keyword task, budget 150):
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,60 +27,21 @@ from typing import Any
 from policyopt import GEPA, MIPRO, OPRO, Score
 from policyopt.testing import ScriptedLM
 from policyopt.testing.conformance import CountingEvaluate, keyword_reflection_lm, keyword_task
-
-
-def mipro_lm() -> ScriptedLM:
-    count = {"n": 0}
-
-    def answer(text: str) -> str:
-        if "describe what this dataset" in text:
-            return "Each example needs a keyword in the instruction."
-        count["n"] += 1
-        return f"```\nSolve the task, version {count['n']}, alpha.\n```"
-
-    return ScriptedLM(answer)
-
-
-def opro_lm() -> ScriptedLM:
-    def answer(text: str) -> str:
-        entries = re.findall(r"text: (.*)\nscore: (\d+)", text)
-        best = entries[-1][0] if entries else ""
-        named = re.findall(r"lacks the word (\w+)", text)
-        missing = [w for w in dict.fromkeys(named) if w not in best.split()]
-        return f"```\n{best} {' '.join(missing[:1]) or 'carefully'}\n```"
-
-    return ScriptedLM(answer)
-
-
-def flaky_lm() -> ScriptedLM:
-    count = {"n": 0}
-
-    def answer(text: str) -> str:
-        count["n"] += 1
-        return "" if count["n"] % 2 else f"```\nInstruction number {count['n']}.\n```"
-
-    return ScriptedLM(answer)
-
+from policyopt.testing.scripted import (
+    FailsOnSomeExamples,
+    flaky_lm,
+    keyword_meta_lm,
+    keyword_proposer_lm,
+)
 
 OPTIMIZERS: dict[str, tuple[Callable[..., Any], Callable[[], ScriptedLM]]] = {
     "gepa": (lambda lm, **kw: GEPA(reflection_lm=lm, **kw), keyword_reflection_lm),
     "mipro": (
         lambda lm, **kw: MIPRO(proposer_lm=lm, num_candidates=4, num_trials=8, **kw),
-        mipro_lm,
+        lambda: keyword_proposer_lm(best_at=None),
     ),
-    "opro": (lambda lm, **kw: OPRO(meta_lm=lm, **kw), opro_lm),
+    "opro": (lambda lm, **kw: OPRO(meta_lm=lm, **kw), keyword_meta_lm),
 }
-
-
-class Failing(CountingEvaluate):
-    def __init__(self, broken: bool) -> None:
-        super().__init__()
-        self.broken = broken
-
-    def __call__(self, prompt: Any, example: dict[str, str]) -> Score:
-        if self.broken and example["id"].startswith("t") and int(example["id"][1:]) % 3:
-            raise RuntimeError("backend down")
-        return super().__call__(prompt, example)
 
 
 def flat(name: str) -> dict[str, Any]:
@@ -111,10 +71,10 @@ def resume(name: str, run_dir: Path) -> dict[str, Any]:
         "quarantine_after": None,
         "n_jobs": 2,
     }
-    program, train, val = keyword_task(evaluate=Failing(True))
+    program, train, val = keyword_task(evaluate=FailsOnSomeExamples(True))
     make(make_lm(), **settings).optimize(program, train, val)
     lm = make_lm()
-    program, train, val = keyword_task(evaluate=Failing(False))
+    program, train, val = keyword_task(evaluate=FailsOnSomeExamples(False))
     result = make(lm, **settings).optimize(program, train, val)
     return {"live_calls_after": len(lm.prompts), "stop": result.stop_reason}
 
@@ -132,8 +92,8 @@ def bill(run_dir: Path) -> dict[str, Any]:
             quarantine_after=None,
         ).optimize(program, train, val)
 
-    run(Failing(True), 60)  # its reflections saw failed rollouts
-    result = run(Failing(False), 150)  # re-run, they succeed: other reflection prompts
+    run(FailsOnSomeExamples(True), 60)  # its reflections saw failed rollouts
+    result = run(FailsOnSomeExamples(False), 150)  # re-run, they succeed: other reflection prompts
     lines = (run_dir / "journal.jsonl").read_text(encoding="utf-8").splitlines()
     journaled = sum(json.loads(line).get("type") == "proposal" for line in lines)
     return {"reported": result.lm_usage["reflection"].calls, "journaled": journaled}

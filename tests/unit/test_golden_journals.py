@@ -22,40 +22,11 @@ import pytest
 
 from policyopt import GEPA, MIPRO, OPRO
 from policyopt.protocol import Optimizer
-from policyopt.testing import ScriptedLM
 from policyopt.testing.conformance import comparable, keyword_reflection_lm, keyword_task
+from policyopt.testing.scripted import keyword_meta_lm, keyword_proposer_lm
 
 GOLDEN = Path(__file__).parent / "golden"
 _VOLATILE = {"time", "duration_s", "wall_time_s", "wall_s", "run_dir", "n", "library_version"}
-
-
-def _mipro_lm() -> ScriptedLM:
-    """Weak instructions, with the best one as the third proposal (as in tests/unit/mipro)."""
-    count = {"n": 0}
-
-    def answer(text: str) -> str:
-        if "describe what this dataset" in text:
-            return "Each example needs a keyword in the instruction."
-        count["n"] += 1
-        if count["n"] == 3:
-            return "Here:\n```\nSolve the task with alpha beta gamma delta epsilon zeta.\n```"
-        return f"```\nSolve the task, version {count['n']}, alpha.\n```"
-
-    return ScriptedLM(answer)
-
-
-def _opro_lm() -> ScriptedLM:
-    """The best instruction shown plus one keyword its feedback says it lacks."""
-    import re
-
-    def answer(text: str) -> str:
-        entries = re.findall(r"text: (.*)\nscore: (\d+)", text)
-        best = entries[-1][0] if entries else ""
-        named = re.findall(r"lacks the word (\w+)", text)
-        missing = [w for w in dict.fromkeys(named) if w not in best.split()]
-        return f"```\n{best} {' '.join(missing[:1]) or 'carefully'}\n```"
-
-    return ScriptedLM(answer)
 
 
 RUNS: dict[str, Callable[[str], Optimizer]] = {
@@ -76,7 +47,7 @@ RUNS: dict[str, Callable[[str], Optimizer]] = {
         run_dir=run_dir,
     ),
     "mipro": lambda run_dir: MIPRO(
-        proposer_lm=_mipro_lm(),
+        proposer_lm=keyword_proposer_lm(),
         max_rollouts=300,
         num_candidates=5,
         num_trials=10,
@@ -86,7 +57,7 @@ RUNS: dict[str, Callable[[str], Optimizer]] = {
         run_dir=run_dir,
     ),
     "opro": lambda run_dir: OPRO(
-        meta_lm=_opro_lm(), max_rollouts=120, n_jobs=2, progress=False, run_dir=run_dir
+        meta_lm=keyword_meta_lm(), max_rollouts=120, n_jobs=2, progress=False, run_dir=run_dir
     ),
 }
 

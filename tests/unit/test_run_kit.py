@@ -12,30 +12,22 @@ from policyopt import GEPA, MIPRO, OPRO, Score
 from policyopt.protocol import Optimizer
 from policyopt.testing import ScriptedLM
 from policyopt.testing.conformance import CountingEvaluate, keyword_reflection_lm, keyword_task
-from tests.unit.test_golden_journals import _mipro_lm, _opro_lm
+from policyopt.testing.scripted import (
+    FailsOnSomeExamples,
+    flaky_lm,
+    keyword_meta_lm,
+    keyword_proposer_lm,
+)
 
 #: (factory taking the LM and the shared settings, the LM factory)
 OPTIMIZERS: dict[str, tuple[Callable[..., Optimizer], Callable[[], ScriptedLM]]] = {
     "gepa": (lambda lm, **kw: GEPA(reflection_lm=lm, **kw), keyword_reflection_lm),
     "mipro": (
         lambda lm, **kw: MIPRO(proposer_lm=lm, num_candidates=4, num_trials=8, **kw),
-        _mipro_lm,
+        keyword_proposer_lm,
     ),
-    "opro": (lambda lm, **kw: OPRO(meta_lm=lm, **kw), _opro_lm),
+    "opro": (lambda lm, **kw: OPRO(meta_lm=lm, **kw), keyword_meta_lm),
 }
-
-
-class FailsOnSomeExamples(CountingEvaluate):
-    """Fails on two thirds of the training examples while ``broken``."""
-
-    def __init__(self, broken: bool) -> None:
-        super().__init__()
-        self.broken = broken
-
-    def __call__(self, prompt: Any, example: dict[str, str]) -> Score:
-        if self.broken and example["id"].startswith("t") and int(example["id"][1:]) % 3:
-            raise RuntimeError("backend down")
-        return super().__call__(prompt, example)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -68,17 +60,6 @@ def test_a_resumed_run_makes_no_lm_call_the_spent_budget_cannot_score(
     # every live call of the resumed segment was scored by at least one rollout
     live_keys = len(lm.prompts)
     assert live_keys <= max(0, fixed.total), (live_keys, fixed.total)
-
-
-def flaky_lm() -> ScriptedLM:
-    """Every other answer is empty (unusable); the others are new instructions."""
-    count = {"n": 0}
-
-    def answer(text: str) -> str:
-        count["n"] += 1
-        return "" if count["n"] % 2 else f"```\nInstruction number {count['n']}.\n```"
-
-    return ScriptedLM(answer)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
