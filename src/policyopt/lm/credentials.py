@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["auth_failure", "first_line", "missing_credentials"]
+__all__ = ["auth_failure", "first_line", "missing_credentials", "unreachable"]
 
 _AUTH_WORDS = re.compile(
     r"missing credentials|(invalid|incorrect|missing|no) (api[_ ]?key|credentials)"
@@ -46,3 +46,26 @@ def missing_credentials(model: str, kwargs: Mapping[str, Any]) -> list[str]:
         return []
     missing = found.get("missing_keys") or []
     return [name for name in missing if "KEY" in name or "TOKEN" in name or "SECRET" in name]
+
+
+def unreachable(api_base: str, timeout: float = 5.0) -> str | None:
+    """Why nothing answers at ``api_base`` (an OpenAI-compatible server's URL), or None when a
+    TCP connection opens: checked once before a run, so a wrong host or a server not started is
+    one line instead of a failure, retried, on every rollout. Only connects; sends nothing."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(api_base)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        return f"{api_base!r} is not a URL ({exc})"
+    if not host or parts.scheme not in {"http", "https"}:
+        return f"{api_base!r} is not an http(s) URL"
+    port = port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"nothing answers at {host}:{port} ({reason})"

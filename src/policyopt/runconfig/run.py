@@ -119,8 +119,9 @@ def check_run(
 
 def check_credentials(prepared: Prepared) -> None:
     """One clear error naming the environment variable when a hosted task or optimizer model
-    has no API key, before any rollout (a call would fail, and fail again on every rollout)."""
-    from policyopt.lm.credentials import missing_credentials
+    has no API key, or the host when its ``api_base`` does not answer, before any rollout (a
+    call would fail, and fail again on every rollout)."""
+    from policyopt.lm.credentials import missing_credentials, unreachable
 
     models = prepared.config.models
     reflection_kwargs = dict(models.reflection_kwargs)
@@ -132,6 +133,13 @@ def check_credentials(prepared: Prepared) -> None:
     ):
         if not isinstance(model, str) or model == "local":
             continue
+        base = kwargs.get("api_base")
+        why = unreachable(str(base)) if base else None
+        if why is not None:
+            where = "models.api_base" if key == "models.reflection" and models.api_base else key
+            raise ConfigError(
+                f"{key} = {model!r}: {why}; start the server or fix {where}'s api_base."
+            )
         missing = missing_credentials(model, kwargs)
         if missing:
             raise ConfigError(

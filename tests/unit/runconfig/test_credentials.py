@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from policyopt import LM
 from policyopt.cli import app
 from policyopt.errors import LMError
-from policyopt.lm.credentials import auth_failure, missing_credentials
+from policyopt.lm.credentials import auth_failure, missing_credentials, unreachable
 from tests.fake_openai import fake_openai
 
 
@@ -92,3 +92,32 @@ def test_prices_come_from_the_bundled_list_without_importing_litellm() -> None:
     assert out["litellm"] is False  # importing it fetched the online price map (27 s offline)
     assert out["prices"][0][0] > 0 and out["prices"][1][0] > 0 and out["prices"][2] == [0, 0]
     assert "cost map" not in proc.stderr
+
+
+def test_optimize_against_a_server_that_is_not_there_fails_before_any_rollout(
+    project: Path,
+) -> None:
+    """A task model's api_base that nothing answers is one line naming the host, before any
+    rollout (before: every rollout failed and was retried against it)."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = (project / "config.toml").read_text()
+    text = text.replace('"prog:task_lm"', '"openai/my-model"')
+    text += f'\n[policy_optimization.models.task_kwargs]\napi_base = "http://127.0.0.1:{port}/v1"\n'
+    (project / "down.toml").write_text(text)
+    result = CliRunner().invoke(app, ["optimize", str(project / "down.toml"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert f"nothing answers at 127.0.0.1:{port}" in lines[0] and "api_base" in lines[0]
+    assert not (project / "calls.txt").exists() and not (project / "runs").exists()
+    with fake_openai() as server:  # a server that answers passes the check
+        assert unreachable(server.api_base) is None
+
+
+def test_unreachable_names_what_is_wrong_with_the_url() -> None:
+    assert "not an http(s) URL" in str(unreachable("ftp://example.invalid"))
+    assert "not an http(s) URL" in str(unreachable("localhost:8000"))
