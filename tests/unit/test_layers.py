@@ -63,11 +63,11 @@ def _import_nodes(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The policyopt modules that ``name`` imports, as written.
+    """The policyopt modules that ``name`` imports, as import-linter (grimp) counts them.
 
-    ``from a.b import c`` imports ``a.b`` (its ``__init__`` runs) and also ``a.b.c`` when that is a
-    module, so a submodule that imports a name or a sibling through its own package is a cycle with
-    a package ``__init__`` that re-exports it.
+    ``from a.b import c`` imports the module ``a.b.c`` when there is one, else the name ``c`` from
+    ``a.b``: a submodule that takes a *name* from its own package's ``__init__`` is in a cycle with
+    an ``__init__`` that re-exports it (a name read from a half-initialised module).
     """
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -80,8 +80,8 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             anchor = package.split(".")
             anchor = anchor[: len(anchor) - node.level + 1]
             base = ".".join([*anchor, base] if base else anchor)
-        found.add(base)
-        found.update(f"{base}.{alias.name}" for alias in node.names)
+        for alias in node.names:
+            found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
     return {m for m in found if m in modules and m != name}
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from policyopt.bench.cellrun import run_cell, versions
 from policyopt.bench.records import CellKey, CellRecord, SplitScore
 from policyopt.errors import ConfigError
 from policyopt.lm.base import LM, LMLike
@@ -112,15 +113,13 @@ def remote_cell(
     out: str,
 ) -> CellRecord:
     """Run on a worker: one cell's search and test scoring, exactly as in the driver."""
-    from policyopt.bench.runner import _run_cell
-
-    return _run_cell(
+    return run_cell(
         key, task, optimizer, settings, _built(task_lm), _built(reflection_lm), baseline, Path(out)
     )
 
 
 class CellsOnDask:
-    """A drop-in for the runner's ``_run_cell`` that runs the cell on a Dask cluster.
+    """A drop-in for :func:`policyopt.bench.cellrun.run_cell` that runs the cell on a Dask cluster.
 
     ``client`` is a ``distributed.Client`` (or ``"dask://ADDRESS"``). The first call checks,
     on every worker, that the task, the optimizer and the models load there (fails in seconds
@@ -167,8 +166,6 @@ class CellsOnDask:
         try:
             return future.result()
         except Exception as exc:  # the cell itself never raises: Dask lost or killed it
-            from policyopt.bench.runner import _versions
-
             return CellRecord(
                 status="failed",
                 error=f"Dask {type(exc).__name__}: {exc}",
@@ -178,7 +175,7 @@ class CellsOnDask:
                 key=key,
                 seed_prompt=task.seed_prompt,
                 baseline_test=baseline,
-                versions=_versions(key.base_optimizer),
+                versions=versions(key.base_optimizer),
             )
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ interrupted cell resumes without paying finished rollouts again.
 
 from __future__ import annotations
 
-from policyopt.bench.registry import CellContext, OptimizerOutcome
+from policyopt.bench.cell import CellContext, OptimizerOutcome
 from policyopt.lm.metered import MeteredLM
 from policyopt.registry import get_spec
 from policyopt.types import OptimizationResult

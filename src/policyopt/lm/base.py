@@ -34,7 +34,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from policyopt.errors import ConfigError, LMError, describe
+from policyopt.lm._import import _litellm
 from policyopt.lm.cache import ResponseCache, default_cache_dir
 from policyopt.lm.credentials import auth_failure, first_line
 from policyopt.lm.limits import RateLimit, request_tokens
@@ -95,15 +95,6 @@ class LMLike(Protocol):
 
     @property
     def usage(self) -> LMUsage: ...
-
-
-def _litellm() -> Any:
-    """Import litellm with its network look-ups off (the bundled price list is used)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    return litellm
 
 
 def _retryable(litellm: Any) -> tuple[type[BaseException], ...]:

@@ -38,7 +38,7 @@ def missing_credentials(model: str, kwargs: Mapping[str, Any]) -> list[str]:
     their own ``api_key`` or ``api_base``, or when litellm cannot tell."""
     if kwargs.get("api_key") or kwargs.get("api_base"):
         return []
-    from policyopt.lm.base import _litellm
+    from policyopt.lm._import import _litellm
 
     try:
         found = _litellm().validate_environment(model)

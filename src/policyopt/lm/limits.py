@@ -129,7 +129,7 @@ class RateLimit:
 
 def request_tokens(request: Mapping[str, Any]) -> int:
     """Tokens one chat request counts against a TPM limit: prompt tokens + ``max_tokens``."""
-    from policyopt.lm.base import _litellm
+    from policyopt.lm._import import _litellm
 
     litellm = _litellm()
     try:

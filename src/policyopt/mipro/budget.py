@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from policyopt.errors import ConfigError
-from policyopt.mipro.config import PRESETS, preset
+from policyopt.mipro.presets import PRESETS, preset
 
 __all__ = [
     "BUDGET_DEFAULTS",

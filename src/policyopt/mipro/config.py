@@ -1,36 +1,21 @@
-"""MIPRO's settings and its ``auto`` presets, with the formula written down."""
+"""MIPRO's settings (its ``auto`` presets live in :mod:`policyopt.mipro.presets`, re-exported)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_serializer, field_validator, model_validator
 
 from policyopt.choice import FinalChoice, final_choice_field, final_z_field
 from policyopt.mipro import strategies
+from policyopt.mipro.budget import plan_for_budget
+from policyopt.mipro.presets import PRESETS, preset
 from policyopt.runtime import RESUMABLE, RunSettings
 
 __all__ = ["PRESETS", "RESUMABLE_CHANGES", "MIPROSettings", "preset"]
 
 #: settings that may differ when a run_dir is resumed (they do not change the trajectory)
 RESUMABLE_CHANGES = RESUMABLE
-
-#: ``auto`` presets: n as in DSPy's MIPROv2 (light 6, medium 12, heavy 18)
-PRESETS = {"light": 6, "medium": 12, "heavy": 18}
-
-
-def preset(auto: str, n_components: int, zero_shot: bool) -> tuple[int, int]:
-    """``(num_candidates, num_trials)`` for a preset.
-
-    With ``n`` from :data:`PRESETS` and ``V`` the number of searched variables (one instruction
-    choice per component, plus one demo-set choice unless zero-shot):
-    ``num_candidates = n`` and ``num_trials = max(2 * V * log2(n), 1.5 * n)`` (DSPy's formula).
-    The valset is never subsampled; the rollouts it implies are in :func:`estimate_rollouts`.
-    """
-    n = PRESETS[auto]
-    variables = n_components if zero_shot else 2 * n_components
-    return n, int(max(2 * variables * math.log2(n), 1.5 * n))
 
 
 class MIPROSettings(RunSettings):
@@ -115,8 +100,6 @@ class MIPROSettings(RunSettings):
     def plan(self, n_train: int, n_val: int, n_components: int = 1) -> Any:
         """The run's :class:`~policyopt.mipro.budget.MIPROPlan` for these data sizes (a budget
         alone, ``auto`` or explicit counts, fitted to or checked against ``max_rollouts``)."""
-        from policyopt.mipro.budget import plan_for_budget  # budget imports this module
-
         return plan_for_budget(
             dict(self),
             budget=self.max_rollouts,

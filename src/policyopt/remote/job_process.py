@@ -57,6 +57,9 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         "factories": runner.factories,
         "health_check": runner.health_check,
         "parent_pid": os.getpid(),
+        # the runner's own class, pickled by reference: the child builds its runner from it, so
+        # this module never imports policyopt.remote.runner (which imports this one)
+        "runner_class": type(runner),
     }
     child = context.Process(
         target=_child_main,
@@ -130,13 +133,12 @@ def _die_with_parent(parent_pid: int) -> None:
 def _child_main(spec: dict[str, Any], job_id: str, send: Connection) -> None:
     """The child: run one job with its own store connection and report the outcome."""
     _die_with_parent(int(spec["parent_pid"]))
-    from policyopt.remote.runner import JobRunner
     from policyopt.remote.store import JobStore
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which decides
     store = JobStore(spec["db_url"])
     reflection_factory, task_factory = spec["factories"]
-    runner = JobRunner(
+    runner = spec["runner_class"](
         store,
         spec["data_dir"],
         max_concurrent_jobs=1,

@@ -114,7 +114,7 @@ def connect(backend: object) -> tuple[Any, bool]:
 
 def probe(blobs: list[tuple[str, bytes]]) -> dict[str, Any]:
     """Run on a worker (or the scheduler): unpickle each blob; the errors and our version."""
-    from policyopt import __version__
+    from policyopt._version import __version__
 
     errors = []
     for what, blob in blobs:
@@ -185,7 +185,7 @@ class DaskRunner:
                 (f"evaluate from {_where(self.evaluate)}", cloudpickle.dumps(self.evaluate)),
                 (f"{kind} from {_where(example)}", cloudpickle.dumps(example)),
             ]
-            from policyopt import __version__
+            from policyopt._version import __version__
 
             for where, answers in self._ask(probe, blobs):
                 for name, answer in answers.items():

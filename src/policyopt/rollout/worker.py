@@ -21,6 +21,7 @@ from typing import Any
 
 from policyopt.errors import ScoreTypeError
 from policyopt.prompts import fresh_copy
+from policyopt.rollout.loop import await_blocking
 from policyopt.types import Score, is_finite, normalize_score
 
 __all__ = ["Outcome", "Slots", "awaited", "classify", "describe_exception", "execute"]
@@ -95,8 +96,6 @@ def awaited(value: object) -> object:
     thread or another process (or a sync wrapper of one) is awaited on policyopt's loop."""
     if not inspect.isawaitable(value):
         return value
-    from policyopt.rollout.aio import await_blocking  # aio builds on this module
-
     return await_blocking(value)
 
 

@@ -75,7 +75,7 @@ def price_per_token(model: Any) -> tuple[float, float] | None:
     if info is None and prices.get(name, {}).get("litellm_provider") == provider:
         info = prices[name]  # "openai/gpt-4o-mini" is listed as "gpt-4o-mini"
     if info is None:
-        from policyopt.lm.base import _litellm  # with the bundled price list: nothing fetched
+        from policyopt.lm._import import _litellm  # with the bundled price list: nothing fetched
 
         try:
             info = _litellm().get_model_info(model)

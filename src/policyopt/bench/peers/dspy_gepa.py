@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
+from policyopt.bench.cell import CellContext, OptimizerOutcome
 from policyopt.bench.peers._common import (
     GEPABudget,
     ProgramRuns,
@@ -29,7 +30,6 @@ from policyopt.bench.peers._common import (
     missing,
     peer_log,
 )
-from policyopt.bench.registry import CellContext, OptimizerOutcome
 
 __all__ = ["DSPyGEPA"]
 

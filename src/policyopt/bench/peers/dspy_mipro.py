@@ -26,6 +26,7 @@ import importlib.metadata
 import math
 from typing import Any
 
+from policyopt.bench.cell import CellContext, OptimizerOutcome
 from policyopt.bench.peers._common import (
     ProgramRuns,
     Stopwatch,
@@ -33,7 +34,6 @@ from policyopt.bench.peers._common import (
     missing,
     peer_log,
 )
-from policyopt.bench.registry import CellContext, OptimizerOutcome
 from policyopt.errors import ConfigError
 
 __all__ = ["DSPyMIPROv2", "plan", "planned_metric_calls"]

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from policyopt.bench.cell import CellContext, OptimizerOutcome
 from policyopt.bench.peers._common import (
     GEPABudget,
     ProgramRuns,
@@ -30,7 +31,6 @@ from policyopt.bench.peers._common import (
     missing,
     peer_log,
 )
-from policyopt.bench.registry import CellContext, OptimizerOutcome
 from policyopt.lm.base import LM, Messages
 from policyopt.tasks.base import Task
 from policyopt.types import Program, Score
