@@ -144,6 +144,26 @@ def test_layers_contract_holds() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_every_top_level_module_is_in_a_layer() -> None:
+    """A new top-level module or package must be placed in the contract, not slip past it."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
+    placed = {
+        name.strip() for layer in contract["layers"] for name in layer.replace("|", ":").split(":")
+    }
+    top = {
+        p.stem if p.is_file() else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
+    }
+    assert top <= placed, f"add to a layer in pyproject.toml [tool.importlinter]: {top - placed}"
+
+
 def test_no_two_modules_import_each_other() -> None:
     graph = _graph()
     pairs = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if a < b and a in graph[b])
@@ -156,7 +176,7 @@ def test_no_import_cycles() -> None:
 
 
 def test_no_module_imports_the_facade() -> None:
-    """``policyopt/__init__.py`` is for users; inside the package, import from where a name lives."""
+    """``policyopt/__init__.py`` is for users; inside the package import where a name lives."""
     graph = _graph()
     offenders = sorted(m for m, imported in graph.items() if "policyopt" in imported)
     assert not offenders, f"import the facade `policyopt` (use the defining module): {offenders}"
