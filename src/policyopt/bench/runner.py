@@ -99,6 +99,24 @@ class BenchRun:
     unavailable: dict[str, str]
 
 
+def _optimizers(settings: BenchSettings, say: Log) -> tuple[dict[str, Any], dict[str, str]]:
+    """The grid's optimizers that can run here by variant name, and why the others cannot."""
+    unavailable: dict[str, str] = {}
+    optimizers = {}
+    variants = [parse_variant(name) for name in settings.optimizers]
+    check_settings(variants)  # unknown setting names fail before any model starts
+    for variant in variants:
+        name = variant.name
+        optimizer = get_optimizer(variant.optimizer)
+        reason = optimizer.unavailable()
+        if reason is not None:
+            unavailable[name] = reason
+            say(f"skipping optimizer {name}: {reason}")
+        else:
+            optimizers[name] = optimizer
+    return optimizers, unavailable
+
+
 def run_benchmark(
     settings: BenchSettings,
     out_dir: str | Path,
@@ -124,20 +142,7 @@ def run_benchmark(
     say = log or (lambda message: None)
     write_atomic(out / "bench.json", settings.model_dump_json(indent=2))
 
-    unavailable: dict[str, str] = {}
-    optimizers = {}
-    variants = [parse_variant(name) for name in settings.optimizers]
-    check_settings(variants)  # unknown setting names fail before any model starts
-    for variant in variants:
-        name = variant.name
-        optimizer = get_optimizer(variant.optimizer)
-        reason = optimizer.unavailable()
-        if reason is not None:
-            unavailable[name] = reason
-            say(f"skipping optimizer {name}: {reason}")
-        else:
-            optimizers[name] = optimizer
-
+    optimizers, unavailable = _optimizers(settings, say)
     task_objects: dict[str, Task] = {}
     for name in settings.tasks:
         if tasks is not None and name in tasks:

@@ -67,7 +67,7 @@ def _demo_settings(
 
 
 @app.command()
-def demo(
+def demo(  # noqa: PLR0915 - one typer command: checks, then the run and its table, top to bottom
     task: Annotated[str, typer.Option(help="Built-in task (see `policyopt tasks`).")] = "",
     algorithm: Annotated[
         str, typer.Option(help="A registered optimizer (see `policyopt optimizers`).")

@@ -187,7 +187,7 @@ def _proposer_calls(n_candidates: int, n_components: int, grounded: bool) -> int
     return (1 if grounded else 0) + (n_candidates - 1) * n_components
 
 
-def plan_for_budget(
+def plan_for_budget(  # noqa: PLR0915 - the budget fit is one formula, written out step by step
     settings: Mapping[str, Any],
     *,
     budget: int,

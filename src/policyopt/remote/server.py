@@ -136,7 +136,7 @@ def status_body(job: JobRecord) -> dict[str, Any]:
     }
 
 
-def create_app(
+def create_app(  # noqa: C901, PLR0915 - the routes are closures over the app state; to split into routers
     db_path: str | Path,
     data_dir: str | Path,
     api_keys: Iterable[str] | Mapping[str, str],
