@@ -1,0 +1,133 @@
+"""The job store's reads: a job, lists and counts of jobs, a job's events, a key's usage.
+
+One layer of :class:`~policyopt.remote.store.JobStore` (the writes are in
+:mod:`policyopt.remote.store`, the queue and leases in :mod:`policyopt.remote.store_leases`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from policyopt.remote.store_db import (
+    _API_KEYS,
+    _EVENTS_AFTER,
+    _GET_FULL,
+    _GET_LIGHT,
+    _JOBS,
+    _LIGHT,
+    _UNFINISHED,
+    Database,
+    JobRecord,
+    JobState,
+    StoredEvent,
+    _row_to_job,
+)
+
+__all__ = ["Reads"]
+
+
+class Reads(Database):
+    """Reads of jobs, events and key usage (every one a single consistent read)."""
+
+    def get_job(
+        self, job_id: str, owner: str | None = None, *, full: bool = True
+    ) -> JobRecord | None:
+        """The job, or None when it does not exist or (with ``owner``) belongs to someone else.
+
+        ``full=False`` skips the two large columns (``config`` comes back ``{}``, ``results``
+        None): what a status answer needs, read cheaply.
+        """
+        with self._read() as db:
+            row = db.execute(_GET_FULL if full else _GET_LIGHT, {"job_id": job_id}).first()
+        if row is None or (owner is not None and row.owner != owner):
+            return None
+        return _row_to_job(row)
+
+    def list_jobs(
+        self,
+        *,
+        owner: str | None = None,
+        states: Iterable[JobState] | None = None,
+        limit: int = 100,
+        full: bool = True,
+    ) -> list[JobRecord]:
+        """Jobs, newest first, optionally of one owner and in some states (``full=False``: as
+        in :meth:`get_job`, without config and results)."""
+        query = sa.select(*(_JOBS.c if full else _LIGHT))
+        if owner is not None:
+            query = query.where(_JOBS.c.owner == owner)
+        if states is not None:
+            query = query.where(_JOBS.c.status.in_([JobState(s).value for s in states]))
+        query = query.order_by(_JOBS.c.created_at.desc()).limit(int(limit))
+        with self._read() as db:
+            return [_row_to_job(r) for r in db.execute(query)]
+
+    def count_jobs(self, states: Iterable[JobState]) -> int:
+        """How many jobs (of every owner) are in these states."""
+        names = [JobState(s).value for s in states]
+        row = self._one(sa.select(sa.func.count()).where(_JOBS.c.status.in_(names)))
+        return int(row[0])
+
+    def usage(self, owner: str) -> dict[str, float]:
+        """What a key's jobs hold: ``active`` (unfinished jobs), ``rollouts`` (used by finished
+        jobs, their test scoring included; budgeted by unfinished ones, plus the test scoring's
+        most: the seed and the best prompt on every test id) and ``cost_usd`` (spent by
+        finished jobs as far as known, else their cap; capped by unfinished ones)."""
+        j = _JOBS.c
+        active = j.status.in_(_UNFINISHED)
+        cap = j.config[("budget", "max_cost_usd")].as_float()
+        test_most = 2 * sa.func.coalesce(sa.func.json_array_length(j.config["test_ids"]), 0)
+        row = self._one(
+            sa.select(
+                sa.func.sum(sa.case((active, 1), else_=0)),
+                sa.func.sum(
+                    sa.case(
+                        (
+                            active,
+                            sa.func.coalesce(j.progress["max_rollouts"].as_float(), 0) + test_most,
+                        ),
+                        else_=sa.func.coalesce(j.progress["rollouts_used"].as_float(), 0)
+                        + sa.func.coalesce(j.results[("usage", "test_rollouts")].as_float(), 0),
+                    )
+                ),
+                sa.func.sum(
+                    sa.case(
+                        (active, sa.func.coalesce(cap, 0)),
+                        else_=sa.func.coalesce(j.results[("usage", "cost_usd")].as_float(), cap, 0),
+                    )
+                ),
+            ).where(j.owner == owner, *self._valid_json(j.config, j.progress, j.results))
+        )
+        assert row is not None
+        return {
+            "active": int(row[0] or 0),
+            "rollouts": int(row[1] or 0),
+            "cost_usd": float(row[2] or 0.0),
+        }
+
+    def active_owners(self) -> dict[str, str]:
+        """``{owner_id: label}`` of the keys accepted now."""
+        with self._read() as db:
+            rows = db.execute(
+                sa.select(_API_KEYS.c.owner, _API_KEYS.c.label).where(_API_KEYS.c.active == 1)
+            )
+            return {row.owner: row.label for row in rows}
+
+    def events(self, job_id: str, since_seq: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """Events of a job with ``seq > since_seq``, in order, at most ``limit``."""
+        params = {"job_id": job_id, "since": int(since_seq), "limit": int(limit)}
+        with self._read() as db:
+            return [
+                StoredEvent(
+                    job_id=r.job_id,
+                    seq=r.seq,
+                    type=r.type,
+                    ts=r.ts,
+                    level=r.level,
+                    message=r.message,
+                    data=r.data if r.data is not None else {},
+                )
+                for r in db.execute(_EVENTS_AFTER, params)
+            ]
