@@ -18,39 +18,45 @@ by the library's own validation: a str; a table of named str components
 (``initial_prompt = [{role = "system", content = "..."}, {role = "user", content = "..."}]``) or
 as an array of tables (one ``[[policy_optimization.initial_prompt]]`` with ``role`` and
 ``content``, and an optional ``name``, per message). A JSON job config gives the same as JSON.
+
+The checked values (ids, the seed prompt) are in :mod:`policyopt.runconfig.fields` and TOML in
+and out in :mod:`policyopt.runconfig.tomlio`; this module re-exports their names.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
 import difflib
-import json
-import math
-import sys
 import types
 import typing
 from collections.abc import Mapping
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from policyopt.errors import ConfigError, describe
-from policyopt.prompts import MESSAGE_ROLES, Message, validate_prompt
+from policyopt.runconfig.fields import (
+    ID_LIMIT,
+    IDS_SCHEMA,
+    PROMPT_SCHEMA,
+    Ids,
+    SeedPrompt,
+    check_seed_prompt,
+    resolve_ids,
+)
+from policyopt.runconfig.tomlio import parse_override, read_toml, to_toml
 
 __all__ = [
     "BUDGET_KEYS",
+    "IDS_SCHEMA",
     "ID_LIMIT",
     "PROMPT_SCHEMA",
     "SECTION_NAMES",
@@ -84,133 +90,6 @@ class Problems(ValueError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
         self.problems = problems
-
-
-# ------------------------------------------------------------------------------------ ids
-#: the most ids a range may expand to; a job server lowers it to its policy's ``max_ids``
-#: while it checks a submitted config, so a huge range is refused before it is expanded
-ID_LIMIT: ContextVar[int] = ContextVar("policyopt_id_limit", default=1_000_000)
-
-
-def resolve_ids(value: object, *, name: str = "ids") -> list[str]:
-    """Example ids from a list of str/int or a ``{start, end[, step]}`` range (end exclusive).
-
-    Ints become strings (``{start = 0, end = 3}`` is ``["0", "1", "2"]``); duplicates are an
-    error, so that a split never scores the same example twice by accident.
-    """
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"start", "end", "step"}
-        if unknown:
-            raise ValueError(f"a range takes start, end and step; unknown key(s) {sorted(unknown)}")
-        if "end" not in value:
-            raise ValueError("a range needs 'end' (exclusive), e.g. {start = 0, end = 50}")
-        bounds = {k: value.get(k, d) for k, d in (("start", 0), ("end", None), ("step", 1))}
-        for key, bound in bounds.items():
-            if isinstance(bound, bool) or not isinstance(bound, int):
-                raise ValueError(f"range {key} must be an integer; got {describe(bound)}")
-        start, end, step = bounds["start"], bounds["end"], bounds["step"]
-        if step < 1:
-            raise ValueError(f"range step must be >= 1; got {step}")
-        if end <= start:
-            raise ValueError(
-                f"range end ({end}) must be greater than start ({start}): end is "
-                "exclusive, {start = 0, end = 50} is ids 0..49"
-            )
-        count = len(range(start, end, step))  # counted, never expanded, before the limit
-        limit = ID_LIMIT.get()
-        if count > limit:
-            raise ValueError(f"a range of {count} ids; the limit is {limit:,} ids per split")
-        return [str(i) for i in range(start, end, step)]
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise ValueError(
-            f"ids must be a list of strings/ints or a range {{start = 0, end = 50}}; "
-            f"got {describe(value)}"
-        )
-    ids: list[str] = []
-    seen: set[str] = set()
-    for index, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise ValueError(f"id {index} must be a string or an integer; got {describe(item)}")
-        ident = str(item)
-        if not ident:
-            raise ValueError(f"id {index} is an empty string")
-        if ident in seen:
-            raise ValueError(f"duplicate id {ident!r}")
-        seen.add(ident)
-        ids.append(ident)
-    return ids
-
-
-_ID_RANGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "start": {"type": "integer", "default": 0},
-        "end": {"type": "integer", "description": "exclusive"},
-        "step": {"type": "integer", "minimum": 1, "default": 1},
-    },
-    "required": ["end"],
-    "additionalProperties": False,
-}
-IDS_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "array", "items": {"type": ["string", "integer"]}, "uniqueItems": True},
-        _ID_RANGE_SCHEMA,
-    ],
-    "description": "example ids: a list of strings/ints (ints become strings) or a range "
-    "{start, end, step} with end exclusive",
-}
-
-#: a split's ids after validation; accepts a list or a range on input
-Ids = Annotated[list[str], BeforeValidator(lambda v: resolve_ids(v)), WithJsonSchema(IDS_SCHEMA)]
-
-
-# ------------------------------------------------------------------------- seed prompt
-def check_seed_prompt(value: object) -> str | dict[str, str] | list[Message]:
-    """``initial_prompt`` checked by the library's own prompt validation (so a config takes
-    exactly the prompts a ``Program`` takes): a non-empty str, a table of named str components,
-    or a list of chat messages. A bad one is a ``ValueError`` with the library's message, which
-    the schema reports under the key ``initial_prompt``."""
-    if isinstance(value, str) and not value:
-        raise ValueError(
-            "the seed prompt is empty; give its text, a table of named texts, or a list of "
-            "chat messages {role, content}"
-        )
-    try:
-        return validate_prompt(value, name="initial_prompt")
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-
-
-_MESSAGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "role": {"enum": list(MESSAGE_ROLES)},
-        "content": {"type": "string", "description": "the text the optimizer rewrites"},
-        "name": {
-            "type": "string",
-            "minLength": 1,
-            "description": "the component's name (default: the role, or role_N when repeated)",
-        },
-    },
-    "required": ["role", "content"],
-    "additionalProperties": False,
-}
-PROMPT_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "string", "minLength": 1},
-        {"type": "object", "additionalProperties": {"type": "string"}, "minProperties": 1},
-        {"type": "array", "items": _MESSAGE_SCHEMA, "minItems": 1},
-    ],
-    "description": "the seed prompt: a text, a table of named texts (each a component), or a "
-    "list of chat messages {role, content[, name]} whose contents are the components",
-}
-
-#: the seed prompt after validation; its JSON schema is :data:`PROMPT_SCHEMA`
-SeedPrompt = Annotated[
-    str | dict[str, str] | list[dict[str, str]],
-    BeforeValidator(check_seed_prompt),
-    WithJsonSchema(PROMPT_SCHEMA),
-]
 
 
 # ------------------------------------------------------------------------------- sections
@@ -391,7 +270,7 @@ class RunConfigBase(_Strict):
 
     def to_toml(self) -> str:
         """The config as a TOML file with one ``[policy_optimization]`` table."""
-        return _to_toml({SECTION_NAMES[0]: _drop_none(self.to_dict())})
+        return to_toml({SECTION_NAMES[0]: _drop_none(self.to_dict())})
 
     # ================================================================ internals
     @classmethod
@@ -626,48 +505,6 @@ def settings_schema(name: str, reserved: Mapping[str, str]) -> dict[str, Any]:
     return schema
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key.path=value`` (a ``--set`` argument, local or ``job submit``) as (dotted key, value);
-    the value is read as TOML (``5``, ``true``, ``"x"``, ``[1, 2]``, ``{a = 1}``), else as JSON
-    (``{"a": 1}``), else kept as the bare text (``openai/gpt-4o-mini``)."""
-    key, eq, raw = text.partition("=")
-    key = key.strip()
-    if not eq or not key:
-        raise ConfigError(
-            f"--set {text!r} is not key.path=value; e.g. --set gepa.minibatch_size=5."
-        )
-    tomllib = _tomllib()
-    text = raw.strip()
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-        if not isinstance(value, (datetime.date, datetime.time)):  # a date is kept as text
-            return key, value
-    except tomllib.TOMLDecodeError:
-        pass
-    try:
-        return key, json.loads(text)
-    except ValueError:
-        return key, text
-
-
-def read_toml(path_or_text: str | Path, *, kind: str = "config") -> dict[str, Any]:
-    """The dict of a TOML file (a Path, or a str naming an existing file) or TOML text."""
-    tomllib = _tomllib()
-    text: str
-    source = "TOML text"
-    if isinstance(path_or_text, Path) or not any(c in path_or_text for c in "\n=["):
-        from policyopt.runconfig.files import read_text
-
-        path = Path(path_or_text)
-        text, source = read_text(path, f"{kind[0].upper()}{kind[1:]} file"), str(path)
-    else:
-        text = path_or_text
-    try:
-        return dict(tomllib.loads(text))
-    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
-        raise ConfigError(f"{source} is not valid TOML: {exc}") from None
-
-
 def unknown_key(key: str, valid: Any) -> str:
     """'unknown key' with a did-you-mean, or the valid keys."""
     names = sorted(str(v) for v in valid)
@@ -693,14 +530,6 @@ def error_message(error: Mapping[str, Any]) -> str:
 
 
 # ============================================================================== helpers
-def _tomllib() -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    return tomllib
-
-
 def _optimizer_names() -> list[str]:
     from policyopt.registry import optimizer_names
 
@@ -767,56 +596,3 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_none(v) for v in value]
     return value
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped."""
-    out = []
-    for char in text:
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_key(key: str) -> str:
-    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
-    return key if bare else _toml_string(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        inner = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
-        return "{" + inner + "}"
-    raise ConfigError(f"Cannot write {describe(value)} as TOML.")
-
-
-def _to_toml(data: Mapping[str, Any], path: str = "") -> str:
-    """A small TOML writer for configs: scalars first, then one table per nested dict."""
-    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
-    out: list[str] = []
-    if path and (scalars or not tables):
-        out.append(f"[{path}]")
-    out += [f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in scalars]
-    for key, value in tables:
-        sub = f"{path}.{_toml_key(str(key))}" if path else _toml_key(str(key))
-        chunk = _to_toml(value, sub)
-        if chunk:
-            out.append(("\n" if out else "") + chunk)
-    return "\n".join(out)
