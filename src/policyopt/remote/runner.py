@@ -19,7 +19,8 @@ server's request handling for the GIL.
 The optimizer's events go to the store as the job's events (one ordered stream per job
 whichever replica runs it); cancelling writes the run dir's ``STOP`` file, so the optimizer
 stops at its next check and the partial result is kept; a cancel asked of another replica
-reaches the job's replica at its next heartbeat.
+reaches the job's replica at its next heartbeat. What a run writes to the store (its events,
+progress, best and results) is in :mod:`policyopt.remote.job_events`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,15 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyopt.errors import ConfigError
-from policyopt.events import (
-    BatchDone,
-    CandidateEvaluated,
-    CandidateProposed,
-    Event,
-    NewBest,
-    RolloutsProgress,
-    RunFinished,
-    RunStarted,
+from policyopt.remote.job_events import (
+    EVENT_TYPES,
+    JobListener,
+    build_results,
+    scrub_paths,
+)
+from policyopt.remote.job_events import (
+    failure_reason as _reason,  # the failure line a job's owner sees
 )
 from policyopt.remote.job_lm import default_reflection_lm
 from policyopt.remote.leases import DEFAULT_LEASE_S, DEFAULT_POLL_S, LeaseHolder, new_replica_id
@@ -59,24 +57,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_LEASE_S",
+    "EVENT_TYPES",
     "JobRunner",
     "build_results",
     "default_reflection_lm",
     "new_replica_id",
+    "scrub_paths",
 ]
 
 logger = logging.getLogger("policyopt")
-
-#: optimizer event kind -> event type in the job's stream
-EVENT_TYPES = {
-    RunStarted.kind: "run.started",
-    BatchDone.kind: "rollouts.batch_done",
-    RolloutsProgress.kind: "rollouts.progress",
-    CandidateProposed.kind: "candidate.proposed",
-    CandidateEvaluated.kind: "candidate.evaluated",
-    NewBest.kind: "candidate.new_best",
-    RunFinished.kind: "run.finished",
-}
 
 #: HTTP timeout of one rollout when the job sets no per-rollout ``timeout``
 DEFAULT_ROLLOUT_TIMEOUT_S = 120.0
@@ -105,133 +94,6 @@ def _task_app_client(config: JobConfig, outbound: OutboundPolicy | None) -> Any:
         timeout=float(timeout),
         max_concurrency=max(8, int(kwargs.get("n_jobs") or 0)),
         outbound=outbound,
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-safe copy (non-finite floats become None: JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    return repr(value)
-
-
-class _JobListener:
-    """Writes a job's optimizer events to the store and keeps its progress and best current."""
-
-    def __init__(self, store: JobStore, job: JobRecord, initial_prompt: Any) -> None:
-        self.store = store
-        self.job_id = job.id
-        self.prompts: dict[int, Any] = {0: initial_prompt}
-        self.max_rollouts = job.progress.get("max_rollouts")
-        self.best_score: float | None = None
-        self._lock = threading.Lock()
-        self.detached = False  # set when the server stopped waiting for this run
-
-    def __call__(self, event: Event) -> None:
-        if self.detached:
-            return
-        data = event.to_dict()
-        data.pop("kind", None)
-        data.pop("time", None)
-        type_ = EVENT_TYPES.get(event.kind, event.kind)
-        if isinstance(event, RunStarted):
-            data.pop("settings", None)  # large, and already in the job's config
-        self.store.append_event(self.job_id, type_, _jsonable(data), message=_describe(event))
-        if isinstance(event, (BatchDone, RolloutsProgress)):
-            self.max_rollouts = event.max_rollouts
-            progress = {"rollouts_used": event.rollouts_used, "max_rollouts": event.max_rollouts}
-            self.store.update_job(self.job_id, progress=progress)
-        elif isinstance(event, CandidateProposed):
-            with self._lock:
-                self.prompts[event.candidate] = event.prompt
-        elif isinstance(event, NewBest):
-            with self._lock:
-                prompt = self.prompts.get(event.candidate)
-            fields: dict[str, Any] = {"best_score": _jsonable(event.score)}
-            if prompt is not None:
-                fields["best_prompt"] = prompt
-            self.store.update_job(self.job_id, **fields)
-
-
-def _describe(event: Event) -> str:
-    if isinstance(event, NewBest):
-        return f"new best: candidate {event.candidate} scores {event.score:.4f}"
-    if isinstance(event, CandidateProposed):
-        return f"candidate {event.candidate} proposed ({event.origin})"
-    if isinstance(event, CandidateEvaluated):
-        return f"candidate {event.candidate} scored {event.score:.4f} on {event.split}"
-    if isinstance(event, BatchDone):
-        return f"{event.n_run} rollouts run, {event.n_cached} cached ({event.label})"
-    if isinstance(event, RunFinished):
-        return f"search finished: {event.stop_reason}"
-    if isinstance(event, RunStarted):
-        return f"{event.optimizer} search started"
-    return event.kind
-
-
-def build_results(
-    store: JobStore,
-    job_id: str,
-    result: OptimizationResult,
-    test: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """The results body: best prompt, ranked prompts, history, test scores, usage."""
-    ranked = sorted(result.candidates, key=lambda c: (-c.val_score, c.index))
-    top = [
-        {
-            "rank": rank,
-            "candidate": c.index,
-            "prompt": c.prompt,
-            "val_score": _jsonable(c.val_score),
-            "n_val": len(c.val_scores),
-            "origin": c.origin,
-            "parents": list(c.parents),
-            "found_at_rollout": c.found_at_rollout,
-        }
-        for rank, c in enumerate(ranked, start=1)
-        if c.val_scores
-    ]
-    history: list[dict[str, Any]] = []
-    seen: set[tuple[str, Any]] = set()
-    since = 0
-    while True:
-        batch = store.events(job_id, since_seq=since, limit=5000)
-        if not batch:
-            break
-        since = batch[-1].seq
-        for event in batch:
-            if event.type not in ("candidate.proposed", "candidate.new_best"):
-                continue
-            key = (event.type, event.data.get("candidate"))
-            if key in seen:  # a resumed run replays its events
-                continue
-            seen.add(key)
-            history.append({"seq": event.seq, "ts": event.ts, "type": event.type, **event.data})
-    usage = {
-        "rollouts": result.n_rollouts,
-        "max_rollouts": result.max_rollouts,
-        "test_rollouts": 0 if test is None else test.get("rollouts", 0),
-        "lm_usage": {k: v.model_dump() for k, v in result.lm_usage.items()},
-        "cost_usd": result.cost_usd,
-        "wall_time_s": result.wall_time_s,
-    }
-    return _jsonable(
-        {
-            "best_prompt": result.best_prompt,
-            "best_score": result.best_score,
-            "best_candidate": result.best_candidate,
-            "stop_reason": result.stop_reason,
-            "top_prompts": top,
-            "history": history,
-            "test": test,
-            "usage": usage,
-        }
     )
 
 
@@ -313,7 +175,7 @@ class JobRunner(LeaseHolder):
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running: dict[str, Path] = {}
-        self._listeners: dict[str, _JobListener] = {}
+        self._listeners: dict[str, JobListener] = {}
         self._abandoned: set[str] = set()
         self._stop_sent: set[str] = set()
         self._lock = threading.Lock()
@@ -603,7 +465,7 @@ class JobRunner(LeaseHolder):
                         f"the task app at {config.task_app.url} is not healthy: {exc}"
                     ) from exc
             program = client.program(config.initial_prompt, config.policy())
-            listener = _JobListener(self.store, job, program.prompt)
+            listener = JobListener(self.store, job, program.prompt)
             with self._lock:
                 self._listeners[job.id] = listener
             lm = self.reflection_lm_factory(config)
@@ -692,23 +554,3 @@ class JobRunner(LeaseHolder):
     @staticmethod
     def _job_of(job_dir: Path) -> str:
         return job_dir.name
-
-
-def _reason(exc: BaseException) -> str:
-    """The failure reason shown to the job's owner: the error's type and message, with the
-    server's file paths (home, data dir, Python install) replaced by ``<path>``."""
-    return scrub_paths(f"{type(exc).__name__}: {str(exc).strip() or repr(exc)}")
-
-
-#: an absolute file path (not the path part of a URL: no scheme, host or dot before it)
-_PATH = re.compile(r"(?<![\w:/.@~-])(?:~/|/)(?:[\w.+@-]+/)*[\w.+@-]+")
-
-
-def scrub_paths(text: str) -> str:
-    """``text`` without file paths of this machine (each becomes ``<path>``), and without the
-    Python version or home directory it may name."""
-    home = os.path.expanduser("~")
-    if len(home) > 1:
-        text = text.replace(home, "~")
-    text = _PATH.sub("<path>", text)
-    return re.sub(r"[Pp]ython ?3\.\d+(?:\.\d+)?", "Python", text)
