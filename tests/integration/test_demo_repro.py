@@ -4,7 +4,8 @@ Run-to-run differences on the local model came from llama.cpp's continuous batch
 depended on which other requests shared its batch, so on timing) and from timeouts under load.
 This runs a small demo quietly and then beside two busy processes, and compares everything in
 the output that is not a clock reading: the prompts, every candidate's scores, the test rows,
-rollouts, LM calls and tokens.
+rollouts, LM calls and tokens. The quiet run is also the suite's check of what `policyopt demo`
+prints and writes (it was a separate demo run in test_cli.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 _HOG = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    sum(range(10000))\n"
 
 
-def _demo(out: Path) -> dict[str, Any]:
+def _demo(out: Path) -> tuple[dict[str, Any], str]:
     command = [
         sys.executable, "-m", "policyopt.cli", "demo", "--budget", "30", "--limit", "8",
         "--seed", "0", "--n-jobs", "4", "--no-progress", "--json", str(out),
@@ -31,7 +32,7 @@ def _demo(out: Path) -> dict[str, Any]:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(out.read_text(encoding="utf-8"))
+    return json.loads(out.read_text(encoding="utf-8")), done.stdout
 
 
 def _without_clocks(payload: dict[str, Any]) -> dict[str, Any]:
@@ -46,10 +47,20 @@ def _without_clocks(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_demo_twice_once_beside_a_cpu_hog_gives_the_same_json(tmp_path: Path) -> None:
-    quiet = _demo(tmp_path / "quiet.json")
+    quiet, printed = _demo(tmp_path / "quiet.json")
+    # what the demo reports: the three prompts' test accuracy and what GEPA spent
+    assert "accuracy on the held-out test split" in printed
+    assert "GEPA spent" in printed and "optimized (GEPA)" in printed
+    assert [row["prompt"] for row in quiet["rows"]] == [
+        "seed",
+        "optimized (GEPA)",
+        "hand-written reference",
+    ]
+    assert quiet["result"]["optimizer"] == "gepa" and quiet["result"]["n_rollouts"] <= 30
+    assert quiet["result"]["lm_usage"]["reflection"]["calls"] >= 1
     hogs = [subprocess.Popen([sys.executable, "-c", _HOG]) for _ in range(2)]
     try:
-        loaded = _demo(tmp_path / "loaded.json")
+        loaded, _ = _demo(tmp_path / "loaded.json")
     finally:
         for hog in hogs:  # stop only what this test started, by its handle
             hog.kill()
