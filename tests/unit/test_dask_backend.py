@@ -51,6 +51,7 @@ def test_an_address_without_a_scheduler_is_named() -> None:
         RolloutEngine(_evaluate, backend="dask://")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_an_unreachable_scheduler_fails_within_seconds() -> None:
     with socket.socket() as sock:  # a port nobody listens on

@@ -135,6 +135,7 @@ class NoGhostLM(LM):
         return 0.0
 
 
+@pytest.mark.slow
 def test_a_run_against_a_slow_server_never_exceeds_its_concurrency() -> None:
     """6 calls from 6 threads, 2 server slots: the first two time out, the rest wait longer.
 

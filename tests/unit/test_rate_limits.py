@@ -160,6 +160,7 @@ def test_without_a_limit_the_burst_gets_429s() -> None:
     assert "RateLimitError" in errors[0]
 
 
+@pytest.mark.slow
 def test_a_shared_request_limit_keeps_threads_and_coroutines_under_it() -> None:
     limit = RateLimit(requests=6, per=2.0)
     with limited_server(requests=6, per=2.0) as server:
@@ -176,6 +177,7 @@ def test_a_shared_request_limit_keeps_threads_and_coroutines_under_it() -> None:
     assert limit.waits > 0
 
 
+@pytest.mark.slow
 def test_a_token_limit_counts_prompt_and_max_tokens() -> None:
     limit = RateLimit(tokens=150, per=2.0)
     with limited_server(tokens=150, per=2.0) as server:

@@ -60,6 +60,7 @@ def _reference(name: str, tmp: Path) -> tuple[Any, int]:
     return _REFERENCE[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gepa", "mipro"])
 @settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -26,7 +26,7 @@ from tests.integration.remote.support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 TASK_KEY = "kill-task-key"

@@ -21,7 +21,7 @@ import pytest
 from tests.integration.remote.support import OWNER_KEY, wait_for
 from tests.integration.remote.test_e2e import TASK_KEY, Proc, start_server, start_task_app
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[3]
 JOBS = "/api/policy-optimization/online/jobs"

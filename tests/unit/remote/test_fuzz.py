@@ -83,6 +83,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop(timeout=30)
 
 
+@pytest.mark.slow
 def test_no_request_of_any_shape_gives_a_5xx_or_breaks_the_schema(served: str) -> None:
     raw = httpx.get(f"{served}/openapi.json", timeout=10).json()
     schema = schemathesis.openapi.from_dict(raw)

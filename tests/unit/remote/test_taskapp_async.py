@@ -437,6 +437,7 @@ def in_flight_app(n_train: int, n_val: int) -> Iterator[str]:
         proc.wait(10)
 
 
+@pytest.mark.slow
 def test_a_job_runs_its_rollouts_as_coroutines_many_in_flight(tmp_path: Path) -> None:
     """GEPA on a real job server, n_jobs=100, against a task app whose rollouts await 0.5 s:
     the budget is spent exactly, each rollout served once, more than 50 at once (with 50 ms, a

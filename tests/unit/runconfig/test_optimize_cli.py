@@ -339,6 +339,7 @@ def test_a_hugging_face_dataset_folder(
     assert (est["n_train"], est["n_val"]) == (3, 4)
 
 
+@pytest.mark.slow
 def test_mlflow_tracking_logs_the_run(project: Path) -> None:
     """The config's [tracking.mlflow] names the experiment; --mlflow URI picks the store."""
     pytest.importorskip("mlflow")

@@ -26,6 +26,7 @@ class Broken:
         raise RuntimeError("the peer blew up")
 
 
+@pytest.mark.slow
 def test_bench_logs_a_parent_run_and_a_nested_run_per_cell(tmp_path: Path) -> None:
     register("broken", Broken)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
