@@ -33,10 +33,30 @@ def reflection_lm() -> Iterator[LocalLM]:
         yield lm
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_peer_on_antonyms_with_the_local_model(
-    name: str, local_lm: LocalLM, reflection_lm: LocalLM, tmp_path: Path
-) -> None:
+# A class per peer: ./scripts/test keeps a module's tests on one xdist worker (--dist loadscope)
+# but splits a module by class, and the three peers in a row were one of the suite's longest chains.
+class TestGepaLib:
+    def test_peer_on_antonyms_with_the_local_model(
+        self, local_lm: LocalLM, reflection_lm: LocalLM, tmp_path: Path
+    ) -> None:
+        _peer_on_antonyms("gepa-lib", local_lm, reflection_lm, tmp_path)
+
+
+class TestDspyGepa:
+    def test_peer_on_antonyms_with_the_local_model(
+        self, local_lm: LocalLM, reflection_lm: LocalLM, tmp_path: Path
+    ) -> None:
+        _peer_on_antonyms("dspy-gepa", local_lm, reflection_lm, tmp_path)
+
+
+class TestDspyMipro:
+    def test_peer_on_antonyms_with_the_local_model(
+        self, local_lm: LocalLM, reflection_lm: LocalLM, tmp_path: Path
+    ) -> None:
+        _peer_on_antonyms("dspy-mipro", local_lm, reflection_lm, tmp_path)
+
+
+def _peer_on_antonyms(name: str, local_lm: LocalLM, reflection_lm: LocalLM, tmp_path: Path) -> None:
     budget, settings = CASES[name]
     optimizer = get_optimizer(name)
     missing = optimizer.unavailable()

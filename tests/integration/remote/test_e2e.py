@@ -127,8 +127,10 @@ def config(task_url: str, algorithm: str = "gepa", budget: int = 24) -> dict[str
     }
 
 
-@pytest.mark.parametrize("algorithm", ["gepa", "mipro"])
-def test_job_on_the_local_model(task_app: Proc, server: Proc, algorithm: str) -> None:
+# Each test below is a class of its own: ./scripts/test keeps a module's tests on one xdist worker
+# (--dist loadscope) but splits a module by class, and these four in a row were the suite's longest
+# chain (each worker that runs one starts its own task app).
+def _job_on_the_local_model(task_app: Proc, server: Proc, algorithm: str) -> None:
     seen: list[JobEvent] = []
     with PolicyOptimizationJob.from_dict(
         config(task_app.url, algorithm), server.url, OWNER_KEY
@@ -145,7 +147,29 @@ def test_job_on_the_local_model(task_app: Proc, server: Proc, algorithm: str) ->
     assert result.usage is not None and result.usage["lm_usage"]
 
 
-def test_cancel_mid_run(task_app: Proc, server: Proc) -> None:
+class TestGepaJob:
+    def test_job_on_the_local_model(self, task_app: Proc, server: Proc) -> None:
+        _job_on_the_local_model(task_app, server, "gepa")
+
+
+class TestMiproJob:
+    def test_job_on_the_local_model(self, task_app: Proc, server: Proc) -> None:
+        _job_on_the_local_model(task_app, server, "mipro")
+
+
+class TestCancel:
+    def test_cancel_mid_run(self, task_app: Proc, server: Proc) -> None:
+        _cancel_mid_run(task_app, server)
+
+
+class TestServerSigkill:
+    def test_server_sigkill_mid_job_then_restart_resumes(
+        self, task_app: Proc, tmp_path: Path
+    ) -> None:
+        _server_sigkill_mid_job_then_restart_resumes(task_app, tmp_path)
+
+
+def _cancel_mid_run(task_app: Proc, server: Proc) -> None:
     with PolicyOptimizationJob.from_dict(
         config(task_app.url, budget=400), server.url, OWNER_KEY
     ) as job:
@@ -157,7 +181,7 @@ def test_cancel_mid_run(task_app: Proc, server: Proc) -> None:
     assert result.progress.rollouts_used < 400 and result.top_prompts
 
 
-def test_server_sigkill_mid_job_then_restart_resumes(task_app: Proc, tmp_path: Path) -> None:
+def _server_sigkill_mid_job_then_restart_resumes(task_app: Proc, tmp_path: Path) -> None:
     server = start_server(tmp_path, "first")
     try:
         with PolicyOptimizationJob.from_dict(
