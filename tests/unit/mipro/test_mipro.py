@@ -14,25 +14,9 @@ from policyopt.ledger import with_lm_cap
 from policyopt.mipro import estimate_rollouts, preset
 from policyopt.mipro.config import MIPROSettings
 from policyopt.mipro.demos import Demo, build_demo_sets, detect_label_key, format_prompt
-from policyopt.testing import ScriptedLM
 from policyopt.testing.conformance import Conformance, CountingEvaluate, keyword_task
-
-BEST = "Solve the task with alpha beta gamma delta epsilon zeta."
-
-
-def proposer(best_at: int = 3) -> ScriptedLM:
-    """Proposes weak instructions, and the clearly best one as its ``best_at``-th proposal."""
-    count = {"n": 0}
-
-    def answer(text: str) -> str:
-        if "describe what this dataset" in text:
-            return "Each example needs a keyword in the instruction."
-        count["n"] += 1
-        if count["n"] == best_at:
-            return f"Here:\n```\n{BEST}\n```"
-        return f"```\nSolve the task, version {count['n']}, alpha.\n```"
-
-    return ScriptedLM(answer)
+from policyopt.testing.scripted import BEST
+from policyopt.testing.scripted import keyword_proposer_lm as proposer
 
 
 def mipro(**kwargs: Any) -> MIPRO:
