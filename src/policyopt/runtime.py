@@ -51,7 +51,14 @@ from policyopt.state.rundir import RunDir, callable_identity, fingerprint
 from policyopt.stopping import Stopper
 from policyopt.types import OptimizationResult, Program, example_ids
 
-__all__ = ["MAX_LM_FAILURES", "LMUnavailable", "RunContext", "RunSettings", "call_all"]
+__all__ = [
+    "MAX_LM_FAILURES",
+    "LMUnavailable",
+    "RunContext",
+    "RunSettings",
+    "call_all",
+    "proposal_workers",
+]
 
 logger = logging.getLogger("policyopt")
 
@@ -73,6 +80,17 @@ def settings_or_error(model: type[_S], values: Mapping[str, Any], optimizer: str
             where = ".".join(str(p) for p in error["loc"]) or "settings"
             lines.append(f"{where}: {error['msg']} (got {error.get('input')!r:.80})")
         raise ConfigError(f"Invalid {optimizer} settings: " + "; ".join(lines)) from None
+
+
+def proposal_workers(lm: Any, n_calls: int, attempts: int, n_jobs: int) -> int:
+    """Threads for ``n_calls`` proposals of up to ``attempts`` LM calls each: as many as
+    ``n_jobs`` allows, or one when the optimizer LM's caps may refuse some of them (see
+    :meth:`~policyopt.state.memo.JournaledLM.fits`: then the order decides, not the timing)."""
+    workers = max(1, min(n_calls, n_jobs if n_jobs > 0 else 4))
+    fits = getattr(lm, "fits", None)
+    if fits is not None and not fits(n_calls * attempts):
+        return 1
+    return workers
 
 
 def call_all(calls: Sequence[Callable[[], _T]], workers: int) -> list[_T]:

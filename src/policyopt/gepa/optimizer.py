@@ -49,7 +49,13 @@ from policyopt.gepa.strategies import (
 )
 from policyopt.lm.base import resolve_lm
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
-from policyopt.runtime import RunContext, _one_lm, call_all, settings_or_error
+from policyopt.runtime import (
+    RunContext,
+    _one_lm,
+    call_all,
+    proposal_workers,
+    settings_or_error,
+)
 from policyopt.types import LMUsage, OptimizationResult, Program
 
 __all__ = ["GEPA", "estimate"]
@@ -424,7 +430,10 @@ class _Run:
             return prompt
 
         tasks = [(job, n) for job in jobs for n in range(self.samples)]
-        workers = max(1, min(len(tasks), self.s.n_jobs if self.s.n_jobs > 0 else 4))
+        components = max((len(job[4]) for job in jobs), default=1)
+        attempts = components * (self.s.max_proposal_retries + 1)
+        lm = getattr(self.proposer, "lm", None)
+        workers = proposal_workers(lm, len(tasks), attempts, self.s.n_jobs)
         # LM failures were counted (and skipped) by the proposer; a run-stopping one
         # (LMUnavailable) is raised here once every sibling has finished; Ctrl-C does not wait
         outcomes = call_all([partial(one, job, n) for job, n in tasks], workers)

@@ -76,7 +76,13 @@ from policyopt.opro.meta import (
 from policyopt.prompts import PromptShape
 from policyopt.proposals import FAILED, Guard, ProposalLoop, echo_guard
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
-from policyopt.runtime import RunContext, _one_lm, call_all, settings_or_error
+from policyopt.runtime import (
+    RunContext,
+    _one_lm,
+    call_all,
+    proposal_workers,
+    settings_or_error,
+)
 from policyopt.types import Candidate, ExampleId, OptimizationResult, Program, PromptValue
 
 __all__ = ["OPRO"]
@@ -399,7 +405,8 @@ class _Run:
             )
 
         slots = range(len(exemplars))
-        workers = max(1, min(len(exemplars), self.s.n_jobs if self.s.n_jobs > 0 else 4))
+        attempts = self.s.max_proposal_retries + 1
+        workers = proposal_workers(self.meta, len(exemplars), attempts, self.s.n_jobs)
         # a run-stopping LM failure (LMUnavailable) is raised once every sibling finished
         outcomes = call_all([partial(one, slot) for slot in slots], workers)
         texts, seen = [], set()

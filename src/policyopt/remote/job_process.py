@@ -96,7 +96,14 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
 
 
 def kill_after(runner: JobRunner, job_id: str, seconds: float = CANCEL_GRACE_S) -> None:
-    """Kill the process of a cancelled job if it still runs ``seconds`` from now."""
+    """Interrupt the process of a cancelled job now (SIGUSR1: it ends its run as after
+    Ctrl-C, abandoning LM calls and rollouts in flight, and keeps its result so far), and kill
+    it if it still runs ``seconds`` from now."""
+    with runner._lock:
+        first = runner.children.get(job_id)
+    if first is not None and first.pid is not None:
+        with contextlib.suppress(OSError):
+            os.kill(first.pid, signal.SIGUSR1)
 
     def kill() -> None:
         with runner._lock:
@@ -154,13 +161,21 @@ def _child_main(spec: dict[str, Any], job_id: str, send: Connection) -> None:
     def stop(signum: int, frame: Any) -> None:  # no new rollout starts after the signal
         os._exit(EXIT_INTERRUPTED)
 
+    def cancel(signum: int, frame: Any) -> None:  # the job was cancelled: end it as Ctrl-C does
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGUSR1, cancel)
     try:
         job = store.get_job(job_id)
         if job is None:
             send.send(("error", f"job {job_id} is not in the database"))
             return
-        send.send(runner.outcome(job, job_dir))
+        try:
+            send.send(runner.outcome(job, job_dir))
+        except KeyboardInterrupt:  # cancelled before the run had a result to keep
+            send.send(("interrupted", ""))
     finally:
         send.close()
         store.close()

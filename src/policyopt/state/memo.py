@@ -125,6 +125,23 @@ class JournaledLM:
             self.usage = self.usage + record_usage(record)
         return record
 
+    def fits(self, calls: int) -> bool:
+        """Whether ``calls`` more live calls surely fit under ``max_calls``/``max_tokens``: when
+        not, an optimizer makes them one at a time, so which one the cap refuses does not
+        depend on which thread was faster (a fixed seed gives the same run)."""
+        with self._lock:
+            spent = max(self.usage, self.billed, key=lambda u: u.calls)
+            if (
+                self.max_calls is not None
+                and spent.calls + self._in_flight + calls > self.max_calls
+            ):
+                return False
+            if self.max_tokens is None:
+                return True
+            tokens = spent.prompt_tokens + spent.completion_tokens
+            per_call = tokens / spent.calls if spent.calls else self.max_tokens
+            return tokens + calls * per_call < self.max_tokens
+
     def _reserve(self) -> bool:
         """Room for one more live call under the caps (then it counts as in flight)."""
         with self._lock:  # the bill of every segment counts, not only this run's path
