@@ -26,12 +26,13 @@ from typing import Any
 
 from policyopt import GEPA, MIPRO, OPRO, Score
 from policyopt.testing import ScriptedLM
-from policyopt.testing.conformance import CountingEvaluate, keyword_reflection_lm, keyword_task
+from policyopt.testing.conformance import keyword_reflection_lm, keyword_task
 from policyopt.testing.scripted import (
     FailsOnSomeExamples,
     flaky_lm,
     keyword_meta_lm,
     keyword_proposer_lm,
+    lenient_gepa_run,
 )
 
 OPTIMIZERS: dict[str, tuple[Callable[..., Any], Callable[[], ScriptedLM]]] = {
@@ -80,20 +81,11 @@ def resume(name: str, run_dir: Path) -> dict[str, Any]:
 
 
 def bill(run_dir: Path) -> dict[str, Any]:
-    def run(evaluate: CountingEvaluate, budget: int) -> Any:
-        program, train, val = keyword_task(evaluate=evaluate)
-        return GEPA(
-            reflection_lm=keyword_reflection_lm(),
-            max_rollouts=budget,
-            n_jobs=1,
-            progress=False,
-            run_dir=str(run_dir),
-            max_error_rate=None,
-            quarantine_after=None,
-        ).optimize(program, train, val)
-
-    run(FailsOnSomeExamples(True), 60)  # its reflections saw failed rollouts
-    result = run(FailsOnSomeExamples(False), 150)  # re-run, they succeed: other reflection prompts
+    # the first segment's reflections saw failed rollouts; resumed with them fixed
+    lenient_gepa_run(str(run_dir), FailsOnSomeExamples(True), 60)
+    result = lenient_gepa_run(
+        str(run_dir), FailsOnSomeExamples(False), 150
+    )  # re-run, they succeed: other reflection prompts
     lines = (run_dir / "journal.jsonl").read_text(encoding="utf-8").splitlines()
     journaled = sum(json.loads(line).get("type") == "proposal" for line in lines)
     return {"reported": result.lm_usage["reflection"].calls, "journaled": journaled}

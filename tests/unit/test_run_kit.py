@@ -17,6 +17,7 @@ from policyopt.testing.scripted import (
     flaky_lm,
     keyword_meta_lm,
     keyword_proposer_lm,
+    lenient_gepa_run,
 )
 
 #: (factory taking the LM and the shared settings, the LM factory)
@@ -115,16 +116,7 @@ def test_a_resumed_runs_bill_sums_every_segment(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
 
     def run(evaluate: CountingEvaluate, budget: int) -> Any:
-        program, train, val = keyword_task(evaluate=evaluate)
-        return GEPA(
-            reflection_lm=keyword_reflection_lm(),
-            max_rollouts=budget,
-            n_jobs=1,
-            progress=False,
-            run_dir=str(run_dir),
-            max_error_rate=None,
-            quarantine_after=None,
-        ).optimize(program, train, val)
+        return lenient_gepa_run(str(run_dir), evaluate, budget)
 
     run(FailsOnSomeExamples(broken=True), 60)  # its reflections saw failed rollouts
     first = _journal(run_dir)

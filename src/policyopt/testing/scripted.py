@@ -6,11 +6,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from policyopt.testing.conformance import CountingEvaluate
+from policyopt.testing.conformance import CountingEvaluate, keyword_reflection_lm, keyword_task
 from policyopt.testing.fake_lm import ScriptedLM
-from policyopt.types import Score
+from policyopt.types import OptimizationResult, Score
 
-__all__ = ["FailsOnSomeExamples", "flaky_lm", "keyword_meta_lm", "keyword_proposer_lm"]
+__all__ = [
+    "FailsOnSomeExamples",
+    "flaky_lm",
+    "keyword_meta_lm",
+    "keyword_proposer_lm",
+    "lenient_gepa_run",
+]
 
 #: the instruction :func:`keyword_proposer_lm` proposes third: every keyword, so val 1.0
 BEST = "Solve the task with alpha beta gamma delta epsilon zeta."
@@ -68,3 +74,20 @@ class FailsOnSomeExamples(CountingEvaluate):
         if self.broken and example["id"].startswith("t") and int(example["id"][1:]) % 3:
             raise RuntimeError("backend down")
         return super().__call__(prompt, example)
+
+
+def lenient_gepa_run(run_dir: str, evaluate: CountingEvaluate, budget: int) -> OptimizationResult:
+    """GEPA on the keyword task in ``run_dir``, one rollout at a time, never stopping for
+    failed rollouts: the resumed-bill scenario of the run-kit tests and ``lm_bill.py``."""
+    from policyopt.gepa import GEPA
+
+    program, train, val = keyword_task(evaluate=evaluate)
+    return GEPA(
+        reflection_lm=keyword_reflection_lm(),
+        max_rollouts=budget,
+        n_jobs=1,
+        progress=False,
+        run_dir=run_dir,
+        max_error_rate=None,
+        quarantine_after=None,
+    ).optimize(program, train, val)
