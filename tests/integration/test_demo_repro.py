@@ -5,7 +5,9 @@ depended on which other requests shared its batch, so on timing) and from timeou
 This runs a small demo quietly and then beside two busy processes, and compares everything in
 the output that is not a clock reading: the prompts, every candidate's scores, the test rows,
 rollouts, LM calls and tokens. The quiet run is also the suite's check of what `policyopt demo`
-prints and writes (it was a separate demo run in test_cli.py).
+prints and writes (it was a separate demo run in test_cli.py), and the loaded run logs to MLflow
+(read back from the SQLite store; it was a third demo run in test_mlflow_local.py): tracking must
+not change a figure either.
 """
 
 from __future__ import annotations
@@ -18,21 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 _HOG = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    sum(range(10000))\n"
 
 
-def _demo(out: Path) -> tuple[dict[str, Any], str]:
+def _demo(out: Path, *extra: str) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
     command = [
         sys.executable, "-m", "policyopt.cli", "demo", "--budget", "30", "--limit", "8",
-        "--seed", "0", "--n-jobs", "4", "--no-progress", "--json", str(out),
+        "--seed", "0", "--n-jobs", "4", "--no-progress", "--json", str(out), *extra,
     ]  # fmt: skip
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(out.read_text(encoding="utf-8")), done.stdout
+    return json.loads(out.read_text(encoding="utf-8")), done
 
 
 def _without_clocks(payload: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +50,8 @@ def _without_clocks(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_demo_twice_once_beside_a_cpu_hog_gives_the_same_json(tmp_path: Path) -> None:
-    quiet, printed = _demo(tmp_path / "quiet.json")
+    quiet, done = _demo(tmp_path / "quiet.json")
+    printed = done.stdout
     # what the demo reports: the three prompts' test accuracy and what GEPA spent
     assert "accuracy on the held-out test split" in printed
     assert "GEPA spent" in printed and "optimized (GEPA)" in printed
@@ -59,8 +63,9 @@ def test_demo_twice_once_beside_a_cpu_hog_gives_the_same_json(tmp_path: Path) ->
     assert quiet["result"]["optimizer"] == "gepa" and quiet["result"]["n_rollouts"] <= 30
     assert quiet["result"]["lm_usage"]["reflection"]["calls"] >= 1
     hogs = [subprocess.Popen([sys.executable, "-c", _HOG]) for _ in range(2)]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
-        loaded, _ = _demo(tmp_path / "loaded.json")
+        loaded, tracked = _demo(tmp_path / "loaded.json", "--mlflow", uri)
     finally:
         for hog in hogs:  # stop only what this test started, by its handle
             hog.kill()
@@ -70,3 +75,35 @@ def test_demo_twice_once_beside_a_cpu_hog_gives_the_same_json(tmp_path: Path) ->
     assert a["rows"] == b["rows"]
     assert a["result"]["best_prompt"] == b["result"]["best_prompt"]
     assert a == b
+    _check_mlflow(uri, loaded, tracked)
+
+
+def _check_mlflow(
+    uri: str, payload: dict[str, Any], done: subprocess.CompletedProcess[str]
+) -> None:
+    """The loaded demo's MLflow run, read back: params, test metrics, curves, artifacts."""
+    assert "Logged to MLflow" in done.stdout
+    assert "WARNING" not in done.stderr and "Traceback" not in done.stderr
+    result = payload["result"]
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments() if e.name == "policyopt"]
+    )
+    assert run.info.run_id in done.stdout  # the CLI names the run it wrote
+    assert run.info.status == "FINISHED" and run.info.run_name == "demo antonyms gepa"
+    p, m = run.data.params, run.data.metrics
+    assert p["task"] == "antonyms" and p["optimizer"] == "gepa" and p["max_rollouts"] == "30"
+    assert m["test_seed"] == payload["rows"][0]["test_accuracy"]
+    assert m["test_optimized"] == payload["rows"][1]["test_accuracy"]
+    assert m["n_rollouts"] == result["n_rollouts"] <= 30
+    assert m["lm_calls"] == result["lm_usage"]["reflection"]["calls"]
+    assert m["task_lm_calls"] >= result["n_rollouts"]
+    vals = client.get_metric_history(run.info.run_id, "val_score")
+    means = [sum(c["val_scores"].values()) / len(c["val_scores"]) for c in result["candidates"]]
+    assert [h.value for h in vals] == pytest.approx(means)
+    best = client.get_metric_history(run.info.run_id, "best_score")
+    assert best[-1].value == result["best_score"] and best[-1].step == result["n_rollouts"]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"best_prompt.txt", "result.json", "candidates.json", "plots"} <= names
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/curve.png", "plots/lineage.png", "plots/coverage.png"} <= plots

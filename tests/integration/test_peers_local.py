@@ -18,12 +18,13 @@ from policyopt.tasks import get_task
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: name -> (budget, settings): small, to keep this test quick on two cores. gepa needs the valset
-#: (4) and one step (2 x 3); MIPROv2 with 3 candidates needs 18 for one trial (one bootstrap pass
-#: over 6, the default program on 4, a trial on 4, its full evaluation on 4).
+#: (4) and one step (2 x 3); MIPROv2 with 2 candidates (the zero-shot and the labeled demo sets:
+#: no bootstrap pass, two proposer calls, the LM-bound part) needs 12 for one trial (the default
+#: program on 4, a trial on 4, its full evaluation on 4).
 CASES = {
     "gepa-lib": (16, {}),
     "dspy-gepa": (16, {"reflection_max_tokens": 48}),
-    "dspy-mipro": (20, {"num_candidates": 3, "proposer_max_tokens": 48}),
+    "dspy-mipro": (16, {"num_candidates": 2, "proposer_max_tokens": 48}),
 }
 
 
