@@ -7,6 +7,7 @@ answer, reject an unusable one (:func:`~policyopt.lm.parsing.check_proposal`), r
 optimizer's guards (copies of examples, echoes of the prompt's own words, repeats), retry up to
 ``max_retries`` times, and count every rejection under one key in :attr:`ProposalLoop.rejections`.
 What differs between optimizers (the prompt, how an answer is read, which guards) is passed in.
+The program's ``objective`` and ``background`` (:func:`brief`) head every proposal prompt.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "Guard",
     "Parsed",
     "ProposalLoop",
+    "brief",
     "echo_guard",
     "find_echo",
     "parse_fenced",
@@ -52,6 +54,17 @@ class Parsed:
     text: str
     balanced: bool = True
     truncated: bool = False
+
+
+def brief(objective: str | None, background: str | None) -> str:
+    """The text every proposal prompt of a run starts with: the program's objective and
+    background (empty when it has neither)."""
+    parts = []
+    if objective:
+        parts.append(f"Objective: {objective.strip()}")
+    if background:
+        parts.append(f"Background:\n{background.strip()}")
+    return "\n\n".join(parts)
 
 
 def parse_fenced(record: Mapping[str, Any]) -> Parsed:
@@ -195,6 +208,8 @@ class ProposalLoop:
         reason: str | None = None
         for attempt in range(self.max_retries + 1):
             prompt = render(attempt, reason)
+            if self.lm.brief:  # the run's objective and background, above every optimizer's prompt
+                prompt = f"{self.lm.brief}\n\n{prompt}"
             draw = sample(attempt) if callable(sample) else sample
             record = self.lm.ask(f"{key}/{attempt}", prompt, sample=draw)
             if record is None:  # the LM failed past its retries: skip this proposal

@@ -54,6 +54,9 @@ class OptimizerSpec:
     ``small_model_settings`` and ``small_model_lm`` (LM keyword overrides) are what a tiny
     model needs; ``fit_to_budget`` fills in a plan (e.g. trials) from the budget and data sizes
     (and raises when the budget cannot run it); ``estimator`` forecasts what the plan spends.
+    ``artifact_settings`` are its defaults when the candidate is any text artifact (code, a
+    config: :func:`policyopt.optimize_anything`); ``single_task`` says whether it can search
+    with no dataset (one problem, the candidate is the solution).
     """
 
     name: str
@@ -66,6 +69,8 @@ class OptimizerSpec:
     small_model_lm: Mapping[str, Any] = field(default_factory=dict)
     fit_to_budget: BudgetFit | None = None
     estimator: Estimator | None = None
+    artifact_settings: Mapping[str, Any] = field(default_factory=dict)
+    single_task: bool = True
 
     def setting_names(self) -> list[str]:
         """Every setting the algorithm accepts (besides its LM and listeners)."""

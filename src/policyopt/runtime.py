@@ -44,6 +44,7 @@ from policyopt.events import (
 )
 from policyopt.ledger import Segments, with_lm_cap
 from policyopt.progress import ProgressDisplay
+from policyopt.proposals import brief
 from policyopt.rollout import RolloutEngine
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.state.memo import JournaledLM
@@ -250,6 +251,12 @@ class RunSettings(BaseModel):
         """The perfect score: the top of ``score_range`` (1.0 when unchecked)."""
         return 1.0 if self.score_range is None else self.score_range[1]
 
+    def perfect(self) -> float:
+        """The score that counts as solved (a run with ``stop_at_perfect`` stops there): the
+        optimizer's ``perfect_score`` setting where it has one and it is set, else the top."""
+        target = getattr(self, "perfect_score", None)
+        return self.top_score() if target is None else float(target)
+
 
 class RunContext:
     """The shared machinery of one run; ``settings`` is the optimizer's pydantic settings."""
@@ -277,6 +284,8 @@ class RunContext:
             ident = {k: v for k, v in dump.items() if k not in set(resumable)}
             ident.update(identity)
             ident["evaluate"] = callable_identity(program.evaluate)
+            # the proposal prompts' objective and background (only when given: older run dirs)
+            ident.update({k: v for k in ("objective", "background") if (v := getattr(program, k))})
             # what evaluate calls, where the code that built it knows (the CLI: the task model)
             extra = getattr(program.evaluate, "policyopt_identity", None)
             if isinstance(extra, Mapping):
@@ -330,6 +339,7 @@ class RunContext:
             stop_check=self._urgent_stop,
         )
         self._has_result: Callable[[], bool] = lambda: False
+        self.brief = brief(program.objective, program.background)  # heads every proposal prompt
         self._lms: list[JournaledLM] = []
         self.estimate: dict[str, Any] = {}  # as announced, the optimizer-LM cap included
         self.strategies_resumable = True  # an optimizer with custom strategies may say no
@@ -463,6 +473,7 @@ class RunContext:
             max_calls=self.settings.max_lm_calls,
             max_tokens=self.settings.max_lm_tokens,
             can_pay=can_pay,
+            brief=self.brief,
         )
         self._lms.append(journaled)
         return journaled

@@ -173,16 +173,21 @@ class Program:
     ``evaluate(prompt, example)`` runs the user's program with ``prompt`` on one example and
     returns a float or a :class:`Score`. It receives the prompt in the seed's shape (str, dict,
     or a list of chat messages with optimized contents). ``run(prompt, example)``, optional,
-    returns the program's output (MIPRO bootstraps demonstrations from it).
+    returns the program's output (MIPRO bootstraps demonstrations from it). ``objective`` (what
+    the prompt or artifact is for) and ``background`` (domain facts, constraints) are shown to
+    the optimizer's LM in every proposal prompt, and are part of a run's identity.
     """
 
-    __slots__ = ("evaluate", "prompt", "run")
+    __slots__ = ("background", "evaluate", "objective", "prompt", "run")
 
     def __init__(
         self,
         prompt: str | Mapping[str, str] | Sequence[Mapping[str, str]],
         evaluate: Callable[[Any, Any], object],
         run: Callable[[Any, Any], object] | None = None,
+        *,
+        objective: str | None = None,
+        background: str | None = None,
     ) -> None:
         self.prompt: str | dict[str, str] | list[Message] = validate_prompt(prompt, name="prompt")
         if not callable(evaluate):
@@ -194,8 +199,16 @@ class Program:
             raise ConfigError(
                 f"The 'run' parameter of Program must be callable or None; got {describe(run)}."
             )
+        for name, text in (("objective", objective), ("background", background)):
+            if text is not None and (not isinstance(text, str) or not text.strip()):
+                raise ConfigError(
+                    f"The {name!r} parameter of Program must be a non-empty str or None; got "
+                    f"{describe(text)} instead."
+                )
         self.evaluate = evaluate
         self.run = run
+        self.objective = objective
+        self.background = background
 
     @property
     def components(self) -> list[str]:

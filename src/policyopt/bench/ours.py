@@ -8,6 +8,7 @@ interrupted cell resumes without paying finished rollouts again.
 
 from __future__ import annotations
 
+from policyopt.anything import ARTIFACT_LM
 from policyopt.bench.cell import CellContext, OptimizerOutcome
 from policyopt.lm.metered import MeteredLM
 from policyopt.registry import get_spec
@@ -63,15 +64,20 @@ class Registered:
     def run(self, ctx: CellContext) -> OptimizerOutcome:
         """Search within the cell's budget, journaled in the cell's run dir (a cut cell resumes)."""
         spec = self.spec
+        # a code task's candidate is a whole text: the spec's artifact defaults, not the tiny
+        # model's one-sentence instruction preset, and an LM answer long enough for code
+        artifact = ctx.task.kind == "code"
         settings = spec.plan(
-            ctx.settings,
+            {**spec.artifact_settings, **ctx.settings} if artifact else ctx.settings,
             budget=ctx.budget,
             n_train=len(ctx.task.train),
             n_val=len(ctx.task.val),
-            small_model=ctx.small_model,
+            small_model=ctx.small_model and not artifact,
         )
         lm = ctx.reflection_lm
-        if ctx.small_model and spec.small_model_lm:
+        if artifact:
+            lm = MeteredLM(ctx.reflection_lm, **ARTIFACT_LM)
+        elif ctx.small_model and spec.small_model_lm:
             lm = MeteredLM(ctx.reflection_lm, **spec.small_model_lm)
         optimizer = spec.build(
             lm=lm,

@@ -41,7 +41,9 @@ class BenchSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tasks: list[str] = Field(min_length=1, description="built-in task names or langprobe:<name>")
+    tasks: list[str] = Field(
+        min_length=1, description="built-in task names, langprobe:<name> or code:<name>"
+    )
     optimizers: list[str] = Field(
         min_length=1, description="registered optimizer names or variants: gepa[merge=false]"
     )
@@ -74,7 +76,7 @@ class BenchSettings(BaseModel):
             return names
         out = []
         for name in names:
-            if "[" not in name or name.startswith("langprobe:"):
+            if "[" not in name or name.startswith(("langprobe:", "code:")):
                 out.append(name)
                 continue
             base, kind = split_task_name(name)

@@ -57,11 +57,16 @@ Log = Callable[[str], None]
 
 
 def resolve_task(name: str, split_seed: int = 0, limit: int | None = None) -> Task:
-    """A task by name: a built-in one, or ``langprobe:<dataset>`` (needs the network once)."""
+    """A task by name: a built-in one, ``langprobe:<dataset>`` (needs the network once), or
+    ``code:<name>`` (the candidate is code, scored by unit tests: :mod:`policyopt.tasks.code`)."""
     if name.startswith("langprobe:"):
         from policyopt.tasks import langprobe
 
         task = langprobe.load_langprobe(name.split(":", 1)[1], seed=split_seed)
+    elif name.startswith("code:"):
+        from policyopt.tasks.code import load_code_task
+
+        task = load_code_task(name.split(":", 1)[1], seed=split_seed)
     else:
         from policyopt.tasks import get_task
 

@@ -8,14 +8,24 @@ from pydantic import Field, ValidationInfo, field_serializer, field_validator
 
 from policyopt.choice import FinalChoice, final_choice_field, final_z_field
 from policyopt.gepa import strategies
-from policyopt.gepa.reflection import ADVICE_TEMPLATE, COMPACT_TEMPLATE, DEFAULT_TEMPLATE
+from policyopt.gepa.reflection import (
+    ADVICE_TEMPLATE,
+    ARTIFACT_TEMPLATE,
+    COMPACT_TEMPLATE,
+    DEFAULT_TEMPLATE,
+)
 from policyopt.runtime import RESUMABLE, RunSettings
 from policyopt.templates import check_template
 
 __all__ = ["RESUMABLE_CHANGES", "TEMPLATES", "GEPASettings"]
 
 #: built-in reflection templates by name: ``reflection_template="compact"`` works anywhere
-TEMPLATES = {"default": DEFAULT_TEMPLATE, "compact": COMPACT_TEMPLATE, "advice": ADVICE_TEMPLATE}
+TEMPLATES = {
+    "default": DEFAULT_TEMPLATE,
+    "compact": COMPACT_TEMPLATE,
+    "advice": ADVICE_TEMPLATE,
+    "artifact": ARTIFACT_TEMPLATE,
+}
 #: the placeholders a reflection template may use (see gepa.reflection.render_prompt)
 PLACEHOLDERS = ("component", "current", "records", "feedback", "advice", "retry", "outputs")
 
@@ -76,7 +86,8 @@ class GEPASettings(RunSettings):
     final_z: float = final_z_field()
     reflection_template: str = Field(
         DEFAULT_TEMPLATE,
-        description="the reflection meta-prompt, or a built-in by name (default, compact, advice)",
+        description="the reflection meta-prompt, or a built-in by name (default, compact, advice, "
+        "artifact)",
     )
 
     @field_validator(*strategies.NAMES)
@@ -99,10 +110,6 @@ class GEPASettings(RunSettings):
                 "must contain the placeholders {current} and {records}, {feedback} or {advice}"
             )
         return value
-
-    def perfect(self) -> float:
-        """The score that counts as solved."""
-        return self.top_score() if self.perfect_score is None else self.perfect_score
 
     def proposals(self) -> int:
         """Children per iteration: explicit, or one per ``minibatch_size`` threads (max 4).

@@ -137,7 +137,7 @@ class GEPA:
             errors to replace it, which guards a small valset against the winner's curse)
         final_z: standard errors subtracted by ``final_choice="lower_bound"``
         reflection_template: the reflection meta-prompt, or a built-in one by name
-            (default, compact, advice)
+            (default, compact, advice, artifact)
     """
 
     name = "gepa"

@@ -25,6 +25,7 @@ from policyopt.templates import render_template
 
 __all__ = [
     "ADVICE_TEMPLATE",
+    "ARTIFACT_TEMPLATE",
     "COMPACT_TEMPLATE",
     "DEFAULT_TEMPLATE",
     "check_proposal",
@@ -52,6 +53,26 @@ Then write a new instruction that fixes those failures: state the general rule t
 follow, add any task-specific facts the feedback reveals, and keep what already works.{retry}
 
 Reply with the new instruction inside one ``` fenced block."""
+
+#: For any text artifact (code, a config, a prompt: ``policyopt.optimize_anything``'s default):
+#: the whole text is rewritten, not an instruction to an assistant.
+ARTIFACT_TEMPLATE = """\
+Below is the current version of a text (the "{component}" part of a candidate) and how it was \
+evaluated. Your job is to write a better version.
+
+Current version:
+```
+{current}
+```
+
+Evaluations (the input, the result, and feedback on it):
+
+{records}
+
+Read the feedback carefully and work out why the text fell short. Then write an improved version \
+of the whole text that fixes those problems and keeps what already works.{retry}
+
+Reply with the complete new version inside one ``` fenced block."""
 
 #: For very small reflection models (e.g. the embedded SmolLM2-135M): short, feedback lines only
 #: (measured: full records gave no better proposals from SmolLM2), one sentence out.

@@ -40,4 +40,6 @@ SPEC = OptimizerSpec(
     description="reflective prompt evolution over a Pareto population (arXiv 2507.19457)",
     small_model_settings=SMALL_MODEL_SETTINGS,
     estimator=estimate,
+    # any text artifact: the whole text is rewritten, and it may quote what the evaluator showed
+    artifact_settings={"reflection_template": "artifact", "reject_copies": False},
 )

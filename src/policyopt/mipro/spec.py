@@ -55,4 +55,6 @@ SPEC = OptimizerSpec(
     small_model_settings=SMALL_MODEL_SETTINGS,
     fit_to_budget=fit_to_budget,
     estimator=estimate,
+    # demonstrations and its search need examples: one problem alone gives it nothing to do
+    single_task=False,
 )

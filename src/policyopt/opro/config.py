@@ -7,11 +7,18 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from policyopt.opro.meta import DEFAULT_TEMPLATE
+from policyopt.opro.meta import ARTIFACT_TEMPLATE, COMPACT_TEMPLATE, DEFAULT_TEMPLATE
 from policyopt.runtime import RESUMABLE, RunSettings
 from policyopt.templates import check_template
 
-__all__ = ["RESUMABLE_CHANGES", "OPROSettings", "estimate"]
+__all__ = ["RESUMABLE_CHANGES", "TEMPLATES", "OPROSettings", "estimate"]
+
+#: built-in meta-prompts by name: ``meta_template="artifact"`` works anywhere
+TEMPLATES = {
+    "default": DEFAULT_TEMPLATE,
+    "compact": COMPACT_TEMPLATE,
+    "artifact": ARTIFACT_TEMPLATE,
+}
 
 #: settings that may differ when a run_dir is resumed (they change where a run ends, not its path)
 RESUMABLE_CHANGES = RESUMABLE | {"patience", "max_steps"}
@@ -33,6 +40,9 @@ class OPROSettings(RunSettings):
     )
     max_steps: int | None = Field(None, ge=1, description="cap on optimization steps")
     patience: int | None = Field(None, ge=1, description="steps without a new best")
+    perfect_score: float | None = Field(
+        None, description="score that counts as solved; None: the top of score_range"
+    )
     stop_at_perfect: bool = Field(True, description="stop once the valset is solved")
     max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
     max_prompt_chars: int = Field(4000, ge=1, description="longest instruction accepted")
@@ -40,11 +50,15 @@ class OPROSettings(RunSettings):
     reject_copies: bool = Field(
         True, description="reject proposals that copy an exemplar's input or answer (guards.py)"
     )
-    meta_template: str = Field(DEFAULT_TEMPLATE, description="the meta-prompt")
+    meta_template: str = Field(
+        DEFAULT_TEMPLATE,
+        description="the meta-prompt, or a built-in by name (default, compact, artifact)",
+    )
 
     @field_validator("meta_template")
     @classmethod
     def _template(cls, value: str) -> str:
+        value = TEMPLATES.get(value, value)  # a built-in template by name
         if "history" not in check_template(value, ("history", "exemplars")):
             raise ValueError("must contain the placeholder {history} (and may use {exemplars})")
         return value

@@ -1,7 +1,8 @@
 """OPRO's meta-prompt: scored instructions in ascending order, exemplars, and reading the answer.
 
 The history is rendered as the paper does, ``text: ...`` / ``score: ...`` with scores as 0-100
-integers, worst first, so the best instructions sit next to the request for a new one. An
+integers, worst first, so the best instructions sit next to the request for a new one (a text of
+several lines, such as code, keeps its lines in a fenced block). An
 exemplar is a training example (its fields, which hold the expected output when the example
 has one) and, when the run looks at feedback, what the best prompt so far answered on it and
 the ``feedback`` of that answer.
@@ -20,6 +21,7 @@ from policyopt.proposals import Parsed
 from policyopt.templates import render_template
 
 __all__ = [
+    "ARTIFACT_TEMPLATE",
     "COMPACT_TEMPLATE",
     "DEFAULT_TEMPLATE",
     "RETRY",
@@ -59,6 +61,20 @@ Examples:
 
 Write a better instruction, in one sentence:"""
 
+#: For any text artifact (code, a config, a prompt: ``policyopt.optimize_anything``'s default).
+ARTIFACT_TEMPLATE = """\
+Your task is to write a new version of a text. Below are versions written so far with their \
+scores (0 to 100), in ascending order of score: higher scores are better.
+
+{history}
+
+Here is how the best version so far did:
+
+{exemplars}
+
+Write a new version that is different from all the versions above and scores higher than all of \
+them. Reply with the complete new version only, inside one ``` fenced block."""
+
 _LABEL = re.compile(r"^(?:new\s+)?(?:text|instruction)\s*:\s*", re.I)
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019[]<>"
 
@@ -95,8 +111,15 @@ def render_history(
     """The best ``max_history`` instructions, worst first (ascending score)."""
     top = sorted(scored, key=lambda s: (s.score, s.order))[-max_history:]
     return "\n\n".join(
-        f"text: {' '.join(s.text.split())}\nscore: {percent(s.score, score_range)}" for s in top
+        f"text: {_shown(s.text)}\nscore: {percent(s.score, score_range)}" for s in top
     )
+
+
+def _shown(text: str) -> str:
+    """An instruction on one line; a text of several lines (code, a config) fenced, as is."""
+    if "\n" not in text.strip():
+        return " ".join(text.split())
+    return f"\n```\n{text.strip()}\n```"
 
 
 def _field(value: Any, limit: int) -> str:

@@ -131,13 +131,14 @@ class OPRO:
         minibatch_size: valset examples a proposal is scored on (None: the whole valset)
         max_steps: cap on optimization steps
         patience: steps without a new best
+        perfect_score: score that counts as solved; None: the top of score_range
         stop_at_perfect: stop once the valset is solved
         max_proposal_retries: re-asks after an unusable proposal
         max_prompt_chars: longest instruction accepted
         max_exemplar_chars: characters per exemplar field shown
         reject_copies: reject proposals that copy an exemplar's input or answer (counted
             as ``copies_example`` in ``details["rejections"]``; see :mod:`policyopt.guards`)
-        meta_template: the meta-prompt
+        meta_template: the meta-prompt, or a built-in by name (default, compact, artifact)
     """
 
     name = "opro"
@@ -174,6 +175,7 @@ class OPRO:
         minibatch_size: int | None = 10,
         max_steps: int | None = None,
         patience: int | None = None,
+        perfect_score: float | None = None,
         stop_at_perfect: bool = True,
         max_proposal_retries: int = 2,
         max_prompt_chars: int = 4000,
@@ -301,7 +303,7 @@ class _Run:
 
     def _stop_reason(self) -> str | None:
         s = self.s
-        if s.stop_at_perfect and self.ctx.book.solved(s.top_score()):
+        if s.stop_at_perfect and self.ctx.book.solved(s.perfect()):
             return "perfect_score"
         if s.max_steps is not None and self.step >= s.max_steps:
             return "max_steps"

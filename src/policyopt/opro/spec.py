@@ -42,4 +42,6 @@ SPEC = OptimizerSpec(
     small_model_settings=SMALL_MODEL_SETTINGS,
     small_model_lm=SMALL_MODEL_LM,
     estimator=estimate,
+    # any text artifact: versions shown whole, and they may quote what the evaluator showed
+    artifact_settings={"meta_template": "artifact", "reject_copies": False},
 )

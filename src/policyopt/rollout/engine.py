@@ -41,6 +41,7 @@ from policyopt.rollout.records import (
     to_record,
 )
 from policyopt.rollout.worker import Outcome, Slots, execute
+from policyopt.sideinfo import captured
 from policyopt.state.journal import Journal
 from policyopt.types import ExampleId, Score, example_ids, prompt_key
 
@@ -58,16 +59,15 @@ class RolloutEngine:
     """Runs batches of rollouts with a cache, a hard budget, an error policy and events.
 
     ``max_rollouts`` is never exceeded, across any number of kills: each rollout is journaled as
-    started before ``evaluate`` is called, and as finished the moment it finishes (from the
-    worker thread, or on arrival for process backends); a started rollout counts as spent even
-    if its result was lost. A batch that would cross the budget is cut
-    (``BatchResult.n_cut``). Cache hits cost nothing. A failure (exception, timeout, non-finite
-    score) becomes a failed :class:`Rollout` scored ``failure_score``; the :class:`ErrorPolicy`
-    quarantines examples that keep failing and raises :class:`EvaluationError` when the recent
-    failure rate says the backend is broken. ``stop_check`` (e.g. a STOP file) and Ctrl-C end a
-    batch within a fraction of a second, even while a rollout hangs. An ``async def evaluate``
-    runs on policyopt's event loop with ``n_jobs`` coroutines in flight and the same records
-    (:mod:`policyopt.rollout.aio`); on a process backend each worker awaits it.
+    started before ``evaluate`` is called, and as finished the moment it finishes (from the worker
+    thread, or on arrival for process backends); a started rollout counts as spent even if its
+    result was lost. A batch that would cross the budget is cut (``n_cut``); cache hits cost
+    nothing. A failure (exception, timeout, non-finite score) becomes a failed :class:`Rollout`
+    scored ``failure_score``; the :class:`ErrorPolicy` quarantines examples that keep failing and
+    raises :class:`EvaluationError` when the recent failure rate says the backend is broken.
+    ``stop_check`` (e.g. a STOP file) and Ctrl-C end a batch within a fraction of a second, even
+    while a rollout hangs. An ``async def evaluate`` runs on policyopt's event loop with ``n_jobs``
+    coroutines in flight (:mod:`policyopt.rollout.aio`); on a process backend each worker awaits it.
     """
 
     def __init__(
@@ -112,7 +112,7 @@ class RolloutEngine:
         self.score_range = check_score_range(score_range)
         check_backend(backend)
         check_shippable(evaluate, backend)
-        self.evaluate = evaluate
+        self.evaluate = captured(evaluate, is_async=is_async_callable(evaluate))
         self.max_rollouts = max_rollouts
         self.n_jobs = n_jobs
         self.backend = backend

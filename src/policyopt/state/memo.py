@@ -56,7 +56,8 @@ class JournaledLM:
     ``can_pay(n)`` says whether the rollout budget can still pay for the answers of ``n`` live
     calls (this one and those in flight): a live call whose answer could not be scored is not
     made, and :class:`~policyopt.errors.StopRequested` ``("budget")`` ends the run instead.
-    Replayed answers cost nothing and are always given.
+    Replayed answers cost nothing and are always given. ``brief`` is the run's objective and
+    background text, which :class:`~policyopt.proposals.ProposalLoop` puts above every proposal.
     """
 
     def __init__(
@@ -71,8 +72,10 @@ class JournaledLM:
         max_calls: int | None = None,
         max_tokens: int | None = None,
         can_pay: Callable[[int], bool] | None = None,
+        brief: str = "",
     ) -> None:
         self.lm = lm
+        self.brief = brief
         self.can_pay = can_pay
         self.max_calls = max_calls
         self.max_tokens = max_tokens
