@@ -34,7 +34,7 @@ SINGLE_TASK = "(a single task: the candidate is scored as the solution itself)"
 Mode = Literal["single_task", "multi_task", "generalization"]
 
 #: LM call settings for proposing an artifact: a whole text (code), not one line
-ARTIFACT_LM: dict[str, Any] = {"stop": None, "max_tokens": 512}
+ARTIFACT_LM: dict[str, Any] = {"stop": None, "max_tokens": 256}
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,8 @@ def optimize_anything(
     ``policyopt.log(...)``. ``target_score`` stops the run once the best candidate reaches it
     (by default, the top of ``score_range``). ``lm`` is the optimizer's LM (None: the embedded
     SmolLM2-135M, weak but offline); ``settings`` are the optimizer's own, over its defaults for
-    artifacts (see :class:`~policyopt.registry.OptimizerSpec`). ``details["search"]`` of the
-    result names the mode.
+    artifacts and single-task search (see :class:`~policyopt.registry.OptimizerSpec`).
+    ``details["search"]`` of the result names the mode.
     """
     spec = get_spec(optimizer)
     search = search_inputs(
@@ -166,12 +166,15 @@ def optimize_anything(
         objective=objective,
         background=background,
     )
-    if search.mode == "single_task" and not spec.single_task:
-        raise ConfigError(
-            f"{optimizer} cannot search a single task (it needs examples); pass dataset=[...] "
-            "or use optimizer='gepa' or 'opro'."
-        )
-    chosen = {**spec.artifact_settings, **settings}
+    chosen = dict(spec.artifact_settings)
+    if search.mode == "single_task":
+        if spec.single_task is None:
+            raise ConfigError(
+                f"{optimizer} cannot search a single task (it needs examples); pass "
+                "dataset=[...] or use optimizer='gepa' or 'opro'."
+            )
+        chosen.update(spec.single_task)
+    chosen.update(settings)
     if target_score is not None:
         if "perfect_score" not in spec.settings.model_fields:
             raise ConfigError(f"{optimizer} has no target-score stop; drop target_score.")

@@ -55,8 +55,8 @@ class OptimizerSpec:
     model needs; ``fit_to_budget`` fills in a plan (e.g. trials) from the budget and data sizes
     (and raises when the budget cannot run it); ``estimator`` forecasts what the plan spends.
     ``artifact_settings`` are its defaults when the candidate is any text artifact (code, a
-    config: :func:`policyopt.optimize_anything`); ``single_task`` says whether it can search
-    with no dataset (one problem, the candidate is the solution).
+    config: :func:`policyopt.optimize_anything`); ``single_task`` its settings for a search with
+    no dataset (one problem, the candidate is the solution), or None when it cannot do one.
     """
 
     name: str
@@ -70,7 +70,7 @@ class OptimizerSpec:
     fit_to_budget: BudgetFit | None = None
     estimator: Estimator | None = None
     artifact_settings: Mapping[str, Any] = field(default_factory=dict)
-    single_task: bool = True
+    single_task: Mapping[str, Any] | None = field(default_factory=dict)
 
     def setting_names(self) -> list[str]:
         """Every setting the algorithm accepts (besides its LM and listeners)."""

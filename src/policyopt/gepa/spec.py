@@ -42,4 +42,7 @@ SPEC = OptimizerSpec(
     estimator=estimate,
     # any text artifact: the whole text is rewritten, and it may quote what the evaluator showed
     artifact_settings={"reflection_template": "artifact", "reject_copies": False},
+    # one problem shows the same reflection prompt every iteration: two samples (each iteration
+    # its own seeds) keep a sampled LM from proposing the same text again and again
+    single_task={"proposals_per_reflection": 2},
 )

@@ -56,5 +56,5 @@ SPEC = OptimizerSpec(
     fit_to_budget=fit_to_budget,
     estimator=estimate,
     # demonstrations and its search need examples: one problem alone gives it nothing to do
-    single_task=False,
+    single_task=None,
 )

@@ -44,4 +44,6 @@ SPEC = OptimizerSpec(
     estimator=estimate,
     # any text artifact: versions shown whole, and they may quote what the evaluator showed
     artifact_settings={"meta_template": "artifact", "reject_copies": False},
+    # one problem gives every slot the same meta-prompt (the same exemplar): one slot a step
+    single_task={"proposals_per_step": 1},
 )
