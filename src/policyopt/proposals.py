@@ -31,6 +31,7 @@ __all__ = [
     "brief",
     "echo_guard",
     "find_echo",
+    "parse_complete",
     "parse_fenced",
 ]
 
@@ -71,6 +72,22 @@ def parse_fenced(record: Mapping[str, Any]) -> Parsed:
     """The last fenced block of the answer (or the whole answer); cut off at the token limit."""
     text, balanced = extract_instruction(str(record["text"]))
     return Parsed(text, balanced, record.get("finish_reason") == "length")
+
+
+def parse_complete(record: Mapping[str, Any]) -> Parsed:
+    """As :func:`parse_fenced`, but an answer cut off or left with an unclosed fence still gives
+    its last complete fenced block: for a whole artifact (code), a small model that rambles on
+    after the block until its token limit has still written a usable text."""
+    parsed = parse_fenced(record)
+    if parsed.balanced and not parsed.truncated:
+        return parsed
+    raw = str(record["text"])
+    fences = [m.start() for m in re.finditer("```", raw)]
+    closed = len(fences) - len(fences) % 2  # the fences of complete blocks
+    if closed < 2:
+        return parsed
+    text, _ = extract_instruction(raw[: fences[closed - 1] + 3])
+    return Parsed(text)
 
 
 #: a guard: the proposed text -> ``(counted as, retry reason)`` when it must be rejected

@@ -189,3 +189,34 @@ def test_the_same_seed_gives_the_same_run() -> None:
 def test_a_program_objective_must_be_text() -> None:
     with pytest.raises(ConfigError, match="'objective' parameter of Program must be a non-empty"):
         policyopt.Program("p", lambda p, e: 1.0, objective="  ")
+
+
+@pytest.mark.parametrize(
+    ("answer", "text"),
+    [
+        (
+            "```python\ndef f():\n    return 1\n```\n\nThis returns one. ```python\nf(",
+            "def f():\n    return 1",
+        ),
+        ("```\nfirst\n```\nthen ```\nsecond\n```\nand ```", "second"),
+        ("no fence at all", "no fence at all"),
+    ],
+)
+def test_an_artifact_keeps_its_last_complete_block_of_a_cut_off_answer(
+    answer: str, text: str
+) -> None:
+    from policyopt.proposals import parse_complete
+
+    parsed = parse_complete({"text": answer, "finish_reason": "length"})
+    if "```" in answer:
+        assert (parsed.text, parsed.balanced, parsed.truncated) == (text, True, False)
+    else:  # nothing complete to keep: still cut off
+        assert parsed.truncated
+
+
+@pytest.mark.parametrize("optimizer", ["gepa", "opro"])
+def test_a_rambling_cut_off_answer_still_proposes_its_block(optimizer: str) -> None:
+    lm = ScriptedLM(lambda prompt: "```\nstart x x\n```\n\nThis adds two x. ```\nstart")
+    lm.finish_reason = "length"
+    result, _ = run(optimizer, lm=lm, target_score=0.5)
+    assert result.best_prompt == "start x x" and result.stop_reason == "perfect_score"

@@ -10,9 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from policyopt.feedback import RETRY_NOTE
-from policyopt.gepa.reflection import render_prompt
+from policyopt.gepa.reflection import ARTIFACT_TEMPLATE, render_prompt
 from policyopt.guards import COPIES_EXAMPLE, find_copy, find_fixed_answer
-from policyopt.proposals import FAILED, Guard, ProposalLoop, echo_guard
+from policyopt.proposals import (
+    FAILED,
+    Guard,
+    ProposalLoop,
+    echo_guard,
+    parse_complete,
+    parse_fenced,
+)
 from policyopt.state.memo import JournaledLM
 from policyopt.types import LMUsage
 
@@ -36,6 +43,8 @@ class Proposer:
     ) -> None:
         self.loop = ProposalLoop(lm, max_retries=max_retries, max_chars=max_chars)
         self.template = template
+        # a whole artifact: its last complete block, whatever the model wrote after it
+        self.parse = parse_complete if template == ARTIFACT_TEMPLATE else parse_fenced
         self.reject_copies = reject_copies
         self.outputs = tuple(outputs)  # the data's label set (empty: free-form answers)
 
@@ -75,6 +84,7 @@ class Proposer:
                 self.template, component, current, records, reason, outputs=self.outputs
             ),
             current=current,
+            parse=self.parse,
             guards=guards,
             sample=sample,
         )

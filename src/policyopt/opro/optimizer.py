@@ -62,6 +62,7 @@ from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.lm.base import resolve_lm
 from policyopt.opro.config import RESUMABLE_CHANGES, OPROSettings, estimate
 from policyopt.opro.meta import (
+    ARTIFACT_TEMPLATE,
     DEFAULT_TEMPLATE,
     REPEATED,
     RETRY,
@@ -74,7 +75,7 @@ from policyopt.opro.meta import (
     render_meta_prompt,
 )
 from policyopt.prompts import PromptShape
-from policyopt.proposals import FAILED, Guard, ProposalLoop, echo_guard
+from policyopt.proposals import FAILED, Guard, ProposalLoop, echo_guard, parse_complete
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import (
     RunContext,
@@ -402,7 +403,8 @@ class _Run:
                 lambda _, retry: render_meta_prompt(
                     self.s.meta_template, history, exemplars[slot], retry
                 ),
-                parse=read_answer,
+                # a whole artifact: its last complete block, whatever the model wrote after it
+                parse=parse_complete if self.s.meta_template == ARTIFACT_TEMPLATE else read_answer,
                 guards=guards,
             )
 
