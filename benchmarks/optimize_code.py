@@ -7,7 +7,8 @@ subprocess with a timeout, and the side information is each failing assertion, s
 is the solution; the run stops when every test passes or at the budget.
 
 Prints and writes ``benchmarks/results/optimize_code.json``: for each optimizer and seed, the
-pass rate before and after, the rollouts, the proposals and the wall time.
+pass rate before and after, every proposal's pass rate, the rollouts, the LM calls, why
+proposals were rejected, and the wall time.
 
     python benchmarks/optimize_code.py [--budget 30] [--seeds 0,1,2] [--optimizers gepa,opro]
         [--max-lm-calls 12]
@@ -23,6 +24,7 @@ from typing import Any
 
 from policyopt import LocalLM, optimize_anything
 from policyopt.anything import ARTIFACT_LM
+from policyopt.events import CandidateEvaluated
 from policyopt.tasks.code import PALINDROME_CASES, PALINDROME_SEED, pass_rate
 
 OBJECTIVE = (
@@ -39,6 +41,12 @@ RESULTS = Path(__file__).parent / "results" / "optimize_code.json"
 def run(optimizer: str, seed: int, budget: int, lm: LocalLM, max_lm_calls: int) -> dict[str, Any]:
     """One single-task search; the pass rate before and after."""
     evaluate = pass_rate("is_palindrome", [([text], answer) for text, answer in PALINDROME_CASES])
+    scored: list[float] = []  # every new proposal's pass rate (its minibatch: all 30 tests)
+
+    def listen(event: Any) -> None:
+        if isinstance(event, CandidateEvaluated) and event.split == "minibatch":
+            scored.append(round(event.score, 3))
+
     started = time.perf_counter()
     result = optimize_anything(
         PALINDROME_SEED,
@@ -52,6 +60,7 @@ def run(optimizer: str, seed: int, budget: int, lm: LocalLM, max_lm_calls: int) 
         seed=seed,
         n_jobs=2,
         progress=False,
+        listeners=[listen],
     )
     return {
         "optimizer": optimizer,
@@ -62,6 +71,7 @@ def run(optimizer: str, seed: int, budget: int, lm: LocalLM, max_lm_calls: int) 
         "after": result.best_score,
         "best_code": result.best_prompt,
         "candidates": len(result.candidates),
+        "proposals_scored": scored,
         "rollouts": result.n_rollouts,
         "lm_calls": sum(u.calls for u in result.lm_usage.values()),
         "rejections": result.details.get("rejections"),

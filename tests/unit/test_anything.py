@@ -220,3 +220,20 @@ def test_a_rambling_cut_off_answer_still_proposes_its_block(optimizer: str) -> N
     lm.finish_reason = "length"
     result, _ = run(optimizer, lm=lm, target_score=0.5)
     assert result.best_prompt == "start x x" and result.stop_reason == "perfect_score"
+
+
+def test_the_readme_example_runs_as_printed_with_a_scripted_lm() -> None:
+    from policyopt.tasks.code import PALINDROME_REFERENCE
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Any text artifact (`optimize_anything`)\n", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    code = match.group(1)
+    assert 'lm="openai/gpt-4o-mini"' in code
+    fixed = ScriptedLM(lambda prompt: f"```python\n{PALINDROME_REFERENCE}```")
+    space: dict[str, Any] = {"SCRIPTED": fixed}
+    exec(code.replace('lm="openai/gpt-4o-mini"', "lm=SCRIPTED, progress=False"), space)
+    result = space["result"]
+    assert result.details["search"] == "single_task" and result.best_score == 1.0
+    assert "# got False" in fixed.prompts[0]  # the logged assertions reached the reflection
