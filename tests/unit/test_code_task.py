@@ -122,3 +122,34 @@ def test_the_harness_runs_a_code_task_into_its_report(tmp_path: Path) -> None:
         assert record.baseline_test.score < 1.0 and record.optimized_test.score == 1.0
         assert record.task_usage.calls == 0  # the program runs code, not a task LM
     assert "code:palindrome" in markdown_report(records)
+
+
+def test_the_harness_skips_peers_on_a_code_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from policyopt.bench import registry
+    from policyopt.bench.cell import CellContext, OptimizerOutcome
+
+    class Peer:
+        name = "peer-for-code-test"
+
+        def unavailable(self) -> str | None:
+            return None
+
+        def run(self, ctx: CellContext) -> OptimizerOutcome:
+            raise AssertionError("a peer must not search a code task")
+
+    monkeypatch.setitem(registry._FACTORIES, "peer-for-code-test", Peer)  # undone after
+    said: list[str] = []
+    settings = BenchSettings(
+        tasks=["code:palindrome"], optimizers=["peer-for-code-test"], seeds=[0], budget=20
+    )
+    run = run_benchmark(
+        settings,
+        tmp_path,
+        task_lm=ScriptedLM(["unused"]),
+        reflection_lm=ScriptedLM(["unused"]),
+        log=said.append,
+    )
+    assert run.records == []
+    assert any("skipping peer-for-code-test on code:palindrome" in line for line in said)

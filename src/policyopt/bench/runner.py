@@ -74,6 +74,18 @@ def resolve_task(name: str, split_seed: int = 0, limit: int | None = None) -> Ta
     return _limited(task, limit)
 
 
+def _can_run(optimizer: Any, task: Task, say: Log) -> bool:
+    """Whether ``optimizer`` can search ``task``: a code task's candidate is code, which only
+    policyopt's own optimizers (with their artifact settings) search; the peers optimize the
+    prompt of a task LM, which a code task does not have."""
+    from policyopt.bench.ours import Registered
+
+    if task.kind != "code" or isinstance(optimizer, Registered):
+        return True
+    say(f"skipping {optimizer.name} on {task.name}: it optimizes prompts of a task LM, not code")
+    return False
+
+
 def _limited(task: Task, limit: int | None) -> Task:
     """``task`` with each split cut to its first ``limit`` examples (unchanged for None)."""
     if limit is None:
@@ -162,6 +174,12 @@ def run_benchmark(
         else f"given:{type(reflection_lm).__name__}",
     )
     small = settings.task_model == "local" or settings.reflection_model == "local"
+    runnable = {
+        (task_name, name)
+        for task_name in settings.tasks
+        for name in optimizers
+        if _can_run(optimizers[name], task_objects[task_name], say)
+    }
     keys = [
         CellKey.of(
             settings, task_name, name, seed, run=identity, preset=_preset(optimizers[name], small)
@@ -171,6 +189,7 @@ def run_benchmark(
         for task_name in settings.tasks
         for seed in settings.seeds
         for name in optimizers
+        if (task_name, name) in runnable
     ]
     _refuse_mixing(out, keys, identity)
     todo: list[CellKey] = []
