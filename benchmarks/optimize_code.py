@@ -99,8 +99,13 @@ def main() -> None:
                     f"{row['lm_calls']} LM calls, {row['stop_reason']}, {row['wall_s']} s)",
                     flush=True,
                 )
+    # rows of other settings are kept: one file holds every configuration measured
+    key = ("optimizer", "seed", "budget", "max_lm_calls")
+    new = {tuple(r[k] for k in key) for r in rows}
+    old = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else []
+    kept = [r for r in old if tuple(r.get(k) for k in key) not in new]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    RESULTS.write_text(json.dumps(kept + rows, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS}")
 
 
