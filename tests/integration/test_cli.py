@@ -27,9 +27,9 @@ def test_demo_runs_mipro(tmp_path: Path) -> None:
             "--algorithm",
             "mipro",
             "--limit",
-            "10",
+            "6",
             "--budget",
-            "60",
+            "30",
             "--json",
             str(out),
             "--no-progress",
@@ -42,7 +42,7 @@ def test_demo_runs_mipro(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "MIPRO spent" in proc.stdout
     result = json.loads(out.read_text())["result"]
-    assert result["optimizer"] == "mipro" and result["n_rollouts"] <= 60
+    assert result["optimizer"] == "mipro" and result["n_rollouts"] <= 30
     assert result["lm_usage"]["proposer"]["calls"] >= 2  # the summary and proposals
 
 

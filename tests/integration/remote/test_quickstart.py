@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[3]
 JOBS = "/api/policy-optimization/online/jobs"
 
 
-@pytest.fixture
-def task_app(tmp_path: Path) -> Iterator[Proc]:
-    app = start_task_app(tmp_path)
+@pytest.fixture(scope="module")  # one task app (and its model) for both hosts
+def task_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    app = start_task_app(tmp_path_factory.mktemp("task"))
     try:
         yield app
     finally:
