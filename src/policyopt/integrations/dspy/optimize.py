@@ -116,14 +116,15 @@ def optimize_dspy(
     )
     result = instance.optimize(program.program(), train, val)
     best = result.best_prompt
-    if not isinstance(best, dict):
+    if not isinstance(best, str | dict):
         raise ConfigError(
             f"The optimizer returned a {type(best).__name__} best prompt; a DSPy program's "
-            "prompt is a dict of components."
+            "prompt is a dict of components (or one str)."
         )
+    texts = program.texts(best)
     return DSPyResult(
-        module=program.apply(best),
+        module=program.apply(texts),
         result=result,
         seed_components=program.seed,
-        best_components=dict(best),
+        best_components=texts,
     )

@@ -150,9 +150,9 @@ class DSPyProgram:
         """The module's own texts, by component name: the optimizer's seed prompt."""
         return {c.name: c.text for c in self.components}
 
-    def apply(self, texts: Mapping[str, str]) -> dspy.Module:
+    def apply(self, texts: str | Mapping[str, str]) -> dspy.Module:
         """A copy of the module with ``texts`` (all or some components) written in."""
-        return apply_components(self.module, self.components, texts)
+        return apply_components(self.module, self.components, self.texts(texts))
 
     def rows(self, examples: Sequence[Any], split: str) -> list[dict[str, Any]]:
         """The examples as policyopt rows (id and inputs: what the reflection is shown; labels
@@ -192,8 +192,22 @@ class DSPyProgram:
         return self._examples[ident]
 
     def program(self) -> Program:
-        """The policyopt :class:`Program`: the seed texts, ``evaluate`` and ``run``."""
-        return Program(self.seed, self.evaluate, run=self.run)
+        """The policyopt :class:`Program`: the seed texts, ``evaluate`` and ``run``. A program
+        with one component has a str prompt (so single-text optimizers such as OPRO run)."""
+        seed = self.seed
+        prompt: str | dict[str, str] = next(iter(seed.values())) if len(seed) == 1 else seed
+        return Program(prompt, self.evaluate, run=self.run)
+
+    def texts(self, prompt: str | Mapping[str, str]) -> dict[str, str]:
+        """A prompt as component texts: a str is the text of a one-component program."""
+        if isinstance(prompt, str):
+            if len(self.components) != 1:
+                raise ConfigError(
+                    f"A str prompt fits a one-component program; this one has "
+                    f"{len(self.components)}: {', '.join(self.seed)}."
+                )
+            return {self.components[0].name: prompt}
+        return dict(prompt)
 
     # ------------------------------------------------------------------ rollouts
     def _settings(self, trace: list[Any]) -> dict[str, Any]:
@@ -203,7 +217,7 @@ class DSPyProgram:
         return settings
 
     def predict(
-        self, prompt: Mapping[str, str], row: Any
+        self, prompt: str | Mapping[str, str], row: Any
     ) -> tuple[Any, list[tuple[str, dict[str, Any], dict[str, Any]]], list[Any]]:
         """Run the module with ``prompt``'s texts on one example: the prediction, its steps
         (predictor name, inputs, outputs; in call order) and DSPy's raw trace."""
@@ -219,12 +233,12 @@ class DSPyProgram:
         ]
         return prediction, steps, list(trace)
 
-    def run(self, prompt: Mapping[str, str], row: Any) -> dict[str, Any]:
+    def run(self, prompt: str | Mapping[str, str], row: Any) -> dict[str, Any]:
         """The program's outputs on one example (MIPRO bootstraps demos from them)."""
         prediction, _, _ = self.predict(prompt, row)
         return _outputs(prediction)
 
-    def evaluate(self, prompt: Mapping[str, str], row: Any) -> Score:
+    def evaluate(self, prompt: str | Mapping[str, str], row: Any) -> Score:
         """Run, score with the metric, and explain: feedback with the whole trajectory."""
         example = self.example(row)
         prediction, steps, trace = self.predict(prompt, row)
