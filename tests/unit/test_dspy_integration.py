@@ -337,3 +337,24 @@ def test_opro_refuses_a_program_of_several_components() -> None:
             adapter=PlainAdapter(),
             progress=False,
         )
+
+
+def test_the_guide_script_compiles_and_imports_what_exists() -> None:
+    """docs/dspy.md's whole script: valid Python whose policyopt imports all exist."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs" / "dspy.md").read_text(encoding="utf-8")
+    script = re.search(r"```python\n(.*?)```", page, re.DOTALL)
+    assert script is not None
+    tree = ast.parse(script.group(1))
+    imported = [
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("policyopt")
+        for alias in node.names
+    ]
+    assert ("policyopt.integrations.dspy", "optimize_dspy") in imported
+    for module, name in imported:
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
