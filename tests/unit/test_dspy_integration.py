@@ -32,12 +32,12 @@ def task_answer(text: str) -> str:
     """The scripted task model: the extract step answers the capitalised word of the text; the
     format step copies the name, in upper case only when its instruction says UPPER."""
     last = text.rstrip().splitlines()[-1]
-    if last == "Name:":
-        found = re.search(r"Text: .*?\b([A-Z][a-z]+\d*)", text)
-        return found.group(1) if found else "nobody"
+    if last == "Name:":  # the last Text: line is the input (demos may come before it)
+        found = re.findall(r"Text: .*?\b([A-Z][a-z]+\d*)", text)
+        return found[-1] if found else "nobody"
     if last == "Label:":
-        name = re.search(r"Name: (\S+)", text)
-        value = name.group(1) if name else ""
+        names = re.findall(r"Name: (\S+)", text)
+        value = names[-1] if names else ""
         return value.upper() if "UPPER" in text.split("Name:")[0] else value
     raise AssertionError(f"unexpected prompt {text!r}")
 

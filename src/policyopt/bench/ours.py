@@ -8,6 +8,8 @@ interrupted cell resumes without paying finished rollouts again.
 
 from __future__ import annotations
 
+import json
+
 from policyopt.anything import ARTIFACT_LM
 from policyopt.bench.cell import CellContext, OptimizerOutcome
 from policyopt.lm.metered import MeteredLM
@@ -33,7 +35,8 @@ def curve_of(result: OptimizationResult) -> list[tuple[int, float]]:
 def _outcome(result: OptimizationResult) -> OptimizerOutcome:
     prompt = result.best_prompt
     return OptimizerOutcome(
-        best_prompt=prompt if isinstance(prompt, str) else str(prompt),
+        # a dict of components (a DSPy-program task) as JSON text, which its program takes
+        best_prompt=prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False),
         rollouts=result.n_rollouts,
         best_val_score=result.best_score,
         curve=curve_of(result),

@@ -45,6 +45,13 @@ class Task:
     kind: str = ""
     #: the expected answer of an example as text (what bare feedback names); None: unknown
     expected: Callable[[dict[str, Any]], str] | None = None
+    #: a task whose program is more than a prompt template (a DSPy program): ``lm -> Program``.
+    #: Its prompt is a dict of named components; ``seed_prompt`` and records hold it as JSON
+    #: text, which the program's ``evaluate`` also takes.
+    make_program: Callable[[Any], Program] | None = None
+    #: what the DSPy peers compile natively for such a task (module factory, metric, examples,
+    #: adapter): built by :func:`policyopt.integrations.dspy.dspy_task`; None for a template task
+    dspy_program: Any = None
 
     def render(self, prompt: str, example: dict[str, Any]) -> str:
         """The user message the LM sees for ``prompt`` on ``example``."""
@@ -61,7 +68,9 @@ class Task:
 
     def program(self, lm: Callable[..., str]) -> Program:
         """The task's program on ``lm`` (any text-in, text-out callable), seeded with
-        :attr:`seed_prompt`."""
+        :attr:`seed_prompt` (:attr:`make_program`'s own when it has one)."""
+        if self.make_program is not None:
+            return self.make_program(lm)
         return Program(self.seed_prompt, _Evaluate(self, lm), run=_Run(self, lm))
 
 

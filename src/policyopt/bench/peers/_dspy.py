@@ -13,6 +13,8 @@
   embedded model ignores, and ask for ``[[ ## field ## ]]`` markers it never writes).
 - :func:`lenient_chat_adapter`: DSPy's ChatAdapter for the proposer/reflection programs, taking
   an unparsable reply whole as the field (as policyopt's proposer takes an unfenced answer).
+- :class:`Setup`: what a peer compiles: the task program above, or a DSPy-program task's own
+  module (``task.dspy_program``), with its examples, metric and adapter.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from policyopt.tasks.base import Task
 
 __all__ = [
     "DSPyData",
+    "Setup",
     "dspy_lm",
     "lenient_chat_adapter",
     "make_data",
@@ -222,3 +225,103 @@ def task_program(task: Task, data: DSPyData, runs: ProgramRuns) -> Any:
                 raise
 
     return TaskProgram()
+
+
+@dataclass
+class Setup:
+    """What a DSPy peer compiles for a task, and how it reads the result back.
+
+    A template task: :func:`task_program` on :func:`make_data`'s examples, the lenient
+    ChatAdapter, the result as one prompt. A DSPy-program task (``task.dspy_program``, see
+    :mod:`policyopt.integrations.dspy.task`): the user's module itself (wrapped to count its
+    runs), its own examples, metric and adapter; the result as its components' JSON text, and
+    a scorer for the test split when the compiled module carries demos (a prompt cannot).
+    """
+
+    program: Any
+    trainset: list[Any]
+    valset: list[Any]
+    adapter: Any
+    labeled: bool  # whether the examples carry labels (labeled demos are possible)
+    score: Any  # (gold, prediction, trace, pred_name, pred_trace) -> Score
+    best_prompt: Any  # compiled program -> str
+    scorer: Any  # (compiled program, task LM) -> (row -> Score) | None
+
+    @staticmethod
+    def of(task: Task, runs: ProgramRuns) -> Setup:
+        """The setup for ``task``; ``runs`` counts the program's runs."""
+        native = getattr(task, "dspy_program", None)
+        if native is not None:
+            return _native_setup(native, runs)
+        from policyopt.types import Score
+
+        data = make_data(task)
+
+        def score(
+            gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+        ) -> Score:
+            return task.metric(str(getattr(pred, "output", "") or ""), data.row(gold))
+
+        def best_prompt(compiled: Any) -> str:
+            return prompt_of(compiled.predict.signature.instructions, compiled.predict.demos)
+
+        return Setup(
+            program=task_program(task, data, runs),
+            trainset=data.train,
+            valset=data.val,
+            adapter=lenient_chat_adapter(),
+            labeled=data.label_key is not None,
+            score=score,
+            best_prompt=best_prompt,
+            scorer=lambda compiled, lm: None,
+        )
+
+    def demos(self, compiled: Any) -> int:
+        """How many demos the compiled program's predictors carry, in all."""
+        return sum(len(p.demos) for p in compiled.predictors())
+
+
+def _native_setup(native: Any, runs: ProgramRuns) -> Setup:
+    import json
+
+    import dspy
+
+    class Counted(dspy.Module):
+        """The user's module, its runs counted (a failed run too)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = native.module()
+
+        def forward(self, **inputs: Any) -> Any:
+            runs.add()
+            try:
+                return self.inner(**inputs)
+            except Exception as exc:
+                runs.failed(exc)
+                raise
+
+    def score(
+        gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None
+    ) -> Any:
+        # the metric sees the user's predictor names, not the counting wrapper's
+        name = pred_name.removeprefix("inner.") if isinstance(pred_name, str) else pred_name
+        return native.score(gold, pred, trace, name, pred_trace)
+
+    def scorer(compiled: Any, lm: Any) -> Any:
+        if not any(p.demos for p in compiled.predictors()):
+            return None  # its instructions are all there is: the JSON prompt reproduces it
+        return native.scorer(compiled.inner, lm)
+
+    return Setup(
+        program=Counted(),
+        trainset=native.trainset,
+        valset=native.valset,
+        adapter=native.adapter,
+        labeled=True,
+        score=score,
+        best_prompt=lambda compiled: json.dumps(
+            native.components(compiled.inner), ensure_ascii=False
+        ),
+        scorer=scorer,
+    )

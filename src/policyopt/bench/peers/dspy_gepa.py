@@ -13,6 +13,11 @@ and its instruction proposer (DSPy's own ``InstructionProposer``, same prompt) r
 with a lenient ChatAdapter instead of its JSONAdapter: the 135M model never writes JSON, and
 every proposal failed to parse. The budget is kept as for ``gepa-lib`` by
 :class:`~policyopt.bench.peers._common.GEPABudget`, passed through ``gepa_kwargs``.
+
+A DSPy-program task (:func:`policyopt.integrations.dspy.dspy_task`) is compiled as it is: the
+user's module, examples, metric (asked for each predictor's feedback under the user's predictor
+names) and adapter; ``best_prompt`` is its instructions as JSON text, which the task's program
+takes, so the harness scores it with the same program as policyopt's optimizers.
 """
 
 from __future__ import annotations
@@ -55,25 +60,19 @@ class DSPyGEPA:
         """Search within ``ctx.budget`` rollouts; logs in ``ctx.run_dir/dspy-gepa.log``."""
         import dspy
 
-        from policyopt.bench.peers._dspy import (
-            dspy_lm,
-            lenient_chat_adapter,
-            make_data,
-            prompt_of,
-            task_program,
-        )
+        from policyopt.bench.peers._dspy import Setup, dspy_lm, lenient_chat_adapter
 
         settings = check_settings(self.name, ctx.settings, DEFAULTS)
         task = ctx.task
-        data = make_data(task)
+        runs = ProgramRuns()
+        setup = Setup.of(task, runs)
         budget = GEPABudget(
             ctx.budget,
-            n_val=len(data.val),
+            n_val=len(setup.valset),
             minibatch=int(settings["minibatch_size"]),
             merge=bool(settings["merge"]),
             max_merges=int(settings["max_merges"]),
         )
-        runs = ProgramRuns()
         scored = ProgramRuns()  # metric calls that score a run (not feedback look-ups)
         reflection_settings: dict[str, Any] = {}
         max_tokens = settings["reflection_max_tokens"] or (128 if ctx.small_model else None)
@@ -91,7 +90,7 @@ class DSPyGEPA:
         ) -> Any:
             if pred_name is None:
                 scored.add()
-            score = task.metric(str(getattr(pred, "output", "") or ""), data.row(gold))
+            score = setup.score(gold, pred, trace, pred_name, pred_trace)
             return dspy.Prediction(score=float(score.score), feedback=score.feedback)
 
         proposer: dict[str, Any] = {}
@@ -119,20 +118,21 @@ class DSPyGEPA:
         )
         with (
             peer_log(ctx.run_dir, self.name),
-            dspy.context(lm=task_model, adapter=lenient_chat_adapter()),
+            dspy.context(lm=task_model, adapter=setup.adapter),
             Stopwatch() as watch,
         ):
             compiled = optimizer.compile(
-                task_program(task, data, runs), trainset=data.train, valset=data.val
+                setup.program, trainset=setup.trainset, valset=setup.valset
             )
         runs.check(self.name)
         result = compiled.detailed_results
         scores = [float(s) for s in result.val_aggregate_scores]
         return OptimizerOutcome(
-            best_prompt=prompt_of(compiled.predict.signature.instructions, compiled.predict.demos),
+            best_prompt=setup.best_prompt(compiled),
+            evaluate=setup.scorer(compiled, ctx.task_lm),
             rollouts=runs.runs,
             best_val_score=scores[result.best_idx],
-            curve=gepa_curve(scores, result.discovery_eval_counts, len(data.val)),
+            curve=gepa_curve(scores, result.discovery_eval_counts, len(setup.valset)),
             details={
                 "version": importlib.metadata.version("dspy"),
                 "gepa_version": importlib.metadata.version("gepa"),

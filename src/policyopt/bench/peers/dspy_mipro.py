@@ -18,6 +18,10 @@ candidates, minibatch 10, 4 bootstrapped and 4 labeled demos at most. The instru
 (DSPy's GroundedProposer) answers in ``[[ ## field ## ]]`` blocks, which the embedded model never
 writes, so its adapter is a ChatAdapter that takes an unparsable reply whole; on the small model
 its LM answers without the one-line stop, with room for those blocks (``max_tokens=128``).
+
+A DSPy-program task (:func:`policyopt.integrations.dspy.dspy_task`) is compiled as it is: the
+user's module, examples, metric and adapter; ``best_prompt`` is its instructions as JSON text,
+and when the compiled module carries demos, ``evaluate`` scores it (demos and all) on test.
 """
 
 from __future__ import annotations
@@ -109,20 +113,16 @@ class DSPyMIPROv2:
         import optuna  # noqa: F401  (MIPROv2's; imported now so that peer_log routes its logs)
         from dspy.teleprompt import MIPROv2
 
-        from policyopt.bench.peers._dspy import (
-            dspy_lm,
-            lenient_chat_adapter,
-            make_data,
-            prompt_of,
-            task_program,
-        )
+        from policyopt.bench.peers._dspy import Setup, dspy_lm
 
         settings = check_settings(self.name, ctx.settings, DEFAULTS)
         task = ctx.task
-        data = make_data(task)
-        if data.label_key is None:
+        runs = ProgramRuns()
+        setup = Setup.of(task, runs)
+        n_train, n_val = len(setup.trainset), len(setup.valset)
+        if not setup.labeled:
             settings["max_labeled_demos"] = 0  # nothing to label a demo with
-        minibatch = min(int(settings["minibatch_size"]), len(data.val))
+        minibatch = min(int(settings["minibatch_size"]), n_val)
         shape = {
             "num_candidates": int(settings["num_candidates"]),
             "minibatch_size": minibatch,
@@ -131,10 +131,10 @@ class DSPyMIPROv2:
             "full_eval_steps": int(settings["full_eval_steps"]),
         }
         if settings["num_trials"] is None:
-            trials, estimate = plan(ctx.budget, len(data.train), len(data.val), **shape)
+            trials, estimate = plan(ctx.budget, n_train, n_val, **shape)
         else:
             trials = int(settings["num_trials"])
-            estimate = planned_metric_calls(trials, len(data.train), len(data.val), **shape)
+            estimate = planned_metric_calls(trials, n_train, n_val, **shape)
         temperature = settings["init_temperature"] or (0.9 if ctx.small_model else 1.0)
         proposer_settings: dict[str, Any] = {}
         max_tokens = settings["proposer_max_tokens"] or (128 if ctx.small_model else None)
@@ -143,7 +143,6 @@ class DSPyMIPROv2:
         if max_tokens:
             proposer_settings["max_tokens"] = int(max_tokens)
 
-        runs = ProgramRuns()
         metric_calls = ProgramRuns()
         task_model, task_engine = dspy_lm(ctx.task_lm, "task", dict(task.lm_kwargs))
         prompt_model, prompt_engine = dspy_lm(
@@ -152,8 +151,7 @@ class DSPyMIPROv2:
 
         def metric(example: Any, prediction: Any, trace: Any = None) -> float:
             metric_calls.add()
-            output = str(getattr(prediction, "output", "") or "")
-            return float(task.metric(output, data.row(example)).score)
+            return float(setup.score(example, prediction, trace).score)
 
         optimizer = MIPROv2(
             metric=metric,
@@ -170,13 +168,13 @@ class DSPyMIPROv2:
         )
         with (
             peer_log(ctx.run_dir, self.name),
-            dspy.context(lm=task_model, adapter=lenient_chat_adapter()),
+            dspy.context(lm=task_model, adapter=setup.adapter),
             Stopwatch() as watch,
         ):
             compiled = optimizer.compile(
-                task_program(task, data, runs),
-                trainset=data.train,
-                valset=data.val,
+                setup.program,
+                trainset=setup.trainset,
+                valset=setup.valset,
                 num_trials=trials,
                 minibatch=True,
                 minibatch_size=minibatch,
@@ -186,9 +184,9 @@ class DSPyMIPROv2:
         runs.check(self.name)
         curve, searched = _curve(getattr(compiled, "trial_logs", {}) or {}, metric_calls.runs)
         score = getattr(compiled, "score", None)
-        predictor = compiled.predict
         return OptimizerOutcome(
-            best_prompt=prompt_of(predictor.signature.instructions, predictor.demos),
+            best_prompt=setup.best_prompt(compiled),
+            evaluate=setup.scorer(compiled, ctx.task_lm),
             rollouts=metric_calls.runs,
             best_val_score=None if score is None else float(score) / 100.0,
             curve=curve,
@@ -206,7 +204,7 @@ class DSPyMIPROv2:
                 "metric_calls_before_search": metric_calls.runs - searched,
                 "program_runs": runs.runs,
                 "failed_runs": runs.failures,
-                "demos": len(predictor.demos),
+                "demos": setup.demos(compiled),
                 "full_evals": len(getattr(compiled, "candidate_programs", []) or []),
                 "minibatch_trials": len(getattr(compiled, "mb_candidate_programs", []) or []),
                 "task_lm_calls": task_engine.calls,

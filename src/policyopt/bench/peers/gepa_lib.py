@@ -31,6 +31,7 @@ from policyopt.bench.peers._common import (
     missing,
     peer_log,
 )
+from policyopt.errors import ConfigError
 from policyopt.lm.base import LM, Messages
 from policyopt.tasks.base import Task
 from policyopt.types import Program, Score
@@ -152,6 +153,11 @@ class GEPALibrary:
         import gepa
 
         settings = check_settings(self.name, ctx.settings, DEFAULTS)
+        if ctx.task.make_program is not None:
+            raise ConfigError(
+                f"gepa-lib runs prompt-template tasks; {ctx.task.name!r} is a program of named "
+                "components (use gepa, mipro, dspy-gepa or dspy-mipro)."
+            )
         template = settings["reflection_template"]
         if template is None and ctx.small_model:
             template = compact_template()

@@ -6,6 +6,7 @@ components of a dict prompt, runs the optimizer through its normal API, and retu
 module with the best texts written in, plus the usual :class:`~policyopt.OptimizationResult`.
 :class:`DSPyProgram` is the adapter underneath; :class:`PlainAdapter` is a DSPy adapter for very
 small models (the embedded SmolLM2) that read one user message and write no field markers.
+:func:`dspy_task` makes a DSPy program a benchmark task, for policyopt's optimizers and DSPy's.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from policyopt.integrations.dspy.adapter import PlainAdapter
 from policyopt.integrations.dspy.components import COMPONENT_KINDS, Component, find_components
 from policyopt.integrations.dspy.optimize import DSPyResult, optimize_dspy
 from policyopt.integrations.dspy.program import DSPyProgram
+from policyopt.integrations.dspy.task import DSPyNative, dspy_task
 
 __all__ = [
     "COMPONENT_KINDS",
     "Component",
+    "DSPyNative",
     "DSPyProgram",
     "DSPyResult",
     "PlainAdapter",
+    "dspy_task",
     "find_components",
     "optimize_dspy",
 ]

@@ -28,7 +28,7 @@ from policyopt.integrations.dspy.components import (
 )
 from policyopt.types import Program, Score
 
-__all__ = ["DSPyProgram", "metric_style", "to_score"]
+__all__ = ["DSPyProgram", "call_metric", "example_rows", "metric_style", "to_score"]
 
 #: each input or output value shown in the trajectory is cut to this many characters
 VALUE_CHARS = 300
@@ -83,6 +83,28 @@ def to_score(value: Any) -> tuple[float, str | None]:
     )
 
 
+def call_metric(
+    metric: Callable[..., Any],
+    style: str,
+    example: Any,
+    prediction: Any,
+    trace: Any = None,
+    pred_name: Any = None,
+    pred_trace: Any = None,
+) -> tuple[float, str | None]:
+    """Call a metric of ``style`` (:func:`metric_style`); its answer as ``(score, feedback)``.
+    An exception says which metric raised what (the rollout fails with that reason)."""
+    try:
+        if style == "gepa":
+            value = metric(example, prediction, trace, pred_name, pred_trace)
+        else:
+            value = metric(example, prediction, trace)
+    except Exception as exc:
+        name = getattr(metric, "__name__", type(metric).__name__)
+        raise RuntimeError(f"The metric {name} raised {type(exc).__name__}: {exc}") from exc
+    return to_score(value)
+
+
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     text = " ".join(str(text).split())
@@ -95,6 +117,32 @@ def _outputs(prediction: Any) -> dict[str, Any]:
     if isinstance(prediction, Mapping):
         return dict(prediction)
     return {"output": prediction}
+
+
+def example_rows(examples: Sequence[Any], split: str) -> list[dict[str, Any]]:
+    """``dspy.Example``s as policyopt rows: the inputs and an id ``"<split>/<index>"``; what the
+    reflection is shown (labels stay in the examples)."""
+    name = "trainset" if split == "train" else f"{split}set"
+    if isinstance(examples, str | bytes) or not isinstance(examples, Sequence):
+        raise DatasetError(
+            f"The {name!r} must be a list of dspy.Example; got {describe(examples)} instead."
+        )
+    if not examples:
+        raise DatasetError(f"The {name!r} is empty; pass at least one dspy.Example.")
+    rows = []
+    for index, example in enumerate(examples):
+        if not isinstance(example, dspy.Example):
+            raise DatasetError(
+                f"Example {index} of the {name!r} is {describe(example)}, not a dspy.Example."
+            )
+        if not example._input_keys:
+            raise DatasetError(
+                f"Example {index} of the {name!r} names no inputs: build it with "
+                "dspy.Example(...).with_inputs('question', ...)."
+            )
+        ident = f"{split}/{index}"
+        rows.append({**example.inputs().toDict(), "id": ident})
+    return rows
 
 
 class DSPyProgram:
@@ -155,29 +203,11 @@ class DSPyProgram:
         return apply_components(self.module, self.components, self.texts(texts))
 
     def rows(self, examples: Sequence[Any], split: str) -> list[dict[str, Any]]:
-        """The examples as policyopt rows (id and inputs: what the reflection is shown; labels
-        stay in the ``dspy.Example``, found again by id)."""
-        name = "trainset" if split == "train" else f"{split}set"
-        if isinstance(examples, str | bytes) or not isinstance(examples, Sequence):
-            raise DatasetError(
-                f"The {name!r} must be a list of dspy.Example; got {describe(examples)} instead."
-            )
-        if not examples:
-            raise DatasetError(f"The {name!r} is empty; pass at least one dspy.Example.")
-        rows = []
-        for index, example in enumerate(examples):
-            if not isinstance(example, dspy.Example):
-                raise DatasetError(
-                    f"Example {index} of the {name!r} is {describe(example)}, not a dspy.Example."
-                )
-            if not example._input_keys:
-                raise DatasetError(
-                    f"Example {index} of the {name!r} names no inputs: build it with "
-                    "dspy.Example(...).with_inputs('question', ...)."
-                )
-            ident = f"{split}/{index}"
-            self._examples[ident] = example
-            rows.append({**example.inputs().toDict(), "id": ident})
+        """The examples as policyopt rows (:func:`example_rows`), remembered by id so that
+        ``evaluate`` finds each row's ``dspy.Example`` (labels included) again."""
+        rows = example_rows(examples, split)
+        for row, example in zip(rows, examples, strict=True):
+            self._examples[row["id"]] = example
         return rows
 
     def example(self, row: Any) -> dspy.Example:
@@ -265,15 +295,9 @@ class DSPyProgram:
     def _call_metric(
         self, example: Any, prediction: Any, trace: Any, pred_name: Any, pred_trace: Any
     ) -> tuple[float, str | None]:
-        try:
-            if self.style == "gepa":
-                value = self.metric(example, prediction, trace, pred_name, pred_trace)
-            else:
-                value = self.metric(example, prediction, trace)
-        except Exception as exc:
-            name = getattr(self.metric, "__name__", type(self.metric).__name__)
-            raise RuntimeError(f"The metric {name} raised {type(exc).__name__}: {exc}") from exc
-        return to_score(value)
+        return call_metric(
+            self.metric, self.style, example, prediction, trace, pred_name, pred_trace
+        )
 
     def _predictor_notes(
         self,
