@@ -46,6 +46,7 @@ def make_task() -> Any:
         examples(3, start=3),
         examples(4, start=6),
         adapter=PlainAdapter(),
+        lm_kwargs={"max_tokens": 7},
     )
 
 
@@ -57,6 +58,7 @@ def test_the_task_holds_the_program_and_its_rows() -> None:
     }
     assert task.train[0] == {"text": "we met Bob0 today", "id": "train/0"}
     assert [row["id"] for row in task.test] == [f"test/{i}" for i in range(4)]
+    assert task.lm_kwargs == {"max_tokens": 7}  # what the DSPy peers' task model is given
     program = task.program(ScriptedLM(task_answer))
     assert isinstance(program.prompt, dict)
     better = json.dumps({**program.prompt, "format.instructions": UPPER})

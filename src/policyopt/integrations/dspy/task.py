@@ -150,6 +150,7 @@ def dspy_task(
         render_input=lambda row: json.dumps({k: v for k, v in row.items() if k != "id"}),
         metric=not_a_template,
         kind="dspy-program",
+        lm_kwargs=dict(lm_kwargs or {}),  # the DSPy peers' task model gets them too
         make_program=make_program,
         dspy_program=native,
     )
