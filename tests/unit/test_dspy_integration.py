@@ -358,3 +358,29 @@ def test_the_guide_script_compiles_and_imports_what_exists() -> None:
     assert ("policyopt.integrations.dspy", "optimize_dspy") in imported
     for module, name in imported:
         assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+
+
+# --------------------------------------------------------------------------- PlainAdapter
+def test_plain_adapter_writes_one_user_message_and_reads_fields_by_label() -> None:
+    adapter = PlainAdapter()
+    signature = dspy.Signature("question -> reasoning, final_answer", "Answer briefly.")
+    messages = adapter.format(
+        signature,
+        [{"question": "1+1?", "reasoning": "add", "final_answer": "2"}],
+        {"question": "2+2?"},
+    )
+    assert messages == [
+        {
+            "role": "user",
+            "content": "Answer briefly.\n\nQuestion: 1+1?\nReasoning: add\nFinal answer: 2\n\n"
+            "Question: 2+2?\nReasoning:",
+        }
+    ]
+    parsed = adapter.parse(signature, "two and two\nFinal answer: 4\n")
+    assert parsed == {"reasoning": "two and two", "final_answer": "4"}
+    assert adapter.parse(signature, "nothing labelled") == {
+        "reasoning": "nothing labelled",
+        "final_answer": "",
+    }
+    one = dspy.Signature("question -> answer")
+    assert adapter.parse(one, "  Paris\n") == {"answer": "Paris"}
