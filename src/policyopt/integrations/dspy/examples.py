@@ -97,10 +97,13 @@ def country_metric(
     whole program or, given ``pred_name``, for that predictor's step."""
     answer = str(getattr(pred, "country", "") or "")
     ok = gold.country.lower() in answer.lower()
+    # each wrong answer's feedback states the rule in the same words (the lesson a reflection
+    # can turn into an instruction), then this example's details
     feedback = (
         "Correct."
         if ok
-        else f"The answer should be the country {gold.country}; it was {answer[:60]!r}."
+        else "Name the country the city is in, in one word. "
+        f"The answer should be {gold.country}; it was {answer[:60]!r}."
     )
     if pred_name == "extract" and pred_trace:
         said = str(pred_trace[0][2].get("city", ""))
@@ -108,7 +111,7 @@ def country_metric(
         feedback = (
             f"The city step found {gold.city}."
             if right
-            else f"The city step should answer only the city name {gold.city}; it wrote "
-            f"{said[:60]!r}."
+            else "Answer with only the name of the city in the text. "
+            f"It should be {gold.city}; it wrote {said[:60]!r}."
         )
     return dspy.Prediction(score=float(ok), feedback=feedback)
