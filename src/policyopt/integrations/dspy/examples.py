@@ -53,14 +53,18 @@ _SENTENCES = (
 class CityCountry(dspy.Module):
     """Two steps: ``extract`` finds the city a text names, ``locate`` names its country.
 
-    The instructions are DSPy's defaults (``Given the fields ...``): what an optimizer starts
-    from when a user writes a signature without a docstring.
+    Each signature has a one-line instruction, as a user's docstring would give it: the embedded
+    model makes nothing of DSPy's default ``Given the fields ...``.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.extract = dspy.Predict("text -> city")
-        self.locate = dspy.Predict("city -> country")
+        self.extract = dspy.Predict(
+            dspy.Signature("text -> city", "Which city does the text name?")
+        )
+        self.locate = dspy.Predict(
+            dspy.Signature("city -> country", "Which country is the city in?")
+        )
 
     def forward(self, text: str) -> Any:
         city = self.extract(text=text).city
