@@ -160,9 +160,15 @@ def test_without_a_limit_the_burst_gets_429s() -> None:
     assert "RateLimitError" in errors[0]
 
 
+#: the client's window is longer than the server's by the delivery jitter a loaded machine adds
+#: (a request sent at the window's edge can arrive later than one sent after it): as a user
+#: sets a limit a little under the provider's
+CLIENT_PER = 2.5
+
+
 @pytest.mark.slow
 def test_a_shared_request_limit_keeps_threads_and_coroutines_under_it() -> None:
-    limit = RateLimit(requests=6, per=2.0)
+    limit = RateLimit(requests=6, per=CLIENT_PER)
     with limited_server(requests=6, per=2.0) as server:
         start = time.monotonic()
         errors = burst(
@@ -173,13 +179,13 @@ def test_a_shared_request_limit_keeps_threads_and_coroutines_under_it() -> None:
         )
         elapsed = time.monotonic() - start
     assert errors == [] and server.rejected == 0 and server.ok == 20
-    assert elapsed >= 2 * 2.0  # 20 calls at 6 per 2 s: the limit did the waiting
+    assert elapsed >= 3 * CLIENT_PER  # 20 calls at 6 per window: the limit did the waiting
     assert limit.waits > 0
 
 
 @pytest.mark.slow
 def test_a_token_limit_counts_prompt_and_max_tokens() -> None:
-    limit = RateLimit(tokens=150, per=2.0)
+    limit = RateLimit(tokens=150, per=CLIENT_PER)
     with limited_server(tokens=150, per=2.0) as server:
         start = time.monotonic()
         errors = burst(
@@ -188,7 +194,7 @@ def test_a_token_limit_counts_prompt_and_max_tokens() -> None:
         elapsed = time.monotonic() - start
     # ~36 tokens a request: 4 fit a window, 10 requests need three windows
     assert errors == [] and server.rejected == 0 and server.ok == 10
-    assert elapsed >= 2 * 2.0
+    assert elapsed >= 2 * CLIENT_PER
 
 
 def test_rpm_and_tpm_build_a_per_minute_limit_and_bad_limits_are_clear() -> None:
