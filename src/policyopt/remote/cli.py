@@ -296,6 +296,13 @@ def serve(
     max_rollouts_per_key: Annotated[
         int | None, typer.Option(help="Rollouts over all of a key's jobs (default: no cap).")
     ] = None,
+    max_lm_calls_per_key: Annotated[
+        int | None,
+        typer.Option(
+            help="Optimizer-LM calls over all of a key's jobs (default: no cap); jobs must then "
+            "set their algorithm's max_lm_calls."
+        ),
+    ] = None,
     max_cost_per_key: Annotated[
         float | None,
         typer.Option(help="LM dollars over all of a key's jobs (default: no cap)."),
@@ -368,6 +375,7 @@ def serve(
             ("max_active_jobs_per_key", max_active_jobs_per_key),
             ("max_rollouts_per_key", max_rollouts_per_key),
             ("max_cost_usd_per_key", max_cost_per_key),
+            ("max_lm_calls_per_key", max_lm_calls_per_key),
         ):
             if value is not None:
                 flags[name] = value

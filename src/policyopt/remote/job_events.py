@@ -156,6 +156,8 @@ def build_results(
         "test_rollouts": 0 if test is None else test.get("rollouts", 0),
         "lm_usage": {k: v.model_dump() for k, v in result.lm_usage.items()},
         "cost_usd": result.cost_usd,
+        # the optimizer-LM calls billed (every segment of a resumed run): the key's quota charge
+        "lm_calls": sum(u.calls for u in result.lm_usage.values()),
         "wall_time_s": result.wall_time_s,
     }
     return _jsonable(

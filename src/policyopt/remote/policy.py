@@ -14,7 +14,8 @@ owner, not the job, decides:
 - **outbound requests**: ``task_app_hosts``, the hosts and networks task apps may live on
   (:mod:`policyopt.remote.outbound`; loopback by default);
 - **input limits**: nesting depth, string and list lengths and number of example ids;
-- **quotas per key**: unfinished jobs, and rollouts / dollars over all of a key's jobs.
+- **quotas per key**: unfinished jobs, and rollouts / optimizer-LM calls / dollars over all of
+  a key's jobs.
 
 A :class:`ServerPolicy` is built from keyword arguments, ``policyopt serve`` flags or a TOML
 file (:meth:`ServerPolicy.from_toml`). Violations are :class:`PolicyViolation`, which carry the
@@ -166,6 +167,12 @@ class ServerPolicy(BaseModel):
     )
     max_cost_usd_per_key: float | None = Field(
         default=None, gt=0, description="LM dollars over all of a key's jobs"
+    )
+    max_lm_calls_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        description="optimizer-LM calls over all of a key's jobs (an unfinished job holds its "
+        "max_lm_calls cap, which such a server then requires)",
     )
 
     @model_validator(mode="before")

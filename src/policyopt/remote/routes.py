@@ -33,7 +33,7 @@ from policyopt.remote.outbound import OutboundPolicy
 from policyopt.remote.policy import PolicyViolation, ServerPolicy
 from policyopt.remote.runner import JobRunner
 from policyopt.remote.store import JobRecord, JobState, JobStore
-from policyopt.remote.submission import check_quotas, checked_config, parse_json
+from policyopt.remote.submission import check_quotas, checked_config, parse_json, reservation
 from policyopt.remote.vault import ServerSecret
 
 __all__ = ["API_ROOTS", "MAX_SEQ", "JobsAPI", "add_job_routes", "owner", "status_body"]
@@ -105,7 +105,6 @@ class JobsAPI:
         self.owner_ids = owner_ids
         self.poll_interval = poll_interval
         self.keepalive_s = keepalive_s
-        self.submit_lock = asyncio.Lock()  # the quota check and the insert, one submit at a time
 
     def authenticate(self, header: str | None) -> str:
         """The owner id of an ``Authorization`` header; HTTPException 401 when it has none."""
@@ -165,16 +164,18 @@ class JobsAPI:
                 422, "task_app.url: its host name did not resolve within 10 s"
             ) from None
         stored = self.secret.seal_config(config.to_dict())
-        async with self.submit_lock:
-            usage = await asyncio.to_thread(self.store.usage, who)
-            check_quotas(self.policy, usage, config)
-            job = await asyncio.to_thread(
-                self.store.create_job,
-                owner=who,
-                algorithm=config.algorithm,
-                config=stored,
-                max_rollouts=config.budget.max_rollouts,
-            )
+        reserved = reservation(self.policy, config)
+        # the quota check and the insert are one transaction of the store, one per key at a
+        # time on every replica: parallel submits cannot both fit into the same room
+        job = await asyncio.to_thread(
+            self.store.create_job,
+            owner=who,
+            algorithm=config.algorithm,
+            config=stored,
+            max_rollouts=config.budget.max_rollouts,
+            reserved=reserved,
+            admit=lambda usage: check_quotas(self.policy, usage, config),
+        )
         await asyncio.to_thread(self.runner.submit, job.id)
         fresh = await asyncio.to_thread(self.store.get_job, job.id)
         assert fresh is not None

@@ -37,7 +37,7 @@ A SQLite file is created 0600 (its directory 0700 when this creates it); SQLite 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,6 +48,7 @@ from policyopt.remote.store_db import (
     _BUMP_SEQ,
     _INSERT_EVENT,
     _JOBS,
+    _QUOTA_LOCK,
     _READ_SEQ,
     _UPDATABLE,
     TERMINAL_EVENTS,
@@ -118,12 +119,30 @@ class JobStore(Leases):
         config: Mapping[str, Any],
         job_id: str | None = None,
         max_rollouts: int | None = None,
+        reserved: Mapping[str, Any] | None = None,
+        admit: Callable[[Mapping[str, float]], None] | None = None,
     ) -> JobRecord:
-        """Insert a new job in state ``pending`` with its ``job.created`` event (seq 1)."""
+        """Insert a new job in state ``pending`` with its ``job.created`` event (seq 1).
+
+        ``admit(usage)``, when given, is called with what the owner's jobs hold of its quotas
+        (:meth:`usage_on`) inside the insert's own transaction, one such transaction per owner
+        at a time on every replica (SQLite: the database's write lock, ``BEGIN IMMEDIATE``;
+        PostgreSQL: an advisory lock on the owner), so no two submits, on any replica, both
+        fit into the same room; it raises to refuse the job, and nothing is written.
+        ``reserved`` is what the job holds of the quotas besides its budget (``lm_calls``).
+        """
         job_id = job_id or new_job_id()
         now = time.time()
         progress = {"rollouts_used": 0, "max_rollouts": max_rollouts}
         with self._write() as db:
+            if admit is not None:
+                if self.dialect == "postgresql":
+                    db.execute(
+                        sa.select(
+                            sa.func.pg_advisory_xact_lock(_QUOTA_LOCK, sa.func.hashtext(owner))
+                        )
+                    )
+                admit(self.usage_on(db, owner))
             db.execute(
                 sa.insert(_JOBS).values(
                     id=job_id,
@@ -133,6 +152,7 @@ class JobStore(Leases):
                     config=dict(config),
                     created_at=now,
                     progress=progress,
+                    reserved=dict(reserved) if reserved else None,
                 )
             )
             self._append(db, job_id, "job.created", "job created", {"algorithm": algorithm}, now)

@@ -89,6 +89,7 @@ _JOBS = sa.Table(
     sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_expires_at", sa.Double),
+    sa.Column("reserved", _JSON),
     sa.Index("jobs_owner", "owner", "created_at"),
     sa.Index("jobs_status", "status"),
 )
@@ -114,9 +115,16 @@ _API_KEYS = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
 )
 #: columns added after the first release: (name, type) added to an older database on open
-_ADDED_COLUMNS = (("lease_owner", "TEXT"), ("lease_expires_at", "DOUBLE PRECISION"))
+_ADDED_COLUMNS = (
+    ("lease_owner", "TEXT"),
+    ("lease_expires_at", "DOUBLE PRECISION"),
+    ("reserved", "JSON"),
+)
 #: a PostgreSQL advisory lock key: one replica at a time creates or upgrades the schema
 _SCHEMA_LOCK = 0x706F6C6F
+#: the first key of a PostgreSQL advisory lock per owner: one submit of a key at a time checks
+#: the key's quotas and inserts its job (the second key is the owner's hashtext)
+_QUOTA_LOCK = 0x706F6C71
 
 
 def hash_api_key(key: str) -> str:
@@ -190,6 +198,9 @@ class JobRecord:
     last_seq: int
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    #: what the job holds of its key's quotas while unfinished (``lm_calls``: its optimizer-LM
+    #: cap); a finished job is charged what it spent instead
+    reserved: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +215,7 @@ class LeaseState:
     cancel_requested: bool
 
 
-_JSON_COLUMNS = {"config", "progress", "best_prompt", "results"}
+_JSON_COLUMNS = {"config", "progress", "best_prompt", "results", "reserved"}
 _UPDATABLE = {
     "status",
     "started_at",

@@ -71,15 +71,27 @@ class Reads(Database):
         return int(row[0])
 
     def usage(self, owner: str) -> dict[str, float]:
-        """What a key's jobs hold: ``active`` (unfinished jobs), ``rollouts`` (used by finished
-        jobs, their test scoring included; budgeted by unfinished ones, plus the test scoring's
-        most: the seed and the best prompt on every test id) and ``cost_usd`` (spent by
-        finished jobs as far as known, else their cap; capped by unfinished ones)."""
+        """What a key's jobs hold of its quotas (see :meth:`usage_on`), in one read."""
+        with self._read() as db:
+            return self.usage_on(db, owner)
+
+    def usage_on(self, db: sa.Connection, owner: str) -> dict[str, float]:
+        """What a key's jobs hold, read on ``db`` (a write transaction: the quota check and the
+        insert of :meth:`~policyopt.remote.store.JobStore.create_job` are one transaction).
+
+        ``active``: unfinished jobs. ``rollouts``: used by finished jobs, their test scoring
+        included; budgeted by unfinished ones, plus the test scoring's most (the seed and the
+        best prompt on every test id). ``cost_usd``: spent by finished jobs as far as known,
+        else their cap; capped by unfinished ones. ``lm_calls``: optimizer-LM calls billed to
+        finished jobs (every segment of a resumed run), else their reserved cap; the reserved
+        cap of unfinished ones.
+        """
         j = _JOBS.c
         active = j.status.in_(_UNFINISHED)
         cap = j.config[("budget", "max_cost_usd")].as_float()
+        calls_cap = sa.func.coalesce(j.reserved["lm_calls"].as_float(), 0)
         test_most = 2 * sa.func.coalesce(sa.func.json_array_length(j.config["test_ids"]), 0)
-        row = self._one(
+        row = db.execute(
             sa.select(
                 sa.func.sum(sa.case((active, 1), else_=0)),
                 sa.func.sum(
@@ -98,13 +110,24 @@ class Reads(Database):
                         else_=sa.func.coalesce(j.results[("usage", "cost_usd")].as_float(), cap, 0),
                     )
                 ),
-            ).where(j.owner == owner, *self._valid_json(j.config, j.progress, j.results))
-        )
+                sa.func.sum(
+                    sa.case(
+                        (active, calls_cap),
+                        else_=sa.func.coalesce(
+                            j.results[("usage", "lm_calls")].as_float(), calls_cap
+                        ),
+                    )
+                ),
+            ).where(
+                j.owner == owner, *self._valid_json(j.config, j.progress, j.results, j.reserved)
+            )
+        ).first()
         assert row is not None
         return {
             "active": int(row[0] or 0),
             "rollouts": int(row[1] or 0),
             "cost_usd": float(row[2] or 0.0),
+            "lm_calls": int(row[3] or 0),
         }
 
     def active_owners(self) -> dict[str, str]:

@@ -16,7 +16,13 @@ from fastapi import HTTPException
 from policyopt.errors import ConfigError
 from policyopt.remote.policy import PolicyViolation, ServerPolicy, check_json_limits
 
-__all__ = ["check_quotas", "checked_config", "parse_config", "parse_json"]
+__all__ = [
+    "check_quotas",
+    "checked_config",
+    "parse_config",
+    "parse_json",
+    "reservation",
+]
 
 
 def checked_config(raw: bytes, policy: ServerPolicy) -> Any:
@@ -122,8 +128,30 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def reservation(policy: ServerPolicy, config: Any) -> dict[str, Any]:
+    """What a job holds of its key's quotas while it runs, besides its budget: ``lm_calls``,
+    its optimizer-LM cap (``max_lm_calls``: a hard cap, no call is made past it). A server that
+    caps dollars or LM calls per key requires the job's own cap (422 when missing)."""
+    dollars = policy.max_cost_usd_per_key
+    if dollars is not None and config.budget.max_cost_usd is None:
+        raise HTTPException(
+            422,
+            "budget.max_cost_usd: required on this server, which caps LM spend per key "
+            f"(${dollars:g} in all).",
+        )
+    calls = config.optimizer_kwargs().get("max_lm_calls")
+    if policy.max_lm_calls_per_key is not None and calls is None:
+        raise HTTPException(
+            422,
+            f"{config.algorithm.split('[')[0]}.max_lm_calls: required on this server, which caps "
+            f"optimizer-LM calls per key ({policy.max_lm_calls_per_key} in all).",
+        )
+    return {} if calls is None else {"lm_calls": int(calls)}
+
+
 def check_quotas(policy: ServerPolicy, usage: Mapping[str, float], config: Any) -> None:
-    """429 when this job would take its key over a quota (see :class:`ServerPolicy`)."""
+    """429 when this job would take its key over a quota (see :class:`ServerPolicy`); called
+    with the key's usage inside the transaction that stores the job."""
     if usage["active"] >= policy.max_active_jobs_per_key:
         raise HTTPException(
             429,
@@ -141,17 +169,19 @@ def check_quotas(policy: ServerPolicy, usage: Mapping[str, float], config: Any) 
             f"{test_most} test rollouts (2 per test id) does not fit ({left} left).",
         )
     dollars = policy.max_cost_usd_per_key
-    if dollars is not None:
-        asked = config.budget.max_cost_usd
-        if asked is None:
-            raise HTTPException(
-                422,
-                "budget.max_cost_usd: required on this server, which caps LM spend per key "
-                f"(${dollars:g} in all).",
-            )
-        if usage["cost_usd"] + asked > dollars:
-            raise HTTPException(
-                429,
-                f"Cost quota: this key's jobs hold ${usage['cost_usd']:.4f} of its "
-                f"${dollars:g}; budget.max_cost_usd={asked:g} does not fit.",
-            )
+    asked = config.budget.max_cost_usd
+    if dollars is not None and asked is not None and usage["cost_usd"] + asked > dollars:
+        raise HTTPException(
+            429,
+            f"Cost quota: this key's jobs hold ${usage['cost_usd']:.4f} of its "
+            f"${dollars:g}; budget.max_cost_usd={asked:g} does not fit.",
+        )
+    calls = policy.max_lm_calls_per_key
+    held = int(usage.get("lm_calls", 0))
+    asked_calls = reservation(policy, config).get("lm_calls")
+    if calls is not None and asked_calls is not None and held + asked_calls > calls:
+        raise HTTPException(
+            429,
+            f"Optimizer-LM call quota: this key's jobs hold {held} of its {calls} calls; "
+            f"max_lm_calls={asked_calls} does not fit ({max(0, calls - held)} left).",
+        )

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,23 +180,36 @@ def test_a_cancel_on_one_replica_reaches_the_holders_heartbeat(
 
 
 def test_quota_usage_reads_json_on_both_backends(stores: tuple[JobStore, JobStore]) -> None:
+    """Unfinished jobs hold their caps (rollouts, dollars, optimizer-LM calls); finished ones
+    are charged what they spent, or their cap where that is not known (a failed job)."""
     a, _ = stores
     config = {"budget": {"max_rollouts": 50, "max_cost_usd": 2.5}}
-    running = a.create_job(owner="k", algorithm="gepa", config=config, max_rollouts=50)
+    calls = {"lm_calls": 40}
+    running = a.create_job(
+        owner="k", algorithm="gepa", config=config, max_rollouts=50, reserved=calls
+    )
     a.transition(running.id, JobState.RUNNING)
-    done = a.create_job(owner="k", algorithm="gepa", config=config, max_rollouts=50)
+    done = a.create_job(owner="k", algorithm="gepa", config=config, max_rollouts=50, reserved=calls)
     a.transition(
         done.id,
         JobState.SUCCEEDED,
         progress={"rollouts_used": 20, "max_rollouts": 50},
-        results={"usage": {"cost_usd": 0.25}},
+        results={"usage": {"cost_usd": 0.25, "lm_calls": 9}},
     )
-    capped = a.create_job(owner="k", algorithm="gepa", config=config, max_rollouts=50)
+    capped = a.create_job(
+        owner="k", algorithm="gepa", config=config, max_rollouts=50, reserved={"lm_calls": 30}
+    )
     a.transition(capped.id, JobState.FAILED, progress={"rollouts_used": 7, "max_rollouts": 50})
     a.create_job(owner="someone-else", algorithm="gepa", config=config, max_rollouts=99)
     usage = a.usage("k")
-    assert usage == {"active": 1, "rollouts": 50 + 20 + 7, "cost_usd": pytest.approx(5.25)}
-    assert a.usage("nobody") == {"active": 0, "rollouts": 0, "cost_usd": 0.0}
+    assert usage == {
+        "active": 1,
+        "rollouts": 50 + 20 + 7,
+        "cost_usd": pytest.approx(5.25),
+        "lm_calls": 40 + 9 + 30,
+    }
+    assert a.get_job(running.id).reserved == calls  # type: ignore[union-attr]
+    assert a.usage("nobody") == {"active": 0, "rollouts": 0, "cost_usd": 0.0, "lm_calls": 0}
     assert a.count_jobs([JobState.RUNNING, JobState.PENDING]) == 2
 
 
@@ -283,6 +297,65 @@ def test_a_stored_infinity_never_locks_its_key_out_of_quota_checks(tmp_path: Pat
         store.create_job(owner="k", algorithm="gepa", config=config, max_rollouts=5)
         good = {"budget": {"max_rollouts": 7, "max_cost_usd": 1.0}}
         store.create_job(owner="k", algorithm="gepa", config=good, max_rollouts=7)
-        assert store.usage("k") == {"active": 1, "rollouts": 7, "cost_usd": 1.0}
+        assert store.usage("k") == {"active": 1, "rollouts": 7, "cost_usd": 1.0, "lm_calls": 0}
     finally:
         store.close()
+
+
+class _Full(Exception):
+    """A quota refused the job (what the server answers 429)."""
+
+
+def _submit_in_parallel(stores: tuple[JobStore, JobStore], per_store: int, admit: Any) -> int:
+    """``per_store`` threads on each store submit one job at the same moment; how many got in."""
+    start = threading.Barrier(2 * per_store)
+    admitted: list[str] = []
+    lock = threading.Lock()
+
+    def submit(store: JobStore) -> None:
+        start.wait(30)
+        try:
+            job = store.create_job(
+                owner="k",
+                algorithm="gepa",
+                config={"budget": {"max_rollouts": 10}},
+                max_rollouts=10,
+                reserved={"lm_calls": 7},
+                admit=admit,
+            )
+        except _Full:
+            return
+        with lock:
+            admitted.append(job.id)
+
+    threads = [
+        threading.Thread(target=submit, args=(store,)) for store in stores for _ in range(per_store)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(t.is_alive() for t in threads)
+    return len(admitted)
+
+
+@pytest.mark.parametrize("quota", ["rollouts", "lm_calls"])
+def test_parallel_submits_on_two_replicas_never_exceed_a_quota(
+    stores: tuple[JobStore, JobStore], quota: str
+) -> None:
+    """The quota check and the insert are one transaction per key on every replica: 2 x 20
+    submits at once, each asking 10 rollouts and 7 optimizer-LM calls, against a quota of 100
+    rollouts (room for exactly 10 jobs) or 50 LM calls (room for exactly 7)."""
+    cap, each = (100, 10) if quota == "rollouts" else (50, 7)
+    seen: list[float] = []
+
+    def admit(usage: Any) -> None:
+        seen.append(usage[quota])
+        time.sleep(0.002)  # widen the window between the check and the insert
+        if usage[quota] + each > cap:
+            raise _Full
+
+    got = _submit_in_parallel(stores, 20, admit)
+    assert got == cap // each
+    assert stores[1].usage("k")[quota] == got * each <= cap
+    assert sorted(seen)[: got + 1] == [n * each for n in range(got + 1)]  # each saw the last
