@@ -45,6 +45,7 @@ from policyopt.remote.job_events import (
     failure_reason as _reason,  # the failure line a job's owner sees
 )
 from policyopt.remote.job_lm import default_reflection_lm
+from policyopt.remote.job_thread import JobCancelled, JobThreads
 from policyopt.remote.leases import DEFAULT_LEASE_S, DEFAULT_POLL_S, LeaseHolder, new_replica_id
 from policyopt.remote.store import TERMINAL_EVENTS, JobRecord, JobState, JobStore
 
@@ -167,6 +168,7 @@ class JobRunner(LeaseHolder):
         self.job_niceness = job_niceness  # added to a job process's niceness
         self.factories = (reflection_lm_factory, task_app_factory)  # as given (for children)
         self.children: dict[str, Any] = {}  # job id -> its process (isolation="process")
+        self.threads = JobThreads()  # the jobs on this process's threads (isolation="thread")
         self.replica_id = replica_id or new_replica_id()
         self.lease_s = float(lease_s)
         self.poll_s = float(poll_s)
@@ -281,8 +283,9 @@ class JobRunner(LeaseHolder):
         return job
 
     def stop_cancelled(self, job_id: str) -> None:
-        """Stop a cancelled job running here: its ``STOP`` file now; its process (with
-        ``isolation="process"``) is killed if it has not ended a grace period later."""
+        """Stop a cancelled job running here: its ``STOP`` file now, and its process or thread
+        interrupted at once (Ctrl-C: it keeps its result so far); a process still running a
+        grace period later is killed, a thread's job is ended without it."""
         with self._lock:
             job_dir = self._running.get(job_id)
             if job_dir is None:
@@ -294,6 +297,20 @@ class JobRunner(LeaseHolder):
             from policyopt.remote.job_process import kill_after
 
             kill_after(self, job_id)
+        else:
+            self.threads.cancel(job_id, lambda: self._give_up(job_id))
+
+    def _give_up(self, job_id: str) -> None:
+        """A cancelled job whose thread is stuck in a call past the grace period: it ends
+        cancelled now, and what the thread writes after (when its call returns) is ignored."""
+        with self._lock:
+            if job_id not in self._running:
+                return
+            self._abandoned.add(job_id)
+            listener = self._listeners.get(job_id)
+            if listener is not None:
+                listener.detached = True
+        self._cancelled(job_id, None)
 
     def counts(self) -> dict[str, int]:
         """Jobs running in this replica, and jobs waiting in the shared queue."""
@@ -382,7 +399,10 @@ class JobRunner(LeaseHolder):
 
                 kind, reason = run_in_child(self, job, job_dir)
             else:
-                kind, reason = self.outcome(job, job_dir)
+                try:
+                    kind, reason = self.threads.run(job_id, lambda: self.outcome(job, job_dir))
+                except JobCancelled:  # landed past the run: the job is cancelled all the same
+                    kind, reason = "cancelled", ""
             if job_id in self._abandoned:  # handed back already (shutdown or lost lease)
                 return
             if kind == "interrupted":
@@ -396,6 +416,8 @@ class JobRunner(LeaseHolder):
                     holder=self.replica_id,
                     attempts=job.attempts - 1,  # a clean shutdown is not a failed attempt
                 )
+            elif kind == "cancelled":  # interrupted before it had a result to keep
+                self._cancelled(job_id, None)
             elif kind == "error":
                 cancelled = self.store.get_job(job_id, full=False)
                 if cancelled is not None and cancelled.cancel_requested:
@@ -474,14 +496,16 @@ class JobRunner(LeaseHolder):
             from policyopt.registry import get_spec
 
             optimizer = get_spec(config.algorithm).build(lm=lm, listeners=[listener], **kwargs)
-            result = optimizer.optimize(program, train, val)
+            with self.threads.interruptible(job.id):  # a cancel interrupts it (thread mode)
+                result = optimizer.optimize(program, train, val)
             if self._stopping.is_set():
                 raise _Interrupted
             current = self.store.get_job(job.id)
             if current is not None and current.cancel_requested:
                 self._cancelled(job.id, build_results(self.store, job.id, result, None))
                 return
-            test = self._test(program, result, config, job_dir, kwargs)
+            with self.threads.interruptible(job.id):
+                test = self._test(program, result, config, job_dir, kwargs)
             results = build_results(self.store, job.id, result, test)
         finally:
             with contextlib.suppress(Exception):

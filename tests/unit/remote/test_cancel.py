@@ -1,5 +1,6 @@
 """Cancel that cancels, and a shutdown that starts no new rollout (issue 26), with jobs in
-child processes (what ``policyopt serve`` runs) against a real task app on 127.0.0.1.
+child processes (what ``policyopt serve`` runs) and on the server's threads, against a real
+task app on 127.0.0.1.
 
 The task app's rollouts hang (a drip or a dead model server look the same to the job: no
 answer) after the first few, with the job's rollout timeout at the server's 600 s cap: a
@@ -65,14 +66,14 @@ def serve_task(evaluate: Hanging) -> Any:
     return serve_in_thread(app)
 
 
-@pytest.fixture
-def backend(tmp_path: Path) -> Iterator[ServerThread]:
+@pytest.fixture(params=["process", "thread"])
+def backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     app = create_app(
         tmp_path / "jobs.db",
         tmp_path / "runs",
         [OWNER_KEY],
         reflection_lm_factory=FreshProposals(),
-        isolation="process",
+        isolation=request.param,
         job_niceness=0,
     )
     server = ServerThread(app).start()
@@ -88,10 +89,13 @@ def submit(http: httpx.Client, url: str, **sizes: int) -> str:
     return str(response.json()["job_id"])
 
 
+@pytest.mark.parametrize("quick", [8, 40], ids=["seed-unscored", "with-a-result"])
 def test_a_cancelled_job_with_hung_rollouts_ends_within_5_s_keeping_its_rollouts(
-    backend: ServerThread, tmp_path: Path
+    backend: ServerThread, tmp_path: Path, quick: int
 ) -> None:
-    evaluate = Hanging(quick=8)
+    """Rollouts hang while the seed prompt is scored (8: no result to keep yet; a thread's STOP
+    file waited for the seed before) or later in the search (40: its partial result is kept)."""
+    evaluate = Hanging(quick=quick)
     with (
         serve_task(evaluate) as task_url,
         httpx.Client(
@@ -100,7 +104,7 @@ def test_a_cancelled_job_with_hung_rollouts_ends_within_5_s_keeping_its_rollouts
     ):
         try:
             job_id = submit(http, task_url)
-            wait_for(lambda: len(evaluate.starts) >= 10, timeout=120)  # 2 rollouts hang
+            wait_for(lambda: len(evaluate.starts) >= quick + 2, timeout=120)  # 2 hang
             time.sleep(0.5)
             started = time.monotonic()
             assert http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
@@ -111,9 +115,72 @@ def test_a_cancelled_job_with_hung_rollouts_ends_within_5_s_keeping_its_rollouts
             took = time.monotonic() - started
             assert took < 5.0, took
             assert status["status"] == "cancelled"
-            assert len(journal_keys(tmp_path / "runs" / job_id)) >= 8  # finished ones kept
+            assert len(journal_keys(tmp_path / "runs" / job_id)) >= quick  # finished ones kept
+            results = http.get(f"{JOBS}/{job_id}/results").json()
+            if quick > 12:  # the seed's 12 val rollouts were scored: the partial result is kept
+                # ended by Ctrl-C (SIGUSR1 to a process) or, on a thread, by the STOP file
+                assert results["final"] and results["top_prompts"], results
+                assert results["stop_reason"] in ("interrupted", "stop_file"), results
         finally:
             evaluate.release.set()
+
+
+class StuckLM:
+    """A reflection LM whose calls block in one call that never returns to Python (a socket
+    read that hangs): a thread's interrupt cannot land until it returns."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self, config: Any) -> Any:
+        def answer(prompt: str) -> str:
+            self.calls += 1
+            self.release.wait()  # no timeout: a lock wait no async exception interrupts
+            return "```\nSolve the task.\n```"
+
+        return answer
+
+
+def test_a_cancelled_thread_job_stuck_in_an_lm_call_ends_within_5_s(tmp_path: Path) -> None:
+    """With jobs on the server's threads, a job stuck in one call is ended after the grace
+    period without its thread (which stops once the call returns, writing nothing more)."""
+    evaluate = Hanging(quick=10**6)
+    stuck = StuckLM()
+    app = create_app(
+        tmp_path / "jobs.db",
+        tmp_path / "runs",
+        [OWNER_KEY],
+        reflection_lm_factory=stuck,
+        isolation="thread",
+    )
+    server = ServerThread(app).start()
+    try:
+        with (
+            serve_task(evaluate) as task_url,
+            httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=30
+            ) as http,
+        ):
+            job_id = submit(http, task_url)
+            wait_for(lambda: stuck.calls >= 1, timeout=120)
+            started = time.monotonic()
+            assert http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
+            wait_for(lambda: http.get(f"{JOBS}/{job_id}").json()["status"] == "cancelled", 60)
+            took = time.monotonic() - started
+            assert took < 5.0, took
+            seqs = http.get(f"{JOBS}/{job_id}/events").json()["events"]
+            assert seqs[-1]["type"] == "job.cancelled"
+            n_rollouts = len(evaluate.starts)
+            stuck.release.set()  # the call returns: the thread ends, and writes nothing more
+            time.sleep(1.0)
+            after = http.get(f"{JOBS}/{job_id}/events").json()["events"]
+            assert after[-1]["seq"] == seqs[-1]["seq"], after[-3:]
+            assert len(evaluate.starts) == n_rollouts  # no rollout started after the cancel
+            assert http.get(f"{JOBS}/{job_id}").json()["status"] == "cancelled"
+    finally:
+        stuck.release.set()
+        server.stop(timeout=30)
 
 
 def test_after_sigterm_the_job_starts_no_new_rollout_and_goes_back_to_the_queue(
