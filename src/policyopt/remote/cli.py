@@ -303,6 +303,13 @@ def serve(
             "set their algorithm's max_lm_calls."
         ),
     ] = None,
+    max_job_memory_mib: Annotated[
+        int | None,
+        typer.Option(
+            help="Memory of one job's process in MiB (default: no cap); a job past it fails "
+            "with that reason."
+        ),
+    ] = None,
     max_cost_per_key: Annotated[
         float | None,
         typer.Option(help="LM dollars over all of a key's jobs (default: no cap)."),
@@ -376,6 +383,7 @@ def serve(
             ("max_rollouts_per_key", max_rollouts_per_key),
             ("max_cost_usd_per_key", max_cost_per_key),
             ("max_lm_calls_per_key", max_lm_calls_per_key),
+            ("max_job_memory_mib", max_job_memory_mib),
         ):
             if value is not None:
                 flags[name] = value

@@ -17,6 +17,12 @@ file, as in a thread, so the optimizer stops at its next check and keeps its par
 a child still running :data:`CANCEL_GRACE_S` seconds later (a rollout that hangs or drips)
 is killed, and the job ends cancelled with its finished rollouts journaled. The factories
 given to the runner must be picklable (module-level callables).
+
+Memory: with the policy's ``max_job_memory_mib`` the server reads the child's resident memory
+every :data:`MEMORY_POLL_S` seconds and kills a child past the limit (the job fails with "the
+job exceeded the memory limit of N MiB"); the child's data segment is also capped by the
+kernel (``RLIMIT_DATA``, twice the limit), so one allocation too large to be seen in time
+fails in the child (a ``MemoryError``) instead of taking the machine's memory.
 """
 
 from __future__ import annotations
@@ -36,12 +42,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.runner import JobRunner
     from policyopt.remote.store import JobRecord
 
-__all__ = ["CANCEL_GRACE_S", "EXIT_INTERRUPTED", "kill_after", "run_in_child"]
+__all__ = [
+    "CANCEL_GRACE_S",
+    "EXIT_INTERRUPTED",
+    "kill_after",
+    "resident_bytes",
+    "run_in_child",
+]
 
 #: the exit code of a job process stopped by SIGTERM (the job goes back to the queue)
 EXIT_INTERRUPTED = 75
 #: seconds a cancelled job's process gets to stop by itself before it is killed
 CANCEL_GRACE_S = 2.0
+#: seconds between two reads of a job process's memory (with a memory limit)
+MEMORY_POLL_S = 0.1
+#: the kernel's cap on a job process's data segment, as a multiple of its memory limit
+DATA_LIMIT_FACTOR = 2
 
 
 def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str, str]:
@@ -77,7 +93,7 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
                 mine = os.getpriority(os.PRIO_PROCESS, 0)
                 os.setpriority(os.PRIO_PROCESS, child.pid, mine + runner.job_niceness)
         send.close()
-        child.join()
+        over = _wait(child, runner.policy.max_job_memory_mib)
     finally:
         with runner._lock:
             runner.children.pop(job.id, None)
@@ -88,11 +104,56 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         except (EOFError, OSError):
             outcome = None
     receive.close()
+    if over is not None:
+        return "error", (
+            f"the job exceeded the memory limit of {runner.policy.max_job_memory_mib} MiB "
+            f"(its process used {over >> 20} MiB) and was stopped"
+        )
     if outcome is not None:
         return outcome
     if runner._stopping.is_set() or child.exitcode in (EXIT_INTERRUPTED, -signal.SIGTERM):
         return "interrupted", ""
     return "error", f"the job's process ended without a result (exit code {child.exitcode})"
+
+
+def _wait(child: Any, limit_mib: int | None) -> int | None:
+    """Wait for the job process to end; with a limit, kill it once its resident memory is
+    past ``limit_mib`` and return what it used (bytes), else None."""
+    if limit_mib is None:
+        child.join()
+        return None
+    limit = limit_mib << 20
+    while True:
+        child.join(MEMORY_POLL_S)
+        if not child.is_alive():
+            return None
+        used = resident_bytes(child.pid)
+        if used is not None and used > limit:
+            with contextlib.suppress(Exception):
+                child.kill()
+            child.join()
+            return used
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The resident memory of a process in bytes (Linux ``/proc``; None where unknown)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _limit_data(limit_mib: int | None) -> None:
+    """Cap this process's data segment (heap and private mappings) at
+    :data:`DATA_LIMIT_FACTOR` times the job's memory limit: past it an allocation fails."""
+    if limit_mib is None:
+        return
+    with contextlib.suppress(ImportError, OSError, ValueError):  # not on every platform
+        import resource
+
+        cap = DATA_LIMIT_FACTOR * (limit_mib << 20)
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
 
 def kill_after(runner: JobRunner, job_id: str, seconds: float = CANCEL_GRACE_S) -> None:
@@ -140,6 +201,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def _child_main(spec: dict[str, Any], job_id: str, send: Connection) -> None:
     """The child: run one job with its own store connection and report the outcome."""
     _die_with_parent(int(spec["parent_pid"]))
+    _limit_data(spec["policy"].max_job_memory_mib)
     from policyopt.remote.store import JobStore
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which decides

@@ -168,6 +168,12 @@ class ServerPolicy(BaseModel):
     max_cost_usd_per_key: float | None = Field(
         default=None, gt=0, description="LM dollars over all of a key's jobs"
     )
+    max_job_memory_mib: int | None = Field(
+        default=None,
+        ge=64,
+        description="memory of one job's process in MiB (with process isolation, what "
+        "policyopt serve uses): past it the job is stopped and fails with that reason",
+    )
     max_lm_calls_per_key: int | None = Field(
         default=None,
         ge=1,

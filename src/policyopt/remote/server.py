@@ -150,6 +150,11 @@ def create_app(
     if max_active_jobs_per_key is not None:
         updates["max_active_jobs_per_key"] = max_active_jobs_per_key
     policy = ServerPolicy.build(**{**(policy or ServerPolicy()).model_dump(), **updates})
+    if policy.max_job_memory_mib is not None and isolation != "process":
+        raise ConfigError(
+            "max_job_memory_mib (--max-job-memory-mib) limits a job's own process: it needs "
+            f"isolation='process' (--isolation process); got {isolation!r}."
+        )
     if isinstance(max_body_bytes, bool) or max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be >= 1; got {max_body_bytes!r}.")
     store = JobStore(db_path)
