@@ -88,8 +88,8 @@ class JobThreads:
         """Interrupt the job's thread if its ``STOP`` file has not ended the search within
         :attr:`first_stop_s`, and call ``give_up()`` if the thread still runs the job
         :attr:`grace_s` seconds from now (see the module docstring)."""
-        with self._lock:
-            if job_id not in self._jobs or job_id in self._cancelled:
+        with self._lock:  # a job not yet in its search is interrupted as it enters it
+            if job_id in self._cancelled:
                 return
             self._cancelled.add(job_id)
 
