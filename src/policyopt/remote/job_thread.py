@@ -4,11 +4,13 @@ A thread cannot be killed. A cancel first writes the run's ``STOP`` file (the se
 its next check); if the search still runs :data:`FIRST_STOP_S` later (rollouts hang while the
 seed prompt is scored, before the ``STOP`` file counts), it does what Ctrl-C does to a local
 run: it raises :class:`JobCancelled` (a ``KeyboardInterrupt``) in the job's thread, only while
-that thread is in the search or the test scoring (never in the writes of its end). The rollout
-engine waits for rollouts in short polls, so the exception lands within about 0.1 s whatever
-the rollouts in flight do (hang, drip, huge answers): the engine cancels them, the optimizer
-ends its run with the result it has (the run kit's rule for Ctrl-C) and the runner records the
-job cancelled with that partial result; the finished rollouts are in the journal.
+that thread is in the search (between its ``RunStarted`` and ``RunFinished`` events, so never
+while the run opens or closes its journal) or the test scoring, never in the writes of its
+end. The rollout engine waits for rollouts in short polls, so the exception lands within about
+0.1 s whatever the rollouts in flight do (hang, drip, huge answers): the engine cancels them,
+the optimizer ends its run with the result it has (the run kit's rule for Ctrl-C) and the
+runner records the job cancelled with that partial result; the finished rollouts are in the
+journal.
 
 A thread blocked inside one call that does not return to Python (an LM call stuck in a socket
 read) gets the exception only when that call returns: if the job still runs
@@ -21,8 +23,10 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = ["FIRST_STOP_S", "THREAD_CANCEL_GRACE_S", "JobCancelled", "JobThreads"]
 
@@ -48,6 +52,7 @@ class JobThreads:
         self._lock = threading.Lock()
         self._jobs: set[str] = set()  # jobs in run()
         self._inside: dict[str, int] = {}  # job id -> its thread, while in interruptible()
+        self._armed: set[str] = set()  # jobs whose thread may be interrupted now
         self._cancelled: set[str] = set()
 
     def run(self, job_id: str, body: Callable[[], tuple[str, str]]) -> tuple[str, str]:
@@ -66,18 +71,37 @@ class JobThreads:
             return "cancelled", ""
 
     @contextmanager
-    def interruptible(self, job_id: str) -> Iterator[None]:
-        """Where a cancel may interrupt the job's thread: its search and its test scoring, not
-        the writes of its end (a cancel already asked interrupts it on entry)."""
+    def interruptible(self, job_id: str, *, armed: bool = True) -> Iterator[None]:
+        """Where a cancel may interrupt the job's thread (a cancel already asked interrupts it
+        on entry). ``armed=False``: only once :meth:`gate` saw the run start, and no longer
+        once it saw the run finish: never while the run opens or closes its journal."""
         with self._lock:
             if job_id in self._cancelled:
                 raise JobCancelled
             self._inside[job_id] = threading.get_ident()
+            if armed:
+                self._armed.add(job_id)
         try:
             yield
         finally:
             with self._lock:
                 self._inside.pop(job_id, None)
+                self._armed.discard(job_id)
+
+    def gate(self, job_id: str) -> Callable[[Any], None]:
+        """A run listener that arms the job's interrupt at ``RunStarted`` and disarms it at
+        ``RunFinished`` (the run's journal is open and closed outside those two events)."""
+        from policyopt.events import RunFinished, RunStarted
+
+        def listen(event: Any) -> None:
+            if isinstance(event, (RunStarted, RunFinished)):
+                with self._lock:
+                    if isinstance(event, RunStarted) and job_id in self._inside:
+                        self._armed.add(job_id)
+                    else:
+                        self._armed.discard(job_id)
+
+        return listen
 
     def running(self, job_id: str) -> bool:
         """Whether the job's thread is still in :meth:`run`."""
@@ -93,13 +117,20 @@ class JobThreads:
                 return
             self._cancelled.add(job_id)
 
-        def interrupt() -> None:
-            with self._lock:
-                ident = self._inside.get(job_id)
-                if ident is not None:  # raised in that thread at its next Python instruction
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(ident), ctypes.py_object(JobCancelled)
-                    )
+        def interrupt() -> None:  # as soon as the run is armed, while the job runs here
+            deadline = time.monotonic() + self.grace_s
+            while time.monotonic() < deadline:
+                with self._lock:
+                    if job_id not in self._jobs and job_id not in self._cancelled:
+                        return
+                    ident = self._inside.get(job_id)
+                    if ident is not None and job_id in self._armed:
+                        # raised in that thread at its next Python instruction
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(ident), ctypes.py_object(JobCancelled)
+                        )
+                        return
+                time.sleep(0.05)
 
         def later() -> None:
             if self.running(job_id):

@@ -495,8 +495,12 @@ class JobRunner(LeaseHolder):
             val = [{"id": i} for i in config.val_ids] if config.val_ids else None
             from policyopt.registry import get_spec
 
-            optimizer = get_spec(config.algorithm).build(lm=lm, listeners=[listener], **kwargs)
-            with self.threads.interruptible(job.id):  # a cancel interrupts it (thread mode)
+            # a cancel interrupts the search (thread mode) between its start and finish events
+            gate = self.threads.gate(job.id)
+            optimizer = get_spec(config.algorithm).build(
+                lm=lm, listeners=[gate, listener], **kwargs
+            )
+            with self.threads.interruptible(job.id, armed=False):
                 result = optimizer.optimize(program, train, val)
             if self._stopping.is_set():
                 raise _Interrupted
@@ -504,8 +508,7 @@ class JobRunner(LeaseHolder):
             if current is not None and current.cancel_requested:
                 self._cancelled(job.id, build_results(self.store, job.id, result, None))
                 return
-            with self.threads.interruptible(job.id):
-                test = self._test(program, result, config, job_dir, kwargs)
+            test = self._test(program, result, config, job_dir, kwargs)
             results = build_results(self.store, job.id, result, test)
         finally:
             with contextlib.suppress(Exception):
@@ -554,25 +557,32 @@ class JobRunner(LeaseHolder):
         journal = Journal(job_dir / "test_journal.jsonl")
         prompts = {"seed": program.prompt, "best": result.best_prompt}
         out: dict[str, Any] = {"n_examples": len(config.test_ids)}
-        with RolloutEngine(
-            program.evaluate,
-            n_jobs=int(kwargs.get("n_jobs", 4)),
-            max_errors=kwargs.get("max_errors", 10),
-            timeout=kwargs.get("timeout"),
-            journal=journal,
-        ) as engine:
-            ids = engine.add_split("test", [{"id": i} for i in config.test_ids])
-            for label, prompt in prompts.items():
-                scores = engine.run([(prompt, i) for i in ids], split="test", label=label).scores()
-                out[label] = math.fsum(scores) / len(scores)
-                self.store.append_event(
-                    self._job_of(job_dir),
-                    "test.evaluated",
-                    {"prompt": label, "score": out[label], "n_examples": len(scores)},
-                    message=f"{label} prompt scores {out[label]:.4f} on the test ids",
-                )
-            out["rollouts"] = engine.rollouts_spent
-        journal.close()
+        try:  # a cancel interrupts the scoring (thread mode); the journal is closed
+            with (
+                self.threads.interruptible(self._job_of(job_dir)),
+                RolloutEngine(
+                    program.evaluate,
+                    n_jobs=int(kwargs.get("n_jobs", 4)),
+                    max_errors=kwargs.get("max_errors", 10),
+                    timeout=kwargs.get("timeout"),
+                    journal=journal,
+                ) as engine,
+            ):
+                ids = engine.add_split("test", [{"id": i} for i in config.test_ids])
+                for label, prompt in prompts.items():
+                    scores = engine.run(
+                        [(prompt, i) for i in ids], split="test", label=label
+                    ).scores()
+                    out[label] = math.fsum(scores) / len(scores)
+                    self.store.append_event(
+                        self._job_of(job_dir),
+                        "test.evaluated",
+                        {"prompt": label, "score": out[label], "n_examples": len(scores)},
+                        message=f"{label} prompt scores {out[label]:.4f} on the test ids",
+                    )
+                out["rollouts"] = engine.rollouts_spent
+        finally:
+            journal.close()
         return out
 
     @staticmethod
