@@ -283,9 +283,9 @@ class JobRunner(LeaseHolder):
         return job
 
     def stop_cancelled(self, job_id: str) -> None:
-        """Stop a cancelled job running here: its ``STOP`` file now, and its process or thread
-        interrupted at once (Ctrl-C: it keeps its result so far); a process still running a
-        grace period later is killed, a thread's job is ended without it."""
+        """Stop a cancelled job running here: its ``STOP`` file now, and its process interrupted
+        at once (Ctrl-C: it keeps its result so far); a process still running a grace period
+        later is killed, a thread's job is ended without its thread (see ``job_thread``)."""
         with self._lock:
             job_dir = self._running.get(job_id)
             if job_dir is None:
@@ -495,12 +495,8 @@ class JobRunner(LeaseHolder):
             val = [{"id": i} for i in config.val_ids] if config.val_ids else None
             from policyopt.registry import get_spec
 
-            # a cancel interrupts the search (thread mode) between its start and finish events
-            gate = self.threads.gate(job.id)
-            optimizer = get_spec(config.algorithm).build(
-                lm=lm, listeners=[gate, listener], **kwargs
-            )
-            with self.threads.interruptible(job.id, armed=False):
+            optimizer = get_spec(config.algorithm).build(lm=lm, listeners=[listener], **kwargs)
+            with self.threads.interruptible(job.id):  # not entered once cancelled (thread mode)
                 result = optimizer.optimize(program, train, val)
             if self._stopping.is_set():
                 raise _Interrupted
@@ -557,7 +553,7 @@ class JobRunner(LeaseHolder):
         journal = Journal(job_dir / "test_journal.jsonl")
         prompts = {"seed": program.prompt, "best": result.best_prompt}
         out: dict[str, Any] = {"n_examples": len(config.test_ids)}
-        try:  # a cancel interrupts the scoring (thread mode); the journal is closed
+        try:  # not entered once cancelled (thread mode); the journal is closed whatever happens
             with (
                 self.threads.interruptible(self._job_of(job_dir)),
                 RolloutEngine(

@@ -93,8 +93,9 @@ def submit(http: httpx.Client, url: str, **sizes: int) -> str:
 def test_a_cancelled_job_with_hung_rollouts_ends_within_5_s_keeping_its_rollouts(
     backend: ServerThread, tmp_path: Path, quick: int
 ) -> None:
-    """Rollouts hang while the seed prompt is scored (8: no result to keep yet; a thread's STOP
-    file waited for the seed before) or later in the search (40: its partial result is kept)."""
+    """Rollouts hang while the seed prompt is scored (8: no result to keep yet, and the STOP
+    file counts only after the seed: a thread's job waited for its rollouts before) or later in
+    the search (40: its partial result is kept)."""
     evaluate = Hanging(quick=quick)
     with (
         serve_task(evaluate) as task_url,
@@ -126,8 +127,8 @@ def test_a_cancelled_job_with_hung_rollouts_ends_within_5_s_keeping_its_rollouts
 
 
 class StuckLM:
-    """A reflection LM whose calls block in one call that never returns to Python (a socket
-    read that hangs): a thread's interrupt cannot land until it returns."""
+    """A reflection LM whose calls block until released (an LM call that hangs): the STOP file
+    is not looked at until it returns."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -144,7 +145,8 @@ class StuckLM:
 
 def test_a_cancelled_thread_job_stuck_in_an_lm_call_ends_within_5_s(tmp_path: Path) -> None:
     """With jobs on the server's threads, a job stuck in one call is ended after the grace
-    period without its thread (which stops once the call returns, writing nothing more)."""
+    period without its thread (which stops once the call returns, writing nothing more and
+    starting no rollout)."""
     evaluate = Hanging(quick=10**6)
     stuck = StuckLM()
     app = create_app(
