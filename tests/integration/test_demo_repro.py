@@ -39,10 +39,13 @@ def _demo(out: Path, *extra: str) -> tuple[dict[str, Any], subprocess.CompletedP
 
 
 def _without_clocks(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload minus wall-clock readings (the only fields allowed to differ)."""
+    """The payload minus wall-clock readings and the run dir's name (the only fields allowed to
+    differ)."""
     result = dict(payload["result"])
     for key in ("wall_time_s", "details"):
         result.pop(key, None)
+    # the run dirs differ by name only
+    result["settings"] = {k: v for k, v in result.get("settings", {}).items() if k != "run_dir"}
     result["candidates"] = [
         {k: v for k, v in c.items() if "time" not in k} for c in result["candidates"]
     ]
@@ -50,7 +53,8 @@ def _without_clocks(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_demo_twice_once_beside_a_cpu_hog_gives_the_same_json(tmp_path: Path) -> None:
-    quiet, done = _demo(tmp_path / "quiet.json")
+    # each run keeps its run dir (the MLflow run's plots are drawn from it)
+    quiet, done = _demo(tmp_path / "quiet.json", "--run-dir", str(tmp_path / "quiet"))
     printed = done.stdout
     # what the demo reports: the three prompts' test accuracy and what GEPA spent
     assert "accuracy on the held-out test split" in printed
@@ -65,7 +69,9 @@ def test_demo_twice_once_beside_a_cpu_hog_gives_the_same_json(tmp_path: Path) ->
     hogs = [subprocess.Popen([sys.executable, "-c", _HOG]) for _ in range(2)]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
-        loaded, tracked = _demo(tmp_path / "loaded.json", "--mlflow", uri)
+        loaded, tracked = _demo(
+            tmp_path / "loaded.json", "--run-dir", str(tmp_path / "loaded"), "--mlflow", uri
+        )
     finally:
         for hog in hogs:  # stop only what this test started, by its handle
             hog.kill()
