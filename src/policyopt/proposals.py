@@ -142,8 +142,10 @@ def find_echo(
                 return f"{' '.join(head)}:"
         chunk_words = _words(chunk)
         fours |= _ngrams(chunk_words, 4)
-        for gram in _ngrams(chunk_words, min_words):
-            phrase = " ".join(gram)
+        # in the template's order, not a set's: the phrase named goes into the retry prompt, and
+        # a set's order changes with the process's string hashing (another run, another prompt)
+        for i in range(len(chunk_words) - min_words + 1):
+            phrase = " ".join(chunk_words[i : i + min_words])
             if f" {phrase} " in text and f" {phrase} " not in before:
                 return phrase
     fours -= _ngrams(_words(parent), 4)

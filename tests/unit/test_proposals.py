@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -30,6 +33,26 @@ def test_find_echo_catches_the_templates_own_words_and_headings() -> None:
     assert find_echo("Follow the current instruction and answer.", DEFAULT_TEMPLATE) is None
     # what the parent prompt already said is not the proposal's echo
     assert find_echo(LEAK, DEFAULT_TEMPLATE, parent=LEAK) is None
+
+
+def test_find_echo_names_the_same_phrase_in_every_process() -> None:
+    # the phrase goes into the retry prompt; picked from a set, it followed the process's string
+    # hashing, and the same demo run asked the reflection model different retry prompts
+    code = (
+        "from policyopt.gepa.reflection import DEFAULT_TEMPLATE as T\n"
+        "from policyopt.proposals import find_echo\n"
+        f"print(find_echo({LEAK!r}, T))"
+    )
+    named = set()
+    for hash_seed in ("0", "1", "2", "3", "4", "5"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        named.add(done.stdout.strip())
+    # the first run of the template's words that the answer repeats, in the template's order
+    assert named == {find_echo(LEAK, DEFAULT_TEMPLATE)}
+    assert named == {"state the general rule the assistant must follow"}
 
 
 def test_the_loop_retries_an_echo_and_counts_it() -> None:
