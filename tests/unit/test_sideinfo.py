@@ -85,7 +85,13 @@ def test_tasks_gathered_by_hand_in_one_loop_do_not_mix() -> None:
     async def main() -> list[Any]:
         return await asyncio.gather(*(wrapped("p", e) for e in EXAMPLES))
 
-    scores = asyncio.run(main())
+    # a loop of its own, never set as the thread's: asyncio.run() would drop (unclosed) a loop
+    # that something earlier in the suite had made the main thread's
+    loop = asyncio.new_event_loop()
+    try:
+        scores = loop.run_until_complete(main())
+    finally:
+        loop.close()
     assert [s.feedback for s in scores] == [f"a {e['id']}\nb {e['id']}" for e in EXAMPLES]
 
 
