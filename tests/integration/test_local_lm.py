@@ -73,3 +73,14 @@ def test_the_instruction_moves_accuracy_on_the_builtin_task(local_lm: LocalLM) -
         reference = engine.run([(task.reference_prompt, i) for i in ids], split="test").scores()
     seed_acc, ref_acc = sum(seed) / len(seed), sum(reference) / len(reference)
     assert seed_acc <= 0.2 and ref_acc >= 0.5, (seed_acc, ref_acc)
+
+
+def test_answers_do_not_depend_on_the_thread_count() -> None:
+    """LocalLM picks threads per server from the load when it starts (idle_threads): that is
+    only safe for reproducibility because an answer is the same with one thread or two."""
+    prompts = [f"Write one instruction about the opposite of {w}." for w in ("hot", "early")]
+    answers = []
+    for threads in (1, 2):
+        with LocalLM(n_parallel=1, n_threads=threads, temperature=0.9, max_tokens=16) as lm:
+            answers.append([lm(p) for p in prompts])
+    assert answers[0] == answers[1] and all(answers[0])

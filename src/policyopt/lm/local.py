@@ -61,6 +61,26 @@ def _stop(server_box: dict[str, Any]) -> None:
     gc.collect()
 
 
+def idle_threads(n_servers: int) -> int:
+    """Threads per single-slot server: the cores nobody else is using, shared, at least one.
+
+    llama.cpp's threads meet at a spinning barrier after every layer: on a machine with more
+    runnable threads than cores, a second thread per server burns its time slices waiting for
+    the first (benchmarks/local_threads.py). Answers do not depend on the thread count, so
+    choosing it from the load when the server starts keeps runs reproducible.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        busy = 0.0
+    idle = max(1, min(cores, int(cores - busy + 0.5)))
+    return max(1, idle // max(1, n_servers))
+
+
 class LocalLM(LM):
     """The embedded SmolLM2-135M-Instruct, as a context manager and a callable like :class:`LM`.
 
@@ -75,6 +95,8 @@ class LocalLM(LM):
     its own threads, no prompt cache, and every answer depends on its request alone, whatever
     the timing or CPU load. ``batching=True`` runs one server with ``n_parallel`` slots decoding
     together (continuous batching): more throughput on many cores, runs not reproducible.
+    ``n_threads`` (per server) defaults to the cores idle when the servers start, shared
+    (:func:`idle_threads`); the answers are the same whatever it is.
     """
 
     MODEL_NAME = "smollm2-135m-instruct"
@@ -147,8 +169,8 @@ class LocalLM(LM):
             path = self.gguf_path or find_gguf()
             n_servers, slots = (1, self.n_parallel) if self.batching else (self.n_parallel, 1)
             threads = self.n_threads
-            if threads is None and not self.batching:  # share the cores, never spin on them
-                threads = max(1, (os.cpu_count() or 1) // n_servers)
+            if threads is None and not self.batching:
+                threads = idle_threads(n_servers)
             servers, clients, addresses = [], [], []
             for _ in range(n_servers):
                 server = xllamacpp.Server(self._params(xllamacpp, path, slots, threads))
