@@ -274,6 +274,7 @@ class RunContext:
         listeners: Iterable[Listener] = (),
     ) -> None:
         s: Any = settings
+        self.optimizer = optimizer
         self.settings: Any = settings
         self.started = time.perf_counter()
         self.events = EventBus(listeners)

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from policyopt.opro.meta import ARTIFACT_TEMPLATE, COMPACT_TEMPLATE, DEFAULT_TEMPLATE
 from policyopt.runtime import RESUMABLE, RunSettings
+from policyopt.steps import perfect_score_field, stop_at_perfect_field
 from policyopt.templates import check_template
 
 __all__ = ["RESUMABLE_CHANGES", "TEMPLATES", "OPROSettings", "estimate"]
@@ -40,10 +41,8 @@ class OPROSettings(RunSettings):
     )
     max_steps: int | None = Field(None, ge=1, description="cap on optimization steps")
     patience: int | None = Field(None, ge=1, description="steps without a new best")
-    perfect_score: float | None = Field(
-        None, description="score that counts as solved; None: the top of score_range"
-    )
-    stop_at_perfect: bool = Field(True, description="stop once the valset is solved")
+    perfect_score: float | None = perfect_score_field()
+    stop_at_perfect: bool = stop_at_perfect_field()
     max_proposal_retries: int = Field(2, ge=0, description="re-asks after an unusable proposal")
     max_prompt_chars: int = Field(4000, ge=1, description="longest instruction accepted")
     max_exemplar_chars: int = Field(300, ge=20, description="characters per exemplar field shown")

@@ -84,13 +84,12 @@ from policyopt.runtime import (
     proposal_workers,
     settings_or_error,
 )
+from policyopt.steps import StepLoop
 from policyopt.types import Candidate, ExampleId, OptimizationResult, Program, PromptValue
 
 __all__ = ["OPRO"]
 
 logger = logging.getLogger("policyopt")
-
-_STALL_LIMIT = 10  # steps in a row that neither pay a rollout nor score a new instruction
 
 
 class OPRO:
@@ -241,9 +240,14 @@ class _Run:
         self.history: list[Scored] = []  # every instruction scored, in the order scored
         self.log: list[dict[str, Any]] = []  # the same, for details: step, slot, score, ...
         self.seen: set[str] = set()
-        self.step = 0
-        self.since_best = 0
-        self.stalled = 0
+        self.loop = StepLoop(
+            self.ctx,
+            usage=lambda: self.meta.usage,
+            state=self._state,
+            end=lambda: (
+                "max_steps" if s.max_steps is not None and self.step >= s.max_steps else None
+            ),
+        )
         self.counts = {"proposed": 0, "rejected": 0, "failed": 0, "scored": 0, "promoted": 0}
 
     # ------------------------------------------------------------------ helpers
@@ -251,6 +255,11 @@ class _Run:
     def candidates(self) -> list[Candidate]:
         """The run's candidates (the kit's candidate book)."""
         return self.ctx.book.candidates
+
+    @property
+    def step(self) -> int:
+        """Steps started so far (the step loop's count)."""
+        return self.loop.steps
 
     @property
     def best(self) -> Candidate:
@@ -286,35 +295,7 @@ class _Run:
         if self.ctx.book.add(self.wrap(self.seed_prompt), parents=[], origin="seed") is None:
             raise ConfigError("the budget ran out while scoring the seed prompt")
         self._record(self.seed_prompt, self.candidates[0].val_score, True, step=0, candidate=0)
-        while True:
-            reason = self._stop_reason()
-            if reason:
-                return reason
-            self.step += 1
-            spent, scored = self.engine.rollouts_spent, len(self.history)
-            best_before = self.ctx.book.best_score
-            outcome = self._step()
-            improved = self.ctx.book.best_score > best_before
-            self.since_best = 0 if improved else self.since_best + 1
-            progress = self.engine.rollouts_spent > spent or len(self.history) > scored
-            self.stalled = 0 if progress else self.stalled + 1
-            self._snapshot(None)
-            if outcome:
-                return outcome
-
-    def _stop_reason(self) -> str | None:
-        s = self.s
-        if s.stop_at_perfect and self.ctx.book.solved(s.perfect()):
-            return "perfect_score"
-        if s.max_steps is not None and self.step >= s.max_steps:
-            return "max_steps"
-        if self.stalled >= _STALL_LIMIT:
-            return "stalled"
-        return self.ctx.stopper.reason(
-            cost_usd=self.meta.usage.cost_usd,
-            steps_without_improvement=self.since_best,
-            lm_usage=self.meta.usage,
-        )
+        return self.loop.run(self._step, made=lambda: len(self.history))
 
     def _step(self) -> str | None:
         """One step: meta-prompts, proposals, minibatch scores, maybe a promotion."""
@@ -492,43 +473,22 @@ class _Run:
         return None
 
     # ------------------------------------------------------------------ end
-    def _snapshot(self, stop_reason: str | None) -> None:
-        if self.ctx.rundir is None:
-            return
-        self.ctx.rundir.write_state(
-            {
-                "step": self.step,
-                "rollouts_used": self.engine.rollouts_used,
-                "best": self.best.index,
-                "stop_reason": stop_reason,
-                "candidates": [c.model_dump() for c in self.candidates],
-                "history": self.log,
-                "counts": self.counts,
-                "rng": {
-                    "exemplars": self.rng_exemplars.getstate(),
-                    "minibatches": self.rng_batch.getstate(),
-                },
-            }
-        )
+    def _state(self) -> dict[str, Any]:
+        """OPRO's part of ``state.json``: the scored history, the counts and the RNGs."""
+        return {
+            "history": self.log,
+            "counts": self.counts,
+            "rng": {
+                "exemplars": self.rng_exemplars.getstate(),
+                "minibatches": self.rng_batch.getstate(),
+            },
+        }
 
     def _finish(self, reason: str) -> OptimizationResult:
-        s, ctx = self.s, self.ctx
-        best = self.best
-        usage = self.meta.usage
-        result = OptimizationResult(
-            optimizer="opro",
-            best_prompt=best.prompt,
-            best_score=best.val_score,
-            best_candidate=best.index,
-            candidates=self.candidates,
-            n_rollouts=self.engine.rollouts_used,
-            max_rollouts=s.max_rollouts,
-            lm_usage={"meta": usage},
-            cost_usd=usage.cost_usd,
-            seed=s.seed,
-            settings=s.model_dump(),
-            stop_reason=reason,
-            wall_time_s=ctx.wall(),
+        return self.loop.finish(
+            reason,
+            best=self.best,
+            role="meta",
             details={
                 "steps": self.step,
                 "proposals_made": self.counts["proposed"],
@@ -536,14 +496,10 @@ class _Run:
                 "proposals_failed": self.counts["failed"],
                 "proposals_scored": self.counts["scored"],
                 "promoted": self.counts["promoted"],
-                "rejections": dict(self.proposals.rejections),  # type: ignore[dict-item]
-                "history": self.log,  # type: ignore[dict-item]
-                "estimate": self.ctx.estimate,  # type: ignore[dict-item]
-                **ctx.fault_details(),  # type: ignore[dict-item]
+                "rejections": dict(self.proposals.rejections),
+                "history": self.log,
             },
         )
-        self._snapshot(reason)
-        return result
 
 
 def _guard_record(example: Any, feedback: str | None) -> dict[str, Any]:
