@@ -25,7 +25,7 @@ import numpy as np
 
 from policyopt.choice import best_mean, final_candidate
 from policyopt.errors import ConfigError, StopRequested
-from policyopt.events import CandidateEvaluated, Listener
+from policyopt.events import Listener
 from policyopt.feedback import make_records
 from policyopt.lm.base import resolve_lm
 from policyopt.mipro import strategies
@@ -42,21 +42,18 @@ from policyopt.mipro.demos import (
     labeled_demo,
 )
 from policyopt.mipro.proposer import AdviceProposer, InstructionProposer
-from policyopt.mipro.search import Search
 from policyopt.mipro.strategies import DemoSetBuilder, InstructionSource
+from policyopt.mipro.trials import TRIALS_DONE, Trials, config_key
 from policyopt.prompts import PromptShape
 from policyopt.rollout.aio import call_blocking
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import LMUnavailable, RunContext, _one_lm, settings_or_error
+from policyopt.steps import StepLoop
 from policyopt.types import Candidate, OptimizationResult, Program, PromptValue, validate_prompt
 
 __all__ = ["MIPRO", "estimate_rollouts", "trials_for_budget"]
 
 logger = logging.getLogger("policyopt")
-
-_EXTRA_TRIALS_FACTOR = 10  # a budget-only search runs at most this many times its planned trials
-_IDLE_BATCHES = 3  # ... and stops past its plan after this many batches that paid nothing
-_MAX_REPEATS = 20  # known configurations re-asked in a row before they count as trials
 
 
 def estimate_rollouts(
@@ -281,8 +278,15 @@ class _Run:
         self.instructions: dict[str, list[str]] = {}
         self.demo_sets: list[list[Demo]] = [[]]
         self.full: dict[str, int] = {}  # config key -> candidate index
-        self.minibatch_scores: dict[str, dict[str, float]] = {}  # config key -> example -> score
-        self.trials: list[dict[str, Any]] = []
+        self.trials: Trials | None = None  # the search, once it starts
+        # the kit's step loop: MIPRO's own end is its trial plan; an idle batch is no stall
+        self.loop = StepLoop(
+            self.ctx,
+            usage=lambda: self.lm.usage,
+            state=self._state,
+            end=lambda: self.trials.end(self.loop.stalled) if self.trials else None,
+            stall_limit=None,
+        )
         self.n_bootstrapped = 0
         self.grounding: list[Demo] = []
         self.feedback: list[tuple[Any, Any, float, str | None]] = []  # bootstrap rows
@@ -304,10 +308,6 @@ class _Run:
             else:
                 parts[c] = self.format(instruction, demos)
         return validate_prompt(self.shape.shaped(parts, turns=turns))
-
-    @staticmethod
-    def key(params: dict[str, int]) -> str:
-        return ",".join(f"{k}={v}" for k, v in sorted(params.items()))
 
     # ------------------------------------------------------------------ stages
     def bootstrap(self) -> None:
@@ -415,11 +415,7 @@ class _Run:
         self.failed_proposals = proposer.failed
         if proposer.failed and all(len(v) == 1 for v in self.instructions.values()):
             if self.lm.refused:  # not a failure: max_lm_calls / max_lm_tokens held them back
-                usage = self.lm.usage
-                reason = self.ctx.stopper.reason(
-                    cost_usd=usage.cost_usd, steps_without_improvement=0, lm_usage=usage
-                )
-                raise StopRequested(reason or "lm_call_limit")
+                raise StopRequested(self.loop.limits() or "lm_call_limit")
             raise LMUnavailable(
                 f"the proposer LM failed on all {proposer.failed} instruction proposals; "
                 "nothing new to search"
@@ -439,7 +435,7 @@ class _Run:
         )
         if candidate is None:
             return False
-        self.full[self.key(params)] = index
+        self.full[config_key(params)] = index
         self.params.append(params)
         return True
 
@@ -448,161 +444,38 @@ class _Run:
         """The run's candidates (the kit's candidate book)."""
         return self.ctx.book.candidates
 
-    def promote(self) -> str | None:
-        """Fully evaluate the best-mean configuration not yet fully evaluated."""
-        pending = [
-            (sum(v.values()) / len(v), key)
-            for key, v in self.minibatch_scores.items()
-            if key not in self.full and v
-        ]
-        if not pending:
-            return None
-        _, key = max(pending, key=lambda p: (p[0], p[1]))
-        params = next(t["params"] for t in self.trials if self.key(t["params"]) == key)
-        if not self.ctx.affordable(
-            [(self.prompt(params), i) for i in self.ctx.val_ids], self.ctx.val_split
-        ):
-            return "budget"
-        return None if self.full_eval(params, "trial") else "budget"
-
     def search(self) -> str:
-        s, ctx = self.s, self.ctx
-        engine = ctx.engine
-        space = self.space()
-        n_startup = s.n_startup_trials if s.n_startup_trials is not None else max(4, 2 * len(space))
-        storage = ctx.rundir.path / "optuna.jsonl" if ctx.rundir else None
-        search = Search(
-            space,
+        """Run the trials (:mod:`policyopt.mipro.trials`) on the kit's step loop; a search that
+        ends by its plan promotes its best pending configuration."""
+        self.trials = trials = Trials(
+            self.ctx,
+            self.s,
+            self.plan,
+            space=self.space(),
             seed=self.search_seed,
-            n_startup_trials=n_startup,
-            storage_path=storage,
-            sampler=strategies.make_sampler(s.sampler, self.search_seed, n_startup),
+            rng=self.rng_batch,
+            prompt=self.prompt,
+            full_eval=self.full_eval,
+            full=self.full,
         )
-        baseline = {name: 0 for name in space}
-        search.add(baseline, self.candidates[0].val_score)
-        done, since_full, idle, repeats, ended = 0, 0, 0, 0, "trials_done"
-        size = min(self.minibatch_size, len(ctx.val_ids))
-        # From a budget alone, the budget (not the planned count) ends the search: the plan
-        # assumes no cache hits, so trials go on while another batch and a full evaluation are
-        # affordable, until batches stop paying anything new (the space is exhausted).
-        extend = self.plan.source == "budget"
-        limit = self.n_trials * _EXTRA_TRIALS_FACTOR if extend else self.n_trials
-        while done < limit:
-            if done >= self.n_trials and idle >= _IDLE_BATCHES:
-                break
-            reason = ctx.stopper.reason(
-                cost_usd=self.lm.usage.cost_usd, steps_without_improvement=0, lm_usage=self.lm.usage
-            )
-            if reason:
-                return reason
-            planned = done < self.n_trials  # past the plan: one trial per batch
-            k = min(s.trials_per_batch, self.n_trials - done) if planned else 1
-            batch_ids = sorted(self.rng_batch.sample(list(ctx.val_ids), size))
-            trials = search.ask(k)
-            configs = [{name: int(t.params[name]) for name in space} for t in trials]
-            known = [self.known(p, batch_ids) for p in configs]
-            if any(v is not None for v in known) and repeats < _MAX_REPEATS:
-                # Optuna asked again for a configuration already scored on these examples: it
-                # is told that score, and no trial is spent on what would teach nothing
-                repeats += sum(v is not None for v in known)
-                search.tell(
-                    [t for t, v in zip(trials, known, strict=True) if v is not None],
-                    [v for v in known if v is not None],
-                )
-                pairs = zip(trials, configs, known, strict=True)
-                fresh = [(t, p) for t, p, v in pairs if v is None]
-                if not fresh:
-                    continue
-                trials, configs = [t for t, _ in fresh], [p for _, p in fresh]
-                k = len(trials)
-            repeats = 0
-            requests = [(self.prompt(p), i) for p in configs for i in batch_ids]
-            # a trial batch is started only if a full evaluation can follow it
-            if not ctx.affordable(requests, ctx.val_split, extra=len(ctx.val_ids)):
-                search.fail(trials)  # asked but never run: the budget cannot pay for them
-                if planned:
-                    return "budget"
-                ended = "budget"  # the budget ends a budget-only search: promote, then stop
-                break
-            spent = engine.rollouts_spent
-            result = engine.run(requests, split=ctx.val_split, label="trials")
-            idle = 0 if engine.rollouts_spent > spent else idle + 1
-            rollouts = iter(result.rollouts)
-            values = []
-            for params in configs:
-                runs = [next(rollouts) for _ in batch_ids]
-                scores = self.minibatch_scores.setdefault(self.key(params), {})
-                for i, r in zip(batch_ids, runs, strict=True):
-                    if r is not None:
-                        scores[i] = r.value
-                value = sum(r.value for r in runs if r) / max(1, sum(1 for r in runs if r))
-                values.append(value)
-                failed = sum(1 for r in runs if r is not None and r.failed)
-                if failed:
-                    logger.warning(
-                        "trial %d: %d of %d rollouts failed (scored %g); see the run's failures",
-                        len(self.trials),
-                        failed,
-                        len(batch_ids),
-                        s.failure_score,
-                    )
-                self.trials.append(
-                    {
-                        "number": len(self.trials),
-                        "params": params,
-                        "minibatch_score": value,
-                        "n_examples": len(batch_ids),
-                        "failed": failed,
-                    }
-                )
-                ctx.events.emit(
-                    CandidateEvaluated(
-                        candidate=-1, split="minibatch", score=value, n_examples=len(batch_ids)
-                    )
-                )
-            search.tell(trials, values)
-            self.snapshot()
-            done += k
-            since_full += k
-            if since_full >= self.full_eval_every:
-                since_full = 0
-                if self.promote() == "budget":
-                    return "budget"
-        return ended if self.promote() is None else "budget"
+        reason = self.loop.run(trials.step)
+        if reason == TRIALS_DONE and trials.promote() is not None:
+            return "budget"
+        return reason
 
-    def known(self, params: dict[str, int], example_ids: Sequence[str]) -> float | None:
-        """The mean score of a configuration on these examples if every one is known already
-        (from its full evaluation or earlier trials), else None."""
-        key = self.key(params)
-        scores = (
-            self.candidates[self.full[key]].val_scores
-            if key in self.full
-            else self.minibatch_scores.get(key, {})
-        )
-        if not example_ids or any(i not in scores for i in example_ids):
-            return None
-        return sum(scores[i] for i in example_ids) / len(example_ids)
-
-    def snapshot(self, stop_reason: str | None = None) -> None:
-        """Rewrite ``state.json``: demos, instructions, trials and candidates so far."""
-        if self.ctx.rundir is None:
-            return
-        self.ctx.rundir.write_state(
-            {
-                "rollouts_used": self.ctx.engine.rollouts_used,
-                "stop_reason": stop_reason,
-                "instructions": self.instructions,
-                "demo_sets": [[d.__dict__ for d in demos] for demos in self.demo_sets],
-                "trials": self.trials,
-                "candidates": [c.model_dump() for c in self.candidates],
-                "candidate_params": self.params,
-                "rng": {
-                    "bootstrap": self.rng_boot.getstate(),
-                    "proposals": self.rng_propose.getstate(),
-                    "minibatches": self.rng_batch.getstate(),
-                },
-            }
-        )
+    def _state(self) -> dict[str, Any]:
+        """MIPRO's part of ``state.json``: demos, instructions, trials and RNGs so far."""
+        return {
+            "instructions": self.instructions,
+            "demo_sets": [[d.__dict__ for d in demos] for demos in self.demo_sets],
+            "trials": self.trials.records if self.trials else [],
+            "candidate_params": self.params,
+            "rng": {
+                "bootstrap": self.rng_boot.getstate(),
+                "proposals": self.rng_propose.getstate(),
+                "minibatches": self.rng_batch.getstate(),
+            },
+        }
 
     # ------------------------------------------------------------------ run
     def run(self) -> OptimizationResult:
@@ -630,51 +503,35 @@ class _Run:
         self.bootstrap()
         baseline = {name: 0 for name in self.space()}  # demo keys may exist now: all zeros
         self.params[0] = baseline
-        self.full = {self.key(baseline): 0}
+        self.full = {config_key(baseline): 0}
         self.propose(self.candidates[0].val_score)
         return self.search()
 
     def finish(self, reason: str) -> OptimizationResult:
-        s, ctx = self.s, self.ctx
+        s = self.s
         agg = {c.index: c.val_score for c in self.candidates}
         chosen = final_candidate(
             s.final_choice, [c.val_scores for c in self.candidates], agg, s.final_z
         )
-        best = self.candidates[chosen]
-        usage = self.lm.usage
-        result = OptimizationResult(
-            optimizer="mipro",
-            best_prompt=best.prompt,
-            best_score=best.val_score,
-            best_candidate=best.index,
-            candidates=self.candidates,
-            n_rollouts=ctx.engine.rollouts_used,
-            max_rollouts=s.max_rollouts,
-            lm_usage={"proposer": usage},
-            cost_usd=usage.cost_usd,
-            seed=s.seed,
-            settings=s.model_dump(),
-            stop_reason=reason,
-            wall_time_s=ctx.wall(),
+        return self.loop.finish(
+            reason,
+            best=self.candidates[chosen],
+            role="proposer",
             details={
-                "instructions": self.instructions,  # type: ignore[dict-item]
-                "demo_set_sizes": [len(d) for d in self.demo_sets],  # type: ignore[dict-item]
+                "instructions": self.instructions,
+                "demo_set_sizes": [len(d) for d in self.demo_sets],
                 "bootstrapped_demos": self.n_bootstrapped,
                 "label_key": self.label_key,
-                "trials": self.trials,  # type: ignore[dict-item]
-                "candidate_params": self.params,  # type: ignore[dict-item]
-                "final_choice": {  # type: ignore[dict-item]
+                "trials": self.trials.records if self.trials else [],
+                "candidate_params": self.params,
+                "final_choice": {
                     "rule": s.final_choice,
-                    "chosen": best.index,
+                    "chosen": chosen,
                     "highest_mean": best_mean(agg),
                 },
-                "estimate": self.ctx.estimate,  # type: ignore[dict-item]
-                "plan": self.plan.as_dict(),  # type: ignore[dict-item]
+                "plan": self.plan.as_dict(),
                 "rejected_proposals": self.rejected_proposals,
-                "rejections": self.rejections,  # type: ignore[dict-item]
+                "rejections": self.rejections,
                 "failed_proposals": self.failed_proposals,
-                **ctx.fault_details(),  # type: ignore[dict-item]
             },
         )
-        self.snapshot(reason)
-        return result
