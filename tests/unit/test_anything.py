@@ -107,11 +107,13 @@ def test_train_val_search_chooses_on_the_valset() -> None:
     assert set(result.candidates[0].val_scores) == {"v0", "v1"}
 
 
-def test_mipro_refuses_single_task_search_and_a_target_in_one_line() -> None:
+def test_mipro_refuses_single_task_search_in_one_line_and_stops_at_a_target() -> None:
     with pytest.raises(ConfigError, match=r"^mipro cannot search a single task \(it needs"):
         run("mipro")
-    with pytest.raises(ConfigError, match="mipro has no target-score stop"):
-        run("mipro", evaluate=lambda c, e: 1.0, dataset=[{"id": "a"}], target_score=0.5)
+    # a multi-task search stops at the target (MIPRO's perfect_score) before any proposal
+    result, lm = run("mipro", evaluate=lambda c, e: 0.5, dataset=[{"id": "a"}], target_score=0.5)
+    assert (result.stop_reason, result.best_score, result.n_rollouts) == ("perfect_score", 0.5, 1)
+    assert lm.usage.calls == 0
 
 
 def test_the_evaluator_arity_must_fit_the_search() -> None:

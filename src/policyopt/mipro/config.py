@@ -11,6 +11,7 @@ from policyopt.mipro import strategies
 from policyopt.mipro.budget import plan_for_budget
 from policyopt.mipro.presets import PRESETS, preset
 from policyopt.runtime import RESUMABLE, RunSettings
+from policyopt.steps import perfect_score_field, stop_at_perfect_field
 
 __all__ = ["PRESETS", "RESUMABLE_CHANGES", "MIPROSettings", "preset"]
 
@@ -66,6 +67,8 @@ class MIPROSettings(RunSettings):
         description="demos as earlier user/assistant chat turns, or inline in the instruction "
         "(None: turns for a chat-message prompt, else inline)",
     )
+    perfect_score: float | None = perfect_score_field()
+    stop_at_perfect: bool = stop_at_perfect_field()
 
     @field_validator(*strategies.NAMES)
     @classmethod

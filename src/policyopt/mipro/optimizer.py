@@ -151,6 +151,8 @@ class MIPRO:
         final_z: standard errors subtracted by ``final_choice="lower_bound"``
         demo_placement: demos as chat turns (turns) or in the instruction (inline); None:
             turns for a chat-message prompt, else inline
+        perfect_score: score that counts as solved; None: the top of score_range
+        stop_at_perfect: stop once the valset is solved (the seed's score or a promotion's)
     """
 
     name = "mipro"
@@ -202,6 +204,8 @@ class MIPRO:
         final_choice: Literal["mean", "lower_bound"] = "mean",
         final_z: float = 1.0,
         demo_placement: Literal["turns", "inline"] | None = None,
+        perfect_score: float | None = None,
+        stop_at_perfect: bool = True,
     ) -> None:
         values = {k: v for k, v in locals().items() if k in MIPROSettings.model_fields}
         self.proposer_lm = resolve_lm(
@@ -496,10 +500,14 @@ class _Run:
     def _body(self) -> str:
         # The seed is scored first and becomes candidate 0 before any other step: whatever
         # fails or stops the run later (evaluate, the proposer LM, a STOP file), there is a
-        # result. Its score grounds the proposals.
+        # result. Its score grounds the proposals; a seed that already solves the valset (or a
+        # limit already reached) ends the run before any demo or proposal is paid for.
         self.instructions = {c: [self.seed_prompt[c]] for c in self.components}
         if not self.full_eval({name: 0 for name in self.space()}, "seed"):
             raise ConfigError("the budget ran out while scoring the seed prompt")
+        reason = self.loop.reason()
+        if reason:
+            return reason
         self.bootstrap()
         baseline = {name: 0 for name in self.space()}  # demo keys may exist now: all zeros
         self.params[0] = baseline

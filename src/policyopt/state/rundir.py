@@ -40,8 +40,9 @@ __all__ = [
     "lock_run_dir",
 ]
 
-#: identity keys that older run dirs did not record: a run dir without one still resumes
-LATER_IDENTITY = frozenset({"evaluate", "task_model"})
+#: identity keys that older run dirs did not record: a run dir without one still resumes (MIPRO's
+#: run dirs from before its perfect-score stop lack ``stop_at_perfect`` and ``perfect_score``)
+LATER_IDENTITY = frozenset({"evaluate", "task_model", "stop_at_perfect", "perfect_score"})
 
 #: the validation examples of a run (``policyopt optimize`` writes it; ``show --examples``
 #: reads it), one {"split", "id", "example"} a line
