@@ -461,7 +461,7 @@ class RunContext:
         engine = self.engine
 
         def can_pay(calls: int) -> bool:
-            left = engine.remaining
+            left = engine.payable
             return left is None or left >= calls * rollouts_per_call
 
         journaled = JournaledLM(

@@ -27,6 +27,7 @@ from policyopt.errors import (
     describe,
 )
 from policyopt.events import BatchDone, EventBus, RolloutsProgress
+from policyopt.rollout.account import RolloutAccount, RolloutKey
 from policyopt.rollout.aio import AsyncSlots, is_async_callable
 from policyopt.rollout.dask_backend import DaskRunner, is_dask
 from policyopt.rollout.policy import ErrorPolicy
@@ -35,7 +36,10 @@ from policyopt.rollout.records import (
     Rollout,
     check_backend,
     check_score_range,
+    check_settings,
     check_shippable,
+    failed_rollout,
+    out_of_range,
     runs_in_process,
     settle,
     to_record,
@@ -43,7 +47,7 @@ from policyopt.rollout.records import (
 from policyopt.rollout.worker import Outcome, Slots, execute
 from policyopt.sideinfo import captured
 from policyopt.state.journal import Journal
-from policyopt.types import ExampleId, Score, example_ids, prompt_key
+from policyopt.types import ExampleId, example_ids, prompt_key
 
 __all__ = ["DEFAULT_TIMEOUT_S", "BatchResult", "Rollout", "RolloutEngine", "check_backend"]
 
@@ -53,6 +57,17 @@ _PROGRESS_EVERY_S = 0.25  # at most this often a RolloutsProgress event inside a
 
 
 _Done = tuple[int, Outcome, "Rollout | None"]
+_Item = tuple[RolloutKey, Any, Any]  # a rollout to run: its key, the prompt, the example
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What one batch's finished rollouts said: failures, the last error, why it stops."""
+
+    n_failed: int = 0
+    last_error: str | None = None
+    bad_score: str | None = None  # evaluate returned a non-score or one out of range
+    breach: EvaluationError | None = None  # the error policy says the backend is broken
 
 
 class RolloutEngine:
@@ -90,25 +105,7 @@ class RolloutEngine:
     ) -> None:
         if not callable(evaluate):
             raise ConfigError(f"'evaluate' must be callable; got {describe(evaluate)}.")
-        if max_rollouts is not None and (
-            isinstance(max_rollouts, bool) or not isinstance(max_rollouts, int) or max_rollouts < 1
-        ):
-            raise ConfigError(
-                "The 'max_rollouts' parameter must be an int >= 1 or None; got "
-                f"{describe(max_rollouts)} instead."
-            )
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
-            raise ConfigError(
-                f"The 'n_jobs' parameter must be an int >= 1 (or -1 for all cores); got "
-                f"{describe(n_jobs)} instead."
-            )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise ConfigError(
-                f"The 'timeout' parameter must be a number of seconds > 0 or None; got "
-                f"{describe(timeout)}."
-            )
+        check_settings(max_rollouts, n_jobs, timeout)
         self.score_range = check_score_range(score_range)
         check_backend(backend)
         check_shippable(evaluate, backend)
@@ -136,15 +133,12 @@ class RolloutEngine:
         self._aio = AsyncSlots(width) if self.in_process and is_async_callable(evaluate) else None
 
         self._examples: dict[str, dict[ExampleId, Any]] = {}
-        self._cache: dict[tuple[str, str, ExampleId], Rollout] = {}
         self._prompt_keys: dict[int, tuple[Any, str]] = {}
-        self._used = 0
-        self._resumed = 0
-        self._lost = 0  # started in an earlier process, result never recorded
-        self._journal_failures = 0  # failed rollouts an earlier process recorded
-        self._seq = 0  # attempt numbers pair a start record with its result
-        self._replayable: set[tuple[str, str, ExampleId]] = set()  # journaled, not yet reached
-        self._replayed = 0
+        self.account = RolloutAccount(max_rollouts)  # what was paid and reached (account.py)
+        # a journal's successes answer from the cache (a resumed run replays them for free)
+        self._cache: dict[RolloutKey, Rollout] = (
+            {} if journal is None else self.account.load(journal)
+        )
         self._lock = threading.Lock()  # one batch at a time
         self._state = threading.Lock()  # counters, cache and journal order across workers
         self._cancel = threading.Event()
@@ -152,8 +146,6 @@ class RolloutEngine:
         self._next_stop_check = 0.0
         self._parallel: joblib.Parallel | None = None
         self._pool_finalizer: weakref.finalize[Any, Any] | None = None
-        if journal is not None:
-            self._load(journal)
 
     def close(self) -> None:
         """Release the worker pool and close the journal (the cache still answers)."""
@@ -176,15 +168,11 @@ class RolloutEngine:
         self.close()
 
     # ----------------------------------------------------------------- bookkeeping
+    # The counts, one meaning each: see policyopt.rollout.account.
     @property
     def rollouts_used(self) -> int:
         """Rollouts paid so far: every started call, including those reloaded or lost."""
-        return self._used
-
-    @property
-    def remaining(self) -> int | None:
-        """Rollouts left in the budget (``None`` when unlimited): the hard, real limit."""
-        return None if self.max_rollouts is None else self.max_rollouts - self._used
+        return self.account.paid
 
     @property
     def rollouts_spent(self) -> int:
@@ -193,43 +181,34 @@ class RolloutEngine:
         In a resumed run this equals what the original run had spent at the same point, so
         decisions and records based on it replay exactly.
         """
-        return self._used - self._resumed + self._replayed
+        return self.account.clock
+
+    @property
+    def payable(self) -> int | None:
+        """Rollouts that can still be started (``None`` when unlimited): the hard, real limit."""
+        return self.account.payable
 
     @property
     def budget_left(self) -> int | None:
         """Budget left to plan steps with: by the run's clock (:attr:`rollouts_spent`), and never
-        more than can still be paid.
-
-        What can be paid is :attr:`remaining` plus the journaled results a resumed run has not
-        reached yet (they come back free). The two agree unless an earlier process paid for
-        rollouts that will not replay (failures, results lost to a kill): then planning by the
-        clock alone would propose steps the hard budget cannot run, and pay optimizer-LM calls
-        for them.
-        """
-        if self.max_rollouts is None:
-            return None
-        payable = self.max_rollouts - self._used + len(self._replayable)
-        return min(self.max_rollouts - self.rollouts_spent, payable)
-
-    @property
-    def exhausted(self) -> bool:
-        """True when no rollout can be paid any more."""
-        return self.max_rollouts is not None and self._used >= self.max_rollouts
+        more than can still be paid (:attr:`payable` plus the journaled results a resumed run
+        has not reached yet, which come back free)."""
+        return self.account.plannable
 
     @property
     def resumed_rollouts(self) -> int:
         """How many paid rollouts were reloaded from the journal at start."""
-        return self._resumed
+        return self.account.resumed
 
     @property
     def lost_rollouts(self) -> int:
         """Rollouts an earlier process started but never recorded (killed): paid, no result."""
-        return self._lost
+        return self.account.lost
 
     @property
     def journal_failures(self) -> int:
         """Failed rollouts an earlier process recorded: a resumed run pays them again."""
-        return self._journal_failures
+        return self.account.journal_failures
 
     @property
     def failures(self) -> list[tuple[str, str]]:
@@ -288,7 +267,7 @@ class RolloutEngine:
         return sum(
             1
             for k in keys
-            if (k not in self._cache or k in self._replayable)
+            if self.account.counts_as_cost(k, self._cache)
             and not self.policy.is_quarantined(split, k[2])
         )
 
@@ -323,12 +302,50 @@ class RolloutEngine:
         self, prompt_ids: Sequence[tuple[Any, ExampleId]], split: str, label: str
     ) -> BatchResult:
         start = time.perf_counter()
+        results, todo, payload, n_cached = self._sort(prompt_ids, split)
+        payable = self.account.payable
+        allowed = len(payload) if payable is None else max(0, min(len(payload), payable))
+        n_cut = sum(len(todo[key]) for key, _, _ in payload[allowed:])
+        payload = payload[:allowed]
+        tally = _Tally()
+        try:
+            self._collect(payload, todo, results, split, label, tally)
+        finally:
+            if self.journal is not None:
+                self.journal.sync()
+            self.events.emit(
+                BatchDone(
+                    label=label,
+                    n_requested=len(prompt_ids),
+                    n_run=len(payload),
+                    n_cached=n_cached,
+                    n_failed=tally.n_failed,
+                    last_error=tally.last_error,
+                    n_cut=n_cut,
+                    rollouts_used=self.account.paid,
+                    max_rollouts=self.max_rollouts,
+                    duration_s=time.perf_counter() - start,
+                )
+            )
+        if tally.bad_score is not None:
+            raise ScoreTypeError(tally.bad_score)
+        if tally.breach is not None:
+            raise tally.breach
+        if self._stop_reason is not None:
+            raise StopRequested(self._stop_reason)
+        return BatchResult(tuple(results), n_cut)
+
+    def _sort(
+        self, prompt_ids: Sequence[tuple[Any, ExampleId]], split: str
+    ) -> tuple[list[Rollout | None], dict[RolloutKey, list[int]], list[_Item], int]:
+        """A batch's requests sorted out: answered from the cache or by quarantine (in place in
+        the results), or to run, each distinct rollout once (with the positions it answers)."""
         examples = self._examples.get(split)
         if examples is None:
             raise DatasetError(f"Unknown split {split!r}; register it first with add_split().")
         results: list[Rollout | None] = [None] * len(prompt_ids)
-        todo: dict[tuple[str, str, ExampleId], list[int]] = {}
-        payload: list[tuple[tuple[str, str, ExampleId], Any, Any]] = []
+        todo: dict[RolloutKey, list[int]] = {}
+        payload: list[_Item] = []
         n_cached = 0
         for index, (prompt, example_id) in enumerate(prompt_ids):
             key = (self._key(prompt), split, example_id)
@@ -336,9 +353,7 @@ class RolloutEngine:
             if hit is not None:
                 results[index] = hit
                 n_cached += 1
-                if key in self._replayable:
-                    self._replayable.discard(key)
-                    self._replayed += 1
+                self.account.reach(key)
                 continue
             if example_id not in examples:
                 raise DatasetError(f"No example {example_id!r} in split {split!r}.")
@@ -350,76 +365,53 @@ class RolloutEngine:
                 continue
             todo[key] = [index]
             payload.append((key, prompt, examples[example_id]))
+        return results, todo, payload, n_cached
 
-        remaining = self.remaining
-        allowed = len(payload) if remaining is None else max(0, min(len(payload), remaining))
-        cut_payload = payload[allowed:]
-        payload = payload[:allowed]
-        n_cut = sum(len(todo[key]) for key, _, _ in cut_payload)
-
-        n_failed = 0
-        last_error: str | None = None
-        bad_score: str | None = None
-        breach: EvaluationError | None = None
+    def _collect(
+        self,
+        payload: list[_Item],
+        todo: dict[RolloutKey, list[int]],
+        results: list[Rollout | None],
+        split: str,
+        label: str,
+        tally: _Tally,
+    ) -> None:
+        """Run the payload and put each rollout where it was asked for, as it finishes; a bad
+        score or a breach of the error policy cancels the rest (what finished is journaled)."""
         next_progress = time.perf_counter() + _PROGRESS_EVERY_S
-        try:
-            for done, (index, outcome, rollout) in enumerate(self._dispatch(payload), start=1):
-                key = payload[index][0]
-                if outcome.kind in ("type_error", "range_error"):
-                    bad_score = bad_score or (
-                        f"example {key[2]!r} of split {split!r}: {outcome.error}"
-                    )
-                    self._cancel.set()
-                    continue
-                if outcome.kind == "no_slot":
-                    self.policy.record_unpaid(split, key[2], outcome.error or "no slot")
-                    rollout = self._failed_rollout(key, outcome.error or "no slot", 0.0)
-                if rollout is None:  # cancelled or abandoned: no result
-                    continue
-                n_failed += rollout.failed
-                if rollout.failed:
-                    last_error = rollout.error
-                for position in todo[key]:
-                    results[position] = rollout
-                if rollout.failed and breach is None:
-                    breach = self.policy.breach()
-                    if breach is not None:
-                        self._cancel.set()  # let the rest go; what finished is journaled
-                if done < len(payload) and time.perf_counter() >= next_progress:
-                    next_progress = time.perf_counter() + _PROGRESS_EVERY_S
-                    self.events.emit(
-                        RolloutsProgress(
-                            label=label,
-                            done=done,
-                            total=len(payload),
-                            rollouts_used=self._used,
-                            max_rollouts=self.max_rollouts,
-                        )
-                    )
-        finally:
-            if self.journal is not None:
-                self.journal.sync()
-            self.events.emit(
-                BatchDone(
-                    label=label,
-                    n_requested=len(prompt_ids),
-                    n_run=len(payload),
-                    n_cached=n_cached,
-                    n_failed=n_failed,
-                    last_error=last_error,
-                    n_cut=n_cut,
-                    rollouts_used=self._used,
-                    max_rollouts=self.max_rollouts,
-                    duration_s=time.perf_counter() - start,
+        for finished, (index, outcome, rollout) in enumerate(self._dispatch(payload), start=1):
+            key = payload[index][0]
+            if outcome.kind in ("type_error", "range_error"):
+                tally.bad_score = tally.bad_score or (
+                    f"example {key[2]!r} of split {split!r}: {outcome.error}"
                 )
-            )
-        if bad_score is not None:
-            raise ScoreTypeError(bad_score)
-        if breach is not None:
-            raise breach
-        if self._stop_reason is not None:
-            raise StopRequested(self._stop_reason)
-        return BatchResult(tuple(results), n_cut)
+                self._cancel.set()
+                continue
+            if outcome.kind == "no_slot":
+                self.policy.record_unpaid(split, key[2], outcome.error or "no slot")
+                rollout = failed_rollout(key, outcome.error or "no slot", 0.0, self.failure_score)
+            if rollout is None:  # cancelled or abandoned: no result
+                continue
+            for position in todo[key]:
+                results[position] = rollout
+            if rollout.failed:
+                tally.n_failed += 1
+                tally.last_error = rollout.error
+                if tally.breach is None:
+                    tally.breach = self.policy.breach()
+                    if tally.breach is not None:
+                        self._cancel.set()  # let the rest go; what finished is journaled
+            if finished < len(payload) and time.perf_counter() >= next_progress:
+                next_progress = time.perf_counter() + _PROGRESS_EVERY_S
+                self.events.emit(
+                    RolloutsProgress(
+                        label=label,
+                        done=finished,
+                        total=len(payload),
+                        rollouts_used=self.account.paid,
+                        max_rollouts=self.max_rollouts,
+                    )
+                )
 
     def _dispatch(self, payload: list[tuple[Any, Any, Any]]) -> Iterator[_Done]:
         """Yield ``(index, outcome, rollout)`` per payload item, in completion order."""
@@ -467,10 +459,10 @@ class RolloutEngine:
             outcomes = self._pool()(shipped())
         for outcome in outcomes:
             key = payload[outcome.index][0]
-            outcome = self.check_score_range(outcome)
+            outcome = self._in_range(outcome)
             yield outcome.index, outcome, self._finished(key, outcome, seqs.get(outcome.index))
 
-    def _one(self, index: int, key: tuple[str, str, ExampleId], prompt: Any, example: Any) -> _Done:
+    def _one(self, index: int, key: RolloutKey, prompt: Any, example: Any) -> _Done:
         """One in-process rollout on a worker thread: start and result journaled right here."""
         seqs: list[int] = []
         outcome = self._slots.call(
@@ -482,12 +474,12 @@ class RolloutEngine:
             cancelled=self._cancelled,
             on_start=lambda: seqs.append(self._started(key)),
         )
-        outcome = self.check_score_range(outcome)
+        outcome = self._in_range(outcome)
         return index, outcome, self._finished(key, outcome, seqs[0] if seqs else None)
 
     def _settle(self, item: tuple[Any, Any, Any], index: int, outcome: Outcome, seq: Any) -> _Done:
         """A finished async rollout, on the event loop: checked, cached and journaled at once."""
-        outcome = self.check_score_range(outcome)
+        outcome = self._in_range(outcome)
         return index, outcome, self._finished(item[0], outcome, seq)
 
     def _cancelled(self) -> bool:
@@ -532,12 +524,10 @@ class RolloutEngine:
         streams = getattr(backend, "supports_return_generator", True)
         return "generator_unordered" if streams else "list"
 
-    def _started(self, key: tuple[str, str, ExampleId]) -> int:
+    def _started(self, key: RolloutKey) -> int:
         """Charge one rollout and journal that it started, before ``evaluate`` is called."""
         with self._state:
-            self._used += 1
-            self._seq += 1
-            seq = self._seq
+            seq = self.account.charge()
             if self.journal is not None:
                 self.journal.append(
                     {
@@ -550,18 +540,16 @@ class RolloutEngine:
                 )
         return seq
 
-    def check_score_range(self, outcome: Outcome) -> Outcome:
+    def _in_range(self, outcome: Outcome) -> Outcome:
         """An ``ok`` outcome whose score is outside ``score_range`` becomes a ``range_error``."""
         if outcome.kind != "ok" or outcome.score is None:
             return outcome
-        problem = self._out_of_range(outcome.score)
+        problem = out_of_range(outcome.score, self.score_range)
         if problem is None:
             return outcome
         return dataclasses.replace(outcome, kind="range_error", score=None, error=problem)
 
-    def _finished(
-        self, key: tuple[str, str, ExampleId], outcome: Outcome, seq: int | None
-    ) -> Rollout | None:
+    def _finished(self, key: RolloutKey, outcome: Outcome, seq: int | None) -> Rollout | None:
         """Cache and journal one finished rollout at once; None when there is no result."""
         if outcome.kind not in ("ok", "error"):
             return None
@@ -570,9 +558,8 @@ class RolloutEngine:
                 key[0], key[1], key[2], settle(outcome.score), None, False, outcome.duration_s
             )
         else:
-            rollout = self._failed_rollout(
-                key, outcome.error or "unknown error", outcome.duration_s
-            )
+            message = outcome.error or "unknown error"
+            rollout = failed_rollout(key, message, outcome.duration_s, self.failure_score)
         with self._state:
             self.policy.record(key[1], key[2], rollout.error)
             # Failures are cached too: within a run nothing is paid twice. They are journaled
@@ -582,72 +569,10 @@ class RolloutEngine:
                 self.journal.append(to_record(rollout, seq))
         return rollout
 
-    def _failed_rollout(
-        self, key: tuple[str, str, ExampleId], message: str, duration_s: float
-    ) -> Rollout:
-        return Rollout(
-            key[0],
-            key[1],
-            key[2],
-            Score(self.failure_score, feedback=f"Rollout failed: {message}"),
-            message,
-            False,
-            duration_s,
-        )
-
-    def _quarantined_rollout(self, key: tuple[str, str, ExampleId]) -> Rollout:
+    def _quarantined_rollout(self, key: RolloutKey) -> Rollout:
         message = self.policy.quarantined[(key[1], key[2])]
-        rollout = self._failed_rollout(key, f"quarantined after repeated failures: {message}", 0)
-        return dataclasses.replace(rollout, cached=True)
-
-    def _out_of_range(self, score: Score) -> str | None:
-        if self.score_range is None:
-            return None
-        low, high = self.score_range
-        if low - 1e-9 <= score.score <= high + 1e-9:
-            return None
-        return (
-            f"evaluate returned the score {score.score!r}, outside score_range=[{low:g}, "
-            f"{high:g}]. Return scores in [{low:g}, {high:g}] ({high:g} = perfect), or declare "
-            "your range: e.g. GEPA(..., score_range=(0, 10)), whose top is then the perfect "
-            "score (score_range=None turns the check off)."
-        )
-
-    def _load(self, journal: Journal) -> None:
-        """Reload from the journal: every started rollout counts as spent; successes are cached."""
-        starts: set[int] = set()
-        finished: set[int] = set()
-        for record in journal.iter_records():
-            kind = record.get("type")
-            if kind == "start":
-                starts.add(int(record["n"]))
-                continue
-            if kind != "rollout":
-                continue
-            seq = record.get("n")
-            if seq is None:  # written before start records existed
-                self._used += 1
-            else:
-                finished.add(int(seq))
-            if record.get("error") is not None:
-                self._journal_failures += 1
-                continue
-            score = Score(
-                record["score"],
-                feedback=record.get("feedback"),
-                output=record.get("output"),
-                trace=record.get("trace"),
-                objectives=record.get("objectives"),
-            )
-            key = (record["prompt"], record["split"], record["example"])
-            self._replayable.add(key)
-            self._cache[key] = Rollout(
-                key[0], key[1], key[2], score, None, True, record.get("duration_s", 0.0)
-            )
-        self._used += len(starts | finished)
-        self._resumed = self._used
-        self._lost = len(starts - finished)
-        self._seq = max(starts | finished, default=0)
+        reason = f"quarantined after repeated failures: {message}"
+        return dataclasses.replace(failed_rollout(key, reason, 0, self.failure_score), cached=True)
 
 
 def _fresh(prompt: Any) -> Any:

@@ -1,5 +1,6 @@
 """What the engine hands back and writes down: rollouts, batches, journal records; and the
-checks of the settings that decide where rollouts run (backend, picklability, score range).
+checks of the engine's settings (budget, parallelism, timeout, backend, picklability, score
+range) and of the scores ``evaluate`` returns.
 """
 
 from __future__ import annotations
@@ -105,6 +106,59 @@ def runs_in_process(backend: object) -> bool:
     if backend is None or (isinstance(backend, str) and backend in _IN_PROCESS):
         return True
     return bool(getattr(backend, "uses_threads", False))
+
+
+def check_settings(max_rollouts: object, n_jobs: object, timeout: object) -> None:
+    """Validate the engine's budget, parallelism and timeout; one clear line when bad."""
+    if max_rollouts is not None and (
+        isinstance(max_rollouts, bool) or not isinstance(max_rollouts, int) or max_rollouts < 1
+    ):
+        raise ConfigError(
+            "The 'max_rollouts' parameter must be an int >= 1 or None; got "
+            f"{describe(max_rollouts)} instead."
+        )
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ConfigError(
+            f"The 'n_jobs' parameter must be an int >= 1 (or -1 for all cores); got "
+            f"{describe(n_jobs)} instead."
+        )
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        raise ConfigError(
+            f"The 'timeout' parameter must be a number of seconds > 0 or None; got "
+            f"{describe(timeout)}."
+        )
+
+
+def out_of_range(score: Score, score_range: tuple[float, float] | None) -> str | None:
+    """Why ``score`` is outside ``score_range`` (with the fix), or None when it is inside."""
+    if score_range is None:
+        return None
+    low, high = score_range
+    if low - 1e-9 <= score.score <= high + 1e-9:
+        return None
+    return (
+        f"evaluate returned the score {score.score!r}, outside score_range=[{low:g}, "
+        f"{high:g}]. Return scores in [{low:g}, {high:g}] ({high:g} = perfect), or declare "
+        "your range: e.g. GEPA(..., score_range=(0, 10)), whose top is then the perfect "
+        "score (score_range=None turns the check off)."
+    )
+
+
+def failed_rollout(
+    key: tuple[str, str, ExampleId], message: str, duration_s: float, failure_score: float
+) -> Rollout:
+    """A failed rollout of ``key``: scored ``failure_score``, its message kept as feedback."""
+    return Rollout(
+        key[0],
+        key[1],
+        key[2],
+        Score(failure_score, feedback=f"Rollout failed: {message}"),
+        message,
+        False,
+        duration_s,
+    )
 
 
 def check_score_range(score_range: object) -> tuple[float, float] | None:
