@@ -12,7 +12,6 @@ import dataclasses
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -44,7 +43,7 @@ from policyopt.rollout.records import (
     settle,
     to_record,
 )
-from policyopt.rollout.worker import Outcome, Slots, execute
+from policyopt.rollout.worker import Outcome, Pool, Slots, execute
 from policyopt.sideinfo import captured
 from policyopt.state.journal import Journal
 from policyopt.types import ExampleId, example_ids, prompt_key
@@ -144,8 +143,7 @@ class RolloutEngine:
         self._cancel = threading.Event()
         self._stop_reason: str | None = None
         self._next_stop_check = 0.0
-        self._parallel: joblib.Parallel | None = None
-        self._pool_finalizer: weakref.finalize[Any, Any] | None = None
+        self._pool = Pool(n_jobs, backend)  # started by the first batch that needs it
 
     def close(self) -> None:
         """Release the worker pool and close the journal (the cache still answers)."""
@@ -154,10 +152,7 @@ class RolloutEngine:
             self._dask.close()
         if self._aio is not None:
             self._aio.close()
-        if self._pool_finalizer is not None:
-            self._pool_finalizer()
-            self._pool_finalizer = None
-            self._parallel = None
+        self._pool.close()
         if self.journal is not None:
             self.journal.close()
 
@@ -432,7 +427,7 @@ class RolloutEngine:
                 for index, (key, prompt, example) in enumerate(payload):
                     yield self._one(index, key, prompt, example)
                 return
-            yield from self._pool()(
+            yield from self._pool(
                 joblib.delayed(self._one)(index, key, prompt, example)
                 for index, (key, prompt, example) in enumerate(payload)
             )
@@ -456,7 +451,7 @@ class RolloutEngine:
         elif self.n_jobs == 1 or len(payload) <= 1:
             outcomes = (fn(*args, **kw) for fn, args, kw in shipped())
         else:
-            outcomes = self._pool()(shipped())
+            outcomes = self._pool(shipped())
         for outcome in outcomes:
             key = payload[outcome.index][0]
             outcome = self._in_range(outcome)
@@ -497,32 +492,6 @@ class RolloutEngine:
         reason = self.stop_check()
         if reason:
             self.request_stop(reason)
-
-    def _pool(self) -> joblib.Parallel:
-        """A joblib pool kept open across batches: starting one per batch costs ~10 ms."""
-        if self._parallel is None:
-            parallel = joblib.Parallel(
-                n_jobs=self.n_jobs,
-                backend=self.backend,
-                prefer="threads",
-                return_as=self._return_as(),
-            )
-            parallel.__enter__()
-            self._parallel = parallel
-            self._pool_finalizer = weakref.finalize(self, parallel.__exit__, None, None, None)
-        return self._parallel
-
-    def _return_as(self) -> str:
-        """Results as they finish, or the whole batch at once on a backend that cannot stream.
-
-        joblib's Ray backend refuses ``generator_unordered``; there a batch's results (and their
-        journal lines) arrive together when its last rollout ends.
-        """
-        backend: Any = self.backend
-        if isinstance(backend, str):
-            backend = joblib.parallel.BACKENDS.get(backend)
-        streams = getattr(backend, "supports_return_generator", True)
-        return "generator_unordered" if streams else "list"
 
     def _started(self, key: RolloutKey) -> int:
         """Charge one rollout and journal that it started, before ``evaluate`` is called."""

@@ -1,4 +1,5 @@
-"""Running one rollout: in another process (:func:`execute`) or in this one (:class:`Slots`).
+"""Running one rollout: in another process (:func:`execute`) or in this one (:class:`Slots`);
+and the joblib pool that runs many (:class:`Pool`).
 
 :func:`execute` is module-level and free of engine state so that any joblib backend can pickle
 it. :class:`Slots` runs ``evaluate`` in-process on a thread of its own, so a hung call can be
@@ -15,16 +16,19 @@ import inspect
 import threading
 import time
 import traceback
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import joblib
 
 from policyopt.errors import ScoreTypeError
 from policyopt.prompts import fresh_copy
 from policyopt.rollout.loop import await_blocking
 from policyopt.types import Score, is_finite, normalize_score
 
-__all__ = ["Outcome", "Slots", "awaited", "classify", "describe_exception", "execute"]
+__all__ = ["Outcome", "Pool", "Slots", "awaited", "classify", "describe_exception", "execute"]
 
 _POLL_S = 0.1  # how often a waiting rollout looks at the cancel flag
 
@@ -199,3 +203,47 @@ class Slots:
                 raise error
             return Outcome(index, "error", None, describe_exception(error), elapsed)
         return classify(index, box["value"], elapsed)
+
+
+class Pool:
+    """A joblib pool kept open across batches (one per batch would start workers every time),
+    closed by :meth:`close` or when the pool is garbage collected."""
+
+    def __init__(self, n_jobs: int, backend: Any) -> None:
+        self.n_jobs = n_jobs
+        self.backend = backend
+        self._parallel: joblib.Parallel | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def __call__(self, tasks: Iterable[Any]) -> Any:
+        """Run joblib ``tasks``; their results as they finish (see :meth:`return_as`)."""
+        if self._parallel is None:
+            parallel = joblib.Parallel(
+                n_jobs=self.n_jobs,
+                backend=self.backend,
+                prefer="threads",
+                return_as=self.return_as(),
+            )
+            parallel.__enter__()
+            self._parallel = parallel
+            self._finalizer = weakref.finalize(self, parallel.__exit__, None, None, None)
+        return self._parallel(tasks)
+
+    def return_as(self) -> str:
+        """Results as they finish, or the whole batch at once on a backend that cannot stream.
+
+        joblib's Ray backend refuses ``generator_unordered``; there a batch's results (and their
+        journal lines) arrive together when its last rollout ends.
+        """
+        backend: Any = self.backend
+        if isinstance(backend, str):
+            backend = joblib.parallel.BACKENDS.get(backend)
+        streams = getattr(backend, "supports_return_generator", True)
+        return "generator_unordered" if streams else "list"
+
+    def close(self) -> None:
+        """Let the pool's workers go."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+            self._parallel = None
