@@ -276,3 +276,30 @@ def test_process_backends_need_a_picklable_evaluate() -> None:
         RolloutEngine(holds_a_lock, n_jobs=2, backend="loky")
     RolloutEngine(holds_a_lock, n_jobs=2, backend="threading").close()  # threads share it
     RolloutEngine(_module_level_evaluate, n_jobs=2, backend="loky").close()
+
+
+def test_each_count_keeps_one_meaning_across_a_resume(tmp_path: Any) -> None:
+    """Paid (rollouts_used), the run's clock (rollouts_spent), what can still be started
+    (payable) and what a step may plan with (budget_left), before and after a resume whose
+    journal holds a failure and a start without a result (a kill)."""
+    path = tmp_path / "rollouts.jsonl"
+    engine, ids = make(Counting(fail={5}), journal=Journal(path), max_rollouts=20, max_errors=None)
+    engine.run([("p", i) for i in ids], split="val")
+    assert (engine.rollouts_used, engine.rollouts_spent, engine.payable) == (6, 6, 14)
+    assert engine.budget_left == 14
+    engine.close()
+    killed = Journal(path)
+    killed.append({"type": "start", "n": 7, "prompt": "lost", "split": "val", "example": "0"})
+    killed.close()
+
+    resumed, _ = make(Counting(), journal=Journal(path), max_rollouts=20, max_errors=None)
+    assert (resumed.rollouts_used, resumed.resumed_rollouts, resumed.lost_rollouts) == (7, 7, 1)
+    assert (resumed.journal_failures, resumed.rollouts_spent, resumed.payable) == (1, 0, 13)
+    # by the clock 20 are left, but only 13 can be paid plus the 5 journaled results to come
+    assert resumed.budget_left == 18
+    resumed.run([("p", i) for i in ids], split="val")
+    # 5 results reached again for free, the failure paid again: the clock reads what the
+    # uninterrupted run read after this batch
+    assert (resumed.rollouts_used, resumed.rollouts_spent, resumed.payable) == (8, 6, 12)
+    assert resumed.budget_left == 12
+    resumed.close()
