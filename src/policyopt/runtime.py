@@ -357,14 +357,7 @@ class RunContext:
         if self.display is not None:
             self.events.subscribe(self.display)
         if self.rundir is not None:  # each batch journals how long this segment has run
-            journal = self.engine.journal
-            self.events.subscribe(
-                lambda event: (
-                    isinstance(event, BatchDone)
-                    and journal is not None
-                    and journal.append(self.segments.record(self.wall()))
-                )
-            )
+            self.events.subscribe(self._journal_time)
 
     # ------------------------------------------------------------------ lifecycle
     def execute(
