@@ -255,9 +255,7 @@ class _Run:
         # the plan (and a budget too small for one trial) is settled before any model call
         n_val = len(trainset if valset is None else valset)
         self.plan: MIPROPlan = s.plan(len(trainset), n_val, len(self.components))
-        self.n_candidates, self.n_trials = self.plan.num_candidates, self.plan.num_trials
-        self.minibatch_size = self.plan.minibatch_size
-        self.full_eval_every = self.plan.full_eval_every
+        self.n_candidates = self.plan.num_candidates
         self.ctx = RunContext(
             optimizer="mipro",
             settings=s,
@@ -265,7 +263,7 @@ class _Run:
             identity={
                 "seed_prompt": program.prompt,
                 "num_candidates": self.n_candidates,
-                "num_trials": self.n_trials,
+                "num_trials": self.plan.num_trials,
             },
             program=program,
             trainset=trainset,
