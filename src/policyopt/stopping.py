@@ -1,8 +1,9 @@
 """Stop conditions shared by the optimizers: time, LM cost, LM calls and tokens, a stop file,
 patience.
 
-The rollout budget is enforced by the rollout engine itself; a perfect score and Ctrl-C are
-handled by each optimizer's loop. Each check returns the reason to stop, or None.
+The rollout budget is enforced by the rollout engine itself; a perfect score and stalls are
+rules of the kit's step loop (:mod:`policyopt.steps`, which checks these limits last), Ctrl-C is
+the run context's. Each check returns the reason to stop, or None.
 """
 
 from __future__ import annotations
