@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 __all__ = [
+    "REASONS",
     "BatchDone",
     "CandidateEvaluated",
     "CandidateProposed",
@@ -26,6 +27,7 @@ __all__ = [
     "JSONLEventLog",
     "Listener",
     "NewBest",
+    "ProposalJudged",
     "RolloutsProgress",
     "RunFinished",
     "RunStarted",
@@ -110,6 +112,48 @@ class CandidateEvaluated(Event):
     score: float
     n_examples: int
     accepted: bool | None = None
+
+
+#: why the proposal loop rejected an LM answer: the codes of :class:`ProposalJudged` (and of the
+#: optimizers' ``details["rejections"]``), each with what it means
+REASONS: dict[str, str] = {
+    "cut_off": "the answer was cut off at the token limit",
+    "unparsable": "the answer has an unclosed ``` fence, so it was probably cut off",
+    "empty": "the new text is empty",
+    "unchanged": "the new text is the same as the current one",
+    "too_long": "the new text (or the whole answer) is over the length limit",
+    "copies_example": "the new text copies an example (or fixes one answer for every input)",
+    "echoes_prompt": "the new text repeats the proposal request's own words",
+    "duplicate": "the new text repeats one proposed or scored before",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProposalJudged(Event):
+    """The proposal loop's verdict on one LM answer, journaled with the run so that ``show``
+    reads it instead of judging the answer again.
+
+    ``key`` is the answer's journal key (``{proposal}/{attempt}``), ``role`` the LM's record
+    type (``proposal`` for GEPA, ``proposer`` for MIPRO, ``meta`` for OPRO). ``accepted``: the
+    answer gave ``text``, a usable new text (not yet scored); ``rejected``: ``reason`` is one of
+    :data:`REASONS`, ``detail`` the words the model was told on its retry. An accepted answer
+    may be rejected later as a ``duplicate`` of a sibling's (a second verdict, same ``key``).
+    """
+
+    kind: ClassVar[str] = "proposal_judged"
+    key: str
+    role: str
+    attempt: int
+    verdict: str
+    reason: str | None = None
+    detail: str | None = None
+    text: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The verdict as a journal record (``type`` ``verdict``; no time: a replay equals it)."""
+        fields = dataclasses.asdict(self)
+        del fields["time"]
+        return {"type": "verdict", **fields}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,9 +3,11 @@
 GEPA's reflection, MIPRO's instruction proposers and OPRO's meta prompt all ask the
 optimizer's LM (a :class:`~policyopt.state.memo.JournaledLM`) for a new text. One loop does what
 they have in common: render the prompt (with why the last answer was rejected), ask, parse the
-answer, reject an unusable one (:func:`~policyopt.lm.parsing.check_proposal`), run the
+answer, reject an unusable one (:func:`~policyopt.lm.parsing.proposal_problem`), run the
 optimizer's guards (copies of examples, echoes of the prompt's own words, repeats), retry up to
-``max_retries`` times, and count every rejection under one key in :attr:`ProposalLoop.rejections`.
+``max_retries`` times, count every rejection under its reason code (one of
+:data:`~policyopt.events.REASONS`) in :attr:`ProposalLoop.rejections`, and journal a verdict on
+every answer (:class:`~policyopt.events.ProposalJudged`), which ``policyopt show`` reads.
 What differs between optimizers (the prompt, how an answer is read, which guards) is passed in.
 The program's ``objective`` and ``background`` (:func:`brief`) head every proposal prompt.
 """
@@ -18,11 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from policyopt.lm.parsing import check_proposal, extract_instruction
+from policyopt.events import REASONS, ProposalJudged
+from policyopt.lm.parsing import extract_instruction, proposal_problem
 from policyopt.state.memo import JournaledLM
 from policyopt.types import LMUsage
 
 __all__ = [
+    "DUPLICATE",
     "ECHOES_PROMPT",
     "FAILED",
     "Guard",
@@ -35,8 +39,10 @@ __all__ = [
     "parse_fenced",
 ]
 
-#: the rejection key of a proposal that repeats the proposal prompt's own words
+#: the reason code of a proposal that repeats the proposal prompt's own words
 ECHOES_PROMPT = "echoes_prompt"
+#: the reason code of a proposal that repeats a text proposed or scored before
+DUPLICATE = "duplicate"
 
 
 class _Failed:
@@ -90,7 +96,8 @@ def parse_complete(record: Mapping[str, Any]) -> Parsed:
     return Parsed(text)
 
 
-#: a guard: the proposed text -> ``(counted as, retry reason)`` when it must be rejected
+#: a guard: the proposed text -> ``(reason code, retry wording)`` when it must be rejected (the
+#: code is one of :data:`~policyopt.events.REASONS`)
 Guard = Callable[[str], "tuple[str, str] | None"]
 
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -181,6 +188,8 @@ def echo_guard(template: str, parent: str, *, also: Sequence[str] = ()) -> Guard
 class ProposalLoop:
     """Asks the run's LM for new texts, rejecting and retrying unusable ones at no rollout cost.
 
+    Every answer judged gives one verdict (:class:`~policyopt.events.ProposalJudged`), journaled
+    with the run and emitted by the LM (:meth:`~policyopt.state.memo.JournaledLM.judged`).
     Thread-safe: an optimizer may run several proposals at once.
     """
 
@@ -188,7 +197,8 @@ class ProposalLoop:
         self.lm = lm
         self.max_retries = max_retries
         self.max_chars = max_chars
-        self.rejections: dict[str, int] = {}  # counted as -> how many
+        self.rejections: dict[str, int] = {}  # reason code -> how many
+        self._accepted: dict[str, int] = {}  # proposal key -> the attempt that was accepted
         self._lock = threading.Lock()
 
     @property
@@ -202,10 +212,30 @@ class ProposalLoop:
         with self._lock:
             return sum(self.rejections.values())
 
-    def reject(self, counted: str) -> None:
-        """Count a rejection made outside :meth:`propose` (e.g. two slots' equal texts)."""
+    def reject(self, code: str, key: str | None = None, detail: str | None = None) -> None:
+        """Reject an accepted text after the fact (e.g. the same text as a sibling's): counted
+        under ``code``, and with the proposal's ``key`` a second verdict on its answer."""
         with self._lock:
-            self.rejections[counted] = self.rejections.get(counted, 0) + 1
+            self.rejections[code] = self.rejections.get(code, 0) + 1
+            attempt = self._accepted.get(key) if key is not None else None
+        if key is not None and attempt is not None:
+            self._judge(key, attempt, code, detail or REASONS.get(code, code), None)
+
+    def _judge(
+        self, key: str, attempt: int, code: str | None, detail: str | None, text: str | None
+    ) -> None:
+        verdict = "accepted" if code is None else "rejected"
+        self.lm.judged(
+            ProposalJudged(
+                key=f"{key}/{attempt}",
+                role=self.lm.kind,
+                attempt=attempt,
+                verdict=verdict,
+                reason=code,
+                detail=detail,
+                text=text,
+            )
+        )
 
     def propose(
         self,
@@ -234,21 +264,37 @@ class ProposalLoop:
             if record is None:  # the LM failed past its retries: skip this proposal
                 return FAILED
             parsed = parse(record)
-            reason = "answer_too_long" if record.get("capped") else None
-            reason = reason or check_proposal(
-                parsed.text,
-                current,
-                balanced=parsed.balanced,
-                truncated=parsed.truncated,
-                max_chars=self.max_chars,
-            )
-            counted = reason
-            for guard in guards if reason is None else ():
-                hit = guard(parsed.text)
-                if hit is not None:
-                    counted, reason = hit
-                    break
-            if reason is None:
+            problem = self._problem(record, parsed, current, guards)
+            if problem is None:
+                with self._lock:
+                    self._accepted[key] = attempt
+                self._judge(key, attempt, None, None, parsed.text)
                 return parsed.text
-            self.reject(counted or reason)
+            code, reason = problem
+            with self._lock:
+                self.rejections[code] = self.rejections.get(code, 0) + 1
+            self._judge(key, attempt, code, reason, None)
         return None
+
+    def _problem(
+        self,
+        record: Mapping[str, Any],
+        parsed: Parsed,
+        current: str,
+        guards: Sequence[Guard],
+    ) -> tuple[str, str] | None:
+        """``(code, retry wording)`` when the answer must be rejected, None when it is usable."""
+        if record.get("capped"):
+            return "too_long", "answer_too_long"
+        problem = proposal_problem(
+            parsed.text,
+            current,
+            balanced=parsed.balanced,
+            truncated=parsed.truncated,
+            max_chars=self.max_chars,
+        )
+        for guard in guards if problem is None else ():
+            problem = guard(parsed.text)
+            if problem is not None:
+                break
+        return problem

@@ -468,6 +468,8 @@ class RunContext:
             max_tokens=self.settings.max_lm_tokens,
             can_pay=can_pay,
             brief=self.brief,
+            verdicts=[r for r in self.memo("verdict") if r.get("role") == kind],
+            on_verdict=self.events.emit,
         )
         self._lms.append(journaled)
         return journaled

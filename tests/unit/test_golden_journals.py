@@ -7,7 +7,8 @@ unnoticed. A deliberate change regenerates the files and shows up as a diff in r
     POLICYOPT_REGEN_GOLDEN=1 ./scripts/test tests/unit/test_golden_journals.py
 
 Fields that differ between equal runs (times, durations, paths, the start order of parallel
-rollouts) are left out; records are sorted so that parallel finishing order does not matter.
+rollouts) are left out; records are sorted so that parallel finishing order does not matter, and
+so are the proposal verdicts among the events (parallel proposals judge in any order).
 """
 
 from __future__ import annotations
@@ -83,10 +84,12 @@ def record_run(name: str, run_dir: Path) -> dict[str, Any]:
     program, train, val = keyword_task()
     result = RUNS[name](str(run_dir)).optimize(program, train, val)
     journal = _read_jsonl(run_dir / "journal.jsonl")
-    events = _read_jsonl(run_dir / "events.jsonl")
+    events = [_strip(e) for e in _read_jsonl(run_dir / "events.jsonl")]
+    verdicts = sorted((e for e in events if e["kind"] == "proposal_judged"), key=_sort_key)
+    ordered = [e for e in events if e["kind"] not in {"rollouts_progress", "proposal_judged"}]
     return {
         "journal": sorted((_strip(r) for r in journal), key=_sort_key),
-        "events": [_strip(e) for e in events if e["kind"] != "rollouts_progress"],
+        "events": ordered + verdicts,
         "result": _strip(json.loads(json.dumps(comparable(result)))),
     }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["check_proposal", "extract_instruction"]
+__all__ = ["check_proposal", "extract_instruction", "proposal_problem"]
 
 _FENCE = re.compile(r"```")
 _INFO = re.compile(r"^[a-z0-9_+.-]{0,20}$")  # a fence's language tag, e.g. ```text
@@ -35,14 +35,25 @@ def check_proposal(
     new: str, current: str, *, balanced: bool, truncated: bool, max_chars: int
 ) -> str | None:
     """Why the proposal must be rejected, or None when it is usable."""
+    problem = proposal_problem(
+        new, current, balanced=balanced, truncated=truncated, max_chars=max_chars
+    )
+    return None if problem is None else problem[1]
+
+
+def proposal_problem(
+    new: str, current: str, *, balanced: bool, truncated: bool, max_chars: int
+) -> tuple[str, str] | None:
+    """``(code, why)`` when the proposal must be rejected (a code of
+    :data:`~policyopt.events.REASONS`, and the words a retry tells the model), else None."""
     if truncated:
-        return "the answer was cut off at the token limit"
+        return "cut_off", "the answer was cut off at the token limit"
     if not balanced:
-        return "the answer has an unclosed ``` fence, so it was probably cut off"
+        return "unparsable", "the answer has an unclosed ``` fence, so it was probably cut off"
     if not new.strip():
-        return "the new instruction is empty"
+        return "empty", "the new instruction is empty"
     if " ".join(new.split()) == " ".join(current.split()):
-        return "the new instruction is the same as the current one"
+        return "unchanged", "the new instruction is the same as the current one"
     if len(new) > max_chars:
-        return f"the new instruction is longer than {max_chars} characters"
+        return "too_long", f"the new instruction is longer than {max_chars} characters"
     return None

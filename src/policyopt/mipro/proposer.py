@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from policyopt.feedback import ADVICE_TEMPLATE, RETRY_NOTE, common_advice, retry_note
-from policyopt.guards import find_copy
+from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.lm.parsing import extract_instruction
 from policyopt.mipro.demos import Demo
-from policyopt.proposals import FAILED, Guard, Parsed, ProposalLoop, echo_guard
+from policyopt.proposals import DUPLICATE, FAILED, Guard, Parsed, ProposalLoop, echo_guard
 from policyopt.state.memo import JournaledLM
 
 __all__ = [
@@ -162,7 +162,7 @@ class InstructionProposer:
 
 def _repeat_guard(seen: set[str], reason: str = "it repeats an earlier instruction") -> Guard:
     """Rejects an instruction already among the candidates."""
-    return lambda text: (reason, reason) if " ".join(text.split()) in seen else None
+    return lambda text: (DUPLICATE, reason) if " ".join(text.split()) in seen else None
 
 
 class AdviceProposer:
@@ -245,8 +245,7 @@ class AdviceProposer:
             copied = find_copy(text, seed_text, self.records)
             if copied is None:
                 return None
-            reason = f"it copies the example text {copied!r}; state the general rule"
-            return reason, reason
+            return COPIES_EXAMPLE, f"it copies the example text {copied!r}; state the general rule"
 
         return guard
 

@@ -75,7 +75,14 @@ from policyopt.opro.meta import (
     render_meta_prompt,
 )
 from policyopt.prompts import PromptShape
-from policyopt.proposals import FAILED, Guard, ProposalLoop, echo_guard, parse_complete
+from policyopt.proposals import (
+    DUPLICATE,
+    FAILED,
+    Guard,
+    ProposalLoop,
+    echo_guard,
+    parse_complete,
+)
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import (
     RunContext,
@@ -402,7 +409,7 @@ class _Run:
                 self.counts["rejected"] += 1
             elif normalize(text) in seen:  # two slots proposed the same: keep the first
                 self.counts["rejected"] += 1
-                self.proposals.reject(REPEATED)
+                self.proposals.reject(DUPLICATE, f"{self.step}/{slot}", REPEATED)
             else:
                 seen.add(normalize(text))
                 texts.append((slot, text))
@@ -411,7 +418,7 @@ class _Run:
 
     def _repeat_guard(self, text: str) -> tuple[str, str] | None:
         """Rejects an instruction already scored."""
-        return (REPEATED, REPEATED) if normalize(text) in self.seen else None
+        return (DUPLICATE, REPEATED) if normalize(text) in self.seen else None
 
     @staticmethod
     def _copy_guard(history: str, shown: list[dict[str, Any]]) -> Guard:

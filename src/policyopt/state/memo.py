@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policyopt.errors import LMError, StopRequested, describe
+from policyopt.events import ProposalJudged
 from policyopt.state.journal import Journal
 from policyopt.types import LMUsage
 
@@ -58,6 +59,8 @@ class JournaledLM:
     made, and :class:`~policyopt.errors.StopRequested` ``("budget")`` ends the run instead.
     Replayed answers cost nothing and are always given. ``brief`` is the run's objective and
     background text, which :class:`~policyopt.proposals.ProposalLoop` puts above every proposal.
+    ``verdicts`` are the journal's verdict records on this LM's answers (see :meth:`judged`);
+    ``on_verdict`` gets every verdict as an event (the run's event bus).
     """
 
     def __init__(
@@ -73,8 +76,15 @@ class JournaledLM:
         max_tokens: int | None = None,
         can_pay: Callable[[int], bool] | None = None,
         brief: str = "",
+        verdicts: Sequence[Mapping[str, Any]] = (),
+        on_verdict: Callable[[ProposalJudged], None] | None = None,
     ) -> None:
         self.lm = lm
+        self.on_verdict = on_verdict
+        # (answer key, verdict) -> record: an answer is accepted, rejected, or both (a duplicate)
+        self.verdicts: dict[tuple[str, str], Mapping[str, Any]] = {
+            (str(r.get("key")), str(r.get("verdict"))): r for r in verdicts
+        }
         self.brief = brief
         self.can_pay = can_pay
         self.max_calls = max_calls
@@ -127,6 +137,20 @@ class JournaledLM:
         with self._lock:
             self.usage = self.usage + record_usage(record)
         return record
+
+    def judged(self, verdict: ProposalJudged) -> None:
+        """Journal the proposal loop's verdict on one of this LM's answers, once: a replayed
+        answer's verdict equal to the journaled one is not written again. Then emit it."""
+        record = verdict.record()
+        mark = (verdict.key, verdict.verdict)
+        with self._lock:
+            fresh = self.verdicts.get(mark) != record
+            if fresh:
+                self.verdicts[mark] = record
+        if fresh and self.journal is not None:
+            self.journal.append(record)
+        if self.on_verdict is not None:
+            self.on_verdict(verdict)
 
     def fits(self, calls: int) -> bool:
         """Whether ``calls`` more live calls surely fit under ``max_calls``/``max_tokens``: when
