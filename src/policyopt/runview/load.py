@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from policyopt.errors import StateError
-from policyopt.lm.parsing import check_proposal, extract_instruction
+from policyopt.events import REASONS
+from policyopt.lm.parsing import extract_instruction, proposal_problem
 from policyopt.state.journal import Journal
 from policyopt.types import Candidate, OptimizationResult, prompt_key
 
@@ -30,8 +31,9 @@ class Proposal:
 
     ``status`` is ``accepted`` (it became candidate ``candidate``), ``rejected`` (scored on a
     training minibatch and not kept), ``unusable`` (refused before any rollout, ``reason``
-    says why), ``not scored`` (a duplicate, raced out by a sibling, or the budget ran out) or,
-    for searches that combine proposals (MIPRO, OPRO), ``not kept``.
+    says why and ``code`` is its reason code), ``not scored`` (a duplicate, raced out by a
+    sibling, or the budget ran out) or, for searches that combine proposals (MIPRO, OPRO),
+    ``not kept``.
     """
 
     key: str
@@ -41,6 +43,7 @@ class Proposal:
     candidate: int | None = None
     minibatch_score: float | None = None
     minibatch_size: int = 0
+    code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class RunView:
     damaged_lines: int = 0  # journal lines in the middle that are not records, skipped
     running_pid: int | None = None  # a live run holds the directory's lock
     config: dict[str, Any] = field(default_factory=dict)
+    verdicts_recorded: bool = True  # False: an older run, its proposals' verdicts re-derived
 
     @property
     def best(self) -> Candidate | None:
@@ -209,13 +213,83 @@ def _key_order(key: str) -> tuple[int, ...]:
     return tuple(numbers[:2]) if len(numbers) >= 2 else (1 << 30,)
 
 
+#: a proposal answer as judged: (journal key, proposed text, why it was refused, reason code)
+Draft = tuple[str, str, "str | None", "str | None"]
+
+#: the code of an answer the run journaled but never judged (killed in between)
+_UNJUDGED = "not_judged"
+
+
+def _answers(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The proposal LM answers (GEPA: "proposal", MIPRO: "proposer", OPRO: "meta"), in the
+    order of their keys; a dataset summary is context, not a proposal."""
+    records = [
+        r
+        for r in journal
+        if r.get("type") not in {"start", "rollout", "verdict"}
+        and isinstance(r.get("text"), str)
+        and not str(r.get("key", "")).startswith("summary")
+    ]
+    return sorted(records, key=lambda r: _key_order(str(r.get("key", ""))))  # stable
+
+
+def _judged(answers: list[dict[str, Any]], journal: list[dict[str, Any]]) -> list[Draft] | None:
+    """Each answer with the verdict the proposal loop journaled on it; None for a run that
+    journaled no verdicts (an older version)."""
+    verdicts = {
+        (str(r.get("key")), str(r.get("verdict"))): r for r in journal if r.get("type") == "verdict"
+    }
+    if not verdicts:
+        return None
+    drafts: list[Draft] = []
+    for r in answers:
+        key = str(r.get("key", ""))
+        accepted, rejected = verdicts.get((key, "accepted")), verdicts.get((key, "rejected"))
+        text = accepted.get("text") if accepted else None
+        if not isinstance(text, str):
+            text = extract_instruction(str(r.get("text") or ""))[0]
+        if rejected is not None:
+            code = str(rejected.get("reason") or "")
+            detail = rejected.get("detail") or REASONS.get(code, code)
+            drafts.append((key, text, f"{code}: {detail}", code))
+        elif accepted is not None:
+            drafts.append((key, text, None, None))
+        else:
+            why = "not judged: the run stopped between this answer and its verdict"
+            drafts.append((key, text, why, _UNJUDGED))
+    return drafts
+
+
+def _rederived(answers: list[dict[str, Any]], max_chars: int) -> list[Draft]:
+    """Each answer judged again by the basic checks, for a run that journaled no verdicts (the
+    optimizer's own reading and guards are not known here)."""
+    drafts: list[Draft] = []
+    for r in answers:
+        text, balanced = extract_instruction(str(r.get("text") or ""))
+        problem = (
+            ("too_long", "the answer was too long and was cut")
+            if r.get("capped")
+            else proposal_problem(
+                text,
+                "",
+                balanced=balanced,
+                truncated=r.get("finish_reason") == "length",
+                max_chars=max_chars,
+            )
+        )
+        code, why = problem if problem is not None else (None, None)
+        drafts.append((str(r.get("key", "")), text, why, code))
+    return drafts
+
+
 def _proposals(
     journal: list[dict[str, Any]],
     candidates: list[Candidate],
     events: list[dict[str, Any]],
     max_chars: int,
-) -> list[Proposal]:
-    """Each proposal answer, matched to the candidate or the minibatch verdict it led to.
+) -> tuple[list[Proposal], bool]:
+    """Each proposal answer, matched to the candidate or the minibatch verdict it led to, and
+    whether the run journaled the proposal loop's verdicts (else they are re-derived).
 
     A usable proposal that is not already a candidate is scored on a training minibatch; the
     optimizer logs those verdicts (``candidate_evaluated``, split ``minibatch``) in the order
@@ -229,29 +303,10 @@ def _proposals(
             score = r.get("score")
             if isinstance(score, (int, float)):
                 train.setdefault(str(r.get("prompt")), []).append(float(score))
-    # LM answers journaled by the optimizer (GEPA: "proposal", MIPRO: "proposer", OPRO: "meta");
-    # a dataset summary is context, not a proposal
-    records = [
-        r
-        for r in journal
-        if r.get("type") not in {"start", "rollout"}
-        and isinstance(r.get("text"), str)
-        and not str(r.get("key", "")).startswith("summary")
-    ]
-    reflective = all(r.get("type") == "proposal" for r in records)
-    records.sort(key=lambda r: _key_order(str(r.get("key", ""))))  # stable: attempts in order
-    drafts: list[tuple[str, str, str | None]] = []
-    for r in records:
-        text, balanced = extract_instruction(str(r.get("text") or ""))
-        reason = "the answer was too long and was cut" if r.get("capped") else None
-        reason = reason or check_proposal(
-            text,
-            "",
-            balanced=balanced,
-            truncated=r.get("finish_reason") == "length",
-            max_chars=max_chars,
-        )
-        drafts.append((str(r.get("key", "")), text, reason))
+    answers = _answers(journal)
+    reflective = all(r.get("type") == "proposal" for r in answers)
+    judged = _judged(answers, journal)
+    drafts = judged if judged is not None else _rederived(answers, max_chars)
     verdicts = [
         e
         for e in events
@@ -259,7 +314,7 @@ def _proposals(
     ]
     scored: list[int] = []  # positions in drafts of the proposals that reached a minibatch
     first_seen: set[str] = set()
-    for n, (_, text, reason) in enumerate(drafts):
+    for n, (_, text, reason, _code) in enumerate(drafts):
         if reason is not None:
             continue
         hashed = prompt_key(text)
@@ -275,9 +330,12 @@ def _proposals(
         else {}
     )
     out, claimed = [], set()
-    for n, (key, text, reason) in enumerate(drafts):
+    for n, (key, text, reason, code) in enumerate(drafts):
+        if code == _UNJUDGED:
+            out.append(Proposal(key, text, "not scored", str(reason)))
+            continue
         if reason is not None:
-            out.append(Proposal(key, text, "unusable", reason))
+            out.append(Proposal(key, text, "unusable", reason, code=code))
             continue
         hashed = prompt_key(text)
         cand = by_key.get(hashed)
@@ -313,7 +371,7 @@ def _proposals(
         else:
             why = "not scored: the step was cut short (budget, time or stop)"
             out.append(Proposal(key, text, "not scored", why))
-    return out
+    return out, judged is not None
 
 
 def load_run(path: str | Path) -> RunView:
@@ -367,6 +425,7 @@ def load_run(path: str | Path) -> RunView:
         )
     failures = [r for r in journal if r.get("type") == "rollout" and r.get("error")]
     max_chars = int(settings.get("max_prompt_chars") or 20000)
+    proposals, verdicts_recorded = _proposals(journal, candidates, events, max_chars)
     return RunView(
         path=root,
         optimizer=str(config["optimizer"]),
@@ -378,11 +437,12 @@ def load_run(path: str | Path) -> RunView:
         n_rollouts=n_rollouts,
         max_rollouts=budget if isinstance(budget, int) else None,
         curve=_curve(events, candidates, n_rollouts),
-        proposals=_proposals(journal, candidates, events, max_chars),
+        proposals=proposals,
         failed_rollouts=len(failures),
         last_failure=str(failures[-1]["error"]) if failures else None,
         torn_tail=torn,
         damaged_lines=damaged,
         running_pid=None if result is not None else running_pid(root),
         config=config,
+        verdicts_recorded=verdicts_recorded,
     )

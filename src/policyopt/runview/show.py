@@ -68,6 +68,7 @@ def to_dict(view: RunView) -> dict[str, Any]:
                 "key": p.key,
                 "status": p.status,
                 "reason": p.reason,
+                "code": p.code,
                 "candidate": p.candidate,
                 "minibatch_score": p.minibatch_score,
                 "minibatch_size": p.minibatch_size,
@@ -76,6 +77,7 @@ def to_dict(view: RunView) -> dict[str, Any]:
             for p in view.proposals
         ],
         "proposal_counts": dict(Counter(p.status for p in view.proposals)),
+        "proposal_verdicts_recorded": view.verdicts_recorded,
     }
 
 
@@ -137,8 +139,15 @@ def render(view: RunView, console: Any, *, all_proposals: bool = False) -> None:
             _prompt_text(c.prompt),
         )
     console.print(table)
+    _render_proposals(view, data["proposal_counts"], console, all_proposals=all_proposals)
 
-    counts = data["proposal_counts"]
+
+def _render_proposals(
+    view: RunView, counts: dict[str, int], console: Any, *, all_proposals: bool
+) -> None:
+    """The proposals table: every accepted one, then the first others (all with the flag)."""
+    from rich.table import Table
+
     if not view.proposals:
         console.print("proposals: none recorded in the journal")
         return
@@ -162,6 +171,11 @@ def render(view: RunView, console: Any, *, all_proposals: bool = False) -> None:
     for p in shown:
         table.add_row(f"{p.key}\n{p.status}", p.reason, p.text or "(empty)")
     console.print(table)
+    if not view.verdicts_recorded:
+        console.print(
+            "note: this run did not record the proposal loop's verdicts (an older version): "
+            "they are judged again here by the basic checks only, without the optimizer's guards."
+        )
     if len(shown) < len(view.proposals):
         console.print(
             f"... {len(view.proposals) - len(shown)} more proposals not shown: "
