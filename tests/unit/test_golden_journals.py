@@ -23,6 +23,7 @@ import pytest
 
 from policyopt import GEPA, MIPRO, OPRO
 from policyopt.protocol import Optimizer
+from policyopt.state.journal import read_journal
 from policyopt.testing.conformance import comparable, keyword_reflection_lm, keyword_task
 from policyopt.testing.scripted import keyword_meta_lm, keyword_proposer_lm
 
@@ -83,7 +84,7 @@ def record_run(name: str, run_dir: Path) -> dict[str, Any]:
     """The run's journal, events and result, without what differs between equal runs."""
     program, train, val = keyword_task()
     result = RUNS[name](str(run_dir)).optimize(program, train, val)
-    journal = _read_jsonl(run_dir / "journal.jsonl")
+    journal = read_journal(run_dir, skip_damaged=False).records
     events = [_strip(e) for e in _read_jsonl(run_dir / "events.jsonl")]
     verdicts = sorted((e for e in events if e["kind"] == "proposal_judged"), key=_sort_key)
     ordered = [e for e in events if e["kind"] not in {"rollouts_progress", "proposal_judged"}]

@@ -121,13 +121,11 @@ def _check_journal(run_dir: Path, config: Path, *, salvage: bool) -> None:
     """Refuse a run dir whose journal is damaged in the middle, before any model loads, unless
     ``--salvage`` asks to keep the records before the damage; never silently."""
     from policyopt.errors import StateError
-    from policyopt.state.journal import Journal, JournalCorrupt
+    from policyopt.state.journal import JOURNAL_FILE, Journal, JournalCorrupt, read_journal
     from policyopt.state.rundir import lock_run_dir
 
-    journal = Journal(Path(run_dir) / "journal.jsonl")
     try:
-        for _ in journal.iter_records():
-            pass
+        read_journal(run_dir, skip_damaged=False)
         return
     except JournalCorrupt as exc:
         damage = exc
@@ -140,7 +138,7 @@ def _check_journal(run_dir: Path, config: Path, *, salvage: bool) -> None:
         )
     try:
         with lock_run_dir(Path(run_dir)):  # never under a run that is still writing it
-            kept, copy = journal.salvage()
+            kept, copy = Journal(Path(run_dir) / JOURNAL_FILE).salvage()
     except StateError as exc:
         _fail(f"{config}: {_one_line(str(exc))}")
     typer.echo(

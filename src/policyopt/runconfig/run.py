@@ -185,13 +185,13 @@ def seed_failures(run_dir: Path, seed_prompt: Any, split: str) -> tuple[int, int
     """The seed prompt's validation rollouts in the run's journal: (how many, how many failed,
     the last error). A seed whose every rollout failed was never scored: its "score" is only
     the failure score."""
-    from policyopt.state.journal import Journal
+    from policyopt.state.journal import read_journal
     from policyopt.types import prompt_key
 
     key = prompt_key(seed_prompt)
     total = failed = 0
     last: str | None = None
-    for record in Journal(Path(run_dir) / "journal.jsonl").iter_records():
+    for record in read_journal(run_dir, skip_damaged=False).of_type("rollout"):
         mine = (record.get("type"), record.get("prompt"), record.get("split"))
         if mine == ("rollout", key, split):
             total += 1

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from policyopt.runview.load import RunView
-from policyopt.state.journal import Journal
+from policyopt.state.journal import read_journal
 from policyopt.state.rundir import EXAMPLES_FILE
 from policyopt.types import prompt_key
 
@@ -39,8 +39,7 @@ def example_rows(view: RunView) -> list[dict[str, Any]]:
         return []
     seed, best = view.candidates[0], view.best or view.candidates[0]
     prompts = {"seed": prompt_key(seed.prompt), "best": prompt_key(best.prompt)}
-    records = Journal(view.path / "journal.jsonl").read(skip_damaged=True)
-    rollouts = [r for r in records if r.get("type") == "rollout"]
+    rollouts = read_journal(view.path).of_type("rollout")
     split = "val" if any(r.get("split") == "val" for r in rollouts) else "train"
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rollouts:

@@ -9,7 +9,6 @@ damaged record anywhere else is an error.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 from policyopt.errors import StateError
 from policyopt.events import REASONS
 from policyopt.lm.parsing import extract_instruction, proposal_problem
-from policyopt.state.journal import Journal
+from policyopt.state.journal import read_journal
 from policyopt.types import Candidate, OptimizationResult, prompt_key
 
 __all__ = ["Proposal", "RunView", "load_run"]
@@ -95,27 +94,6 @@ def _json_file(path: Path) -> Any:
         ) from exc
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror}.") from exc
-
-
-def _journal(path: Path) -> tuple[list[dict[str, Any]], bool, int]:
-    """Complete journal records, whether a torn last record was skipped, and how many damaged
-    lines in the middle were skipped (result.json, when there is one, is read apart)."""
-    journal_path = path / "journal.jsonl"
-    if not journal_path.exists():
-        return [], False, 0
-    seen: list[str] = []
-
-    class _Note(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record.getMessage())
-
-    logger, note = logging.getLogger("policyopt"), _Note(logging.WARNING)
-    logger.addHandler(note)
-    try:
-        records = Journal(journal_path).read(skip_damaged=True)
-    finally:
-        logger.removeHandler(note)
-    return records, any("torn" in m for m in seen), sum("damaged line" in m for m in seen)
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -405,7 +383,8 @@ def load_run(path: str | Path) -> RunView:
             ) from None
     state_path = root / "state.json"
     state = _json_file(state_path) if state_path.exists() else None
-    journal, torn, damaged = _journal(root)
+    read = read_journal(root)  # result.json, when there is one, is read apart
+    journal = read.records
     events = _events(root)
     started = [e for e in events if e.get("kind") == "run_started"]
     settings = dict(config.get("settings") or {})
@@ -440,8 +419,8 @@ def load_run(path: str | Path) -> RunView:
         proposals=proposals,
         failed_rollouts=len(failures),
         last_failure=str(failures[-1]["error"]) if failures else None,
-        torn_tail=torn,
-        damaged_lines=damaged,
+        torn_tail=read.torn_tail,
+        damaged_lines=read.damaged_lines,
         running_pid=None if result is not None else running_pid(root),
         config=config,
         verdicts_recorded=verdicts_recorded,

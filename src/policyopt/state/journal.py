@@ -6,6 +6,10 @@ records since the last sync). A process killed mid-write leaves a torn last line
 :meth:`Journal.read` ignores it and the next append cuts it off, scanning back to the last
 newline however far away it is, so every complete record survives. A last line that is a whole
 JSON object missing only its newline is kept (it can only be the complete record).
+
+:func:`read_journal` is the one reader of a journal's records for everything that reads a run
+(``policyopt show``/``plot``, the CLI's checks, the job server): it says whether a torn last
+record was left out and how many damaged lines in the middle were skipped.
 """
 
 from __future__ import annotations
@@ -15,12 +19,23 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from policyopt.errors import StateError
 
-__all__ = ["Journal", "JournalCorrupt", "encode_record"]
+__all__ = [
+    "JOURNAL_FILE",
+    "Journal",
+    "JournalCorrupt",
+    "JournalRead",
+    "encode_record",
+    "read_journal",
+]
+
+#: a run dir's journal file
+JOURNAL_FILE = "journal.jsonl"
 
 logger = logging.getLogger("policyopt")
 
@@ -34,6 +49,33 @@ class JournalCorrupt(StateError):
     def __init__(self, message: str, *, path: Path, line: int, kept: int) -> None:
         super().__init__(message)
         self.path, self.line, self.kept = path, line, kept
+
+
+@dataclass
+class JournalRead:
+    """A journal as read: its complete records, whether a torn last record (a process killed
+    mid-write) was left out, and how many damaged lines in the middle were skipped."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    torn_tail: bool = False
+    damaged_lines: int = 0
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        """The records of one ``type`` (``rollout``, ``start``, ``verdict``, an LM's kind ...)."""
+        return [r for r in self.records if r.get("type") == kind]
+
+
+def read_journal(path: str | Path, *, skip_damaged: bool = True) -> JournalRead:
+    """The records of the journal at ``path`` (a run dir or the journal file; none when it
+    does not exist). A torn last record is left out, as a resuming run leaves it. A damaged
+    line in the middle is skipped with a warning (readers: ``show``, ``plot``, the job server),
+    or with ``skip_damaged=False`` raises :class:`JournalCorrupt` (whose records before it
+    ``policyopt optimize --salvage`` keeps)."""
+    path = Path(path)
+    journal = Journal(path / JOURNAL_FILE if path.is_dir() else path)
+    read = JournalRead()
+    read.records = list(journal._scan(skip_damaged, read))
+    return read
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -83,6 +125,10 @@ class Journal:
 
     def iter_records(self, *, skip_damaged: bool = False) -> Iterator[dict[str, Any]]:
         """Complete records one at a time (the file is streamed, not loaded whole)."""
+        return self._scan(skip_damaged, JournalRead())
+
+    def _scan(self, skip_damaged: bool, tally: JournalRead) -> Iterator[dict[str, Any]]:
+        """The one parser of journal lines; ``tally`` notes a torn tail and skipped lines."""
         if not self.path.exists():
             return
         with self.path.open("rb") as handle:
@@ -94,6 +140,8 @@ class Journal:
                     if record is not None:
                         kept += 1
                         yield record
+                    else:
+                        tally.damaged_lines += 1
                 number += 1
                 pending = raw
             if pending is None or not pending.strip():
@@ -102,7 +150,10 @@ class Journal:
                 record = self._parse(pending, number, kept, skip_damaged)
                 if record is not None:
                     yield record
+                else:
+                    tally.damaged_lines += 1
             else:
+                tally.torn_tail = True
                 logger.warning(
                     "ignoring a torn last record in %s (%d bytes)", self.path, len(pending)
                 )

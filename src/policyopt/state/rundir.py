@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from policyopt._version import __version__
 from policyopt.errors import StateError
-from policyopt.state.journal import Journal
+from policyopt.state.journal import JOURNAL_FILE, Journal, read_journal
 
 __all__ = [
     "EXAMPLES_FILE",
@@ -154,7 +154,7 @@ class RunDir:
         except BaseException:
             self.close()
             raise
-        self.journal = Journal(self.path / "journal.jsonl")
+        self.journal = Journal(self.path / JOURNAL_FILE)
 
     def _check(
         self, optimizer: str, identity: Mapping[str, Any], settings: Mapping[str, Any]
@@ -217,7 +217,7 @@ class RunDir:
 
     def records(self, kind: str) -> list[dict[str, Any]]:
         """Journal records of one ``type``."""
-        return [r for r in self.journal.read() if r.get("type") == kind]
+        return read_journal(self.journal.path, skip_damaged=False).of_type(kind)
 
     def write_state(self, state: Mapping[str, Any]) -> None:
         """Replace ``state.json`` atomically."""

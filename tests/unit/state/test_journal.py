@@ -10,7 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policyopt.errors import StateError
-from policyopt.state.journal import Journal, encode_record
+from policyopt.state.journal import (
+    JOURNAL_FILE,
+    Journal,
+    JournalCorrupt,
+    JournalRead,
+    encode_record,
+    read_journal,
+)
 
 # records of very different sizes: small dicts, and text of up to ~2 MB (a huge LM answer)
 _text = st.one_of(
@@ -118,3 +125,25 @@ def test_a_run_dir_is_used_by_one_run_at_a_time(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="holds a 'gepa' run"):
         RunDir(tmp_path, optimizer="mipro", identity={}, settings={})
     RunDir(tmp_path, optimizer="gepa", identity={}, settings={}).close()
+
+
+def test_read_journal_is_the_readers_view_of_torn_and_damaged_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one reader: a run dir or its file; torn tail left out, damaged lines skipped with a
+    warning or (strict, as a resuming run reads) an error naming the line."""
+    assert read_journal(tmp_path) == JournalRead()  # no journal yet
+    path = tmp_path / JOURNAL_FILE
+    path.write_bytes(b'{"type": "rollout"}\n{"type": \n{"type": "start"}\n{"type": "rol')
+    with caplog.at_level("WARNING", logger="policyopt"):
+        read = read_journal(tmp_path)
+    assert read == read_journal(path)
+    assert read.records == [{"type": "rollout"}, {"type": "start"}]
+    assert (read.torn_tail, read.damaged_lines, len(read.of_type("rollout"))) == (True, 1, 1)
+    assert any("skipping damaged line 2" in m for m in caplog.messages)
+    assert any("torn last record" in m for m in caplog.messages)
+    with pytest.raises(JournalCorrupt, match="line 2") as raised:
+        read_journal(tmp_path, skip_damaged=False)
+    assert raised.value.kept == 1
+    path.write_bytes(b'{"type": "rollout"}\n{"type": "start"}')  # whole, only its newline lost
+    assert read_journal(path) == JournalRead([{"type": "rollout"}, {"type": "start"}])
