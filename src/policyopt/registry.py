@@ -16,10 +16,11 @@ find it.
 from __future__ import annotations
 
 import importlib
+import textwrap
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -33,7 +34,40 @@ __all__ = [
     "get_spec",
     "optimizer_names",
     "register_optimizer",
+    "settings_args",
+    "with_settings_args",
 ]
+
+_C = TypeVar("_C", bound=type)
+
+
+def settings_args(model: type[BaseModel], *, indent: int = 4) -> str:
+    """An ``Args:`` block (Google style) of every field of ``model``, from the fields'
+    descriptions: an optimizer's settings (its own and the shared
+    :class:`~policyopt.runtime.RunSettings`) are documented once, on its settings model."""
+    lines = [" " * indent + "Args:"]
+    for name, info in model.model_fields.items():
+        lines += textwrap.wrap(
+            f"{name}: {info.description or ''}",
+            width=indent + 96,
+            initial_indent=" " * (indent + 4),
+            subsequent_indent=" " * (indent + 8),
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines)
+
+
+def with_settings_args(model: type[BaseModel]) -> Callable[[_C], _C]:
+    """A class decorator: the class docstring gets the ``Args:`` block of ``model``'s settings
+    (:func:`settings_args`) at its end, so that the class does not repeat them by hand."""
+
+    def decorate(cls: _C) -> _C:
+        cls.__doc__ = f"{(cls.__doc__ or '').rstrip()}\n\n{settings_args(model)}\n"
+        cls.__settings_args__ = True  # type: ignore[attr-defined]  # the docs site reads it
+        return cls
+
+    return decorate
+
 
 #: A budget fit: ``(settings, budget, n_train, n_val) -> settings`` with the plan filled in.
 BudgetFit = Callable[[dict[str, Any], int, int, int], dict[str, Any]]

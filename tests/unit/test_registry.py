@@ -17,6 +17,7 @@ from policyopt.registry import (
     get_spec,
     optimizer_names,
     register_optimizer,
+    settings_args,
 )
 from policyopt.runtime import RunSettings
 from policyopt.testing.conformance import keyword_reflection_lm, keyword_task
@@ -40,6 +41,18 @@ def test_every_setting_is_a_named_keyword_with_the_models_default(
         assert field.description, f"{name} has no one-line doc"
         assert name in (cls.__doc__ or ""), f"{name} is not in {cls.__name__}'s docstring"
     assert "lm" in params  # the one LM name every algorithm accepts
+
+
+@pytest.mark.parametrize(("cls", "model"), [(OPRO, OPROSettings)])
+def test_the_args_are_the_settings_models_field_docs_once(cls: type[Any], model: type[Any]) -> None:
+    """The class docstring's ``Args:`` are made from the settings model: no hand-kept copy of
+    the shared RunSettings docs to drift from them."""
+    doc = inspect.getdoc(cls) or ""
+    assert doc.count("Args:") == 1 and doc.endswith(settings_args(model, indent=0))
+    args = " ".join(doc.split("Args:")[1].split())
+    for name, info in model.model_fields.items():
+        assert f"{name}: {' '.join(info.description.split())}" in args, name
+    assert "backend: joblib backend (None: threads), or 'dask'" in args  # RunSettings' own text
 
 
 def test_the_lm_alias_and_its_errors() -> None:

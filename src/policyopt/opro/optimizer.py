@@ -83,6 +83,7 @@ from policyopt.proposals import (
     echo_guard,
     parse_complete,
 )
+from policyopt.registry import with_settings_args
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import (
     RunContext,
@@ -99,6 +100,7 @@ __all__ = ["OPRO"]
 logger = logging.getLogger("policyopt")
 
 
+@with_settings_args(OPROSettings)
 class OPRO:
     """``OPRO(meta_lm=..., max_rollouts=...).optimize(program, trainset, valset)``.
 
@@ -107,45 +109,7 @@ class OPRO:
     instructions. The program's prompt must be a ``str`` (one instruction) or chat messages
     (OPRO rewrites the system message, else the first; the others stay). ``listeners``
     receive every event of the run. Every other parameter is a setting, validated by
-    :class:`~policyopt.opro.config.OPROSettings`:
-
-    Args:
-        max_rollouts: hard budget of evaluate() calls
-        seed: seed of every random choice (same seed, same run)
-        n_jobs: rollouts in parallel (-1: all cores)
-        backend: joblib backend (None: threads)
-        max_time_s: wall-clock limit in seconds
-        max_cost_usd: cap on the optimizer's LM cost
-        max_lm_calls: cap on the optimizer LM's calls (hard: a call past it is not made)
-        max_lm_tokens: cap on the optimizer LM's tokens (no call starts past it)
-        max_errors: failed rollouts after which the run stops (None: no cap)
-        max_error_rate: stop when this share of the last error_window failed
-        error_window: recent rollouts the error rate looks at
-        quarantine_after: failures of one example before it is quarantined
-        strict: raise on evaluate/LM failure instead of stopping
-        timeout: seconds per rollout (a timeout is a failure)
-        score_range: scores evaluate may return; the top is the perfect score
-        failure_score: score of a failed rollout
-        progress: live progress on stderr
-        run_dir: journal the run here; the same run_dir resumes it
-        accept_changed: resume a run_dir although these parts of its identity changed
-            (e.g. 'evaluate'): its cached scores were made by the old ones
-        proposals_per_step: new instructions asked per step
-        max_history: best scored instructions in the meta-prompt
-        n_exemplars: training examples shown per meta-prompt
-        exemplar_feedback: run the best prompt on the exemplars and show its answer and
-            feedback
-        minibatch_size: valset examples a proposal is scored on (None: the whole valset)
-        max_steps: cap on optimization steps
-        patience: steps without a new best
-        perfect_score: score that counts as solved; None: the top of score_range
-        stop_at_perfect: stop once the valset is solved
-        max_proposal_retries: re-asks after an unusable proposal
-        max_prompt_chars: longest instruction accepted
-        max_exemplar_chars: characters per exemplar field shown
-        reject_copies: reject proposals that copy an exemplar's input or answer (counted
-            as ``copies_example`` in ``details["rejections"]``; see :mod:`policyopt.guards`)
-        meta_template: the meta-prompt, or a built-in by name (default, compact, artifact)
+    :class:`~policyopt.opro.config.OPROSettings` (their docs below are its fields').
     """
 
     name = "opro"
