@@ -34,8 +34,10 @@ def final_choice_field() -> Any:
     """The ``final_choice`` setting of an optimizer's settings model."""
     return Field(
         "mean",
-        description="which candidate is returned: the best validation mean, or the best lower "
-        "confidence bound of the paired gain over the seed (guards a small valset's max)",
+        description="which candidate is returned: 'mean' (the best validation mean) or "
+        "'lower_bound' (the best lower confidence bound of the paired gain over the seed: a "
+        "candidate must beat the seed by more than final_z standard errors to replace it, which "
+        "guards a small valset against the winner's curse; see policyopt.choice)",
     )
 
 

@@ -43,7 +43,9 @@ def test_every_setting_is_a_named_keyword_with_the_models_default(
     assert "lm" in params  # the one LM name every algorithm accepts
 
 
-@pytest.mark.parametrize(("cls", "model"), [(OPRO, OPROSettings)])
+@pytest.mark.parametrize(
+    ("cls", "model"), [(GEPA, GEPASettings), (MIPRO, MIPROSettings), (OPRO, OPROSettings)]
+)
 def test_the_args_are_the_settings_models_field_docs_once(cls: type[Any], model: type[Any]) -> None:
     """The class docstring's ``Args:`` are made from the settings model: no hand-kept copy of
     the shared RunSettings docs to drift from them."""

@@ -44,7 +44,11 @@ class GEPASettings(RunSettings):
         None, ge=1, description="children proposed per iteration; None: from n_jobs"
     )
     proposals_per_reflection: int = Field(
-        1, ge=1, le=16, description="proposals sampled from each reflection prompt; siblings race"
+        1,
+        ge=1,
+        le=16,
+        description="proposals sampled from each reflection prompt (another seed each); all are "
+        "tried on the parent's minibatch and race like siblings",
     )
     max_accepted_per_iteration: int = Field(
         1, ge=1, description="children (best gain first) scored on the valset"
@@ -80,7 +84,9 @@ class GEPASettings(RunSettings):
     max_prompt_chars: int = Field(20_000, ge=1, description="longest proposal accepted")
     max_record_chars: int = Field(1_500, ge=20, description="characters per rollout record shown")
     reject_copies: bool = Field(
-        True, description="reject proposals that copy an example's input or answer (guards.py)"
+        True,
+        description="reject proposals that copy an example's input or answer from the reflection "
+        "records (counted as copies_example in details['rejections']; guards.py)",
     )
     final_choice: FinalChoice = final_choice_field()
     final_z: float = final_z_field()

@@ -48,6 +48,7 @@ from policyopt.gepa.strategies import (
     ReflectionProposer,
 )
 from policyopt.lm.base import resolve_lm
+from policyopt.registry import with_settings_args
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import (
     RunContext,
@@ -73,71 +74,17 @@ def estimate(
     return gepa_estimate(settings, n_train=n_train, n_val=n_val, n_components=n_components)
 
 
+@with_settings_args(GEPASettings)
 class GEPA:
     """``GEPA(reflection_lm=..., max_rollouts=...).optimize(program, trainset, valset)``.
 
     ``reflection_lm`` (alias ``lm``) is a litellm model string, a :class:`policyopt.LM`, or any
     callable ``str -> str``. ``listeners`` receive every event of the run (see
     :mod:`policyopt.events`). Every other parameter is a setting, validated by
-    :class:`~policyopt.gepa.config.GEPASettings`:
+    :class:`~policyopt.gepa.config.GEPASettings` (their docs below are its fields').
 
     Strategy settings take a built-in's name or your own object (see
     :mod:`policyopt.gepa.strategies`).
-
-    Args:
-        max_rollouts: hard budget of evaluate() calls
-        seed: seed of every random choice (same seed, same run)
-        n_jobs: rollouts in parallel (-1: all cores)
-        backend: joblib backend (None: threads)
-        max_time_s: wall-clock limit in seconds
-        max_cost_usd: cap on the optimizer's LM cost
-        max_lm_calls: cap on the optimizer LM's calls (hard: a call past it is not made)
-        max_lm_tokens: cap on the optimizer LM's tokens (no call starts past it)
-        max_errors: failed rollouts after which the run stops (None: no cap)
-        max_error_rate: stop when this share of the last error_window failed
-        error_window: recent rollouts the error rate looks at
-        quarantine_after: failures of one example before it is quarantined
-        strict: raise on evaluate/LM failure instead of stopping
-        timeout: seconds per rollout (a timeout is a failure)
-        score_range: scores evaluate may return; the top is the perfect score
-        failure_score: score of a failed rollout
-        progress: live progress on stderr
-        run_dir: journal the run here; the same run_dir resumes it
-        accept_changed: resume a run_dir although these parts of its identity changed
-            (e.g. 'evaluate'): its cached scores were made by the old ones
-        minibatch_size: training examples per reflection
-        merge: combine lineages that improved different parts
-        max_merges: cap on accepted merges
-        merge_subsample_size: valset examples a merge is judged on
-        proposals_per_iteration: children proposed per iteration; None: from n_jobs
-        proposals_per_reflection: proposals sampled from each reflection prompt (another
-            seed each); all are tried on the parent's minibatch and race like siblings
-        max_accepted_per_iteration: children (best gain first) scored on the valset
-        candidate_selection: how parents are chosen: pareto, current_best, epsilon_greedy
-        epsilon: exploration rate of epsilon_greedy
-        component_selection: which components a reflection rewrites: round_robin, all
-        minibatch_sampler: training minibatches: epoch (seeded shuffles), or a factory
-        acceptance: child vs parent on a minibatch: improvement, non_decreasing
-        merge_pairing: which lineages a merge combines: common_ancestor
-        proposer: who writes new texts: reflection (the LM), or your own
-        acceptance_margin: mean gain a child must beat
-        tie_tolerance: scores this close count as equal
-        skip_perfect: no reflection on a perfect minibatch
-        perfect_score: score that counts as solved; None: the top of score_range
-        stop_at_perfect: stop once the valset is solved
-        patience: iterations without a new best
-        max_proposal_retries: re-asks after an unusable proposal
-        max_prompt_chars: longest proposal accepted
-        max_record_chars: characters per rollout record shown
-        reject_copies: reject proposals that copy an example's input or answer from the
-            reflection records (counted as ``copies_example`` in ``details["rejections"]``)
-        final_choice: which candidate is returned: ``"mean"`` (the best validation mean)
-            or ``"lower_bound"`` (the best lower confidence bound of the paired gain over
-            the seed: a candidate must beat the seed by more than ``final_z`` standard
-            errors to replace it, which guards a small valset against the winner's curse)
-        final_z: standard errors subtracted by ``final_choice="lower_bound"``
-        reflection_template: the reflection meta-prompt, or a built-in one by name
-            (default, compact, advice, artifact)
     """
 
     name = "gepa"

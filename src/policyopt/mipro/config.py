@@ -55,7 +55,8 @@ class MIPROSettings(RunSettings):
     instruction_proposer: Any = Field(
         "grounded",
         description="who proposes instructions: grounded (the LM), advice (the LM restates "
-        "the metric's feedback on bootstrap runs; for tiny models), or your own",
+        "the metric's feedback on bootstrap runs: for tiny models; needs feedback in the scores), "
+        "or your own",
     )
     demo_bootstrapper: Any = Field(
         "bootstrap", description="how demo sets are built: bootstrap, none, or your own"

@@ -45,6 +45,7 @@ from policyopt.mipro.proposer import AdviceProposer, InstructionProposer
 from policyopt.mipro.strategies import DemoSetBuilder, InstructionSource
 from policyopt.mipro.trials import TRIALS_DONE, Trials, config_key
 from policyopt.prompts import PromptShape
+from policyopt.registry import with_settings_args
 from policyopt.rollout.aio import call_blocking
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
 from policyopt.runtime import LMUnavailable, RunContext, _one_lm, settings_or_error
@@ -89,6 +90,7 @@ def bootstrap_size(settings: MIPROSettings, n_train: int, n_candidates: int) -> 
     )
 
 
+@with_settings_args(MIPROSettings)
 class MIPRO:
     """``MIPRO(proposer_lm=..., max_rollouts=...).optimize(program, train, val)``.
 
@@ -102,57 +104,8 @@ class MIPRO:
     ``proposer_lm`` (alias ``lm``) is a litellm model string, a :class:`policyopt.LM` or a
     callable ``str -> str``. ``demo_formatter(instruction, demos) -> str`` decides how demos
     enter the prompt (default :func:`~policyopt.mipro.demos.format_prompt`). Every other
-    parameter is a setting, validated by :class:`~policyopt.mipro.config.MIPROSettings`:
-
-    Args:
-        max_rollouts: hard budget of evaluate() calls
-        seed: seed of every random choice (same seed, same run)
-        n_jobs: rollouts in parallel (-1: all cores)
-        backend: joblib backend (None: threads)
-        max_time_s: wall-clock limit in seconds
-        max_cost_usd: cap on the optimizer's LM cost
-        max_lm_calls: cap on the optimizer LM's calls (hard: a call past it is not made)
-        max_lm_tokens: cap on the optimizer LM's tokens (no call starts past it)
-        max_errors: failed rollouts after which the run stops (None: no cap)
-        max_error_rate: stop when this share of the last error_window failed
-        error_window: recent rollouts the error rate looks at
-        quarantine_after: failures of one example before it is quarantined
-        strict: raise on evaluate/LM failure instead of stopping
-        timeout: seconds per rollout (a timeout is a failure)
-        score_range: scores evaluate may return; the top is the perfect score
-        failure_score: score of a failed rollout
-        progress: live progress on stderr
-        run_dir: journal the run here; the same run_dir resumes it
-        accept_changed: resume a run_dir although these parts of its identity changed
-            (e.g. 'evaluate'): its cached scores were made by the old ones
-        auto: preset sizes (DSPy's light/medium/heavy)
-        num_candidates: instructions and demo sets
-        num_trials: minibatch trials of the search
-        max_bootstrapped_demos: demos from the seed's own runs
-        max_labeled_demos: demos from labeled examples
-        metric_threshold: a bootstrapped demo must score at least this (None: the max, 1.0)
-        label_key: example key holding the answer, for labeled demos (None: detect)
-        minibatch_size: valset examples per trial (None: 10 from a budget, else 35)
-        full_eval_every: trials between full valset evaluations
-        trials_per_batch: trials asked of Optuna at once
-        n_startup_trials: random trials before TPE models (None: max(4, 2 x variables))
-        program_description: what the program does, for the proposer
-        tips: a random proposal tip per instruction
-        max_prompt_chars: longest instruction accepted
-        max_proposal_retries: re-asks after an unusable proposal
-        sampler: the search's Optuna sampler: tpe, random, a sampler or a factory
-        instruction_proposer: who proposes instructions: grounded (the LM), advice (the LM
-            restates the metric's feedback on the bootstrap runs: for tiny models; needs
-            feedback in the scores), or your own
-        demo_bootstrapper: how demo sets are built: bootstrap, none, or your own
-        final_choice: which candidate is returned: ``"mean"`` (the best validation mean) or
-            ``"lower_bound"`` (the best lower confidence bound of the paired gain over the
-            seed; see :mod:`policyopt.choice`)
-        final_z: standard errors subtracted by ``final_choice="lower_bound"``
-        demo_placement: demos as chat turns (turns) or in the instruction (inline); None:
-            turns for a chat-message prompt, else inline
-        perfect_score: score that counts as solved; None: the top of score_range
-        stop_at_perfect: stop once the valset is solved (the seed's score or a promotion's)
+    parameter is a setting, validated by :class:`~policyopt.mipro.config.MIPROSettings` (their
+    docs below are its fields').
     """
 
     name = "mipro"
