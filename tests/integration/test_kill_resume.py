@@ -1,5 +1,5 @@
 """An optimizer killed with SIGKILL mid-run, then resumed: no finished rollout is paid again
-and the result equals an uninterrupted run's (GEPA and MIPRO)."""
+and the result and the proposal verdicts equal an uninterrupted run's (GEPA and MIPRO)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from policyopt import OptimizationResult
+from policyopt.state.journal import read_journal
 from policyopt.testing.conformance import comparable
 
 pytestmark = pytest.mark.integration
@@ -100,3 +101,8 @@ def test_sigkill_then_resume(tmp_path: Path, algorithm: str) -> None:
     assert duplicates <= 2, f"{duplicates} rollouts paid twice (only in-flight ones may be)"
     assert rollout_lines(broken_dir) == total
     assert comparable(result) == comparable(reference)
+    # every proposal verdict journaled once, and the same ones as the uninterrupted run's
+    verdicts = [json.dumps(r, sort_keys=True) for r in read_journal(broken_dir).of_type("verdict")]
+    assert len(set(verdicts)) == len(verdicts) > 0
+    whole_verdicts = read_journal(tmp_path / "whole").of_type("verdict")
+    assert sorted(verdicts) == sorted(json.dumps(r, sort_keys=True) for r in whole_verdicts)
