@@ -110,6 +110,9 @@ def test_an_opro_run_journals_its_sibling_duplicates(tmp_path: Path) -> None:
     events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
     judged = [e for e in events if e["kind"] == "proposal_judged"]
     assert len(judged) == sum(r["type"] == "verdict" for r in records)
+    # show: a duplicate's last verdict (rejected after it was accepted) is the one shown
+    shown = [p for p in load_run(run_dir).proposals if p.code == DUPLICATE]
+    assert len(shown) == len(rejected) and all(p.status == "unusable" for p in shown)
 
 
 def gepa_run(run_dir: Path, max_rollouts: int = 150, lm: Any = None) -> Any:

@@ -212,29 +212,34 @@ def _answers(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _judged(answers: list[dict[str, Any]], journal: list[dict[str, Any]]) -> list[Draft] | None:
-    """Each answer with the verdict the proposal loop journaled on it; None for a run that
-    journaled no verdicts (an older version)."""
-    verdicts = {
-        (str(r.get("key")), str(r.get("verdict"))): r for r in journal if r.get("type") == "verdict"
-    }
-    if not verdicts:
+    """Each answer with the last verdict the proposal loop journaled on it (an accepted answer
+    may be rejected after as a duplicate); None for a run that journaled no verdicts (an older
+    version)."""
+    last: dict[str, dict[str, Any]] = {}
+    texts: dict[str, str] = {}
+    for r in journal:
+        if r.get("type") == "verdict":
+            last[str(r.get("key"))] = r
+            if isinstance(r.get("text"), str):
+                texts[str(r.get("key"))] = r["text"]
+    if not last:
         return None
     drafts: list[Draft] = []
     for r in answers:
         key = str(r.get("key", ""))
-        accepted, rejected = verdicts.get((key, "accepted")), verdicts.get((key, "rejected"))
-        text = accepted.get("text") if accepted else None
-        if not isinstance(text, str):
+        verdict = last.get(key)
+        text = texts.get(key)
+        if text is None:
             text = extract_instruction(str(r.get("text") or ""))[0]
-        if rejected is not None:
-            code = str(rejected.get("reason") or "")
-            detail = rejected.get("detail") or REASONS.get(code, code)
-            drafts.append((key, text, f"{code}: {detail}", code))
-        elif accepted is not None:
-            drafts.append((key, text, None, None))
-        else:
+        if verdict is None:
             why = "not judged: the run stopped between this answer and its verdict"
             drafts.append((key, text, why, _UNJUDGED))
+        elif verdict.get("verdict") == "accepted":
+            drafts.append((key, text, None, None))
+        else:
+            code = str(verdict.get("reason") or "")
+            detail = verdict.get("detail") or REASONS.get(code, code)
+            drafts.append((key, text, f"{code}: {detail}", code))
     return drafts
 
 
