@@ -90,7 +90,7 @@ def serve(port: int, root: str, delay: float, max_jobs: int, plain: bool = False
         uvicorn.Config.__init__ = pure_python  # type: ignore[method-assign]
 
     from policyopt.remote._serving import ServerThread
-    from policyopt.remote.server import create_app
+    from policyopt.remote.server.app import create_app
 
     options: dict[str, Any] = {
         "max_concurrent_jobs": max_jobs,

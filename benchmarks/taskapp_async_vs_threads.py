@@ -88,8 +88,8 @@ class _PeakRSS:
 
 def measure(mode: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
     """One mode in this process: time, rate, ratio to ideal, peak RSS growth."""
-    from policyopt.remote.outbound import OutboundPolicy
-    from policyopt.remote.taskapp_client import AsyncTaskAppClient, TaskAppClient
+    from policyopt.remote.taskapp.client import AsyncTaskAppClient, TaskAppClient
+    from policyopt.remote.taskapp.outbound import OutboundPolicy
     from policyopt.rollout import RolloutEngine
     from policyopt.rollout.aio import call_blocking
 

@@ -370,7 +370,7 @@ def test_the_task_app_serves_an_async_evaluate() -> None:
 
     from policyopt import Program
     from policyopt.remote._serving import serve_in_thread
-    from policyopt.remote.task_app import task_app
+    from policyopt.remote.taskapp.app import task_app
     from policyopt.tasks import get_task
 
     async def evaluate(prompt: str, example: dict[str, Any]) -> Score:

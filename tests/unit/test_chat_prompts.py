@@ -329,8 +329,8 @@ def test_gepa_merges_chat_prompts_by_component() -> None:
 def test_a_task_app_on_loopback_receives_chat_messages() -> None:
     """Over HTTP (a real task app on 127.0.0.1) the prompt stays a list of message dicts."""
     from policyopt.remote._serving import serve_in_thread
-    from policyopt.remote.task_app import task_app
-    from policyopt.remote.taskapp_client import TaskAppClient
+    from policyopt.remote.taskapp.app import task_app
+    from policyopt.remote.taskapp.client import TaskAppClient
     from tests.unit.remote.conftest import API_KEY, DATASET, Scripted
 
     scripted = Scripted()

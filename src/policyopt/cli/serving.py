@@ -33,7 +33,7 @@ def task_app_command(
 
     from policyopt.errors import ConfigError
     from policyopt.remote._serving import serve_forever
-    from policyopt.remote.task_app import load_app
+    from policyopt.remote.taskapp.app import load_app
 
     if api_key is not None and api_key_env is not None:
         raise typer.BadParameter("give --api-key or --api-key-env, not both")

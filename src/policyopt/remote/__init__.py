@@ -1,5 +1,13 @@
 """The remote backend (extra ``policyopt[remote]``): job config, task app, clients, job server.
 
+The package is four parts over shared wire types: :mod:`~policyopt.remote.server` (the job
+server: routes, auth, middleware, policy, the runner), :mod:`~policyopt.remote.store` (the job
+database), :mod:`~policyopt.remote.client` (:class:`PolicyOptimizationJob`) and
+:mod:`~policyopt.remote.taskapp` (task-app servers and the client that calls them). The client
+and the task-app code never import the server or the store; all sides share
+:mod:`~policyopt.remote.config`, :mod:`~policyopt.remote.api_schema` and
+:mod:`~policyopt.remote.protocol`.
+
 Names load lazily so that ``import policyopt.remote`` stays light: fastapi, uvicorn and httpx
 are imported only when the piece that needs them is used.
 """
@@ -7,15 +15,13 @@ are imported only when the piece that needs them is used.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from policyopt.remote.client import JobResults, PolicyOptimizationJob
     from policyopt.remote.config import JobConfig, job_config_schema
-    from policyopt.remote.task_app import task_app
-    from policyopt.remote.taskapp_client import AsyncTaskAppClient, TaskAppClient, TaskAppError
+    from policyopt.remote.taskapp.app import task_app
+    from policyopt.remote.taskapp.client import AsyncTaskAppClient, TaskAppClient, TaskAppError
 
 __all__ = [
     "AsyncTaskAppClient",
@@ -32,12 +38,12 @@ __all__ = [
 _LAZY = {
     "JobConfig": "config",
     "job_config_schema": "config",
-    "task_app": "task_app",
-    "AsyncTaskAppClient": "taskapp_client",
-    "TaskAppClient": "taskapp_client",
-    "TaskAppError": "taskapp_client",
-    "PolicyOptimizationJob": "client",
-    "JobResults": "client",
+    "task_app": "taskapp.app",
+    "AsyncTaskAppClient": "taskapp.client",
+    "TaskAppClient": "taskapp.client",
+    "TaskAppError": "taskapp.client",
+    "PolicyOptimizationJob": "client.jobs",
+    "JobResults": "client.jobs",
 }
 
 
@@ -53,21 +59,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """Keeps ``policyopt.remote.task_app`` the function even once the submodule of the same
-    name is imported (the import system would otherwise set the attribute to the module).
-
-    Import the module's other names with ``from policyopt.remote.task_app import ...``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "task_app" and isinstance(value, types.ModuleType):
-            from policyopt.remote.task_app import task_app as function
-
-            value = function
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

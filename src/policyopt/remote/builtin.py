@@ -30,7 +30,7 @@ def builtin_task_app(
 
     ``limit`` keeps the first N examples of each split (quick tests).
     """
-    from policyopt.remote.task_app import task_app
+    from policyopt.remote.taskapp.app import task_app
     from policyopt.tasks import get_task
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):

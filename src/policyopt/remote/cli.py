@@ -363,8 +363,8 @@ def serve(
 
     Several servers on one --db and one shared --data-dir are replicas of one service: they
     share the queue, and the jobs of one that dies resume on another."""
-    from policyopt.remote.policy import ServerPolicy
-    from policyopt.remote.server import serve as run_server
+    from policyopt.remote.server.app import serve as run_server
+    from policyopt.remote.server.policy import ServerPolicy
 
     def go() -> None:
         flags: dict[str, Any] = {}

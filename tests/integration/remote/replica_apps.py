@@ -38,7 +38,7 @@ class LoggedKeywordEvaluate:
 
 def logged_keyword_app(api_key: str, log: str) -> Any:
     """A real task app serving the keyword task, logging each rollout to ``log``."""
-    from policyopt.remote.task_app import task_app
+    from policyopt.remote.taskapp.app import task_app
 
     program = Program("Solve the task.", LoggedKeywordEvaluate(log))
     return task_app(program, keyword_dataset(50, 50, 50), api_key=api_key, name="keyword")
@@ -58,7 +58,7 @@ def serve_replica(
     --replica-id NAME --lease-seconds S --max-jobs 2 --isolation I`` builds, with the scripted
     keyword reflection LM in place of a model; run with ``python -c``."""
     from policyopt.remote._serving import serve_forever
-    from policyopt.remote.server import create_app
+    from policyopt.remote.server.app import create_app
     from tests.integration.remote.support import OWNER_KEY, scripted_reflection
 
     app = create_app(

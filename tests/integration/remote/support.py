@@ -188,7 +188,7 @@ class SlowKeywordEvaluate:
 
 def keyword_app(api_key: str | None = None) -> Any:
     """A real task app serving the keyword task (``policyopt task-app`` loads it by name)."""
-    from policyopt.remote.task_app import task_app
+    from policyopt.remote.taskapp.app import task_app
 
     program = Program("Solve the task.", SlowKeywordEvaluate())
     return task_app(program, keyword_dataset(50, 50, 50), api_key=api_key, name="keyword")
@@ -200,7 +200,7 @@ def serve_scripted(port: int, root: str) -> None:
     from pathlib import Path
 
     from policyopt.remote._serving import serve_forever
-    from policyopt.remote.server import create_app
+    from policyopt.remote.server.app import create_app
 
     app = create_app(
         Path(root) / "jobs.db",

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TASK_APP = """
 import time, uvicorn
 from policyopt import Program, Score
-from policyopt.remote.task_app import task_app
+from policyopt.remote.taskapp.app import task_app
 from tests.integration.remote.support import keyword_dataset
 
 def evaluate(prompt, example):
@@ -41,7 +41,7 @@ app = task_app(Program("Solve the task.", evaluate), keyword_dataset(50, 50, 50)
 uvicorn.run(app, host="127.0.0.1", port={{port}}, log_level="warning")
 """
 SERVER = """
-from policyopt.remote.server import create_app, run_app
+from policyopt.remote.server.app import create_app, run_app
 from tests.integration.remote.support import FreshProposals
 
 app = create_app(
@@ -139,7 +139,7 @@ def test_sigterm_stops_the_server_within_10_s_and_the_job_resumes(
 WEDGED = """
 import time
 from fastapi import FastAPI
-from policyopt.remote.server import run_app
+from policyopt.remote.server.app import run_app
 
 app = FastAPI()
 

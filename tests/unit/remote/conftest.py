@@ -11,7 +11,7 @@ import pytest
 
 from policyopt import Program, Score
 from policyopt.remote._serving import serve_in_thread
-from policyopt.remote.task_app import current_policy, task_app
+from policyopt.remote.taskapp.app import current_policy, task_app
 
 API_KEY = "test-key-123"
 

@@ -20,9 +20,9 @@ import pytest
 
 from policyopt import Program, Score
 from policyopt.remote._serving import ServerThread, serve_in_thread
-from policyopt.remote.server import create_app
+from policyopt.remote.server.app import create_app
 from policyopt.remote.store import JobStore
-from policyopt.remote.task_app import task_app
+from policyopt.remote.taskapp.app import task_app
 from tests.integration.remote.support import (
     OWNER_KEY,
     FreshProposals,

@@ -25,9 +25,9 @@ from policyopt.remote.client import (
     normalize_status,
     parse_sse,
 )
-from policyopt.remote.server import create_app
+from policyopt.remote.server.app import create_app
 from policyopt.remote.store import JobState
-from policyopt.remote.task_app import task_app
+from policyopt.remote.taskapp.app import task_app
 from tests.integration.remote.support import (
     OTHER_KEY,
     OWNER_KEY,

@@ -478,7 +478,7 @@ def test_a_job_with_a_chat_seed_reaches_the_task_app_as_messages(
 ) -> None:
     """The job server hands the chat seed to the optimizer as is; every rollout reaches the
     task app (over HTTP) as messages of the seed's roles, and the best prompt is messages."""
-    from policyopt.remote.runner import JobRunner
+    from policyopt.remote.server.runner import JobRunner
     from policyopt.remote.store import JobState, JobStore
     from policyopt.testing import ScriptedLM
     from tests.unit.remote.conftest import API_KEY, wait_for

@@ -32,7 +32,7 @@ from schemathesis.checks import (
 )
 
 from policyopt.remote._serving import ServerThread
-from policyopt.remote.server import create_app
+from policyopt.remote.server.app import create_app
 from tests.integration.remote.support import OWNER_KEY, ScriptedTaskApp, scripted_reflection
 
 pytestmark = pytest.mark.timeout(240)

@@ -20,9 +20,9 @@ import pytest
 from policyopt import Program, Score
 from policyopt.errors import ConfigError
 from policyopt.remote._serving import ServerThread
-from policyopt.remote.job_process import resident_bytes
-from policyopt.remote.policy import ServerPolicy
-from policyopt.remote.server import create_app
+from policyopt.remote.server.app import create_app
+from policyopt.remote.server.job_process import resident_bytes
+from policyopt.remote.server.policy import ServerPolicy
 from tests.integration.remote.support import OWNER_KEY, FreshProposals, job_config, wait_for
 
 pytestmark = [
@@ -135,7 +135,7 @@ def test_the_data_segment_cap_fails_one_huge_allocation_in_the_job_process() -> 
     """What the 0.1 s reads of resident memory could miss (one allocation of 1 GiB at once)
     fails in the job's process: its data segment is capped at twice the limit (200 MiB here)."""
     code = (
-        "from policyopt.remote.job_process import _limit_data\n"
+        "from policyopt.remote.server.job_process import _limit_data\n"
         "_limit_data(100)\n"
         "try:\n"
         "    b = bytearray(1 << 30)\n"

@@ -18,9 +18,9 @@ import pytest
 from policyopt.errors import ConfigError
 from policyopt.lm import LM
 from policyopt.remote.config import JobConfig
-from policyopt.remote.grants import CLOUD_IDENTITY_PROVIDERS, NO_KEY
-from policyopt.remote.policy import PolicyViolation, ServerPolicy
-from policyopt.remote.runner import default_reflection_lm
+from policyopt.remote.server.grants import CLOUD_IDENTITY_PROVIDERS, NO_KEY
+from policyopt.remote.server.policy import PolicyViolation, ServerPolicy
+from policyopt.remote.server.runner import default_reflection_lm
 from tests.integration.remote.support import job_config
 from tests.unit.remote.transport_trap import trap_transport
 
@@ -193,7 +193,7 @@ def test_policyopt_serve_takes_model_grants_and_refuses_unclear_ones(
 ) -> None:
     from typer.testing import CliRunner
 
-    import policyopt.remote.server as server
+    import policyopt.remote.server.app as server
     from policyopt.cli import app
 
     seen: dict[str, Any] = {}

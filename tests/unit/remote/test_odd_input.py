@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policyopt.remote._serving import ServerThread
-from policyopt.remote.runner import _reason
-from policyopt.remote.server import MAX_SEQ, create_app
+from policyopt.remote.server.app import MAX_SEQ, create_app
+from policyopt.remote.server.runner import _reason
 from tests.integration.remote.postgres import PostgresServer, postgres_server
 from tests.integration.remote.support import (
     OWNER_KEY,
@@ -270,7 +270,7 @@ def test_failure_reasons_shown_to_owners_name_no_server_path() -> None:
 def test_a_stored_config_over_the_bounds_is_refused_when_the_job_runs(tmp_path: Path) -> None:
     """A config stored under an older, looser policy (or by hand) cannot run past the bounds:
     the runner checks the settings again and fails the job naming the setting."""
-    from policyopt.remote.runner import JobRunner
+    from policyopt.remote.server.runner import JobRunner
     from policyopt.remote.store import JobState, JobStore
 
     store = JobStore(tmp_path / "jobs.db")

@@ -23,8 +23,8 @@ import pytest
 from policyopt import GEPA, Program, Score
 from policyopt.remote._serving import serve_in_thread
 from policyopt.remote.protocol import Health, RolloutRequest, RolloutResponse, TaskInfo
-from policyopt.remote.task_app import task_app
-from policyopt.remote.taskapp_client import TaskAppClient
+from policyopt.remote.taskapp.app import task_app
+from policyopt.remote.taskapp.client import TaskAppClient
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[3] / "examples" / "task_app"
 EXCHANGE = json.loads((EXAMPLE_DIR / "exchange.json").read_text())["exchanges"]

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from policyopt.remote._serving import ServerThread
-from policyopt.remote.policy import ServerPolicy
-from policyopt.remote.server import create_app
+from policyopt.remote.server.app import create_app
+from policyopt.remote.server.policy import ServerPolicy
 from tests.integration.remote.support import (
     OWNER_KEY,
     FreshProposals,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from policyopt.remote.runner import JobRunner
+from policyopt.remote.server.runner import JobRunner
 from policyopt.remote.store import JobState, JobStore
 from tests.integration.remote.support import (
     ScriptedTaskApp,
@@ -159,7 +159,7 @@ def test_which_lease_holders_count_as_dead_at_startup() -> None:
     import os
     import subprocess
 
-    from policyopt.remote.leases import _dead_here, _host_tag, new_replica_id
+    from policyopt.remote.server.leases import _dead_here, _host_tag, new_replica_id
 
     done = subprocess.Popen(["true"])
     done.wait()

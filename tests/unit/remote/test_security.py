@@ -24,13 +24,13 @@ from policyopt import Program
 from policyopt.errors import ConfigError
 from policyopt.remote._serving import ServerThread, serve_in_thread
 from policyopt.remote.config import JobConfig
-from policyopt.remote.outbound import OutboundPolicy
-from policyopt.remote.policy import PolicyViolation, ServerPolicy
-from policyopt.remote.runner import default_reflection_lm
-from policyopt.remote.server import create_app
+from policyopt.remote.server.app import create_app
+from policyopt.remote.server.policy import PolicyViolation, ServerPolicy
+from policyopt.remote.server.runner import default_reflection_lm
 from policyopt.remote.store import JobStore, hash_api_key
-from policyopt.remote.task_app import task_app
-from policyopt.remote.taskapp_client import TaskAppClient, TaskAppError
+from policyopt.remote.taskapp.app import task_app
+from policyopt.remote.taskapp.client import TaskAppClient, TaskAppError
+from policyopt.remote.taskapp.outbound import OutboundPolicy
 from tests.integration.remote.support import (
     OWNER_KEY,
     SlowKeywordEvaluate,

@@ -17,7 +17,7 @@ import pytest
 from policyopt.errors import ConfigError
 from policyopt.remote._serving import ServerThread
 from policyopt.remote.client import parse_sse
-from policyopt.remote.server import create_app, load_api_keys
+from policyopt.remote.server.app import create_app, load_api_keys
 from policyopt.remote.store import JobState, JobStore
 from tests.integration.remote.support import (
     OTHER_KEY,

@@ -18,7 +18,7 @@ from policyopt import Program, Score
 from policyopt.errors import ConfigError, DatasetError
 from policyopt.remote._serving import ServerThread, serve_in_thread
 from policyopt.remote.protocol import ROLLOUT_FAILED, RolloutFailure, TaskInfo
-from policyopt.remote.task_app import load_app, task_app
+from policyopt.remote.taskapp.app import load_app, task_app
 from policyopt.tasks import get_task
 from tests.unit.remote.conftest import API_KEY, DATASET, Scripted
 
@@ -350,11 +350,13 @@ def test_import_of_policyopt_remote_is_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_task_app_name_stays_the_function() -> None:
+def test_task_app_name_is_the_function() -> None:
     import policyopt.remote as remote
-    import policyopt.remote.task_app  # noqa: F401  (the submodule of the same name)
+    import policyopt.remote.taskapp
+    import policyopt.remote.taskapp.app
 
     assert remote.task_app is task_app
+    assert policyopt.remote.taskapp.task_app is task_app
 
 
 def test_an_async_evaluate_is_served_on_the_loop_without_a_thread_cap() -> None:
@@ -362,7 +364,7 @@ def test_an_async_evaluate_is_served_on_the_loop_without_a_thread_cap() -> None:
     ``current_rollout()`` works inside it, and its exception is a rollout failure."""
     import asyncio
 
-    from policyopt.remote.task_app import current_rollout
+    from policyopt.remote.taskapp.app import current_rollout
 
     state = {"in_flight": 0, "peak": 0, "ids_seen": set()}
     lock = threading.Lock()

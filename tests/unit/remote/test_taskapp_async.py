@@ -33,10 +33,10 @@ from policyopt import Score
 from policyopt.errors import ConfigError, EvaluationError
 from policyopt.remote._serving import ServerThread, bind, serve_forever, serve_in_thread
 from policyopt.remote.config import JobConfig
-from policyopt.remote.outbound import OutboundPolicy
-from policyopt.remote.runner import _task_app_client
-from policyopt.remote.server import create_app
-from policyopt.remote.taskapp_client import AsyncTaskAppClient, TaskAppClient, TaskAppError
+from policyopt.remote.server.app import create_app
+from policyopt.remote.server.runner import _task_app_client
+from policyopt.remote.taskapp.client import AsyncTaskAppClient, TaskAppClient, TaskAppError
+from policyopt.remote.taskapp.outbound import OutboundPolicy
 from policyopt.rollout import RolloutEngine
 from policyopt.rollout.aio import await_blocking, call_blocking, is_async_callable
 from tests.integration.remote.support import (

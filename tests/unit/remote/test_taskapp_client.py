@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from policyopt import Score
 from policyopt.errors import ConfigError, EvaluationError
 from policyopt.remote._serving import bind, serve_in_thread
-from policyopt.remote.taskapp_client import TaskAppClient, TaskAppError
+from policyopt.remote.taskapp.client import TaskAppClient, TaskAppError
 from policyopt.rollout import RolloutEngine
 from tests.unit.remote.conftest import API_KEY, Scripted
 

@@ -13,14 +13,14 @@ cannot renew its leases stops its jobs before they expire (so two replicas never
 and ends a job only while the lease is its own.
 
 With ``isolation="process"`` (what ``policyopt serve`` uses) each job runs in a child process
-(:mod:`policyopt.remote.job_process`), so the optimizer's Python work never competes with the
+(:mod:`policyopt.remote.server.job_process`), so the optimizer's Python work never competes with the
 server's request handling for the GIL.
 
 The optimizer's events go to the store as the job's events (one ordered stream per job
 whichever replica runs it); cancelling writes the run dir's ``STOP`` file, so the optimizer
 stops at its next check and the partial result is kept; a cancel asked of another replica
 reaches the job's replica at its next heartbeat. What a run writes to the store (its events,
-progress, best and results) is in :mod:`policyopt.remote.job_events`.
+progress, best and results) is in :mod:`policyopt.remote.server.job_events`.
 """
 
 from __future__ import annotations
@@ -35,25 +35,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyopt.errors import ConfigError
-from policyopt.remote.job_events import (
+from policyopt.remote.server.job_events import (
     EVENT_TYPES,
     JobListener,
     build_results,
     scrub_paths,
 )
-from policyopt.remote.job_events import (
+from policyopt.remote.server.job_events import (
     failure_reason as _reason,  # the failure line a job's owner sees
 )
-from policyopt.remote.job_lm import default_reflection_lm
-from policyopt.remote.job_thread import JobCancelled, JobThreads
-from policyopt.remote.leases import DEFAULT_LEASE_S, DEFAULT_POLL_S, LeaseHolder, new_replica_id
+from policyopt.remote.server.job_lm import default_reflection_lm
+from policyopt.remote.server.job_thread import JobCancelled, JobThreads
+from policyopt.remote.server.leases import (
+    DEFAULT_LEASE_S,
+    DEFAULT_POLL_S,
+    LeaseHolder,
+    new_replica_id,
+)
 from policyopt.remote.store import TERMINAL_EVENTS, JobRecord, JobState, JobStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.config import JobConfig
-    from policyopt.remote.outbound import OutboundPolicy
-    from policyopt.remote.policy import ServerPolicy
-    from policyopt.remote.vault import ServerSecret
+    from policyopt.remote.server.policy import ServerPolicy
+    from policyopt.remote.server.vault import ServerSecret
+    from policyopt.remote.taskapp.outbound import OutboundPolicy
     from policyopt.types import OptimizationResult, Program
 
 __all__ = [
@@ -82,7 +87,7 @@ class _Interrupted(Exception):
 def _task_app_client(config: JobConfig, outbound: OutboundPolicy | None) -> Any:
     """The job's task-app client: async, so its rollouts are coroutines on the engine's loop
     (``n_jobs`` in flight, no thread each), with as many connections as rollouts in flight."""
-    from policyopt.remote.taskapp_client import AsyncTaskAppClient
+    from policyopt.remote.taskapp.client import AsyncTaskAppClient
 
     # never api_key_env: the server does not read its own environment for a request.
     # A rollout may take long (a slow model, a busy machine): the HTTP timeout follows the
@@ -144,9 +149,9 @@ class JobRunner(LeaseHolder):
                 f"replica_id must be a non-empty name of at most 200 characters; got "
                 f"{replica_id!r}."
             )
-        from policyopt.remote.outbound import OutboundPolicy
-        from policyopt.remote.policy import ServerPolicy
-        from policyopt.remote.vault import private_dir
+        from policyopt.remote.server.policy import ServerPolicy
+        from policyopt.remote.server.vault import private_dir
+        from policyopt.remote.taskapp.outbound import OutboundPolicy
 
         self.store = store
         self.data_dir = private_dir(data_dir)
@@ -294,7 +299,7 @@ class JobRunner(LeaseHolder):
         with contextlib.suppress(OSError):
             (job_dir / "STOP").touch()
         if self.isolation == "process":
-            from policyopt.remote.job_process import kill_after
+            from policyopt.remote.server.job_process import kill_after
 
             kill_after(self, job_id)
         else:
@@ -395,7 +400,7 @@ class JobRunner(LeaseHolder):
             if self.store.get_job(job_id, full=False).cancel_requested:  # type: ignore[union-attr]
                 stop_file.touch()  # cancelled between the claim and now
             if self.isolation == "process":
-                from policyopt.remote.job_process import run_in_child
+                from policyopt.remote.server.job_process import run_in_child
 
                 kind, reason = run_in_child(self, job, job_dir)
             else:

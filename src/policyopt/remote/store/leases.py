@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from policyopt.remote.store_db import _JOBS, JobRecord, JobState, LeaseState, _row_to_job
-from policyopt.remote.store_reads import Reads
+from policyopt.remote.store.db import _JOBS, JobRecord, JobState, LeaseState, _row_to_job
+from policyopt.remote.store.reads import Reads
 
 __all__ = ["Leases"]
 

@@ -10,7 +10,7 @@ returns) is ended without its thread: ``give_up`` is called (the runner ends the
 its finished rollouts in the journal, and stops recording the thread's writes), and the thread
 ends by itself when its calls return (the rollout timeout bounds that), starting no rollout
 past its ``STOP`` file. Jobs in child processes (what ``policyopt serve`` runs) are interrupted
-and killed instead (:mod:`policyopt.remote.job_process`).
+and killed instead (:mod:`policyopt.remote.server.job_process`).
 """
 
 from __future__ import annotations

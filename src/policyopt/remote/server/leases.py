@@ -8,7 +8,7 @@ replica on to the job, and stops a job here whose lease this replica can no long
 has lost, so that two replicas never both run one job (the run dir's lock keeps one writer per
 journal even then). The pattern of Optuna's heartbeat and failed-trial retry.
 
-:class:`LeaseHolder` is a part of :class:`policyopt.remote.runner.JobRunner`, kept apart by
+:class:`LeaseHolder` is a part of :class:`policyopt.remote.server.runner.JobRunner`, kept apart by
 concept; it uses the runner's store, locks and bookkeeping.
 """
 

@@ -5,14 +5,14 @@ owner, not the job, decides:
 
 - **models**: default-deny. A job may use only the models the owner grants (``models``: exact
   names or provider prefixes, each bound to the environment variable holding its key; see
-  :mod:`policyopt.remote.grants`); by default only the embedded ``local`` model;
+  :mod:`policyopt.remote.server.grants`); by default only the embedded ``local`` model;
 - **model calls**: a job may set only sampling settings for its models (:data:`SAMPLING_KEYS`,
   plus the owner's ``extra_model_kwargs``). Transport and credential settings
   (:data:`TRANSPORT_KEYS`: ``api_base``, ``api_key``, ``headers``, ...) would send the server's
   provider key wherever the job says, so they are refused unless the owner sets
   ``allow_api_base``;
 - **outbound requests**: ``task_app_hosts``, the hosts and networks task apps may live on
-  (:mod:`policyopt.remote.outbound`; loopback by default);
+  (:mod:`policyopt.remote.taskapp.outbound`; loopback by default);
 - **input limits**: nesting depth, string and list lengths and number of example ids;
 - **quotas per key**: unfinished jobs, and rollouts / optimizer-LM calls / dollars over all of
   a key's jobs.
@@ -34,12 +34,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from policyopt.errors import ConfigError
-from policyopt.remote.grants import (
+from policyopt.remote.errors import PolicyViolation
+from policyopt.remote.server.grants import (
     CLOUD_IDENTITY_PROVIDERS,
     LOCAL_MODEL,
     ModelGrant,
     parse_grants,
 )
+from policyopt.remote.taskapp.outbound import DEFAULT_TASK_APP_HOSTS
 
 __all__ = [
     "DEFAULT_TASK_APP_HOSTS",
@@ -88,19 +90,6 @@ TRANSPORT_KEYS = frozenset(
         "vertex_location",
     }
 )
-#: where task apps may be by default: this machine (so the README's quick start works)
-DEFAULT_TASK_APP_HOSTS = ("127.0.0.0/8", "::1", "localhost")
-
-
-class PolicyViolation(ConfigError):
-    """A job asks for something the server's policy does not allow; ``path`` names it."""
-
-    def __init__(self, path: str, message: str, *, status: int = 422) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.status = status
-
-
 class ServerPolicy(BaseModel):
     """The owner's rules for jobs on this server (see the module docstring)."""
 

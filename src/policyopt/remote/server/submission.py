@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import HTTPException
 
 from policyopt.errors import ConfigError
-from policyopt.remote.policy import PolicyViolation, ServerPolicy, check_json_limits
+from policyopt.remote.server.policy import PolicyViolation, ServerPolicy, check_json_limits
 
 __all__ = [
     "check_quotas",

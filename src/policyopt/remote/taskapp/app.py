@@ -7,8 +7,8 @@
 request is unpickled or evaluated: the body is JSON validated by pydantic, the example comes from
 the app's own dataset, and the prompt is only ever passed to ``evaluate`` as text.
 
-Note: ``policyopt.remote.task_app`` is the function; import this module's other names with
-``from policyopt.remote.task_app import ...``.
+Note: ``policyopt.remote.taskapp.app`` is the function; import this module's other names with
+``from policyopt.remote.taskapp.app import ...``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The optimizer's events become the job's event stream (:data:`EVENT_TYPES`) through
 :class:`JobListener`, which also keeps the job's progress and best prompt current;
 :func:`build_results` makes the results body; :func:`scrub_paths` keeps this machine's file
-paths out of what a job's owner is shown. Split from :mod:`policyopt.remote.runner`, which
+paths out of what a job's owner is shown. Split from :mod:`policyopt.remote.server.runner`, which
 re-exports the public names.
 """
 

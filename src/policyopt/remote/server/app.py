@@ -14,7 +14,7 @@ jobs, anyone else's job id answers 404 exactly like a missing one)::
 
 The older ``/api/prompt-learning/online/jobs`` root is an alias. Request bodies are JSON only,
 size-limited (Content-Length and the bytes actually streamed), and never unpickled or
-evaluated. The routes themselves are in :mod:`policyopt.remote.routes`; :func:`create_app`
+evaluated. The routes themselves are in :mod:`policyopt.remote.server.routes`; :func:`create_app`
 builds their state and wires them.
 """
 
@@ -38,18 +38,18 @@ from policyopt.remote.api_schema import (
     HealthBody,
     install_openapi,
 )
-from policyopt.remote.middleware import BodyLimit, StatusFastPath
-from policyopt.remote.outbound import OutboundPolicy
-from policyopt.remote.policy import ServerPolicy
-from policyopt.remote.routes import API_ROOTS, MAX_SEQ, JobsAPI, add_job_routes, status_body
-from policyopt.remote.runner import (
+from policyopt.remote.server.middleware import BodyLimit, StatusFastPath
+from policyopt.remote.server.policy import ServerPolicy
+from policyopt.remote.server.routes import API_ROOTS, MAX_SEQ, JobsAPI, add_job_routes, status_body
+from policyopt.remote.server.runner import (
     DEFAULT_LEASE_S,
     JobRunner,
     ReflectionFactory,
     TaskAppFactory,
 )
+from policyopt.remote.server.vault import ServerSecret, legacy_owner_id
 from policyopt.remote.store import JobStore
-from policyopt.remote.vault import ServerSecret, legacy_owner_id
+from policyopt.remote.taskapp.outbound import OutboundPolicy
 
 __all__ = [
     "API_ROOTS",

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from multiprocessing.connection import Connection
 
-    from policyopt.remote.runner import JobRunner
+    from policyopt.remote.server.runner import JobRunner
     from policyopt.remote.store import JobRecord
 
 __all__ = [
@@ -74,7 +74,7 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         "health_check": runner.health_check,
         "parent_pid": os.getpid(),
         # the runner's own class, pickled by reference: the child builds its runner from it, so
-        # this module never imports policyopt.remote.runner (which imports this one)
+        # this module never imports policyopt.remote.server.runner (which imports this one)
         "runner_class": type(runner),
     }
     child = context.Process(

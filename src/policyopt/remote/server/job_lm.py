@@ -1,5 +1,6 @@
 """The optimizer's LM of a job on the server: the embedded model, or a litellm model called
-with exactly the credential the owner's grant binds to it (see :mod:`policyopt.remote.grants`)."""
+with exactly the credential the owner's grant binds to it (see
+:mod:`policyopt.remote.server.grants`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.config import JobConfig
-    from policyopt.remote.policy import ServerPolicy
+    from policyopt.remote.server.policy import ServerPolicy
 
 __all__ = ["default_reflection_lm"]
 
@@ -53,7 +54,7 @@ def default_reflection_lm(
     the grant's bound credential (or a placeholder that is no secret), never litellm's look-up
     of provider keys in the environment.
     """
-    from policyopt.remote.policy import ServerPolicy
+    from policyopt.remote.server.policy import ServerPolicy
 
     policy = policy or ServerPolicy(allow_api_base=allow_api_base)
     models = config.models

@@ -28,9 +28,12 @@ from typing import Any
 import httpcore
 import httpx
 
-from policyopt.remote.policy import DEFAULT_TASK_APP_HOSTS, PolicyViolation
+from policyopt.remote.errors import PolicyViolation
 
-__all__ = ["ALWAYS_REFUSED", "OutboundPolicy", "OutboundRefused"]
+__all__ = ["ALWAYS_REFUSED", "DEFAULT_TASK_APP_HOSTS", "OutboundPolicy", "OutboundRefused"]
+
+#: where task apps may be by default: this machine (so the README's quick start works)
+DEFAULT_TASK_APP_HOSTS = ("127.0.0.0/8", "::1", "localhost")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -2,7 +2,7 @@
 
 :class:`JobsAPI` holds what the routes share (the store, the runner, the server secret, the
 policy) and has one method per endpoint; :func:`add_job_routes` puts them under every API root
-with their documented answers; :func:`create_app` (:mod:`policyopt.remote.server`) builds the
+with their documented answers; :func:`create_app` (:mod:`policyopt.remote.server.app`) builds the
 state and wires it. A route finds its owner through :func:`owner` (the API key's owner id) and
 its :class:`JobsAPI` on ``app.state.jobs_api``.
 """
@@ -29,12 +29,12 @@ from policyopt.remote.api_schema import (
     StatusBody,
     errors,
 )
-from policyopt.remote.outbound import OutboundPolicy
-from policyopt.remote.policy import PolicyViolation, ServerPolicy
-from policyopt.remote.runner import JobRunner
+from policyopt.remote.server.policy import PolicyViolation, ServerPolicy
+from policyopt.remote.server.runner import JobRunner
+from policyopt.remote.server.submission import check_quotas, checked_config, parse_json, reservation
+from policyopt.remote.server.vault import ServerSecret
 from policyopt.remote.store import JobRecord, JobState, JobStore
-from policyopt.remote.submission import check_quotas, checked_config, parse_json, reservation
-from policyopt.remote.vault import ServerSecret
+from policyopt.remote.taskapp.outbound import OutboundPolicy
 
 __all__ = ["API_ROOTS", "MAX_SEQ", "JobsAPI", "add_job_routes", "owner", "status_body"]
 

@@ -409,7 +409,7 @@ class PolicyOptimizationJob:
         return self._job_id
 
     def _check_task_app(self) -> None:
-        from policyopt.remote.taskapp_client import TaskAppClient
+        from policyopt.remote.taskapp.client import TaskAppClient
 
         ref = self.config.task_app
         try:

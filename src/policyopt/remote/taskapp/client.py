@@ -11,14 +11,14 @@ evaluation failed (``error.type == "rollout_failed"``) is a failed rollout, not 
 last try a :class:`TaskAppError` names the URL and the cause, so a task app that is down makes a
 job fail in bounded time (at most about ``(retries + 1) * timeout`` plus the backoff).
 
-With an :class:`~policyopt.remote.outbound.OutboundPolicy` (the job server always gives one),
-every new connection is resolved and checked against it first, and a refused one fails at once.
-Redirects are not followed (a 3xx is an error), answers are read up to ``max_response_bytes``,
-and an error names the status and the task app's own JSON ``detail`` (bounded), never its raw
-body: the body of whatever answered could be an internal service's.
+With an :class:`~policyopt.remote.taskapp.outbound.OutboundPolicy` (the job server always gives
+one), every new connection is resolved and checked against it first, and a refused one fails at
+once. Redirects are not followed (a 3xx is an error), answers are read up to ``max_response_bytes``,
+and an error names the status and the task app's own JSON ``detail`` (bounded), never its raw body:
+the body of whatever answered could be an internal service's.
 
 The shared part (:class:`_Call`, :class:`_TaskAppBase`, limits and answers) is in
-:mod:`policyopt.remote.taskapp_base`; this module re-exports ``TaskAppError`` and
+:mod:`policyopt.remote.taskapp.base`; this module re-exports ``TaskAppError`` and
 ``RETRY_STATUS``.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from policyopt.errors import ConfigError, describe
 from policyopt.remote.protocol import TaskInfo
-from policyopt.remote.taskapp_base import (
+from policyopt.remote.taskapp.base import (
     _RETRY,
     RETRY_STATUS,
     Prompt,

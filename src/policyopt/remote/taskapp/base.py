@@ -2,8 +2,8 @@
 
 :class:`_TaskAppBase` (configuration, lanes, request and answer shapes) and :class:`_Call` (one
 request's tries: what is retried, how long to wait, when to give up) hold everything of
-:class:`~policyopt.remote.taskapp_client.TaskAppClient` and its async twin but the send and the
-sleep; see :mod:`policyopt.remote.taskapp_client` (which re-exports the public names) for the
+:class:`~policyopt.remote.taskapp.client.TaskAppClient` and its async twin but the send and the
+sleep; see :mod:`policyopt.remote.taskapp.client` (which re-exports the public names) for the
 behaviour.
 """
 
@@ -30,7 +30,7 @@ from policyopt.remote.protocol import (
 from policyopt.types import Score
 
 if TYPE_CHECKING:  # pragma: no cover
-    from policyopt.remote.outbound import OutboundPolicy
+    from policyopt.remote.taskapp.outbound import OutboundPolicy
 
 __all__ = ["LANE_CONNECTIONS", "MAX_DETAIL_CHARS", "RETRY_STATUS", "Prompt", "TaskAppError"]
 
@@ -433,7 +433,7 @@ class _Answer:
 
 def _refused(exc: BaseException) -> bool:
     """True when the outbound policy refused the connection (no retry can help)."""
-    from policyopt.remote.outbound import OutboundRefused
+    from policyopt.remote.taskapp.outbound import OutboundRefused
 
     seen: BaseException | None = exc
     while seen is not None:

@@ -1,7 +1,7 @@
 """The job store's reads: a job, lists and counts of jobs, a job's events, a key's usage.
 
 One layer of :class:`~policyopt.remote.store.JobStore` (the writes are in
-:mod:`policyopt.remote.store`, the queue and leases in :mod:`policyopt.remote.store_leases`).
+:mod:`policyopt.remote.store.writes`, the queue and leases in :mod:`policyopt.remote.store.leases`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from policyopt.remote.store_db import (
+from policyopt.remote.store.db import (
     _API_KEYS,
     _EVENTS_AFTER,
     _GET_FULL,
