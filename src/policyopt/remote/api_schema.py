@@ -1,30 +1,57 @@
-"""The job server's OpenAPI description: response bodies, error answers and request bodies.
+"""The job API's wire types, shared by the server and the client: job states, response bodies
+and error answers (pydantic only: no FastAPI, no store).
 
-The routes return plain dicts (built in one place, ``status_body``); these models describe
-them for ``/openapi.json``, for clients, and for the schemathesis fuzz test, which checks every
-answer against them. They allow extra fields so that a new field is not a breaking change.
-The job body's schema is :func:`policyopt.remote.config.job_config_schema`, the one published as
-``docs/job_config.schema.json``.
+The routes return plain dicts (built in one place, ``status_body``); these models describe them for
+``/openapi.json`` (:mod:`policyopt.remote.server.openapi`), for clients, and for the schemathesis
+fuzz test, which checks every answer against them. They allow extra fields so that a new field is
+not a breaking change. The job body's schema is :func:`policyopt.remote.config.job_config_schema`,
+the one published as ``docs/job_config.schema.json``.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "TERMINAL_EVENTS",
+    "TERMINAL_STATES",
     "ErrorBody",
     "EventsBody",
     "HealthBody",
     "JobListBody",
+    "JobState",
     "ResultsBody",
     "StatusBody",
     "errors",
-    "install_openapi",
 ]
+
+
+class JobState(str, Enum):
+    """The states of a job; succeeded, failed and cancelled are terminal."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True when the job will not change any more."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+#: the event that ends a job's stream, by terminal state
+TERMINAL_EVENTS = {
+    JobState.SUCCEEDED: "job.succeeded",
+    JobState.FAILED: "job.failed",
+    JobState.CANCELLED: "job.cancelled",
+}
 
 
 class _Open(BaseModel):
@@ -114,79 +141,3 @@ _WHY = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """FastAPI ``responses=`` for these error statuses, each an :class:`ErrorBody`."""
     return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
-
-
-def install_openapi(app: FastAPI, job_roots: tuple[str, ...]) -> None:
-    """Make ``app.openapi()`` describe the JSON bodies the routes read themselves (the job
-    config on submit, ``{"reason"}`` on cancel) and the bearer key."""
-
-    def build() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        from policyopt.remote.config import job_config_schema
-
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        components = schema.setdefault("components", {})
-        defs = components.setdefault("schemas", {})
-        job = job_config_schema()
-        job.pop("$schema", None)
-        for name, sub in job.pop("$defs", {}).items():
-            defs[f"Job{name}"] = _rename_refs(sub)
-        defs["JobConfig"] = _rename_refs(job)
-        job_ref = {"$ref": "#/components/schemas/JobConfig"}
-        body_schema = {
-            "anyOf": [
-                job_ref,
-                {
-                    "type": "object",
-                    "properties": {"policy_optimization": job_ref},
-                    "required": ["policy_optimization"],
-                },
-                {
-                    "type": "object",
-                    "properties": {
-                        "algorithm": {"type": "string"},
-                        "config_body": {"type": "object"},
-                        "overrides": {"type": "object"},
-                    },
-                    "required": ["config_body"],
-                },
-            ]
-        }
-        cancel_schema = {
-            "type": "object",
-            "properties": {"reason": {"type": ["string", "null"], "maxLength": 1000}},
-        }
-        for path, item in schema.get("paths", {}).items():
-            post = item.get("post")
-            if post is None:
-                continue
-            body = body_schema if path in job_roots else cancel_schema
-            post["requestBody"] = {
-                "required": path in job_roots,
-                "content": {"application/json": {"schema": body}},
-            }
-        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        for path, item in schema.get("paths", {}).items():
-            if path.startswith("/api/"):
-                for operation in item.values():
-                    operation["security"] = [{"bearer": []}]
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = build  # type: ignore[method-assign]
-
-
-def _rename_refs(node: Any) -> Any:
-    """A JSON schema with its ``#/$defs/X`` references pointed at the OpenAPI components."""
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
-                out[key] = "#/components/schemas/Job" + value[len("#/$defs/") :]
-            else:
-                out[key] = _rename_refs(value)
-        return out
-    if isinstance(node, list):
-        return [_rename_refs(v) for v in node]
-    return node

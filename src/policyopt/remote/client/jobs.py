@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policyopt.errors import ConfigError, PolicyOptError
-from policyopt.remote.store import JobState
+from policyopt.remote.api_schema import JobState
 
 __all__ = [
     "ENV_API_KEY",

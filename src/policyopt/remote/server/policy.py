@@ -90,6 +90,8 @@ TRANSPORT_KEYS = frozenset(
         "vertex_location",
     }
 )
+
+
 class ServerPolicy(BaseModel):
     """The owner's rules for jobs on this server (see the module docstring)."""
 

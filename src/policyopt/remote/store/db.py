@@ -17,7 +17,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from policyopt.errors import ConfigError, StateError
+from policyopt.remote.api_schema import TERMINAL_EVENTS, TERMINAL_STATES, JobState
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -40,29 +40,6 @@ __all__ = [
 ]
 
 
-class JobState(str, Enum):
-    """The states of a job; succeeded, failed and cancelled are terminal."""
-
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        """True when the job will not change any more."""
-        return self in TERMINAL_STATES
-
-
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-#: the event that ends a job's stream, by terminal state
-TERMINAL_EVENTS = {
-    JobState.SUCCEEDED: "job.succeeded",
-    JobState.FAILED: "job.failed",
-    JobState.CANCELLED: "job.cancelled",
-}
 _UNFINISHED = (JobState.PENDING.value, JobState.QUEUED.value, JobState.RUNNING.value)
 
 _JSON = sa.JSON(none_as_null=True)
