@@ -35,7 +35,8 @@ from fastapi.responses import JSONResponse
 from policyopt._version import __version__
 from policyopt.errors import ConfigError
 from policyopt.remote.api_schema import HealthBody
-from policyopt.remote.server.middleware import BodyLimit, StatusFastPath
+from policyopt.remote.asgi import BodyLimit
+from policyopt.remote.server.middleware import StatusFastPath
 from policyopt.remote.server.openapi import install_openapi
 from policyopt.remote.server.policy import ServerPolicy
 from policyopt.remote.server.routes import API_ROOTS, MAX_SEQ, JobsAPI, add_job_routes, status_body

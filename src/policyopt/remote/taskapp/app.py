@@ -17,7 +17,6 @@ import contextlib
 import hmac
 import importlib
 import inspect
-import json
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from policyopt.errors import ConfigError, DatasetError, MissingDependencyError, describe
+from policyopt.remote.asgi import BodyLimit
 from policyopt.remote.protocol import (
     PROTOCOL_VERSION,
     ROLLOUT_FAILED,
@@ -160,7 +160,7 @@ def task_app(  # noqa: C901 - its routes are closures over the app's state (19 >
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
 
     def authorize(
         authorization: str | None = Header(None),
@@ -309,68 +309,6 @@ def _failure(response_class: Any, example_id: str, exc: BaseException) -> Any:
         detail=f"evaluate failed on example {example_id!r}: {type(exc).__name__}: {str(exc)[:500]}",
     )
     return response_class(status_code=500, content=body.model_dump(mode="json"))
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes``, by header or by counting the
-    streamed chunks (a chunked body has no content-length)."""
-
-    def __init__(self, app: Any, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        from starlette.exceptions import HTTPException
-
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._refuse(send)
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Any:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:  # FastAPI answers it while reading the body
-                    raise HTTPException(status_code=413, detail=self._detail())
-            return message
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except HTTPException as exc:
-            if exc.status_code != 413 or started:
-                raise
-            await self._refuse(send)
-
-    def _detail(self) -> str:
-        return f"request body too large: at most {self.max_bytes} bytes"
-
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": self._detail()}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 # ------------------------------------------------------------------------- loading for the CLI
