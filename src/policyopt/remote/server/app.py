@@ -14,8 +14,9 @@ jobs, anyone else's job id answers 404 exactly like a missing one)::
 
 The older ``/api/prompt-learning/online/jobs`` root is an alias. Request bodies are JSON only,
 size-limited (Content-Length and the bytes actually streamed), and never unpickled or
-evaluated. The routes themselves are in :mod:`policyopt.remote.server.routes`; :func:`create_app`
-builds their state and wires them.
+evaluated. The routes are routers by resource in :mod:`policyopt.remote.server.routers`, their
+dependencies (the server's state, the store, the caller's key) in
+:mod:`policyopt.remote.server.deps`; :func:`create_app` builds the state and wires them.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from fastapi.responses import JSONResponse
 
 from policyopt._version import __version__
 from policyopt.errors import ConfigError
-from policyopt.remote.api_schema import HealthBody
 from policyopt.remote.asgi import BodyLimit
+from policyopt.remote.server.deps import ServerState
 from policyopt.remote.server.middleware import StatusFastPath
 from policyopt.remote.server.openapi import install_openapi
 from policyopt.remote.server.policy import ServerPolicy
-from policyopt.remote.server.routes import API_ROOTS, MAX_SEQ, JobsAPI, add_job_routes, status_body
+from policyopt.remote.server.routers import API_ROOTS, include_routers
+from policyopt.remote.server.routers.events import MAX_SEQ
+from policyopt.remote.server.routers.jobs import status_answer, status_body
 from policyopt.remote.server.runner import (
     DEFAULT_LEASE_S,
     JobRunner,
@@ -210,25 +213,26 @@ def create_app(
         )
         return JSONResponse({"detail": f"Invalid request: {problems}"}, status_code=422)
 
-    api = JobsAPI(
+    state = ServerState(
         store=store,
         runner=runner,
         secret=secret,
         policy=policy,
         outbound=outbound,
-        owner_ids=list(owners),
+        owner_ids=tuple(owners),
         poll_interval=poll_interval,
         keepalive_s=keepalive_s,
     )
-    app.state.jobs_api = api
-    app.add_api_route(
-        "/health", api.health, methods=["GET"], responses={200: {"model": HealthBody}}
-    )
-    add_job_routes(app, api)
+    app.state.server = state
+    include_routers(app)
     install_openapi(app, API_ROOTS)
 
     app.add_middleware(BodyLimit, limit=max_body_bytes)
-    app.add_middleware(StatusFastPath, answer=api.status_answer, roots=API_ROOTS)
+    app.add_middleware(
+        StatusFastPath,
+        answer=lambda job_id, header: status_answer(state, job_id, header),
+        roots=API_ROOTS,
+    )
     return app
 
 
