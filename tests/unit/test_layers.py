@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 PACKAGE = SRC / "policyopt"
@@ -142,21 +144,24 @@ def test_layers_contract_holds() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_every_top_level_module_is_in_a_layer() -> None:
-    """A new top-level module or package must be placed in the contract, not slip past it."""
+@pytest.mark.parametrize(("contract_id", "package"), [("layers", ""), ("remote-layers", "remote")])
+def test_every_top_level_module_is_in_a_layer(contract_id: str, package: str) -> None:
+    """A new top-level module or package (of policyopt, and of policyopt.remote) must be placed
+    in its layers contract, not slip past it."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    (contract,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
+    contracts = config["tool"]["importlinter"]["contracts"]
+    (contract,) = [c for c in contracts if c["id"] == contract_id]
     placed = {
         name.strip() for layer in contract["layers"] for name in layer.replace("|", ":").split(":")
     }
     top = {
         p.stem if p.is_file() else p.name
-        for p in PACKAGE.iterdir()
+        for p in (PACKAGE / package).iterdir()
         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
     }
     assert top <= placed, f"add to a layer in pyproject.toml [tool.importlinter]: {top - placed}"
