@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from policyopt.remote._serving import ServerThread
 from policyopt.remote.server.app import MAX_SEQ, create_app
-from policyopt.remote.server.runner import _reason
+from policyopt.remote.server.job_events import failure_reason
 from tests.integration.remote.postgres import PostgresServer, postgres_server
 from tests.integration.remote.support import (
     OWNER_KEY,
@@ -260,10 +260,10 @@ def test_every_setting_is_bounded_with_a_clear_422(
 
 def test_failure_reasons_shown_to_owners_name_no_server_path() -> None:
     error = FileNotFoundError(2, "No such file", str(Path.home() / "jobs" / "runs" / "x.json"))
-    shown = _reason(error)
+    shown = failure_reason(error)
     assert "FileNotFoundError" in shown and "<path>" in shown
     assert str(Path.home()) not in shown and "/jobs/runs" not in shown
-    url = _reason(ConnectionError("the task app at http://127.0.0.1:9/health is down"))
+    url = failure_reason(ConnectionError("the task app at http://127.0.0.1:9/health is down"))
     assert "http://127.0.0.1:9/health" in url
 
 

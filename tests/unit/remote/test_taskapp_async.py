@@ -34,7 +34,7 @@ from policyopt.errors import ConfigError, EvaluationError
 from policyopt.remote._serving import ServerThread, bind, serve_forever, serve_in_thread
 from policyopt.remote.config import JobConfig
 from policyopt.remote.server.app import create_app
-from policyopt.remote.server.runner import _task_app_client
+from policyopt.remote.server.execution import task_app_client
 from policyopt.remote.taskapp.client import AsyncTaskAppClient, TaskAppClient, TaskAppError
 from policyopt.remote.taskapp.outbound import OutboundPolicy
 from policyopt.rollout import RolloutEngine
@@ -355,7 +355,7 @@ def test_the_job_server_builds_an_async_client_sized_to_n_jobs() -> None:
     config = JobConfig.from_dict(
         job_config(url="http://127.0.0.1:9", section={"n_jobs": 64, "timeout": 12})
     )
-    client = _task_app_client(config, OutboundPolicy())
+    client = task_app_client(config, OutboundPolicy())
     try:
         assert isinstance(client, AsyncTaskAppClient)
         assert client.max_concurrency == 64 and client.timeout == 12.0

@@ -83,9 +83,7 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         name=f"policyopt-{job.id}",
         daemon=True,  # ends with the server on a normal exit; _die_with_parent covers SIGKILL
     )
-    with runner._lock:
-        runner.children[job.id] = child
-    try:
+    with runner.child_process(job.id, child):
         child.start()
         with contextlib.suppress(OSError, AttributeError):  # not on every platform
             # at once, from here: the child's start-up (imports) already yields to requests
@@ -94,9 +92,6 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
                 os.setpriority(os.PRIO_PROCESS, child.pid, mine + runner.job_niceness)
         send.close()
         over = _wait(child, runner.policy.max_job_memory_mib)
-    finally:
-        with runner._lock:
-            runner.children.pop(job.id, None)
     outcome: tuple[str, str] | None = None
     if receive.poll():
         try:
@@ -111,7 +106,7 @@ def run_in_child(runner: JobRunner, job: JobRecord, job_dir: Path) -> tuple[str,
         )
     if outcome is not None:
         return outcome
-    if runner._stopping.is_set() or child.exitcode in (EXIT_INTERRUPTED, -signal.SIGTERM):
+    if runner.stopping or child.exitcode in (EXIT_INTERRUPTED, -signal.SIGTERM):
         return "interrupted", ""
     return "error", f"the job's process ended without a result (exit code {child.exitcode})"
 
@@ -160,15 +155,13 @@ def kill_after(runner: JobRunner, job_id: str, seconds: float = CANCEL_GRACE_S) 
     """Interrupt the process of a cancelled job now (SIGUSR1: it ends its run as after
     Ctrl-C, abandoning LM calls and rollouts in flight, and keeps its result so far), and kill
     it if it still runs ``seconds`` from now."""
-    with runner._lock:
-        first = runner.children.get(job_id)
+    first = runner.child_of(job_id)
     if first is not None and first.pid is not None:
         with contextlib.suppress(OSError):
             os.kill(first.pid, signal.SIGUSR1)
 
     def kill() -> None:
-        with runner._lock:
-            child = runner.children.get(job_id)
+        child = runner.child_of(job_id)
         if child is not None and child.is_alive():
             with contextlib.suppress(Exception):
                 child.kill()

@@ -19,8 +19,12 @@ server's request handling for the GIL.
 The optimizer's events go to the store as the job's events (one ordered stream per job
 whichever replica runs it); cancelling writes the run dir's ``STOP`` file, so the optimizer
 stops at its next check and the partial result is kept; a cancel asked of another replica
-reaches the job's replica at its next heartbeat. What a run writes to the store (its events,
-progress, best and results) is in :mod:`policyopt.remote.server.job_events`.
+reaches the job's replica at its next heartbeat. What runs once a job is claimed (config,
+task app, optimizer, test split, terminal state) is :mod:`policyopt.remote.server.execution`,
+given its inputs explicitly; what a run writes to the store (its events, progress, best and
+results) is in :mod:`policyopt.remote.server.job_events`. A job's process
+(:mod:`~policyopt.remote.server.job_process`) uses only the runner's public surface
+(:meth:`JobRunner.child_process`, :meth:`JobRunner.child_of`, :attr:`JobRunner.stopping`).
 """
 
 from __future__ import annotations
@@ -30,20 +34,22 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyopt.errors import ConfigError
-from policyopt.remote.server.job_events import (
-    EVENT_TYPES,
-    JobListener,
-    build_results,
-    scrub_paths,
+from policyopt.remote.server.execution import (
+    DEFAULT_ROLLOUT_TIMEOUT_S,
+    JobInputs,
+    ReflectionFactory,
+    TaskAppFactory,
+    execute,
+    job_config,
+    record_cancelled,
+    task_app_client,
 )
-from policyopt.remote.server.job_events import (
-    failure_reason as _reason,  # the failure line a job's owner sees
-)
+from policyopt.remote.server.job_events import EVENT_TYPES, JobListener, build_results, scrub_paths
 from policyopt.remote.server.job_lm import default_reflection_lm
 from policyopt.remote.server.job_thread import JobCancelled, JobThreads
 from policyopt.remote.server.leases import (
@@ -58,13 +64,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.config import JobConfig
     from policyopt.remote.server.policy import ServerPolicy
     from policyopt.remote.server.vault import ServerSecret
-    from policyopt.remote.taskapp.outbound import OutboundPolicy
-    from policyopt.types import OptimizationResult, Program
 
 __all__ = [
     "DEFAULT_LEASE_S",
+    "DEFAULT_ROLLOUT_TIMEOUT_S",
     "EVENT_TYPES",
     "JobRunner",
+    "ReflectionFactory",
+    "TaskAppFactory",
     "build_results",
     "default_reflection_lm",
     "new_replica_id",
@@ -72,35 +79,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("policyopt")
-
-#: HTTP timeout of one rollout when the job sets no per-rollout ``timeout``
-DEFAULT_ROLLOUT_TIMEOUT_S = 120.0
-
-ReflectionFactory = Callable[["JobConfig"], Any]
-TaskAppFactory = Callable[["JobConfig"], Any]
-
-
-class _Interrupted(Exception):
-    """The server is shutting down: the job goes back to the queue (resumed on next start)."""
-
-
-def _task_app_client(config: JobConfig, outbound: OutboundPolicy | None) -> Any:
-    """The job's task-app client: async, so its rollouts are coroutines on the engine's loop
-    (``n_jobs`` in flight, no thread each), with as many connections as rollouts in flight."""
-    from policyopt.remote.taskapp.client import AsyncTaskAppClient
-
-    # never api_key_env: the server does not read its own environment for a request.
-    # A rollout may take long (a slow model, a busy machine): the HTTP timeout follows the
-    # job's per-rollout timeout, else a generous default, so slow is not mistaken for down.
-    kwargs = config.optimizer_kwargs()
-    timeout = kwargs.get("timeout") or DEFAULT_ROLLOUT_TIMEOUT_S
-    return AsyncTaskAppClient(
-        config.task_app.url,
-        config.task_app.api_key,
-        timeout=float(timeout),
-        max_concurrency=max(8, int(kwargs.get("n_jobs") or 0)),
-        outbound=outbound,
-    )
 
 
 class JobRunner(LeaseHolder):
@@ -165,7 +143,7 @@ class JobRunner(LeaseHolder):
             lambda config: default_reflection_lm(config, policy=self.policy)
         )
         self.task_app_factory = task_app_factory or (
-            lambda config: _task_app_client(config, self.outbound)
+            lambda config: task_app_client(config, self.outbound)
         )
         self.max_attempts = max_attempts
         self.health_check = health_check
@@ -360,10 +338,7 @@ class JobRunner(LeaseHolder):
                     )
 
     def _config(self, job: JobRecord) -> JobConfig:
-        from policyopt.remote.config import JobConfig
-
-        stored = job.config if self.secret is None else self.secret.unseal_config(job.config)
-        return JobConfig.from_dict(stored)
+        return job_config(job, self.secret)
 
     def _fail(self, job_id: str, reason: str, **fields: Any) -> None:
         self.store.transition(
@@ -440,152 +415,53 @@ class JobRunner(LeaseHolder):
                 stop_file.unlink(missing_ok=True)
 
     def outcome(self, job: JobRecord, job_dir: Path) -> tuple[str, str]:
-        """Run a claimed job here: ``("done", "")`` (its end is recorded), ``("interrupted",
-        "")`` (the server is stopping) or ``("error", reason)``."""
-        try:
-            self._run_job(job, job_dir)
-        except _Interrupted:
-            return "interrupted", ""
-        except Exception as exc:
-            return "error", _reason(exc)
-        return "done", ""
+        """Run a claimed job here (:func:`~policyopt.remote.server.execution.execute`):
+        ``("done", "")`` (its end is recorded), ``("interrupted", "")`` (the server is
+        stopping) or ``("error", reason)``."""
 
-    def _cancelled(self, job_id: str, results: dict[str, Any] | None) -> None:
-        job = self.store.get_job(job_id)
-        reason = job.cancel_reason if job is not None else None
-        fields: dict[str, Any] = {}
-        if results is not None:
-            fields.update(
-                results=results,
-                best_score=results.get("best_score"),
-                best_prompt=results.get("best_prompt"),
-            )
-        self.store.transition(
-            job_id,
-            JobState.CANCELLED,
-            event=TERMINAL_EVENTS[JobState.CANCELLED],
-            message=reason or "cancelled",
-            data={"status": "cancelled", "reason": reason, "partial_results": results is not None},
-            only_from=[JobState.RUNNING],
-            holder=self.replica_id,
-            **fields,
-        )
-
-    def _run_job(self, job: JobRecord, job_dir: Path) -> None:
-        config = self._config(job)
-        # checked again here: a config stored under an older, looser policy is refused too
-        self.policy.check_ids(config)
-        self.policy.check_settings(config)
-        kwargs = dict(config.optimizer_kwargs())
-        if kwargs.get("max_rollouts") is None:
-            raise ConfigError("budget.max_rollouts is required for a job (a hard rollout cap).")
-        kwargs.update(run_dir=str(job_dir), progress=False)
-        from policyopt.rollout.aio import call_blocking
-
-        client = self.task_app_factory(config)
-        try:
-            if self.health_check:
-                try:
-                    call_blocking(client.health)  # async client: awaited on the engine's loop
-                except Exception as exc:
-                    raise ConfigError(
-                        f"the task app at {config.task_app.url} is not healthy: {exc}"
-                    ) from exc
-            program = client.program(config.initial_prompt, config.policy())
-            listener = JobListener(self.store, job, program.prompt)
+        def keep(listener: JobListener) -> None:
             with self._lock:
                 self._listeners[job.id] = listener
-            lm = self.reflection_lm_factory(config)
-            train = [{"id": i} for i in config.train_ids]
-            val = [{"id": i} for i in config.val_ids] if config.val_ids else None
-            from policyopt.registry import get_spec
 
-            optimizer = get_spec(config.algorithm).build(lm=lm, listeners=[listener], **kwargs)
-            with self.threads.interruptible(job.id):  # not entered once cancelled (thread mode)
-                result = optimizer.optimize(program, train, val)
-            if self._stopping.is_set():
-                raise _Interrupted
-            current = self.store.get_job(job.id)
-            if current is not None and current.cancel_requested:
-                self._cancelled(job.id, build_results(self.store, job.id, result, None))
-                return
-            test = self._test(program, result, config, job_dir, kwargs)
-            results = build_results(self.store, job.id, result, test)
-        finally:
-            with contextlib.suppress(Exception):
-                client.close()
-        if self._stopping.is_set():
-            raise _Interrupted
-        current = self.store.get_job(job.id)
-        if current is not None and current.cancel_requested:  # asked while the test ran
-            self._cancelled(job.id, results)
-            return
-        self.store.transition(
-            job.id,
-            JobState.SUCCEEDED,
-            event=TERMINAL_EVENTS[JobState.SUCCEEDED],
-            message=f"best validation score {result.best_score:.4f} ({result.stop_reason})",
-            data={
-                "status": "succeeded",
-                "best_score": results["best_score"],
-                "best_prompt": results["best_prompt"],
-                "stop_reason": result.stop_reason,
-                "n_rollouts": result.n_rollouts,
-                "test": test,
-            },
-            only_from=[JobState.RUNNING],
-            holder=self.replica_id,
-            results=results,
-            best_score=results["best_score"],
-            best_prompt=results["best_prompt"],
-            progress={"rollouts_used": result.n_rollouts, "max_rollouts": result.max_rollouts},
+        return execute(
+            JobInputs(
+                store=self.store,
+                job=job,
+                job_dir=job_dir,
+                policy=self.policy,
+                secret=self.secret,
+                replica_id=self.replica_id,
+                reflection_lm_factory=self.reflection_lm_factory,
+                task_app_factory=self.task_app_factory,
+                health_check=self.health_check,
+                threads=self.threads,
+                stopping=self._stopping,
+                on_listener=keep,
+            )
         )
 
-    def _test(
-        self,
-        program: Program,
-        result: OptimizationResult,
-        config: JobConfig,
-        job_dir: Path,
-        kwargs: Mapping[str, Any],
-    ) -> dict[str, Any] | None:
-        """Scores of the seed and the best prompt on the test ids (journaled, so not re-paid)."""
-        if not config.test_ids:
-            return None
-        from policyopt.rollout import RolloutEngine
-        from policyopt.state.journal import Journal
+    def _cancelled(self, job_id: str, results: dict[str, Any] | None) -> None:
+        record_cancelled(self.store, job_id, results, self.replica_id)
 
-        journal = Journal(job_dir / "test_journal.jsonl")
-        prompts = {"seed": program.prompt, "best": result.best_prompt}
-        out: dict[str, Any] = {"n_examples": len(config.test_ids)}
-        try:  # not entered once cancelled (thread mode); the journal is closed whatever happens
-            with (
-                self.threads.interruptible(self._job_of(job_dir)),
-                RolloutEngine(
-                    program.evaluate,
-                    n_jobs=int(kwargs.get("n_jobs", 4)),
-                    max_errors=kwargs.get("max_errors", 10),
-                    timeout=kwargs.get("timeout"),
-                    journal=journal,
-                ) as engine,
-            ):
-                ids = engine.add_split("test", [{"id": i} for i in config.test_ids])
-                for label, prompt in prompts.items():
-                    scores = engine.run(
-                        [(prompt, i) for i in ids], split="test", label=label
-                    ).scores()
-                    out[label] = math.fsum(scores) / len(scores)
-                    self.store.append_event(
-                        self._job_of(job_dir),
-                        "test.evaluated",
-                        {"prompt": label, "score": out[label], "n_examples": len(scores)},
-                        message=f"{label} prompt scores {out[label]:.4f} on the test ids",
-                    )
-                out["rollouts"] = engine.rollouts_spent
+    # ------------------------------------------------- public surface for job processes
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`shutdown` has begun."""
+        return self._stopping.is_set()
+
+    @contextlib.contextmanager
+    def child_process(self, job_id: str, child: Any) -> Iterator[None]:
+        """Track ``child`` as the process running ``job_id`` for as long as the block runs
+        (:meth:`shutdown` terminates it, :meth:`child_of` finds it)."""
+        with self._lock:
+            self.children[job_id] = child
+        try:
+            yield
         finally:
-            journal.close()
-        return out
+            with self._lock:
+                self.children.pop(job_id, None)
 
-    @staticmethod
-    def _job_of(job_dir: Path) -> str:
-        return job_dir.name
+    def child_of(self, job_id: str) -> Any | None:
+        """The process running ``job_id`` here, or None."""
+        with self._lock:
+            return self.children.get(job_id)
