@@ -170,3 +170,21 @@ def test_which_lease_holders_count_as_dead_at_startup() -> None:
     assert not _dead_here(f"{here}/{os.getpid()}/abc123", mine)  # this process: can't tell
     assert not _dead_here(f"elsewhere/0000/{done.pid}/abc123", mine)  # another host: expiry
     assert not _dead_here("A", mine) and not _dead_here(None, mine) and not _dead_here(mine, mine)
+
+
+def test_requeue_counts_the_journals_rollouts_through_its_reader(tmp_path: Path) -> None:
+    """The count in a requeue message is of rollout records as the journal reader reads them:
+    not a nested ``{"type": "rollout"}`` inside another record, not a torn last line."""
+    from policyopt.remote.server.leases import _count_rollouts
+    from policyopt.state.journal import Journal
+
+    path = tmp_path / "journal.jsonl"
+    assert _count_rollouts(path) == 0  # no journal yet
+    journal = Journal(path)
+    journal.append({"type": "start", "n": 0})
+    journal.append({"type": "rollout", "n": 0, "score": 1.0})
+    journal.append({"type": "step", "trace": {"type": "rollout"}})
+    journal.close()
+    with path.open("ab") as handle:
+        handle.write(b'{"type":"rollout","n":1,"sco')  # a write cut by a SIGKILL
+    assert _count_rollouts(path) == 1

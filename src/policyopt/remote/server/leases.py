@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyopt.remote.store import TERMINAL_EVENTS, JobRecord, JobState, JobStore, LeaseState
+from policyopt.state.journal import Journal
 
 if TYPE_CHECKING:  # pragma: no cover
     from policyopt.remote.config import JobConfig
@@ -305,7 +306,7 @@ class LeaseHolder:
 
 
 def _count_rollouts(journal: Path) -> int:
-    if not journal.exists():
-        return 0
-    with journal.open("rb") as handle:
-        return sum(1 for line in handle if b'"type":"rollout"' in line)
+    """Finished rollouts in a job's journal, read by the run dir's one journal reader (a torn
+    last record is not one; a damaged line is skipped with a warning, not fatal here)."""
+    records = Journal(journal).iter_records(skip_damaged=True)
+    return sum(1 for record in records if record.get("type") == "rollout")
