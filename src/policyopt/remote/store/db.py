@@ -27,24 +27,38 @@ from policyopt.errors import ConfigError, StateError
 from policyopt.remote.api_schema import TERMINAL_EVENTS, TERMINAL_STATES, JobState
 
 __all__ = [
+    "API_KEYS",
+    "BUMP_SEQ",
+    "EVENTS_AFTER",
+    "GET_FULL",
+    "GET_LIGHT",
+    "INSERT_EVENT",
+    "JOBS",
+    "LIGHT",
+    "QUOTA_LOCK",
+    "READ_SEQ",
     "TERMINAL_EVENTS",
     "TERMINAL_STATES",
+    "UNFINISHED",
+    "UPDATABLE",
     "Database",
     "JobRecord",
     "JobState",
     "LeaseState",
     "StoredEvent",
+    "column_value",
     "database_url",
     "hash_api_key",
     "new_job_id",
+    "row_to_job",
 ]
 
 
-_UNFINISHED = (JobState.PENDING.value, JobState.QUEUED.value, JobState.RUNNING.value)
+UNFINISHED = (JobState.PENDING.value, JobState.QUEUED.value, JobState.RUNNING.value)
 
 _JSON = sa.JSON(none_as_null=True)
 _METADATA = sa.MetaData()
-_JOBS = sa.Table(
+JOBS = sa.Table(
     "jobs",
     _METADATA,
     sa.Column("id", sa.Text, primary_key=True),
@@ -83,7 +97,7 @@ _EVENTS = sa.Table(
     sa.PrimaryKeyConstraint("job_id", "seq"),
     sqlite_with_rowid=False,
 )
-_API_KEYS = sa.Table(
+API_KEYS = sa.Table(
     "api_keys",
     _METADATA,
     sa.Column("owner", sa.Text, primary_key=True),
@@ -101,7 +115,7 @@ _ADDED_COLUMNS = (
 _SCHEMA_LOCK = 0x706F6C6F
 #: the first key of a PostgreSQL advisory lock per owner: one submit of a key at a time checks
 #: the key's quotas and inserts its job (the second key is the owner's hashtext)
-_QUOTA_LOCK = 0x706F6C71
+QUOTA_LOCK = 0x706F6C71
 
 
 def hash_api_key(key: str) -> str:
@@ -193,7 +207,7 @@ class LeaseState:
 
 
 _JSON_COLUMNS = {"config", "progress", "best_prompt", "results", "reserved"}
-_UPDATABLE = {
+UPDATABLE = {
     "status",
     "started_at",
     "finished_at",
@@ -208,21 +222,19 @@ _UPDATABLE = {
     "lease_owner",
     "lease_expires_at",
 }
-_LIGHT = [c for c in _JOBS.c if c.name not in ("config", "results")]
+LIGHT = [c for c in JOBS.c if c.name not in ("config", "results")]
 #: SQLite read connections kept by threads, at most (past that, reads use the pool)
 _MAX_READERS = 64
 # the hot statements, built once (every optimizer event appends one event)
-_BUMP_SEQ = (
-    sa.update(_JOBS)
-    .where(_JOBS.c.id == sa.bindparam("job_id"))
-    .values(last_seq=_JOBS.c.last_seq + 1)
+BUMP_SEQ = (
+    sa.update(JOBS).where(JOBS.c.id == sa.bindparam("job_id")).values(last_seq=JOBS.c.last_seq + 1)
 )
-_READ_SEQ = sa.select(_JOBS.c.last_seq).where(_JOBS.c.id == sa.bindparam("job_id"))
-_INSERT_EVENT = sa.insert(_EVENTS)
+READ_SEQ = sa.select(JOBS.c.last_seq).where(JOBS.c.id == sa.bindparam("job_id"))
+INSERT_EVENT = sa.insert(_EVENTS)
 # the hot reads, built once (a status poll, an event page): SQLAlchemy caches their SQL
-_GET_FULL = sa.select(*_JOBS.c).where(_JOBS.c.id == sa.bindparam("job_id"))
-_GET_LIGHT = sa.select(*_LIGHT).where(_JOBS.c.id == sa.bindparam("job_id"))
-_EVENTS_AFTER = (
+GET_FULL = sa.select(*JOBS.c).where(JOBS.c.id == sa.bindparam("job_id"))
+GET_LIGHT = sa.select(*LIGHT).where(JOBS.c.id == sa.bindparam("job_id"))
+EVENTS_AFTER = (
     sa.select(*_EVENTS.c)
     .where(_EVENTS.c.job_id == sa.bindparam("job_id"), _EVENTS.c.seq > sa.bindparam("since"))
     .order_by(_EVENTS.c.seq)
@@ -230,7 +242,7 @@ _EVENTS_AFTER = (
 )
 
 
-def _row_to_job(row: Any) -> JobRecord:
+def row_to_job(row: Any) -> JobRecord:
     data = dict(row._mapping)
     data.setdefault("config", {})
     data.setdefault("results", None)
@@ -240,7 +252,7 @@ def _row_to_job(row: Any) -> JobRecord:
     return JobRecord(**data)
 
 
-def _column_value(name: str, value: Any) -> Any:
+def column_value(name: str, value: Any) -> Any:
     """A Python value as its column stores it."""
     if isinstance(value, JobState):
         return value.value

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from policyopt.remote.store.db import _JOBS, JobRecord, JobState, LeaseState, _row_to_job
+from policyopt.remote.store.db import JOBS, JobRecord, JobState, LeaseState, row_to_job
 from policyopt.remote.store.reads import Reads
 
 __all__ = ["Leases"]
@@ -24,9 +24,9 @@ class Leases(Reads):
     def next_queued(self) -> str | None:
         """The oldest queued job's id (a cheap read before trying :meth:`claim`)."""
         row = self._one(
-            sa.select(_JOBS.c.id)
-            .where(_JOBS.c.status == JobState.QUEUED.value)
-            .order_by(_JOBS.c.created_at)
+            sa.select(JOBS.c.id)
+            .where(JOBS.c.status == JobState.QUEUED.value)
+            .order_by(JOBS.c.created_at)
             .limit(1)
         )
         return None if row is None else str(row.id)
@@ -37,17 +37,17 @@ class Leases(Reads):
         now = time.time()
         with self._write() as db:
             row = db.execute(
-                sa.select(_JOBS.c.id, _JOBS.c.attempts, _JOBS.c.started_at)
-                .where(_JOBS.c.status == JobState.QUEUED.value)
-                .order_by(_JOBS.c.created_at)
+                sa.select(JOBS.c.id, JOBS.c.attempts, JOBS.c.started_at)
+                .where(JOBS.c.status == JobState.QUEUED.value)
+                .order_by(JOBS.c.created_at)
                 .limit(1)
                 .with_for_update(skip_locked=True)
             ).first()
             if row is None:
                 return None
             db.execute(
-                sa.update(_JOBS)
-                .where(_JOBS.c.id == row.id, _JOBS.c.status == JobState.QUEUED.value)
+                sa.update(JOBS)
+                .where(JOBS.c.id == row.id, JOBS.c.status == JobState.QUEUED.value)
                 .values(
                     status=JobState.RUNNING.value,
                     attempts=row.attempts + 1,
@@ -66,11 +66,11 @@ class Leases(Reads):
         now = time.time()
         with self._write() as db:
             db.execute(
-                sa.update(_JOBS)
+                sa.update(JOBS)
                 .where(
-                    _JOBS.c.id.in_(ids),
-                    _JOBS.c.lease_owner == holder,
-                    _JOBS.c.status == JobState.RUNNING.value,
+                    JOBS.c.id.in_(ids),
+                    JOBS.c.lease_owner == holder,
+                    JOBS.c.status == JobState.RUNNING.value,
                 )
                 .values(lease_expires_at=now + lease_s)
             )
@@ -78,8 +78,8 @@ class Leases(Reads):
                 r.id: r
                 for r in db.execute(
                     sa.select(
-                        _JOBS.c.id, _JOBS.c.status, _JOBS.c.lease_owner, _JOBS.c.cancel_requested
-                    ).where(_JOBS.c.id.in_(ids))
+                        JOBS.c.id, JOBS.c.status, JOBS.c.lease_owner, JOBS.c.cancel_requested
+                    ).where(JOBS.c.id.in_(ids))
                 )
             }
         out = []
@@ -101,12 +101,12 @@ class Leases(Reads):
         or lost the database), oldest first."""
         now = time.time() if now is None else now
         query = (
-            sa.select(*_JOBS.c)
+            sa.select(*JOBS.c)
             .where(
-                _JOBS.c.status == JobState.RUNNING.value,
-                sa.or_(_JOBS.c.lease_expires_at.is_(None), _JOBS.c.lease_expires_at < now),
+                JOBS.c.status == JobState.RUNNING.value,
+                sa.or_(JOBS.c.lease_expires_at.is_(None), JOBS.c.lease_expires_at < now),
             )
-            .order_by(_JOBS.c.created_at)
+            .order_by(JOBS.c.created_at)
         )
         with self._read() as db:
-            return [_row_to_job(r) for r in db.execute(query)]
+            return [row_to_job(r) for r in db.execute(query)]

@@ -11,18 +11,18 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 
 from policyopt.remote.store.db import (
-    _API_KEYS,
-    _EVENTS_AFTER,
-    _GET_FULL,
-    _GET_LIGHT,
-    _JOBS,
-    _LIGHT,
-    _UNFINISHED,
+    API_KEYS,
+    EVENTS_AFTER,
+    GET_FULL,
+    GET_LIGHT,
+    JOBS,
+    LIGHT,
+    UNFINISHED,
     Database,
     JobRecord,
     JobState,
     StoredEvent,
-    _row_to_job,
+    row_to_job,
 )
 
 __all__ = ["Reads"]
@@ -40,10 +40,10 @@ class Reads(Database):
         None): what a status answer needs, read cheaply.
         """
         with self._read() as db:
-            row = db.execute(_GET_FULL if full else _GET_LIGHT, {"job_id": job_id}).first()
+            row = db.execute(GET_FULL if full else GET_LIGHT, {"job_id": job_id}).first()
         if row is None or (owner is not None and row.owner != owner):
             return None
-        return _row_to_job(row)
+        return row_to_job(row)
 
     def list_jobs(
         self,
@@ -55,19 +55,19 @@ class Reads(Database):
     ) -> list[JobRecord]:
         """Jobs, newest first, optionally of one owner and in some states (``full=False``: as
         in :meth:`get_job`, without config and results)."""
-        query = sa.select(*(_JOBS.c if full else _LIGHT))
+        query = sa.select(*(JOBS.c if full else LIGHT))
         if owner is not None:
-            query = query.where(_JOBS.c.owner == owner)
+            query = query.where(JOBS.c.owner == owner)
         if states is not None:
-            query = query.where(_JOBS.c.status.in_([JobState(s).value for s in states]))
-        query = query.order_by(_JOBS.c.created_at.desc()).limit(int(limit))
+            query = query.where(JOBS.c.status.in_([JobState(s).value for s in states]))
+        query = query.order_by(JOBS.c.created_at.desc()).limit(int(limit))
         with self._read() as db:
-            return [_row_to_job(r) for r in db.execute(query)]
+            return [row_to_job(r) for r in db.execute(query)]
 
     def count_jobs(self, states: Iterable[JobState]) -> int:
         """How many jobs (of every owner) are in these states."""
         names = [JobState(s).value for s in states]
-        row = self._one(sa.select(sa.func.count()).where(_JOBS.c.status.in_(names)))
+        row = self._one(sa.select(sa.func.count()).where(JOBS.c.status.in_(names)))
         return int(row[0])
 
     def usage(self, owner: str) -> dict[str, float]:
@@ -86,8 +86,8 @@ class Reads(Database):
         finished jobs (every segment of a resumed run), else their reserved cap; the reserved
         cap of unfinished ones.
         """
-        j = _JOBS.c
-        active = j.status.in_(_UNFINISHED)
+        j = JOBS.c
+        active = j.status.in_(UNFINISHED)
         cap = j.config[("budget", "max_cost_usd")].as_float()
         calls_cap = sa.func.coalesce(j.reserved["lm_calls"].as_float(), 0)
         test_most = 2 * sa.func.coalesce(sa.func.json_array_length(j.config["test_ids"]), 0)
@@ -134,7 +134,7 @@ class Reads(Database):
         """``{owner_id: label}`` of the keys accepted now."""
         with self._read() as db:
             rows = db.execute(
-                sa.select(_API_KEYS.c.owner, _API_KEYS.c.label).where(_API_KEYS.c.active == 1)
+                sa.select(API_KEYS.c.owner, API_KEYS.c.label).where(API_KEYS.c.active == 1)
             )
             return {row.owner: row.label for row in rows}
 
@@ -152,5 +152,5 @@ class Reads(Database):
                     message=r.message,
                     data=r.data if r.data is not None else {},
                 )
-                for r in db.execute(_EVENTS_AFTER, params)
+                for r in db.execute(EVENTS_AFTER, params)
             ]

@@ -11,20 +11,20 @@ import sqlalchemy as sa
 
 from policyopt.errors import ConfigError, StateError
 from policyopt.remote.store.db import (
-    _API_KEYS,
-    _BUMP_SEQ,
-    _INSERT_EVENT,
-    _JOBS,
-    _QUOTA_LOCK,
-    _READ_SEQ,
-    _UPDATABLE,
+    API_KEYS,
+    BUMP_SEQ,
+    INSERT_EVENT,
+    JOBS,
+    QUOTA_LOCK,
+    READ_SEQ,
     TERMINAL_EVENTS,
     TERMINAL_STATES,
+    UPDATABLE,
     JobRecord,
     JobState,
     LeaseState,
     StoredEvent,
-    _column_value,
+    column_value,
     database_url,
     hash_api_key,
     new_job_id,
@@ -54,16 +54,16 @@ class JobStore(Leases):
         """Make exactly these owners active: ``{owner_id: label}``; others are deactivated."""
         now = time.time()
         with self._write() as db:
-            db.execute(sa.update(_API_KEYS).values(active=0))
+            db.execute(sa.update(API_KEYS).values(active=0))
             for owner, label in keys.items():
                 done = db.execute(
-                    sa.update(_API_KEYS)
-                    .where(_API_KEYS.c.owner == owner)
+                    sa.update(API_KEYS)
+                    .where(API_KEYS.c.owner == owner)
                     .values(active=1, label=label)
                 ).rowcount
                 if not done:
                     db.execute(
-                        sa.insert(_API_KEYS).values(
+                        sa.insert(API_KEYS).values(
                             owner=owner, label=label, active=1, created_at=now
                         )
                     )
@@ -72,9 +72,9 @@ class JobStore(Leases):
         """Give ``old``'s jobs to ``new`` (an owner-id scheme change); returns how many."""
         with self._write() as db:
             moved = db.execute(
-                sa.update(_JOBS).where(_JOBS.c.owner == old).values(owner=new)
+                sa.update(JOBS).where(JOBS.c.owner == old).values(owner=new)
             ).rowcount
-            db.execute(sa.delete(_API_KEYS).where(_API_KEYS.c.owner == old))
+            db.execute(sa.delete(API_KEYS).where(API_KEYS.c.owner == old))
         return int(moved)
 
     # ---------------------------------------------------------------- jobs
@@ -106,12 +106,12 @@ class JobStore(Leases):
                 if self.dialect == "postgresql":
                     db.execute(
                         sa.select(
-                            sa.func.pg_advisory_xact_lock(_QUOTA_LOCK, sa.func.hashtext(owner))
+                            sa.func.pg_advisory_xact_lock(QUOTA_LOCK, sa.func.hashtext(owner))
                         )
                     )
                 admit(self.usage_on(db, owner))
             db.execute(
-                sa.insert(_JOBS).values(
+                sa.insert(JOBS).values(
                     id=job_id,
                     owner=owner,
                     algorithm=algorithm,
@@ -129,14 +129,14 @@ class JobStore(Leases):
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Set some columns of a job (JSON columns take Python values)."""
-        unknown = set(fields) - _UPDATABLE
+        unknown = set(fields) - UPDATABLE
         if unknown:
             raise ConfigError(f"Cannot update job columns {sorted(unknown)}.")
         if not fields:
             return
-        values = {name: _column_value(name, value) for name, value in fields.items()}
+        values = {name: column_value(name, value) for name, value in fields.items()}
         with self._write() as db:
-            db.execute(sa.update(_JOBS).where(_JOBS.c.id == job_id).values(**values))
+            db.execute(sa.update(JOBS).where(JOBS.c.id == job_id).values(**values))
 
     def transition(
         self,
@@ -163,12 +163,12 @@ class JobStore(Leases):
         """
         now = time.time()
         for name in fields:
-            if name not in _UPDATABLE:
+            if name not in UPDATABLE:
                 raise ConfigError(f"Cannot update job column {name!r}.")
         with self._write() as db:
             row = db.execute(
-                sa.select(_JOBS.c.status, _JOBS.c.lease_owner, _JOBS.c.lease_expires_at)
-                .where(_JOBS.c.id == job_id)
+                sa.select(JOBS.c.status, JOBS.c.lease_owner, JOBS.c.lease_expires_at)
+                .where(JOBS.c.id == job_id)
                 .with_for_update()
             ).first()
             if row is None:
@@ -187,8 +187,8 @@ class JobStore(Leases):
             if status is not JobState.RUNNING:
                 columns.update(lease_owner=None, lease_expires_at=None)
             for name, value in fields.items():
-                columns[name] = _column_value(name, value)
-            db.execute(sa.update(_JOBS).where(_JOBS.c.id == job_id).values(**columns))
+                columns[name] = column_value(name, value)
+            db.execute(sa.update(JOBS).where(JOBS.c.id == job_id).values(**columns))
             if event is not None:
                 self._append(db, job_id, event, message, dict(data or {}), now, level)
         return True
@@ -202,15 +202,15 @@ class JobStore(Leases):
         now = time.time()
         with self._write() as db:
             row = db.execute(
-                sa.select(_JOBS.c.status).where(_JOBS.c.id == job_id).with_for_update()
+                sa.select(JOBS.c.status).where(JOBS.c.id == job_id).with_for_update()
             ).first()
             if row is None:
                 return None
             state = JobState(row.status)
             if not state.terminal:
                 db.execute(
-                    sa.update(_JOBS)
-                    .where(_JOBS.c.id == job_id)
+                    sa.update(JOBS)
+                    .where(JOBS.c.id == job_id)
                     .values(cancel_requested=1, cancel_reason=reason)
                 )
                 self._append(
@@ -218,8 +218,8 @@ class JobStore(Leases):
                 )
                 if state in (JobState.PENDING, JobState.QUEUED):
                     db.execute(
-                        sa.update(_JOBS)
-                        .where(_JOBS.c.id == job_id)
+                        sa.update(JOBS)
+                        .where(JOBS.c.id == job_id)
                         .values(status=JobState.CANCELLED.value, finished_at=now)
                     )
                     self._append(
@@ -244,12 +244,12 @@ class JobStore(Leases):
         level: str = "info",
     ) -> int:
         # an atomic increment: on PostgreSQL the row stays locked until this transaction ends
-        done = db.execute(_BUMP_SEQ, {"job_id": job_id}).rowcount
+        done = db.execute(BUMP_SEQ, {"job_id": job_id}).rowcount
         if not done:
             raise StateError(f"No job {job_id!r}.")
-        seq = int(db.execute(_READ_SEQ, {"job_id": job_id}).scalar_one())
+        seq = int(db.execute(READ_SEQ, {"job_id": job_id}).scalar_one())
         db.execute(
-            _INSERT_EVENT,
+            INSERT_EVENT,
             {
                 "job_id": job_id,
                 "seq": seq,
