@@ -43,7 +43,7 @@ _LAZY = {
     "TaskAppClient": "taskapp.client",
     "TaskAppError": "taskapp.client",
     "PolicyOptimizationJob": "client.jobs",
-    "JobResults": "client.jobs",
+    "JobResults": "client.answers",
 }
 
 
