@@ -150,6 +150,9 @@ def test_gepa_job_runs_to_success_with_results_and_events(
     assert types[:3] == ["job.created", "job.queued", "job.started"]
     assert types[-1] == "job.succeeded" and types.count("job.succeeded") == 1
     assert {"run.started", "candidate.new_best", "test.evaluated", "run.finished"} <= set(types)
+    # every answer of the reflection LM is judged, accepted or rejected with a reason code
+    judged = [e["data"] for e in stream if e["type"] == "proposal.judged"]
+    assert judged and {j["verdict"] for j in judged} <= {"accepted", "rejected"}
     later = events(http, job_id, since=len(stream) - 2)
     assert [e["seq"] for e in later] == [len(stream) - 1, len(stream)]
     listed = http.get(JOBS).json()["jobs"]

@@ -22,6 +22,7 @@ from policyopt.events import (
     CandidateProposed,
     Event,
     NewBest,
+    ProposalJudged,
     RolloutsProgress,
     RunFinished,
     RunStarted,
@@ -41,6 +42,7 @@ EVENT_TYPES = {
     CandidateProposed.kind: "candidate.proposed",
     CandidateEvaluated.kind: "candidate.evaluated",
     NewBest.kind: "candidate.new_best",
+    ProposalJudged.kind: "proposal.judged",
     RunFinished.kind: "run.finished",
 }
 
