@@ -57,7 +57,8 @@ def resolve_ids(value: object, *, name: str = "ids") -> list[str]:
                 f"range end ({end}) must be greater than start ({start}): end is "
                 "exclusive, {start = 0, end = 50} is ids 0..49"
             )
-        count = len(range(start, end, step))  # counted, never expanded, before the limit
+        # counted by arithmetic, never expanded (len(range) overflows past 2**63)
+        count = (end - start + step - 1) // step
         limit = ID_LIMIT.get()
         if count > limit:
             raise ValueError(f"a range of {count} ids; the limit is {limit:,} ids per split")
