@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -94,6 +95,27 @@ class GuardedH11Protocol(H11Protocol):
         self._read_timer = None
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and self.cycle_idle():
             self._close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request h11 cannot parse (non-ASCII bytes in its target, a
+        NUL in a header, a malformed Content-Length), as JSON like every other error."""
+        detail = (
+            "Malformed HTTP request: the request line or a header is not valid HTTP/1.1 "
+            "(bytes that are not ASCII, a control character, or a bad Content-Length)."
+        )
+        body = json.dumps({"detail": detail}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def cycle_idle(self) -> bool:
         """True while no response is being sent on this connection."""

@@ -7,6 +7,7 @@ bytes on the wire (non-UTF-8 paths and headers that httpx would refuse or re-enc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -90,10 +91,9 @@ def send_raw(
     lines.append(b"Connection: close")
     wire = b"\r\n".join(lines) + b"\r\n\r\n" + body
     with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
-        try:
+        # the server may answer early (413) and close: read what it said
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(wire)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may answer early (413) and close: read what it said
         chunks: list[bytes] = []
         try:
             while True:
@@ -101,8 +101,11 @@ def send_raw(
                 if not chunk:
                     break
                 chunks.append(chunk)
-                if not read_body and b"\r\n\r\n" in b"".join(chunks):
-                    break
+                head = b"".join(chunks).partition(b"\r\n\r\n")[0]
+                if len(head) < len(b"".join(chunks)) and (
+                    not read_body or b"text/event-stream" in head.lower()
+                ):
+                    break  # an event stream runs until its job ends: its head is the answer
         except ConnectionResetError:
             if not chunks:
                 raise AssertionError(
