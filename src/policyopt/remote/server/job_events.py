@@ -81,6 +81,8 @@ class JobListener:
         type_ = EVENT_TYPES.get(event.kind, event.kind)
         if isinstance(event, RunStarted):
             data.pop("settings", None)  # large, and already in the job's config
+        if isinstance(data.get("last_error"), str):  # a rollout's error names server files
+            data["last_error"] = scrub_paths(data["last_error"])
         self.store.append_event(self.job_id, type_, _jsonable(data), message=_describe(event))
         if isinstance(event, (BatchDone, RolloutsProgress)):
             self.max_rollouts = event.max_rollouts
