@@ -185,9 +185,7 @@ def hostile_request(
     if body_value is not None:
         headers[b"Content-Type"] = b"application/json"
     length = None
-    where = draw(st.sampled_from(["body", "path", "query", "header"]))
-    if where == "path" and not params:
-        where = "query"
+    where = draw(st.sampled_from(["body", "query", "header", *(["path"] if params else [])]))
     if where == "body":
         at = draw(st.sampled_from(list(nodes(body_value))))
         body = spliced(body_value, at, draw(st.booleans()), draw(JSON_VALUES))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from policyopt import Program, Score
@@ -46,7 +47,7 @@ from tests.unit.remote.hostile import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 #: hostile requests per route and database
-EXAMPLES = 12
+EXAMPLES = 30
 AUTH = {"Authorization": f"Bearer {OWNER_KEY}"}
 AUTH_RAW = [(b"Authorization", f"Bearer {OWNER_KEY}".encode())]
 JOBS = API_ROOTS[0]
@@ -183,11 +184,11 @@ def test_a_hostile_value_anywhere_in_a_route_is_never_a_5xx(
         body = {"reason": "enough"}
     seen: Counter[str] = Counter()
 
+    @seed(zlib.crc32(route.encode()))  # fixed, and different for each route
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
-        derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
     @given(data=st.data(), api_root=st.sampled_from(API_ROOTS))
@@ -206,7 +207,8 @@ def test_a_hostile_value_anywhere_in_a_route_is_never_a_5xx(
 
     run()
     http.post(f"{JOBS}/{job_id}/cancel")
-    assert sum(seen.values()) >= EXAMPLES // 2, seen
+    print(f"\n{route}: {sum(seen.values())} hostile requests, locations {dict(seen)}")
+    assert sum(seen.values()) >= EXAMPLES // 2 and {"body", "query", "header"} <= set(seen), seen
 
 
 @pytest.mark.parametrize("prompt", [UNREADABLE, SICK])
