@@ -27,6 +27,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         from starlette.exceptions import HTTPException
+        from starlette.requests import ClientDisconnect
 
         for name, value in scope.get("headers") or ():
             if name == b"content-length":
@@ -62,6 +63,10 @@ class BodyLimit:
             if exc.status_code != 413 or started:
                 raise
             await send_json(send, 413, self.detail())
+        except ClientDisconnect:
+            # the client left (or its body was malformed HTTP, answered 400 by the protocol)
+            # before its body arrived: no one to answer, and nothing went wrong here
+            pass
 
     def detail(self) -> str:
         """The 413 answer's sentence (it names the limit)."""

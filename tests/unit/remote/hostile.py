@@ -233,7 +233,8 @@ def send_raw(
     parts = urlsplit(base_url)
     lines = [method.encode() + b" " + target + b" HTTP/1.1", f"Host: {parts.netloc}".encode()]
     lines += [name + b": " + value for name, value in headers or []]
-    lines.append(b"Content-Length: " + (content_length or str(len(body)).encode()))
+    if not any(name.lower() == b"transfer-encoding" for name, _ in headers or []):
+        lines.append(b"Content-Length: " + (content_length or str(len(body)).encode()))
     lines.append(b"Connection: close")
     wire = b"\r\n".join(lines) + b"\r\n\r\n" + body
     with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:

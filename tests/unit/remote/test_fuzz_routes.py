@@ -12,6 +12,8 @@ submit still answers 201 (or 429 from a quota), never a 5xx.
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import time
 import zlib
 from collections import Counter
@@ -273,3 +275,45 @@ def test_regression_unparseable_http_is_a_json_400(server: tuple[str, Path]) -> 
         answer = send_raw(url, "GET", target, headers, content_length=length)
         check_answer(answer, repr(target))
         assert answer.status == 400 and "Malformed HTTP request" in answer.json()["detail"]
+
+
+def test_regression_a_body_cut_short_logs_no_server_error(server: tuple[str, Path]) -> None:
+    """A client that leaves before its body arrives, or sends a malformed chunk size, made the
+    route's ``request.body()`` raise ClientDisconnect: uvicorn logged "Exception in ASGI
+    application" with a traceback (a 500 in the server's log) for every such request."""
+    url, _ = server
+    address = httpx.URL(url)
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    log = logging.getLogger("uvicorn.error")
+    log.addHandler(handler)
+    json_head = [*AUTH_RAW, (b"Content-Type", b"application/json")]
+    try:
+        for target in (JOBS.encode(), f"{JOBS}/po_x/cancel".encode()):
+            chunked = [*json_head, (b"Transfer-Encoding", b"chunked")]
+            answer = send_raw(url, "POST", target, chunked, b"F" * 24 + b"\r\nab\r\n0\r\n\r\n")
+            check_answer(answer, "a malformed chunk size")
+            assert answer.status == 400
+            with socket.create_connection((address.host, address.port or 80)) as sock:
+                sock.sendall(
+                    b"POST "
+                    + target
+                    + b" HTTP/1.1\r\nHost: x\r\n"
+                    + b"".join(name + b": " + value + b"\r\n" for name, value in json_head)
+                    + b'Content-Length: 5000\r\n\r\n{"a"'
+                )
+                sock.shutdown(socket.SHUT_WR)  # gone before the body arrived
+                sock.settimeout(30)
+                while sock.recv(65536):
+                    pass
+        time.sleep(0.5)  # the app's side of a closed connection runs after the close
+        assert http_ok(url)
+    finally:
+        log.removeHandler(handler)
+    assert not errors, [record.getMessage() for record in errors]
+
+
+def http_ok(url: str) -> bool:
+    """The server still answers its health check."""
+    return httpx.get(f"{url}/health", timeout=30).status_code == 200
