@@ -71,6 +71,10 @@ QUERIES = {"list": {"limit": "5"}, "events": {"since_seq": "0", "limit": "10"}}
 #: prompts whose rollouts / health check fail with an error naming a server file
 UNREADABLE = "Read the unreadable file."
 SICK = "The task app is sick."
+#: prompts whose task app answers text that no database or UTF-8 holds
+GARBLED = "Garbled task."
+GARBLED_FEEDBACK = "Garbled task, with feedback."
+GARBLE = "bad \x00 nul \ud800 surrogate"
 
 
 def small_config(**changes: Any) -> dict[str, Any]:
@@ -80,27 +84,25 @@ def small_config(**changes: Any) -> dict[str, Any]:
     return config
 
 
-class LeakyTaskApp(ScriptedTaskApp):
-    """The scripted task app, except that the rollouts of a job whose prompt names
-    :data:`UNREADABLE` fail, and the health check of one whose prompt names :data:`SICK`
-    fails, each with an OSError naming a file under the server's data directory (which the
-    job's owner must not see)."""
+class HostileTaskApp(ScriptedTaskApp):
+    """The scripted task app, turned hostile by words in a job's prompt: :data:`UNREADABLE`
+    rollouts and a :data:`SICK` health check fail with an OSError naming a file under the
+    server's data directory (its owner must not see it); :data:`GARBLED` rollouts fail, and
+    :data:`GARBLED_FEEDBACK` ones answer, with text holding a NUL and a lone surrogate."""
 
-    def __init__(self, secret_place: Path) -> None:
+    def __init__(self, secret_place: Path, prompt: str = "") -> None:
         super().__init__(delay=0.02)
         self.secret_place = secret_place
-        self.sick = False
+        self.prompt = prompt
 
-    def factory(self, config: Any) -> LeakyTaskApp:
-        if SICK in str(config.initial_prompt):
-            sick = LeakyTaskApp(self.secret_place)
-            sick.sick = True
-            return sick
-        return self
+    def factory(self, config: Any) -> HostileTaskApp:
+        return HostileTaskApp(self.secret_place, str(config.initial_prompt))
 
     def health(self) -> dict[str, Any]:
-        if self.sick:
+        if SICK in self.prompt:
             raise self.unreadable()
+        if GARBLED in self.prompt and "health" in self.prompt:
+            raise ConnectionError(GARBLE)
         return super().health()
 
     def program(self, prompt: str, policy: Any = None) -> Program:
@@ -109,6 +111,10 @@ class LeakyTaskApp(ScriptedTaskApp):
     def evaluate_or_fail(self, prompt: Any, example: dict[str, Any]) -> Score:
         if UNREADABLE in str(prompt):
             raise self.unreadable()
+        if GARBLED_FEEDBACK in str(prompt):
+            return Score(0.5, feedback=GARBLE, output={GARBLE: GARBLE})
+        if GARBLED in str(prompt):
+            raise RuntimeError(GARBLE)
         return self.evaluate(prompt, example)
 
     def unreadable(self) -> OSError:
@@ -136,7 +142,7 @@ def server(
         root / "runs",
         [OWNER_KEY],
         max_concurrent_jobs=1,
-        task_app_factory=LeakyTaskApp(root / "runs" / "secret" / "data.jsonl").factory,
+        task_app_factory=HostileTaskApp(root / "runs" / "secret" / "data.jsonl").factory,
         reflection_lm_factory=scripted_reflection,
         secret_file=root / "server.secret",
         max_active_jobs_per_key=100_000,
@@ -317,3 +323,37 @@ def test_regression_a_body_cut_short_logs_no_server_error(server: tuple[str, Pat
 def http_ok(url: str) -> bool:
     """The server still answers its health check."""
     return httpx.get(f"{url}/health", timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [GARBLED, f"{GARBLED} health", GARBLED_FEEDBACK],
+    ids=["rollout", "health", "feedback"],
+)
+def test_regression_a_task_apps_nul_and_surrogates_are_stored_safely(
+    server: tuple[str, Path], http: httpx.Client, prompt: str
+) -> None:
+    """A task app whose rollout error (the events' ``last_error``), health-check error (the
+    job's ``error``) or feedback and output held a NUL and a lone surrogate: the job's events
+    answered 500 and its event stream was reset (SQLite; the job's error was lost to an
+    'unexpected runner error'). Such text is stored with U+FFFD in their place."""
+    job_id = submit(http, initial_prompt=prompt)
+    job = wait_for(
+        lambda: (
+            (found := http.get(f"{JOBS}/{job_id}").json())["status"] in ("succeeded", "failed")
+            and found
+        )
+    )
+    for part in ("", "/results", "/events?limit=5000"):
+        response = http.get(f"{JOBS}/{job_id}{part}")
+        assert response.status_code == 200, (part, response.text[:300])
+        assert "\x00" not in response.text
+    stream = http.get(f"{JOBS}/{job_id}/events/stream")  # ended with the job: read whole
+    assert stream.status_code == 200 and "event: job." in stream.text
+    if "health" in prompt:
+        assert job["status"] == "failed" and "bad \ufffd nul \ufffd surrogate" in job["error"]
+    events = http.get(f"{JOBS}/{job_id}/events", params={"limit": 5000}).json()["events"]
+    if prompt == GARBLED:
+        shown = [e["data"]["last_error"] for e in events if e["data"].get("last_error")]
+        assert shown and all("bad \ufffd nul \ufffd surrogate" in e for e in shown), shown
+    the_key_still_works(http)

@@ -32,7 +32,14 @@ from policyopt.remote.store import JobRecord, JobStore
 if TYPE_CHECKING:  # pragma: no cover
     from policyopt.types import OptimizationResult
 
-__all__ = ["EVENT_TYPES", "JobListener", "build_results", "failure_reason", "scrub_paths"]
+__all__ = [
+    "EVENT_TYPES",
+    "JobListener",
+    "build_results",
+    "failure_reason",
+    "scrub_paths",
+    "storable",
+]
 
 #: optimizer event kind -> event type in the job's stream
 EVENT_TYPES = {
@@ -47,17 +54,30 @@ EVENT_TYPES = {
 }
 
 
+#: what no database text column (PostgreSQL: NUL) or UTF-8 answer (lone surrogates) can hold
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with NUL and lone surrogates replaced by U+FFFD: a task app's error, feedback
+    or output can hold them, and stored as they were they broke the job's reads (500s)."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def _jsonable(value: Any) -> Any:
-    """A JSON-safe copy (non-finite floats become None: JSON has no NaN)."""
+    """A JSON-safe, storable copy (non-finite floats become None: JSON has no NaN; text
+    loses its NUL and lone surrogates)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {storable(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
+    if isinstance(value, str):
+        return storable(value)
+    if value is None or isinstance(value, (int, bool)):
         return value
-    return repr(value)
+    return storable(repr(value))
 
 
 class JobListener:
@@ -83,7 +103,8 @@ class JobListener:
             data.pop("settings", None)  # large, and already in the job's config
         if isinstance(data.get("last_error"), str):  # a rollout's error names server files
             data["last_error"] = scrub_paths(data["last_error"])
-        self.store.append_event(self.job_id, type_, _jsonable(data), message=_describe(event))
+        message = storable(_describe(event))
+        self.store.append_event(self.job_id, type_, _jsonable(data), message=message)
         if isinstance(event, (BatchDone, RolloutsProgress)):
             self.max_rollouts = event.max_rollouts
             progress = {"rollouts_used": event.rollouts_used, "max_rollouts": event.max_rollouts}
@@ -96,7 +117,7 @@ class JobListener:
                 prompt = self.prompts.get(event.candidate)
             fields: dict[str, Any] = {"best_score": _jsonable(event.score)}
             if prompt is not None:
-                fields["best_prompt"] = prompt
+                fields["best_prompt"] = _jsonable(prompt)
             self.store.update_job(self.job_id, **fields)
 
 
@@ -189,10 +210,10 @@ _PATH = re.compile(r"(?<![\w:/.@~-])(?:~/|/)(?:[\w.+@-]+/)*[\w.+@-]+")
 
 
 def scrub_paths(text: str) -> str:
-    """``text`` without file paths of this machine (each becomes ``<path>``), and without the
-    Python version or home directory it may name."""
+    """``text`` without file paths of this machine (each becomes ``<path>``), without the
+    Python version or home directory it may name, and :func:`storable`."""
     home = os.path.expanduser("~")
     if len(home) > 1:
         text = text.replace(home, "~")
     text = _PATH.sub("<path>", text)
-    return re.sub(r"[Pp]ython ?3\.\d+(?:\.\d+)?", "Python", text)
+    return storable(re.sub(r"[Pp]ython ?3\.\d+(?:\.\d+)?", "Python", text))
