@@ -53,6 +53,10 @@ EXAMPLES = 30
 AUTH = {"Authorization": f"Bearer {OWNER_KEY}"}
 AUTH_RAW = [(b"Authorization", f"Bearer {OWNER_KEY}".encode())]
 JOBS = API_ROOTS[0]
+#: QUIET: the fuzzed jobs fail their health check and never run a search: a search's rollout
+#: batches call ast.parse (joblib) in job threads, and CPython 3.11 shares the AST recursion
+#: counter between threads, so Hypothesis' and pytest's own parsing in the test thread failed
+#: now and then with "AST constructor recursion depth mismatch"
 #: route name -> (method, path template)
 ROUTES = {
     "health": ("GET", "/health"),
@@ -169,7 +173,7 @@ def submit(http: httpx.Client, **changes: Any) -> str:
 def the_key_still_works(http: httpx.Client) -> None:
     """A valid submit by the same key answers 201 (or 429 from a quota), and the job can be
     read and cancelled: no hostile request locks the key out."""
-    response = http.post(JOBS, json=small_config())
+    response = http.post(JOBS, json=small_config(initial_prompt=SICK))  # see QUIET
     assert response.status_code in (201, 429), response.text
     if response.status_code == 201:
         job_id = response.json()["job_id"]
@@ -183,11 +187,11 @@ def test_a_hostile_value_anywhere_in_a_route_is_never_a_5xx(
     server: tuple[str, Path], http: httpx.Client, route: str
 ) -> None:
     url, root = server
-    job_id = submit(http)
+    job_id = submit(http, initial_prompt=SICK)  # see QUIET
     method, template = ROUTES[route]
     body: Any = None
     if route == "submit":
-        body = small_config()
+        body = small_config(initial_prompt=SICK)
     elif "cancel" in route:
         body = {"reason": "enough"}
     seen: Counter[str] = Counter()
