@@ -53,10 +53,6 @@ EXAMPLES = 30
 AUTH = {"Authorization": f"Bearer {OWNER_KEY}"}
 AUTH_RAW = [(b"Authorization", f"Bearer {OWNER_KEY}".encode())]
 JOBS = API_ROOTS[0]
-#: QUIET: the fuzzed jobs fail their health check and never run a search: a search's rollout
-#: batches call ast.parse (joblib) in job threads, and CPython 3.11 shares the AST recursion
-#: counter between threads, so Hypothesis' and pytest's own parsing in the test thread failed
-#: now and then with "AST constructor recursion depth mismatch"
 #: route name -> (method, path template)
 ROUTES = {
     "health": ("GET", "/health"),
@@ -75,6 +71,10 @@ QUERIES = {"list": {"limit": "5"}, "events": {"since_seq": "0", "limit": "10"}}
 #: prompts whose rollouts / health check fail with an error naming a server file
 UNREADABLE = "Read the unreadable file."
 SICK = "The task app is sick."
+# QUIET: the fuzzed jobs are SICK, so they never run a search: a search's rollout batches call
+# ast.parse (joblib) in job threads, and CPython 3.11 shares the AST recursion counter between
+# threads, so Hypothesis' and pytest's own parsing in the test thread failed now and then with
+# "AST constructor recursion depth mismatch"
 #: prompts whose task app answers text that no database or UTF-8 holds
 GARBLED = "Garbled task."
 GARBLED_FEEDBACK = "Garbled task, with feedback."
