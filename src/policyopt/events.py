@@ -224,6 +224,10 @@ class JSONLEventLog:
 
     def __call__(self, event: Event) -> None:
         line = json.dumps(event.to_dict(), default=repr, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in some text: \u escapes round-trip it
+            line = json.dumps(event.to_dict(), default=repr)
         with self._lock:
             if self._file is None:
                 self._file = self.path.open("a", encoding="utf-8")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import numbers
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -30,11 +31,27 @@ __all__ = [
     "Prompt",
     "PromptValue",
     "Score",
+    "encodable",
     "example_ids",
     "normalize_score",
     "prompt_key",
     "validate_prompt",
 ]
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(value: Any) -> Any:
+    """``value`` with U+FFFD for every lone surrogate in its text (keys too): an exception's
+    message or a server's ``\\ud800`` escape can hold one, and no UTF-8 file or answer can."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, Mapping):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encodable(v) for v in value]
+    return value
+
 
 SCHEMA_VERSION = 1
 
@@ -290,8 +307,12 @@ class OptimizationResult(_Frozen):
     details: dict[str, JsonValue] = Field(default_factory=dict)
 
     def to_json(self, *, indent: int | None = None) -> str:
-        """Serialize to JSON; :meth:`from_json` gives back an equal object."""
-        return self.model_dump_json(indent=indent)
+        """Serialize to JSON; :meth:`from_json` gives back an equal object (text holding a
+        lone surrogate, which no UTF-8 file can, gets U+FFFD in its place)."""
+        try:
+            return self.model_dump_json(indent=indent)
+        except ValueError:  # pydantic's serialization error: a lone surrogate in some text
+            return json.dumps(encodable(self.model_dump(mode="json")), indent=indent)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> OptimizationResult:

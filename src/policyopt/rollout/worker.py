@@ -26,7 +26,7 @@ import joblib
 from policyopt.errors import ScoreTypeError
 from policyopt.prompts import fresh_copy
 from policyopt.rollout.loop import await_blocking
-from policyopt.types import Score, is_finite, normalize_score
+from policyopt.types import Score, encodable, is_finite, normalize_score
 
 __all__ = ["Outcome", "Pool", "Slots", "awaited", "classify", "describe_exception", "execute"]
 
@@ -52,10 +52,11 @@ class Outcome:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """``Type: message (at file:line)`` of an exception raised by ``evaluate``."""
+    """``Type: message (at file:line)`` of an exception raised by ``evaluate`` (lone surrogates
+    replaced: the text goes to logs, terminals and files that cannot hold them)."""
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return encodable(f"{type(exc).__name__}: {exc}{where}")
 
 
 def classify(index: int, raw: object, elapsed: float) -> Outcome:

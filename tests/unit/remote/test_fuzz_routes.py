@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from policyopt import Program, Score
 from policyopt.remote._serving import ServerThread
-from policyopt.remote.routes import API_ROOTS
 from policyopt.remote.server import create_app
+from policyopt.remote.server.routers import API_ROOTS
 from tests.integration.remote.postgres import PostgresServer, postgres_server
 from tests.integration.remote.support import (
     OWNER_KEY,

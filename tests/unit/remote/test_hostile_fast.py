@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policyopt.events import BatchDone
-from policyopt.remote.job_events import JobListener, failure_reason, storable
+from policyopt.remote.server.job_events import JobListener, failure_reason, storable
 from policyopt.remote.store import JobStore
 from policyopt.runconfig.fields import resolve_ids
 
