@@ -5,7 +5,8 @@ RESULTS.md quotes: the test score of every (task, seed) for every optimizer, the
 GEPA the share of cells above the seed prompt and its mean gain against the best peer's, policyopt's
 MIPRO against DSPy MIPROv2, and how many rollouts GEPA's mean best-validation curve needs to reach
 the best peer's final mean validation score. Means, ratios and differences carry 95% intervals
-clustered by task (a task's seeds share its data); cells of several runs are refused (--run).
+clustered by task (a task's seeds share its data); cells of several runs are refused (--run), and
+so are development and held-out cells together (policyopt.bench.heldout).
 
     python benchmarks/grid_summary.py benchmarks/results/grid200
 """
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from policyopt.bench.evidence import clustered_gains
+from policyopt.bench.heldout import check_one_side
 from policyopt.bench.records import CellRecord, check_one_run, runs_of
 from policyopt.bench.report import rollouts_to_reach
 from policyopt.bench.runner import load_records
@@ -50,10 +52,11 @@ def main() -> int:
     loaded = load_records(args.out)
     if args.run is not None:
         loaded = runs_of(loaded).get(args.run, [])
-    try:  # cells of other code, model files or settings are never summarized together
-        check_one_run(loaded, str(args.out))
+    try:  # cells of other code, model files or settings are never summarized together,
+        check_one_run(loaded, str(args.out))  # nor tuning data with data held out from it
+        side = check_one_side(loaded, str(args.out))
     except ConfigError as exc:
-        print(f"error: {exc} Pick one with --run.", file=sys.stderr)
+        print(f"error: {exc} Pick one run with --run.", file=sys.stderr)
         return 2
     records = [r for r in loaded if r.status == "ok" and r.gain is not None]
     if not records:
@@ -64,6 +67,7 @@ def main() -> int:
     for r in records:
         by_cell.setdefault((r.key.task, r.key.seed), {})[r.key.optimizer] = r
 
+    print(f"Cells on the {side} side of the held-out protocol (policyopt.bench.heldout).\n")
     print("| task | seed | seed prompt | " + " | ".join(names) + " |")
     print("|---|---|---|" + "---|" * len(names))
     for task in sorted({t for t, _ in by_cell}):

@@ -104,7 +104,9 @@ class CellKey(BaseModel):
 
     ``optimizer`` is the canonical name of the optimizer or variant (``gepa[merge=false]``).
     ``run`` is the digest of the code and model files (:class:`RunIdentity`) that cells must
-    share to be compared; empty in records written before it existed."""
+    share to be compared; empty in records written before it existed. ``split_seed`` is the seed
+    of the task's data splits (0, the published split, in records written before it was kept),
+    so development and held-out cells can be told apart (:mod:`policyopt.bench.heldout`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -114,6 +116,7 @@ class CellKey(BaseModel):
     budget: int
     fingerprint: str
     run: str = ""
+    split_seed: int = 0
 
     @classmethod
     def of(
@@ -151,6 +154,7 @@ class CellKey(BaseModel):
             budget=settings.budget,
             fingerprint=digest,
             run="" if run is None else run.digest,
+            split_seed=settings.split_seed,
         )
 
     @property

@@ -32,6 +32,12 @@ def _extract_phone(seed: int) -> Task:
     return make_task(seed)
 
 
+def _plural(seed: int) -> Task:
+    from policyopt.tasks.plural import make_task
+
+    return make_task(seed)
+
+
 def _addition(seed: int) -> Task:
     from policyopt.tasks.addition import make_task
 
@@ -44,6 +50,7 @@ TASKS: dict[str, Callable[[int], Task]] = {
     "language_id": _language_id,
     "extract_phone": _extract_phone,
     "addition": _addition,
+    "plural": _plural,
 }
 DEFAULT_TASK = "antonyms"
 
