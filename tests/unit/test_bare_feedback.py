@@ -18,7 +18,7 @@ from policyopt.tasks import TASKS, get_task, split_task_name
 #: words of the hint feedback that state or point at the rule (none may reach bare feedback)
 HINTS = re.compile(
     r"\b(tell|assistant|opposite|rule|language|written|phone|number|email|sum|add|several|"
-    r"must|exactly|only|correct|wrong|do not|list|prompt|example|candidates?)\b",
+    r"must|exactly|only|correct|wrong|do not|list|prompt|example|candidates?|plurals?|noun)\b",
     re.IGNORECASE,
 )
 

@@ -98,6 +98,11 @@ def metric(output: str, example: dict[str, Any]) -> Score:
     return Score(0.0, feedback=feedback, output=output)
 
 
+def render_input(example: dict[str, Any]) -> str:
+    """The noun as the model sees it (a module function, so the program pickles)."""
+    return f"Input: {example['word']}\nAnswer:"
+
+
 def make_task(seed: int = 0) -> Task:
     """The plural task with splits drawn from ``seed`` (0 is the published split)."""
     train, val, test = _splits(seed)
@@ -109,7 +114,7 @@ def make_task(seed: int = 0) -> Task:
         train=train,
         val=val,
         test=test,
-        render_input=lambda example: f"Input: {example['word']}\nAnswer:",
+        render_input=render_input,
         metric=metric,
         template="{prompt}\n\n{input}",
         notes=__doc__ or "",
