@@ -17,7 +17,11 @@ def _names(text: str) -> list[str]:
 @app.command()
 def bench(
     tasks: Annotated[
-        str, typer.Option(help="Comma-separated tasks: built-in names or langprobe:<name>.")
+        str,
+        typer.Option(
+            help="Comma-separated tasks: built-in names or langprobe:<name> (default: the "
+            "development tasks; held-out ones such as plural only when named)."
+        ),
     ] = "",
     optimizers: Annotated[
         str, typer.Option(help="Comma-separated optimizers (default: all registered).")
@@ -93,10 +97,10 @@ def bench(
     With --mlflow URI the invocation is one MLflow run and each cell run now a nested run in it.
     """
     from policyopt.bench import BenchSettings, load_records, run_benchmark, write_report
+    from policyopt.bench.heldout import DEVELOPMENT
     from policyopt.bench.registry import names as optimizer_names
     from policyopt.bench.variants import canonical, expand_sweep, load_sweep_file, split_names
     from policyopt.errors import PolicyOptError
-    from policyopt.tasks import TASKS
 
     if not report_only:
         try:
@@ -108,7 +112,7 @@ def bench(
                 names = [v.optimizer for v in swept] or optimizer_names()
             names = list(dict.fromkeys([*names, *(v.name for v in swept)]))
             settings = BenchSettings(
-                tasks=_names(tasks) or list(TASKS),
+                tasks=_names(tasks) or list(DEVELOPMENT.tasks),
                 optimizers=names,
                 seeds=[int(s) for s in _names(seeds)],
                 budget=budget,
