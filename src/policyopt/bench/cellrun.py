@@ -20,6 +20,7 @@ from policyopt._version import __version__
 from policyopt.bench.cell import CellContext, OptimizerOutcome
 from policyopt.bench.records import BenchSettings, CellKey, CellRecord, SplitScore
 from policyopt.lm.base import LMLike
+from policyopt.lm.local_models import is_local
 from policyopt.lm.metered import MeteredLM
 from policyopt.rollout.engine import RolloutEngine
 from policyopt.tasks.base import Task
@@ -72,7 +73,7 @@ def run_cell(
         seed=key.seed,
         n_jobs=settings.n_jobs,
         run_dir=out / "runs" / key.slug,
-        small_model=settings.task_model == "local" or settings.reflection_model == "local",
+        small_model=is_local(settings.task_model) or is_local(settings.reflection_model),
         settings=settings.cell_settings(key.optimizer),
         listeners=listeners,
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from policyopt._version import __version__
+from policyopt.lm.local_models import is_local
 
 __all__ = [
     "RunIdentity",
@@ -132,17 +133,17 @@ def file_sha256(path: str | Path, *, cache: str | Path | None = None) -> str:
 
 
 def model_identity(model: str) -> str:
-    """``local`` (the embedded GGUF) or a path to a ``.gguf`` file: its file name and sha256;
-    any other name (a litellm model) as it is."""
+    """``local``/``local:NAME`` (an installed GGUF) or a path to a ``.gguf`` file: its file name
+    and sha256; any other name (a litellm model) as it is."""
     path: Path | None = None
-    if model == "local":
+    if is_local(model):
         from policyopt.errors import MissingDependencyError
-        from policyopt.lm.local import find_gguf
+        from policyopt.lm.local_models import find_gguf
 
         try:
-            path = find_gguf()
+            path = find_gguf(model)
         except MissingDependencyError:
-            return "local (GGUF not installed)"
+            return f"{model} (GGUF not installed)"
     elif model.endswith(".gguf") and Path(model).is_file():
         path = Path(model)
     if path is None:

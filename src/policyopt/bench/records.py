@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from policyopt.bench.fingerprint import RunIdentity
 from policyopt.bench.variants import Variant, parse_variant
 from policyopt.errors import ConfigError
+from policyopt.lm.local_models import is_local, local_model
 from policyopt.tasks import FEEDBACK_KINDS, split_task_name
 from policyopt.types import LMUsage
 
@@ -51,8 +52,13 @@ class BenchSettings(BaseModel):
     budget: int = Field(200, ge=1, description="rollouts (metric calls) per cell's search")
     limit: int | None = Field(None, ge=1, description="use only the first N examples per split")
     split_seed: int = Field(0, description="the seed of every task's train/val/test split")
-    task_model: str = Field("local", description="'local' (SmolLM2) or a litellm model name")
-    reflection_model: str = Field("local", description="'local' or a litellm model name")
+    task_model: str = Field(
+        "local",
+        description="'local' (SmolLM2), 'local:NAME' (another local GGUF) or a litellm name",
+    )
+    reflection_model: str = Field(
+        "local", description="'local', 'local:NAME' or a litellm model name"
+    )
     n_jobs: int = Field(4, ge=1, description="rollouts in parallel inside one cell")
     parallel_cells: int = Field(1, ge=1, description="cells run at once on the same models")
     settings: dict[str, dict[str, JsonValue]] = Field(
@@ -84,6 +90,14 @@ class BenchSettings(BaseModel):
                 raise ValueError(f"task {name!r}: feedback is one of {', '.join(FEEDBACK_KINDS)}")
             out.append(base if kind == "hint" else f"{base}[feedback={kind}]")
         return out
+
+    @field_validator("task_model", "reflection_model")
+    @classmethod
+    def _known_local(cls, name: str) -> str:
+        """A ``local:NAME`` must name a known local model (checked before any model loads)."""
+        if is_local(name):
+            local_model(name)
+        return name
 
     @field_validator("tasks", "optimizers")
     @classmethod

@@ -48,6 +48,7 @@ from policyopt.bench.tracking import bench_run, cell_run, log_cell
 from policyopt.bench.variants import check_settings, parse_variant
 from policyopt.errors import ConfigError
 from policyopt.lm.base import LM, LMLike
+from policyopt.lm.local_models import is_local
 from policyopt.lm.metered import MeteredLM
 from policyopt.tasks.base import Task
 
@@ -173,7 +174,7 @@ def run_benchmark(
         if reflection_lm is None
         else f"given:{type(reflection_lm).__name__}",
     )
-    small = settings.task_model == "local" or settings.reflection_model == "local"
+    small = is_local(settings.task_model) or is_local(settings.reflection_model)
     runnable = {
         (task_name, name)
         for task_name in settings.tasks
@@ -323,11 +324,11 @@ def _models(
 
 @contextlib.contextmanager
 def _open(model: str, slots: int, *, reflection: bool) -> Iterator[LM]:
-    if model == "local":
+    if is_local(model):
         from policyopt.lm.local import LocalLM
 
         make = LocalLM.for_reflection if reflection else LocalLM
-        with make(n_parallel=slots) as local:
+        with make(model=model, n_parallel=slots) as local:
             yield local
     else:
         yield LM(model, temperature=1.0 if reflection else 0.0)

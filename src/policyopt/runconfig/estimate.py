@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from policyopt.lm.local_models import is_local, local_model
 from policyopt.prompts import PromptShape, is_chat, prompt_text
 from policyopt.runconfig.local import Prepared
 
@@ -65,7 +66,7 @@ def _bundled_prices() -> dict[str, Any]:
 def price_per_token(model: Any) -> tuple[float, float] | None:
     """(input, output) dollars per token from litellm's price map; 0 for the local model;
     None when unknown (a callable, or a model litellm has no price for)."""
-    if model == "local":
+    if is_local(model):
         return (0.0, 0.0)
     if not isinstance(model, str):
         return None
@@ -138,7 +139,7 @@ def _model_label(model: Any) -> str:
     if model is None:
         return "your program's own model"
     if isinstance(model, str):
-        return "local model (SmolLM2-135M)" if model == "local" else model
+        return f"local model ({local_model(model).title})" if is_local(model) else model
     name = getattr(model, "__qualname__", type(model).__name__)
     return f"{getattr(model, '__module__', '?')}:{name}"
 
@@ -169,7 +170,7 @@ def estimate_run(prepared: Prepared) -> dict[str, Any]:
     n_train = len(prepared.train)
     n_val = len(prepared.val) if prepared.val is not None else n_train
     n_test = len(prepared.test)
-    small = prepared.reflection_model == "local"
+    small = is_local(prepared.reflection_model)
     plan = spec.plan(
         dict(config.sections.get(config.algorithm) or {}),
         budget=budget,
@@ -205,7 +206,7 @@ def estimate_run(prepared: Prepared) -> dict[str, Any]:
     task_kwargs = config.models.task_kwargs
     task_out = int(
         task_kwargs.get("max_tokens")
-        or (128 if prepared.task_model == "local" else DEFAULT_TASK_OUTPUT)
+        or (128 if is_local(prepared.task_model) else DEFAULT_TASK_OUTPUT)
     )
     task_in = round(prompt_tokens + example_tokens + 10)
     test_rollouts = 2 * n_test  # the seed and the best prompt on the test split

@@ -36,6 +36,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field, model_validator
 
 from policyopt.errors import ConfigError, DatasetError, describe
+from policyopt.lm.local_models import is_local, local_model
 from policyopt.prompts import Message
 from policyopt.runconfig.files import read_text
 from policyopt.runconfig.schema import Models, RunConfigBase, _Strict, read_toml
@@ -338,8 +339,15 @@ def import_ref(ref: str, key: str) -> Any:
 
 
 def _model_ref(value: str | None, key: str) -> Any:
-    """None, ``"local"``, a litellm model name, or the callable ``module:callable`` names."""
-    if value is None or value == "local":
+    """None, ``"local"``/``"local:NAME"``, a litellm model name, or the callable ``module:callable``
+    names."""
+    if value is None:
+        return value
+    if is_local(value):
+        try:
+            local_model(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
         return value
     if REF.fullmatch(value) and "/" not in value:
         obj = import_ref(value, key)

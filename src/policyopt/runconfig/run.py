@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from policyopt.errors import ConfigError, MissingDependencyError
+from policyopt.lm.local_models import is_local
 from policyopt.runconfig.local import Prepared
 from policyopt.types import OptimizationResult
 
@@ -51,7 +52,7 @@ def optimizer_settings(prepared: Prepared, *, progress: bool) -> dict[str, Any]:
             budget=budget,
             n_train=len(prepared.train),
             n_val=n_val,
-            small_model=prepared.reflection_model == "local",
+            small_model=is_local(prepared.reflection_model),
         )
     )
     fields = set(spec.setting_names())
@@ -131,7 +132,7 @@ def check_credentials(prepared: Prepared) -> None:
         ("models.task", prepared.task_model, dict(models.task_kwargs)),
         ("models.reflection", prepared.reflection_model, reflection_kwargs),
     ):
-        if not isinstance(model, str) or model == "local":
+        if not isinstance(model, str) or is_local(model):
             continue
         base = kwargs.get("api_base")
         why = unreachable(str(base)) if base else None
@@ -165,11 +166,11 @@ def _models(prepared: Prepared, n_jobs: int, small_lm: dict[str, Any]) -> Iterat
         def open_model(ref: Any, kwargs: dict[str, Any], *, reflection: bool) -> Any:
             if ref is None or callable(ref):
                 return ref
-            if ref == "local":
+            if is_local(ref):
                 if reflection:
-                    lm = LocalLM.for_reflection(**{**small_lm, **kwargs})
+                    lm = LocalLM.for_reflection(model=ref, **{**small_lm, **kwargs})
                 else:
-                    lm = LocalLM(n_parallel=max(1, n_jobs), **kwargs)
+                    lm = LocalLM(model=ref, n_parallel=max(1, n_jobs), **kwargs)
                 return stack.enter_context(lm)
             return LM(ref, **kwargs)
 
