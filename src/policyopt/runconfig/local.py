@@ -36,7 +36,6 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field, model_validator
 
 from policyopt.errors import ConfigError, DatasetError, describe
-from policyopt.lm.local_models import is_local, local_model
 from policyopt.prompts import Message
 from policyopt.runconfig.files import read_text
 from policyopt.runconfig.schema import Models, RunConfigBase, _Strict, read_toml
@@ -239,7 +238,7 @@ class Prepared:
     val: list[Any] | None
     test: list[Any]
     build_program: Callable[[Any], Program]
-    task_model: Any = None  # None, "local", a litellm name (str) or a callable
+    task_model: Any = None  # None, "local[:NAME]", a litellm name (str) or a callable
     reflection_model: Any = "local"
     accept_changed: tuple[str, ...] = ()  # identity parts a resume may change (--accept-changed)
     seed_prompt: Any = None
@@ -339,17 +338,10 @@ def import_ref(ref: str, key: str) -> Any:
 
 
 def _model_ref(value: str | None, key: str) -> Any:
-    """None, ``"local"``/``"local:NAME"``, a litellm model name, or the callable ``module:callable``
-    names."""
-    if value is None:
+    """None, ``"local"``/``"local:NAME"``, a litellm name, or the callable ``module:callable``."""
+    if value is None or value == "local":
         return value
-    if is_local(value):
-        try:
-            local_model(value)
-        except ConfigError as exc:
-            raise ConfigError(f"{key}: {exc}") from None
-        return value
-    if REF.fullmatch(value) and "/" not in value:
+    if REF.fullmatch(value) and "/" not in value and not value.startswith("local:"):
         obj = import_ref(value, key)
         if not callable(obj):
             raise ConfigError(f"{key}: {value!r} is {describe(obj)}, not a callable str -> str.")

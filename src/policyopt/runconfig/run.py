@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from policyopt.errors import ConfigError, MissingDependencyError
-from policyopt.lm.local_models import is_local
+from policyopt.lm.local_models import is_local, local_model
 from policyopt.runconfig.local import Prepared
 from policyopt.types import OptimizationResult
 
@@ -132,6 +132,11 @@ def check_credentials(prepared: Prepared) -> None:
         ("models.task", prepared.task_model, dict(models.task_kwargs)),
         ("models.reflection", prepared.reflection_model, reflection_kwargs),
     ):
+        if isinstance(model, str) and is_local(model):
+            try:
+                local_model(model)
+            except ConfigError as exc:
+                raise ConfigError(f"{key} = {model!r}: {exc}") from None
         if not isinstance(model, str) or is_local(model):
             continue
         base = kwargs.get("api_base")
