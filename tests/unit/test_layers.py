@@ -26,10 +26,7 @@ MAX_LINES = 600
 
 # Files still over MAX_LINES. This list may only shrink: the test fails when a listed file drops to
 # MAX_LINES or under (remove it here) and for any unlisted file over MAX_LINES (split it instead).
-OVERSIZED_ALLOWED = {
-    # the lead is reworking these three for the run kit (issue 22); split them there
-    "policyopt/gepa/optimizer.py",
-}
+OVERSIZED_ALLOWED: set[str] = set()  # empty: every file is within MAX_LINES
 
 
 def _module_name(path: Path) -> str:

@@ -12,11 +12,18 @@ scheduled independently of whether the previous iteration accepted a child.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["MergePlan", "ancestors", "find_merge", "merge_subsample"]
+from policyopt.events import CandidateEvaluated
+
+if TYPE_CHECKING:
+    from policyopt.gepa.optimizer import _Run
+
+__all__ = ["MergePlan", "ancestors", "find_merge", "merge_step", "merge_subsample"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +134,60 @@ def merge_subsample(
     rest = [i for i in ties + a_wins[third:] + b_wins[third:] if i not in chosen]
     chosen += rest[: size - len(chosen)]
     return chosen[:size]
+
+
+def merge_step(run: _Run) -> str | None:
+    """One merge attempt of a GEPA run: a stop reason or None (moved out of the run loop)."""
+    pop, s, engine = run.pop, run.s, run.engine
+    agg = pop.aggregate()
+    if run.counts["merges_accepted"] >= s.max_merges or run.counts["merges_tried"] >= max(
+        10, 3 * s.max_merges
+    ):
+        run.merges_due = 0
+        return None
+    plan = run.pairing.find(
+        pop.front.non_dominated(agg),
+        pop.prompts,
+        pop.parents,
+        agg,
+        run.rng_merge,
+        run.tried_merges,
+        set(pop.keys),
+        pop.key,
+    )
+    if plan is None:
+        run.merge_blocked_at = len(pop.prompts)  # try again when the population grows
+        return None
+    run.tried_merges.add((plan.first, plan.second, plan.ancestor))
+    ids = merge_subsample(
+        run.val_ids,
+        pop.val_scores[plan.first],
+        pop.val_scores[plan.second],
+        s.merge_subsample_size,
+        run.rng_merge,
+    )
+    requests = [(pop.shaped(plan.prompt), i) for i in ids]
+    if not run.ctx.affordable(requests, run.val_split):
+        return "budget"
+    run.counts["merges_tried"] += 1
+    run.merges_due -= 1
+    scores = engine.run(requests, split=run.val_split, label="merge").scores()
+    child = math.fsum(scores)
+    parent_best = max(
+        math.fsum(pop.val_scores[p][i] for i in ids) for p in (plan.first, plan.second)
+    )
+    ok = child >= parent_best - s.tie_tolerance
+    run.events.emit(
+        CandidateEvaluated(
+            candidate=-1,
+            split="merge_subsample",
+            score=child / len(ids),
+            n_examples=len(ids),
+            accepted=ok,
+        )
+    )
+    if not ok:
+        return None
+    run.counts["merges_accepted"] += 1
+    pointer = max(pop.pointers[plan.first], pop.pointers[plan.second])
+    return run._admit([(plan.prompt, [plan.first, plan.second], "merge", pointer)])

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from policyopt.book import is_new_best, is_solved
-from policyopt.choice import best_mean, final_candidate
+from policyopt.choice import best_mean
 from policyopt.errors import ConfigError
 from policyopt.events import (
     CandidateEvaluated,
@@ -35,7 +35,8 @@ from policyopt.feedback import output_space
 from policyopt.gepa import strategies
 from policyopt.gepa.budget import gepa_estimate
 from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
-from policyopt.gepa.merge import merge_subsample
+from policyopt.gepa.finish import finish, snapshot
+from policyopt.gepa.merge import merge_step
 from policyopt.gepa.proposer import Proposer
 from policyopt.gepa.reflection import DEFAULT_TEMPLATE, make_records
 from policyopt.gepa.state import Population
@@ -253,7 +254,7 @@ class _Run:
             estimate=estimate(s, len(self.val_ids), len(self.pop.components), len(self.train_ids)),
             body=self._body,
             has_result=lambda: bool(self.pop.val_scores[0]),
-            finish=self._finish,
+            finish=partial(finish, self),
             budget_hint=(
                 f" A useful run needs at least {len(self.val_ids) + 2 * s.minibatch_size * 5}."
             ),
@@ -282,7 +283,7 @@ class _Run:
             best_before = self.best_score
             outcome = self._iterate()
             self.since_best = 0 if self.best_score > best_before else self.since_best + 1
-            self._snapshot(None)
+            snapshot(self, None)
             if outcome:
                 return outcome
             progress = self.engine.rollouts_spent > spent or len(self.pop.prompts) > size
@@ -302,7 +303,7 @@ class _Run:
     def _iterate(self) -> str | None:
         """One iteration: maybe a merge, then the reflective proposals. A stop reason or None."""
         if self.s.merge and self.merges_due > 0 and self.merge_blocked_at != len(self.pop.prompts):
-            outcome = self._merge()
+            outcome = merge_step(self)
             if outcome:
                 return outcome
         return self._reflect()
@@ -503,119 +504,3 @@ class _Run:
             NewBest(candidate=best, score=agg[best], rollouts_used=self.engine.rollouts_spent)
         )
         return True
-
-    # ------------------------------------------------------------------ merge
-    def _merge(self) -> str | None:
-        pop, s, engine = self.pop, self.s, self.engine
-        agg = pop.aggregate()
-        if self.counts["merges_accepted"] >= s.max_merges or self.counts["merges_tried"] >= max(
-            10, 3 * s.max_merges
-        ):
-            self.merges_due = 0
-            return None
-        plan = self.pairing.find(
-            pop.front.non_dominated(agg),
-            pop.prompts,
-            pop.parents,
-            agg,
-            self.rng_merge,
-            self.tried_merges,
-            set(pop.keys),
-            pop.key,
-        )
-        if plan is None:
-            self.merge_blocked_at = len(pop.prompts)  # try again when the population grows
-            return None
-        self.tried_merges.add((plan.first, plan.second, plan.ancestor))
-        ids = merge_subsample(
-            self.val_ids,
-            pop.val_scores[plan.first],
-            pop.val_scores[plan.second],
-            s.merge_subsample_size,
-            self.rng_merge,
-        )
-        requests = [(pop.shaped(plan.prompt), i) for i in ids]
-        if not self.ctx.affordable(requests, self.val_split):
-            return "budget"
-        self.counts["merges_tried"] += 1
-        self.merges_due -= 1
-        scores = engine.run(requests, split=self.val_split, label="merge").scores()
-        child = math.fsum(scores)
-        parent_best = max(
-            math.fsum(pop.val_scores[p][i] for i in ids) for p in (plan.first, plan.second)
-        )
-        ok = child >= parent_best - s.tie_tolerance
-        self.events.emit(
-            CandidateEvaluated(
-                candidate=-1,
-                split="merge_subsample",
-                score=child / len(ids),
-                n_examples=len(ids),
-                accepted=ok,
-            )
-        )
-        if not ok:
-            return None
-        self.counts["merges_accepted"] += 1
-        pointer = max(pop.pointers[plan.first], pop.pointers[plan.second])
-        return self._admit([(plan.prompt, [plan.first, plan.second], "merge", pointer)])
-
-    # ------------------------------------------------------------------ end
-    def _snapshot(self, stop_reason: str | None) -> None:
-        if self.rundir is None:
-            return
-        self.rundir.write_state(
-            {
-                "iteration": self.iteration,
-                "rollouts_used": self.engine.rollouts_used,
-                "best": self.best,
-                "stop_reason": stop_reason,
-                "candidates": self.pop.snapshot(),
-                "counts": self.counts,
-                "merges_due": self.merges_due,
-                "sampler": self.sampler.state() if hasattr(self.sampler, "state") else None,
-                "rng": {
-                    "parent": self.rng_parent.getstate(),
-                    "sampler": self.rng_sampler.getstate(),
-                    "merge": self.rng_merge.getstate(),
-                },
-            }
-        )
-
-    def _finish(self, reason: str) -> OptimizationResult:
-        pop, s = self.pop, self.s
-        agg = pop.aggregate()
-        best = final_candidate(s.final_choice, pop.val_scores, agg, s.final_z)
-        usage = getattr(self.proposer, "usage", None) or LMUsage()
-        wall = self.ctx.wall()
-        result = OptimizationResult(
-            optimizer="gepa",
-            best_prompt=pop.shaped(pop.prompts[best]),
-            best_score=agg[best],
-            best_candidate=best,
-            candidates=pop.candidates(),
-            n_rollouts=self.engine.rollouts_used,
-            max_rollouts=s.max_rollouts,
-            lm_usage={"reflection": usage},
-            cost_usd=usage.cost_usd,
-            seed=s.seed,
-            settings=s.model_dump(),
-            stop_reason=reason,
-            wall_time_s=wall,
-            details={
-                "pareto_front": pop.front.to_json(),  # type: ignore[dict-item]
-                "non_dominated": pop.front.non_dominated(agg),  # type: ignore[dict-item]
-                "iterations": self.iteration,
-                "final_choice": {  # type: ignore[dict-item]
-                    "rule": s.final_choice,
-                    "chosen": best,
-                    "highest_mean": best_mean(agg),
-                },
-                "counts": dict(self.counts),  # type: ignore[dict-item]
-                "rejections": dict(getattr(self.proposer, "rejections", {})),  # type: ignore[dict-item]
-                **self.ctx.fault_details(),  # type: ignore[dict-item]
-                "estimate": self.ctx.estimate,  # type: ignore[dict-item]
-            },
-        )
-        self._snapshot(reason)
-        return result
