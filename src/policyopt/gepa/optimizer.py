@@ -358,7 +358,6 @@ class _Run:
 
         # a user's proposer may not take ``sample``: it tells samples apart by their keys
         takes_sample = "sample" in inspect.signature(self.proposer.propose).parameters
-        n = self.s.proposals_per_reflection
 
         def one(job: Any, sample: int) -> dict[str, str] | None:
             slot, parent, _, _, names, records = job
@@ -366,8 +365,7 @@ class _Run:
             # with several samples, every call of the run draws on its own seed (two slots or two
             # iterations with the same reflection prompt would otherwise repeat each other), and
             # the run's seed moves them all: another seed, other samples
-            local = ((self.iteration - 1) * self.k + slot) * n + sample
-            draw = 1 + (self.s.seed * 1_000_003 + local) % (2**31 - 2) if n > 1 else 0
+            draw = self._draw(slot, sample)
             for name in names:
                 key = f"{self.iteration}/{slot}/{name}" + (f"/s{sample}" if sample else "")
                 extra = {"sample": draw} if draw and takes_sample else {}
@@ -377,6 +375,9 @@ class _Run:
                 prompt[name] = text
             return prompt
 
+        if takes_sample and self.samples > 1 and hasattr(self.proposer, "prefetch"):
+            # the first attempt of a reflection's samples in one call (the API's ``n``)
+            call_all([partial(self._prefetch, job) for job in jobs], max(1, len(jobs)))
         tasks = [(job, n) for job in jobs for n in range(self.samples)]
         components = max((len(job[4]) for job in jobs), default=1)
         attempts = components * (self.s.max_proposal_retries + 1)
@@ -398,6 +399,27 @@ class _Run:
             seen.add(key)
             children.append((*job, prompt))
         return children
+
+    def _draw(self, slot: int, sample: int) -> int:
+        """The sampling seed of a reflection's sample (0: one sample, the LM's own seed)."""
+        n = self.s.proposals_per_reflection
+        local = ((self.iteration - 1) * self.k + slot) * n + sample
+        return 1 + (self.s.seed * 1_000_003 + local) % (2**31 - 2) if n > 1 else 0
+
+    def _prefetch(self, job: Any) -> None:
+        """One LM call for the first attempt of every sample of a job (seeds in a row)."""
+        slot, parent, _, _, names, records = job
+        first = self._draw(slot, 0)
+        if self._draw(slot, self.samples - 1) != first + self.samples - 1:
+            return  # the seeds wrap around: each sample asks alone
+        for name in names:
+            keys = [
+                f"{self.iteration}/{slot}/{name}" + (f"/s{i}" if i else "")
+                for i in range(self.samples)
+            ]
+            self.proposer.prefetch(
+                keys, name, self.pop.prompts[parent][name], records, sample=first
+            )
 
     def _evaluate_children(self, children: list[Any]) -> str | None:
         pop, s, engine = self.pop, self.s, self.engine

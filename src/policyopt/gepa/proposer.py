@@ -90,6 +90,24 @@ class Proposer:
         )
         return None if text is FAILED else text  # type: ignore[return-value]
 
+    def prefetch(
+        self,
+        keys: Sequence[str],
+        component: str,
+        current: str,
+        records: Sequence[Mapping[str, str]],
+        *,
+        sample: int,
+    ) -> None:
+        """Ask for the first attempt of ``len(keys)`` samples (``propose(keys[i], ...,
+        sample=sample + i)``) in one LM call, so the prompt is sent, and paid, once."""
+        prompt = render_prompt(
+            self.template, component, current, records, None, outputs=self.outputs
+        )
+        if self.lm.brief:  # as ProposalLoop.propose puts it above the prompt
+            prompt = f"{self.lm.brief}\n\n{prompt}"
+        self.lm.ask_samples(f"{keys[0]}/n{len(keys)}", prompt, [f"{key}/0" for key in keys], sample)
+
     def _copy_guard(self, current: str, records: Sequence[Mapping[str, str]]) -> Guard:
         """Rejects a text that copies an example, or fixes one label as every input's answer."""
 

@@ -80,6 +80,8 @@ class Completion:
     completion_tokens: int = 0
     cost_usd: float | None = 0.0
     cached: bool = False
+    #: every choice's (text, finish reason) when ``n`` > 1 asked for several (the tokens: all)
+    choices: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def truncated(self) -> bool:
@@ -469,8 +471,14 @@ class LM:
                 cost_usd=cost,
             )
         )
+        many = response.choices if len(response.choices) > 1 else ()  # n > 1 was honoured
         return Completion(
-            text, getattr(choice, "finish_reason", None), prompt_tokens, completion_tokens, cost
+            text,
+            getattr(choice, "finish_reason", None),
+            prompt_tokens,
+            completion_tokens,
+            cost,
+            choices=tuple((c.message.content or "", c.finish_reason) for c in many),
         )
 
 

@@ -22,6 +22,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -240,9 +241,36 @@ class LocalLM(LM):
 
     # ---------------------------------------------------------------- calls
     def complete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
-        """Ask the local model (starting it if needed)."""
+        """Ask the local model (starting it if needed); ``n`` > 1 is served here (see
+        :meth:`_complete_n`), since llama.cpp's server answers one choice per request."""
         self.start()
+        n = int(kwargs.pop("n", None) or 1)
+        if n > 1:
+            return self._complete_n(prompt, n, kwargs)
         return super().complete(prompt, **kwargs)
+
+    def _complete_n(self, prompt: str | Messages, n: int, kwargs: dict[str, Any]) -> Completion:
+        """``n`` choices as one answer: choice ``i`` is asked alone with seed ``seed + i``, so
+        each is reproducible and equals a single call with that seed; the tokens are those the
+        server processed (the prompt once per choice: it keeps no prompt cache)."""
+        seed = kwargs.pop("seed", self.kwargs.get("seed"))
+        base = seed if isinstance(seed, int) else 0
+        ask = super().complete
+
+        def one(i: int) -> Completion:
+            return ask(prompt, **kwargs, seed=base + i)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(n, self.n_parallel))) as pool:
+            answers = list(pool.map(one, range(n)))
+        first = answers[0]
+        return Completion(
+            first.text,
+            first.finish_reason,
+            sum(a.prompt_tokens for a in answers),
+            sum(a.completion_tokens for a in answers),
+            0.0,
+            choices=tuple((a.text, a.finish_reason) for a in answers),
+        )
 
     async def acomplete(self, prompt: str | Messages, /, **kwargs: Any) -> Completion:
         """:meth:`complete` for coroutines (litellm's own async client; the server starts first)."""

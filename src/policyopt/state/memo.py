@@ -31,7 +31,7 @@ MAX_ANSWER_CHARS = 65_536
 def record_usage(record: Mapping[str, Any]) -> LMUsage:
     """The usage of one journaled LM answer: one call, its tokens and cost."""
     return LMUsage(
-        calls=1,
+        calls=int(record.get("calls", 1)),  # 0: a choice of a call journaled apart
         prompt_tokens=int(record.get("prompt_tokens") or 0),
         completion_tokens=int(record.get("completion_tokens") or 0),
         cost_usd=record.get("cost_usd"),
@@ -99,6 +99,7 @@ class JournaledLM:
         self.usage = LMUsage()  # the run's path: live and replayed answers
         # the bill: every live call journaled by any segment of the run, and this one's
         self.billed = sum((record_usage(r) for r in memo), LMUsage())
+        self._shared: dict[str, dict[str, Any]] = {}  # key -> a choice of an ask_samples call
         self._lock = threading.Lock()
 
     def ask(self, key: str, prompt: str, *, sample: int = 0) -> Mapping[str, Any] | None:
@@ -112,8 +113,12 @@ class JournaledLM:
         """
         prompt = clean_text(prompt)
         digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+        with self._lock:
+            shared = self._shared.pop(key, None)
         record = self.memo.get(key)
-        if record is None or record.get("prompt_hash") != digest:
+        if shared is not None and shared["prompt_hash"] == digest:
+            record = shared  # answered by ask_samples' call, counted there
+        elif record is None or record.get("prompt_hash") != digest:
             if self.can_pay is not None and not self.can_pay(self._in_flight + 1):
                 raise StopRequested("budget")
             if not self._reserve():
@@ -151,6 +156,76 @@ class JournaledLM:
             self.journal.append(record)
         if self.on_verdict is not None:
             self.on_verdict(verdict)
+
+    def ask_samples(self, key: str, prompt: str, keys: Sequence[str], sample: int) -> None:
+        """Ask for ``len(keys)`` samples of ``prompt`` in one call (the API's ``n``), so that
+        ``ask(keys[i], prompt)`` is answered by choice ``i`` without a call of its own.
+
+        The prompt is paid once where the API honours ``n`` (``sample`` seeds the call; choice
+        ``i`` of a :class:`~policyopt.lm.local.LocalLM` is seeded ``sample + i``). Journaled as
+        one record under ``key``, replayed on resume. Choices the LM did not return, a plain
+        callable, a failure or a cap leave the keys to their own calls.
+        """
+        from policyopt.lm.base import LM
+
+        if len(keys) < 2 or not isinstance(self.lm, LM):
+            return
+        prompt = clean_text(prompt)
+        digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+        record = self.memo.get(key)
+        if record is None or record.get("prompt_hash") != digest or "texts" not in record:
+            if self.can_pay is not None and not self.can_pay(self._in_flight + len(keys)):
+                return
+            if not self._reserve():
+                return
+            try:
+                record = self._call_n(key, prompt, digest, sample, len(keys))
+            except Exception:
+                return  # each key asks alone, and a failure there is handled as usual
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+            if self.journal is not None:
+                self.journal.append(record)
+            with self._lock:
+                self.billed = self.billed + record_usage(record)
+        if self.on_ok is not None:
+            self.on_ok()
+        with self._lock:
+            self.usage = self.usage + record_usage(record)
+            texts, capped = record["texts"], record.get("capped") or {}
+            for i, (k, text, finish) in enumerate(
+                zip(keys[: len(texts)], texts, record["finish_reasons"], strict=True)
+            ):
+                self._shared[k] = {
+                    "key": k,
+                    "prompt_hash": digest,
+                    "text": text,
+                    "finish_reason": finish,
+                    "calls": 0,
+                    **({"capped": capped[str(i)]} if str(i) in capped else {}),
+                }
+
+    def _call_n(self, key: str, prompt: str, digest: str, sample: int, n: int) -> dict[str, Any]:
+        answer = self.lm.complete(prompt, **self._sampling(sample), n=n)
+        choices = answer.choices or ((answer.text, answer.finish_reason),)
+        if not all(isinstance(text, str) for text, _ in choices):
+            raise LMError("the LM answered a choice that is not a str")
+        texts = [clean_text(text) for text, _ in choices[:n]]
+        record: dict[str, Any] = {
+            "type": self.kind,
+            "key": key,
+            "prompt_hash": digest,
+            "texts": [text[:MAX_ANSWER_CHARS] for text in texts],
+            "finish_reasons": [finish for _, finish in choices[:n]],
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "cost_usd": answer.cost_usd,
+        }
+        capped = {str(i): len(t) for i, t in enumerate(texts) if len(t) > MAX_ANSWER_CHARS}
+        if capped:
+            record["capped"] = capped
+        return record
 
     def fits(self, calls: int) -> bool:
         """Whether ``calls`` more live calls surely fit under ``max_calls``/``max_tokens``: when

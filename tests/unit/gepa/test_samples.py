@@ -33,6 +33,9 @@ class SeededLM(LM):
     def _request(self, request: dict[str, Any]) -> Completion:
         with self._seen:
             self.requests.append(request)
+        return self._answer(request)
+
+    def _answer(self, request: dict[str, Any]) -> Completion:
         text = request["messages"][-1]["content"]
         current = re.search(r"```\n(.*?)\n```", text, re.S)
         base = current.group(1) if current else ""
