@@ -96,6 +96,13 @@ class GEPASettings(RunSettings):
         "artifact)",
     )
 
+    min_rollouts_per_call: float | None = Field(
+        None,
+        ge=0.0,
+        description="rollouts per reflection call kept to (None: 2 x minibatch_size; 0: none); "
+        "while calls run ahead, children are judged on several minibatches",
+    )
+
     @field_validator(*strategies.NAMES)
     @classmethod
     def _strategy(cls, value: Any, info: ValidationInfo) -> Any:

@@ -35,6 +35,7 @@ from policyopt.feedback import output_space
 from policyopt.gepa import strategies
 from policyopt.gepa.budget import gepa_estimate
 from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
+from policyopt.gepa.economy import batches_samples, prefetch, sample_seed, widen
 from policyopt.gepa.finish import finish, snapshot
 from policyopt.gepa.merge import merge_step
 from policyopt.gepa.proposer import Proposer
@@ -68,11 +69,17 @@ _STALL_LIMIT = 25  # iterations in a row that neither pay a rollout nor add a ca
 
 
 def estimate(
-    settings: GEPASettings, n_val: int, n_components: int, n_train: int | None = None
+    settings: GEPASettings,
+    n_val: int,
+    n_components: int,
+    n_train: int | None = None,
+    batched: bool = True,
 ) -> dict[str, Any]:
     """What the settings imply: rollouts, iterations and reflection calls (a forecast with its
     range; see :mod:`policyopt.gepa.budget`)."""
-    return gepa_estimate(settings, n_train=n_train, n_val=n_val, n_components=n_components)
+    return gepa_estimate(
+        settings, n_train=n_train, n_val=n_val, n_components=n_components, batched=batched
+    )
 
 
 @with_settings_args(GEPASettings)
@@ -143,6 +150,7 @@ class GEPA:
         final_choice: Literal["mean", "lower_bound"] = "mean",
         final_z: float = 1.0,
         reflection_template: str = DEFAULT_TEMPLATE,
+        min_rollouts_per_call: float | None = None,
     ) -> None:
         values = {k: v for k, v in locals().items() if k in GEPASettings.model_fields}
         self.reflection_lm = resolve_lm(
@@ -235,6 +243,7 @@ class _Run:
             "raced_out": 0,
             "merges_tried": 0,
             "merges_accepted": 0,
+            "widened": 0,
         }
         self.samples = s.proposals_per_reflection  # this iteration's (fewer near the end)
         self.tried: set[tuple[int, str]] = set()  # (parent, child key) that lost its minibatch
@@ -251,7 +260,13 @@ class _Run:
             optimizer="gepa",
             seed_prompt=self.pop.shaped(self.pop.prompts[0]),
             settings=s.model_dump(exclude={"reflection_template"}),
-            estimate=estimate(s, len(self.val_ids), len(self.pop.components), len(self.train_ids)),
+            estimate=estimate(
+                s,
+                len(self.val_ids),
+                len(self.pop.components),
+                len(self.train_ids),
+                batched=batches_samples(self.proposer),
+            ),
             body=self._body,
             has_result=lambda: bool(self.pop.val_scores[0]),
             finish=partial(finish, self),
@@ -313,9 +328,13 @@ class _Run:
         pop, s, engine = self.pop, self.s, self.engine
         agg = pop.aggregate()
         slots = []
+        wide = widen(self)
         for _ in range(self.k):
             parent = self.selector.select(pop.front, agg, self.rng_parent)
-            slots.append((parent, self.sampler.next()))
+            batch = self.sampler.next()
+            for _ in range(wide - 1):
+                batch += [i for i in self.sampler.next() if i not in batch]
+            slots.append((parent, batch))
         # never start what the budget cannot finish: parents (uncached) plus every child; fewer
         # slots first, then (a tiny budget) fewer samples for the last slot, but only as many as
         # leave room to score a winner on the valset: a child that cannot be admitted is waste
@@ -343,9 +362,9 @@ class _Run:
                 continue
             names = self.components.select(pop.pointers[parent], list(pop.components))
             pop.pointers[parent] += 1
-            rows = [
+            rows = [  # the reflection sees one minibatch; a widened gate judges on them all
                 (engine.example(self.train_split, i), r.score.output, r.value, r.score.feedback)
-                for i, r in zip(batch, runs, strict=True)
+                for i, r in list(zip(batch, runs, strict=True))[: s.minibatch_size]
                 if r is not None
             ]
             records = make_records(rows, max_chars=s.max_record_chars)
@@ -365,7 +384,7 @@ class _Run:
             # with several samples, every call of the run draws on its own seed (two slots or two
             # iterations with the same reflection prompt would otherwise repeat each other), and
             # the run's seed moves them all: another seed, other samples
-            draw = self._draw(slot, sample)
+            draw = sample_seed(self, slot, sample)
             for name in names:
                 key = f"{self.iteration}/{slot}/{name}" + (f"/s{sample}" if sample else "")
                 extra = {"sample": draw} if draw and takes_sample else {}
@@ -377,7 +396,7 @@ class _Run:
 
         if takes_sample and self.samples > 1 and hasattr(self.proposer, "prefetch"):
             # the first attempt of a reflection's samples in one call (the API's ``n``)
-            call_all([partial(self._prefetch, job) for job in jobs], max(1, len(jobs)))
+            call_all([partial(prefetch, self, job) for job in jobs], max(1, len(jobs)))
         tasks = [(job, n) for job in jobs for n in range(self.samples)]
         components = max((len(job[4]) for job in jobs), default=1)
         attempts = components * (self.s.max_proposal_retries + 1)
@@ -399,27 +418,6 @@ class _Run:
             seen.add(key)
             children.append((*job, prompt))
         return children
-
-    def _draw(self, slot: int, sample: int) -> int:
-        """The sampling seed of a reflection's sample (0: one sample, the LM's own seed)."""
-        n = self.s.proposals_per_reflection
-        local = ((self.iteration - 1) * self.k + slot) * n + sample
-        return 1 + (self.s.seed * 1_000_003 + local) % (2**31 - 2) if n > 1 else 0
-
-    def _prefetch(self, job: Any) -> None:
-        """One LM call for the first attempt of every sample of a job (seeds in a row)."""
-        slot, parent, _, _, names, records = job
-        first = self._draw(slot, 0)
-        if self._draw(slot, self.samples - 1) != first + self.samples - 1:
-            return  # the seeds wrap around: each sample asks alone
-        for name in names:
-            keys = [
-                f"{self.iteration}/{slot}/{name}" + (f"/s{i}" if i else "")
-                for i in range(self.samples)
-            ]
-            self.proposer.prefetch(
-                keys, name, self.pop.prompts[parent][name], records, sample=first
-            )
 
     def _evaluate_children(self, children: list[Any]) -> str | None:
         pop, s, engine = self.pop, self.s, self.engine

@@ -114,13 +114,29 @@ def test_a_users_proposer_without_sample_still_works() -> None:
 
 
 def test_the_estimate_counts_every_sample() -> None:
-    base = {"max_rollouts": 300, "n_jobs": 4}
+    base = {"max_rollouts": 300, "n_jobs": 4, "min_rollouts_per_call": 0}
     one = gepa_estimate(GEPASettings(**base), n_train=30, n_val=30, n_components=1)
-    four = gepa_estimate(
-        GEPASettings(**base, proposals_per_reflection=4), n_train=30, n_val=30, n_components=1
-    )
-    assert four["lm_calls"] > one["lm_calls"]
-    assert four["iterations"] < one["iterations"]  # each iteration pays four children a slot
+    settings = GEPASettings(**base, proposals_per_reflection=4)
+    alone = gepa_estimate(settings, n_train=30, n_val=30, n_components=1, batched=False)
+    shared = gepa_estimate(settings, n_train=30, n_val=30, n_components=1)
+    assert alone["lm_calls"] > one["lm_calls"]
+    assert alone["iterations"] < one["iterations"]  # each iteration pays four children a slot
+    # one call for a reflection's four samples: the re-asks of unusable ones are the rest
+    assert shared["iterations"] == alone["iterations"]
+    assert shared["lm_calls"] < alone["lm_calls"] / 2
+    assert shared["lm_calls_max"] <= 3 * shared["lm_calls"]
+
+
+def test_the_forecast_keeps_to_the_rollouts_per_call() -> None:
+    """With the gate widening as calls run ahead, the point is at most budget / (2 x minibatch),
+    the gepa library's share; without it, the unusable answers' re-asks add to it."""
+    free = gepa_estimate(
+        GEPASettings(max_rollouts=150, min_rollouts_per_call=0), n_train=12, n_val=12,
+        n_components=1,
+    )  # fmt: skip
+    kept = gepa_estimate(GEPASettings(max_rollouts=150), n_train=12, n_val=12, n_components=1)
+    assert kept["lm_calls"] == 150 // 6 < free["lm_calls"]
+    assert kept["lm_calls_min"] <= kept["lm_calls"] < kept["lm_calls_max"] <= 3 * kept["lm_calls"]
 
 
 def test_samples_are_bounded() -> None:
