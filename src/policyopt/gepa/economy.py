@@ -28,12 +28,15 @@ def widen(run: _Run) -> int:
     the gepa library's loop pays for one), so a budget buys no more calls here than there."""
     s, usage = run.s, getattr(run.proposer, "usage", None)
     floor = 2 * s.minibatch_size if s.min_rollouts_per_call is None else s.min_rollouts_per_call
-    debt = (usage.calls if usage else 0) * floor - run.engine.rollouts_spent
+    # the calls after this iteration (one per slot at least) against the rollouts it pays
+    calls = (usage.calls if usage else 0) + run.k
+    need = calls * floor - run.engine.rollouts_spent
+    wide = math.ceil(need / (run.k * s.minibatch_size * run.samples))
     most = len(run.train_ids) // s.minibatch_size
-    if debt <= 0 or most < 2:
+    if wide <= 1 or most < 2:
         return 1
     run.counts["widened"] += 1
-    return min(most, 1 + math.ceil(debt / (run.k * s.minibatch_size * run.samples)))
+    return min(most, wide)
 
 
 def sample_seed(run: _Run, slot: int, sample: int) -> int:

@@ -332,7 +332,9 @@ class _Run:
         for _ in range(self.k):
             parent = self.selector.select(pop.front, agg, self.rng_parent)
             batch = self.sampler.next()
-            for _ in range(wide - 1):
+            for _ in range(2 * wide - 2):  # a minibatch may overlap the last (a new epoch)
+                if len(batch) >= wide * s.minibatch_size:
+                    break
                 batch += [i for i in self.sampler.next() if i not in batch]
             slots.append((parent, batch))
         # never start what the budget cannot finish: parents (uncached) plus every child; fewer
