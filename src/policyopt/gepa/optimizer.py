@@ -396,13 +396,14 @@ class _Run:
                 prompt[name] = text
             return prompt
 
+        lm = getattr(self.proposer, "lm", None)
+        components = max((len(job[4]) for job in jobs), default=1)
         if takes_sample and self.samples > 1 and hasattr(self.proposer, "prefetch"):
             # the first attempt of a reflection's samples in one call (the API's ``n``)
-            call_all([partial(prefetch, self, job) for job in jobs], max(1, len(jobs)))
+            workers = proposal_workers(lm, len(jobs), components, self.s.n_jobs)
+            call_all([partial(prefetch, self, job) for job in jobs], workers)
         tasks = [(job, n) for job in jobs for n in range(self.samples)]
-        components = max((len(job[4]) for job in jobs), default=1)
         attempts = components * (self.s.max_proposal_retries + 1)
-        lm = getattr(self.proposer, "lm", None)
         workers = proposal_workers(lm, len(tasks), attempts, self.s.n_jobs)
         # LM failures were counted (and skipped) by the proposer; a run-stopping one
         # (LMUnavailable) is raised here once every sibling has finished; Ctrl-C does not wait

@@ -122,3 +122,28 @@ def test_local_lm_serves_n_as_one_seeded_call_per_choice(monkeypatch: Any) -> No
     assert answer.choices == (("answer 10", "stop"), ("answer 11", "stop"), ("answer 12", "stop"))
     assert (answer.prompt_tokens, answer.completion_tokens) == (60, 15)  # the prompt thrice
     assert lm.complete("Hi", seed=11).text == "answer 11"  # a choice is that seed's answer
+
+
+def test_a_call_cap_counts_a_shared_call_once_and_refuses_the_same_calls_every_run() -> None:
+    results = []
+    for _ in range(2):
+        lm = NSeededLM()
+        program, train, val = keyword_task()
+        results.append(
+            GEPA(
+                reflection_lm=lm,
+                max_rollouts=300,
+                seed=1,
+                n_jobs=4,
+                progress=False,
+                proposals_per_reflection=4,
+                merge=False,
+                max_lm_calls=5,
+            ).optimize(program, train, val)
+        )
+        assert len(lm.requests) <= 5
+    first, second = results
+    assert first.stop_reason == "lm_call_limit"
+    assert [c.prompt for c in first.candidates] == [c.prompt for c in second.candidates]
+    assert first.details["counts"] == second.details["counts"]
+    assert first.lm_usage["reflection"].calls == 5
