@@ -26,16 +26,32 @@ nobody knows up front, so the estimate is a range with the point forecast inside
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["ASSUMED_ACCEPT_RATE", "ASSUMED_UNUSABLE", "gepa_estimate", "iterations_for_budget"]
+__all__ = [
+    "ASSUMED_ACCEPT_RATE",
+    "ASSUMED_UNUSABLE",
+    "expected_accepted",
+    "gepa_estimate",
+    "iterations_for_budget",
+]
 
 #: share of proposals that pass the minibatch gate, for the point forecast only
 ASSUMED_ACCEPT_RATE = 0.1
 #: share of answers that are unusable and re-asked, for the point forecast only
-ASSUMED_UNUSABLE = 1 / 3
+ASSUMED_UNUSABLE = 0.25
 _MAX_OVER_POINT = 3  # the stated maximum's ceiling, as a multiple of the point
 _RANGE_ACCEPT_RATE = 0.5  # the pessimistic end of the range (a strong reflection model)
+
+
+def expected_accepted(children: int, rate: float, most: int) -> float:
+    """Children an iteration scores on the valset: ``E[min(X, most)]``, X the children of
+    ``children`` that pass the gate, each with probability ``rate``."""
+    return sum(
+        min(j, most) * math.comb(children, j) * rate**j * (1 - rate) ** (children - j)
+        for j in range(children + 1)
+    )
 
 
 def iterations_for_budget(
@@ -58,7 +74,7 @@ def iterations_for_budget(
     left = budget - n_val - merge_rollouts
     if left <= 0:
         return 0.0
-    accepted = min(proposals * samples * accept_rate, float(max_accepted))
+    accepted = expected_accepted(proposals * samples, accept_rate, max_accepted)
     per_iteration = proposals * samples * minibatch + accepted * n_val
 
     def spent(iterations: float) -> float:

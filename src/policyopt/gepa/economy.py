@@ -3,23 +3,44 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from typing import TYPE_CHECKING, Any
 
 from policyopt.lm.base import LM
+from policyopt.lm.local import LocalLM
 from policyopt.state.memo import JournaledLM
 
 if TYPE_CHECKING:
     from policyopt.gepa.optimizer import _Run
 
-__all__ = ["batches_samples", "prefetch", "sample_seed", "widen"]
+__all__ = ["batches_samples", "prefetch", "sample_seed", "serves_n", "widen"]
 
 
 def batches_samples(proposer: Any) -> bool:
     """Whether a reflection's samples share one call: the built-in proposer with a policyopt
-    LM (a plain callable cannot be asked for ``n``)."""
+    LM that serves ``n`` (a plain callable cannot be asked for it)."""
     lm = getattr(proposer, "lm", None)
-    return isinstance(lm, JournaledLM) and isinstance(lm.lm, LM)
+    return isinstance(lm, JournaledLM) and isinstance(lm.lm, LM) and serves_n(lm.lm)
+
+
+def serves_n(lm: LM) -> bool:
+    """Whether ``lm`` answers several choices in one request: its own ``serves_n`` if it says,
+    the embedded LocalLM (it serves ``n`` itself), else what litellm lists for its provider."""
+    declared = getattr(lm, "serves_n", None)
+    if isinstance(declared, bool):
+        return declared
+    if isinstance(lm, LocalLM):
+        return True
+    try:
+        import litellm
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints on an unknown provider
+            params = litellm.get_supported_openai_params(model=lm.model)
+    except Exception:
+        return False
+    return "n" in (params or [])
 
 
 def widen(run: _Run) -> int:

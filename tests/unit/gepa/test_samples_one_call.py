@@ -18,6 +18,8 @@ class NSeededLM(SeededLM):
     """:class:`SeededLM` honouring ``n``: choice ``i`` is the answer to seed ``seed + i``; the
     prompt's tokens are counted once, as an API that serves ``n`` bills them."""
 
+    serves_n = True
+
     def __init__(self, most: int = 16) -> None:
         super().__init__()
         self.most = most  # choices it returns at most (an API may serve fewer than asked)
@@ -147,3 +149,15 @@ def test_a_call_cap_counts_a_shared_call_once_and_refuses_the_same_calls_every_r
     assert [c.prompt for c in first.candidates] == [c.prompt for c in second.candidates]
     assert first.details["counts"] == second.details["counts"]
     assert first.lm_usage["reflection"].calls == 5
+
+
+def test_the_forecast_counts_one_call_per_reflection_only_where_the_lm_serves_n() -> None:
+    """The estimate (and so the run's default cap) asks litellm whether a provider serves ``n``."""
+    from policyopt.gepa.economy import serves_n
+    from policyopt.lm.base import LM
+
+    assert serves_n(LocalLM.for_reflection()) and serves_n(NSeededLM())
+    assert serves_n(LM("openai/gpt-4o-mini")) and not serves_n(LM("anthropic/claude-3-haiku"))
+    assert not serves_n(SeededLM())  # a provider litellm does not know
+    shared, alone = _run(NSeededLM()), _run(SeededLM())
+    assert shared.details["estimate"]["lm_calls"] < alone.details["estimate"]["lm_calls"]
