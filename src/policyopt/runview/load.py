@@ -19,6 +19,7 @@ from policyopt.errors import StateError
 from policyopt.events import REASONS
 from policyopt.lm.parsing import extract_instruction, proposal_problem
 from policyopt.state.journal import read_journal
+from policyopt.state.memo import split_choices
 from policyopt.types import Candidate, OptimizationResult, prompt_key
 
 __all__ = ["Proposal", "RunView", "load_run"]
@@ -202,8 +203,8 @@ def _answers(journal: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The proposal LM answers (GEPA: "proposal", MIPRO: "proposer", OPRO: "meta"), in the
     order of their keys; a dataset summary is context, not a proposal."""
     records = [
-        r
-        for r in journal
+        dict(r)
+        for r in split_choices(journal)  # a call of several samples: one record per sample
         if r.get("type") not in {"start", "rollout", "verdict"}
         and isinstance(r.get("text"), str)
         and not str(r.get("key", "")).startswith("summary")

@@ -22,7 +22,7 @@ from policyopt.events import ProposalJudged
 from policyopt.state.journal import Journal
 from policyopt.types import LMUsage
 
-__all__ = ["MAX_ANSWER_CHARS", "JournaledLM", "clean_text", "record_usage"]
+__all__ = ["MAX_ANSWER_CHARS", "JournaledLM", "clean_text", "record_usage", "split_choices"]
 
 #: characters of one LM answer kept (and journaled); longer answers are cut and marked capped
 MAX_ANSWER_CHARS = 65_536
@@ -45,6 +45,28 @@ def clean_text(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def split_choices(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The journal's records with each call of several choices (:meth:`JournaledLM.ask_samples`)
+    replaced by one record per choice, under the key that choice answered."""
+    out: list[Mapping[str, Any]] = []
+    for r in records:
+        if not isinstance(r.get("texts"), list) or not isinstance(r.get("keys"), list):
+            out.append(r)
+            continue
+        capped = r.get("capped") or {}
+        for i, (key, text, finish) in enumerate(
+            zip(
+                r["keys"],
+                r["texts"],
+                r.get("finish_reasons") or [None] * len(r["texts"]),
+                strict=False,
+            )
+        ):
+            choice = {"type": r.get("type"), "key": key, "text": text, "finish_reason": finish}
+            out.append({**choice, **({"capped": capped[str(i)]} if str(i) in capped else {})})
+    return out
 
 
 class JournaledLM:
@@ -179,7 +201,7 @@ class JournaledLM:
             if not self._reserve():
                 return
             try:
-                record = self._call_n(key, prompt, digest, sample, len(keys))
+                record = self._call_n(key, prompt, digest, sample, keys)
             except Exception:
                 return  # each key asks alone, and a failure there is handled as usual
             finally:
@@ -206,7 +228,10 @@ class JournaledLM:
                     **({"capped": capped[str(i)]} if str(i) in capped else {}),
                 }
 
-    def _call_n(self, key: str, prompt: str, digest: str, sample: int, n: int) -> dict[str, Any]:
+    def _call_n(
+        self, key: str, prompt: str, digest: str, sample: int, keys: Sequence[str]
+    ) -> dict[str, Any]:
+        n = len(keys)
         answer = self.lm.complete(prompt, **self._sampling(sample), n=n)
         choices = answer.choices or ((answer.text, answer.finish_reason),)
         if not all(isinstance(text, str) for text, _ in choices):
@@ -216,6 +241,7 @@ class JournaledLM:
             "type": self.kind,
             "key": key,
             "prompt_hash": digest,
+            "keys": list(keys[: len(texts)]),
             "texts": [text[:MAX_ANSWER_CHARS] for text in texts],
             "finish_reasons": [finish for _, finish in choices[:n]],
             "prompt_tokens": answer.prompt_tokens,

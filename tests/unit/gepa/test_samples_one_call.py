@@ -161,3 +161,13 @@ def test_the_forecast_counts_one_call_per_reflection_only_where_the_lm_serves_n(
     assert not serves_n(SeededLM())  # a provider litellm does not know
     shared, alone = _run(NSeededLM()), _run(SeededLM())
     assert shared.details["estimate"]["lm_calls"] < alone.details["estimate"]["lm_calls"]
+
+
+def test_the_run_view_shows_every_sample_of_a_shared_call(tmp_path: Path) -> None:
+    from policyopt.runview.load import load_run
+
+    _run(SeededLM(), tmp_path / "alone")
+    _run(NSeededLM(), tmp_path / "shared")
+    alone, shared = load_run(tmp_path / "alone"), load_run(tmp_path / "shared")
+    assert len(shared.proposals) == len(alone.proposals) > 4
+    assert shared.proposals == alone.proposals
