@@ -62,12 +62,12 @@ def test_show_prints_summary_lineage_and_proposals(run_dir: Path) -> None:
         "stop reason: stalled",
         "rollouts: 114/150 (12 failed)",
         "last failure: RuntimeError: evaluate failed on zeta",
-        "LM calls: 22 (reflection 22)",
+        "LM calls: 23 (reflection 23)",
         "cost: $0.0000",
         "wall time:",
         "Solve the task. epsilon beta alpha gamma delta",  # the best prompt, whole
         "candidates (lineage)",
-        "proposals (22: 5 accepted, 17 rejected)",
+        "proposals (23: 5 accepted, 18 rejected)",
         "became candidate 5",
         "minibatch score 0.667 on 3 examples",
     ]:
@@ -87,7 +87,7 @@ def test_show_json_is_complete_and_matches_the_result(run_dir: Path) -> None:
     assert data["failed_rollouts"] == 12 and "zeta" in data["last_failure"]
     assert [c["index"] for c in data["candidates"]] == list(range(len(saved["candidates"])))
     assert all(c["parents"] == [c["index"] - 1] for c in data["candidates"][1:])
-    assert data["proposal_counts"] == {"accepted": 5, "rejected": 17}
+    assert data["proposal_counts"] == {"accepted": 5, "rejected": 18}
     accepted = [p for p in data["proposals"] if p["status"] == "accepted"]
     assert [p["candidate"] for p in accepted] == [1, 2, 3, 4, 5]
     assert [p["rollouts"] for p in data["curve"]] == sorted(p["rollouts"] for p in data["curve"])
