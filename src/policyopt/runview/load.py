@@ -186,10 +186,14 @@ def _curve(
 
 
 def _key_order(key: str) -> tuple[int, ...]:
-    """``iteration/slot/component/attempt`` keys sort numerically (others keep their place)."""
+    """``iteration/slot/component[/sN]/attempt`` keys sort numerically, samples and attempts
+    too (parallel samples are journaled in the order they finished); others keep their place."""
     parts = key.split("/")
     numbers = [int(p) for p in parts if p.isdigit()]
-    return tuple(numbers[:2]) if len(numbers) >= 2 else (1 << 30,)
+    if len(numbers) < 2:
+        return (1 << 30,)
+    sample = next((int(p[1:]) for p in parts if p[:1] == "s" and p[1:].isdigit()), 0)
+    return (numbers[0], numbers[1], sample, *numbers[2:])
 
 
 #: a proposal answer as judged: (journal key, proposed text, why it was refused, reason code)
