@@ -155,15 +155,23 @@ class JournaledLM:
             finally:
                 with self._lock:
                     self._in_flight -= 1
-            if self.journal is not None:
-                self.journal.append(record)
-            with self._lock:
-                self.billed = self.billed + record_usage(record)
+            self._bill(record)
+        self._use(record)
+        return record
+
+    def _bill(self, record: Mapping[str, Any]) -> None:
+        """A live call's record: journaled, and added to the bill of every segment."""
+        if self.journal is not None:
+            self.journal.append(record)
+        with self._lock:
+            self.billed = self.billed + record_usage(record)
+
+    def _use(self, record: Mapping[str, Any]) -> None:
+        """An answer the run goes on with (live or replayed): counted on the run's path."""
         if self.on_ok is not None:
             self.on_ok()
         with self._lock:
             self.usage = self.usage + record_usage(record)
-        return record
 
     def judged(self, verdict: ProposalJudged) -> None:
         """Journal the proposal loop's verdict on one of this LM's answers, once: a replayed
@@ -207,14 +215,9 @@ class JournaledLM:
             finally:
                 with self._lock:
                     self._in_flight -= 1
-            if self.journal is not None:
-                self.journal.append(record)
-            with self._lock:
-                self.billed = self.billed + record_usage(record)
-        if self.on_ok is not None:
-            self.on_ok()
+            self._bill(record)
+        self._use(record)
         with self._lock:
-            self.usage = self.usage + record_usage(record)
             texts, capped = record["texts"], record.get("capped") or {}
             for i, (k, text, finish) in enumerate(
                 zip(keys[: len(texts)], texts, record["finish_reasons"], strict=True)
