@@ -28,6 +28,7 @@ from policyopt.events import (
     RunStarted,
 )
 from policyopt.remote.store import JobRecord, JobStore
+from policyopt.types import encodable
 
 if TYPE_CHECKING:  # pragma: no cover
     from policyopt.types import OptimizationResult
@@ -54,14 +55,11 @@ EVENT_TYPES = {
 }
 
 
-#: what no database text column (PostgreSQL: NUL) or UTF-8 answer (lone surrogates) can hold
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def storable(text: str) -> str:
-    """``text`` with NUL and lone surrogates replaced by U+FFFD: a task app's error, feedback
-    or output can hold them, and stored as they were they broke the job's reads (500s)."""
-    return _UNSTORABLE.sub("\ufffd", text)
+    """``text`` with NUL (no PostgreSQL text column holds it) and lone surrogates (no UTF-8
+    answer does) replaced by U+FFFD: a task app's error, feedback or output can hold them, and
+    stored as they were they broke the job's reads (500s)."""
+    return encodable(text).replace("\x00", "\ufffd")
 
 
 def _jsonable(value: Any) -> Any:
