@@ -247,3 +247,35 @@ def test_resume_exact_is_true_only_when_the_resumed_path_can_be_the_same(
     broken = FailsOnSomeExamples(broken=True)
     run(tmp_path / "c", broken, 40)
     assert run(tmp_path / "c", FailsOnSomeExamples(False), 80).details["resume_exact"] is False
+
+
+def test_callable_identity_reads_source_one_thread_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.11's getsource parses a class's module with ``ast``, whose builder fails with a
+    SystemError when two threads parse at once (seen as a failed bench cell under
+    parallel_cells=2): identities computed in parallel must not overlap there."""
+    import inspect
+    import threading
+    import time
+
+    from policyopt.state import rundir
+
+    inside, overlaps = [0], [0]
+    real = inspect.getsource
+
+    def slow_getsource(obj: Any) -> str:
+        inside[0] += 1
+        overlaps[0] += inside[0] > 1
+        time.sleep(0.01)
+        inside[0] -= 1
+        return real(obj)
+
+    monkeypatch.setattr(rundir.inspect, "getsource", slow_getsource)
+    classes = [type(f"Evaluate{i}", (CountingEvaluate,), {}) for i in range(8)]
+    threads = [threading.Thread(target=rundir.callable_identity, args=(cls(),)) for cls in classes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps[0] == 0

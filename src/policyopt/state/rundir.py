@@ -23,6 +23,8 @@ import hashlib
 import inspect
 import json
 import os
+import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +60,32 @@ def fingerprint(examples: Sequence[Any], ids: Sequence[str]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+# inspect.getsource parses a class's module with ``ast``; CPython 3.11 keeps the AST builder's
+# recursion depth per interpreter, so two threads parsing at once fail with "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython#106905). Parallel bench cells and jobs
+# compute identities in threads: one at a time, and each target's source once.
+_SOURCE_LOCK = threading.Lock()
+_SOURCES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _source_text(target: Any) -> str:
+    with _SOURCE_LOCK:
+        try:
+            cached = _SOURCES.get(target)
+        except TypeError:  # no weak reference to it (a builtin)
+            cached = None
+        if cached is not None:
+            return cached
+        try:
+            text = inspect.getsource(target)
+        except (OSError, TypeError):
+            code = getattr(target, "__code__", None)
+            text = code.co_code.hex() if code is not None else ""
+        with contextlib.suppress(TypeError):
+            _SOURCES[target] = text
+        return text
+
+
 def callable_identity(fn: Any) -> str:
     """What a run's cached scores depend on in ``evaluate``: its qualified name and a hash of
     its source (of its class for a callable object; of its bytecode where there is no source).
@@ -74,11 +102,7 @@ def callable_identity(fn: Any) -> str:
     if not inspect.isroutine(target):
         target = type(target)
     name = f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"
-    try:
-        text = inspect.getsource(target)
-    except (OSError, TypeError):
-        code = getattr(target, "__code__", None)
-        text = code.co_code.hex() if code is not None else ""
+    text = _source_text(target)
     return f"{name}@{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
 
 
