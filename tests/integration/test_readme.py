@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from policyopt import OptimizationResult
 from policyopt.cli import app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,29 +28,49 @@ def readme_example() -> str:
     return match.group(1)
 
 
-# 117 s on the loaded 2-core machine (two model starts, 40 rollouts); 850 s survives a busy CI
-@pytest.mark.timeout(900)
-def test_readme_example_runs_as_written(tmp_path: Path) -> None:
+def _run_example(cwd: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "example.py"], cwd=cwd, capture_output=True, text=True, timeout=850
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _paid(run_dir: Path) -> list[dict[str, object]]:
+    """The journal's paid work: rollouts started and finished, and the optimizer LM's answers."""
+    lines = (run_dir / "journal.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    return [r for r in records if r.get("type") in {"start", "rollout", "proposal"}]
+
+
+# 117 s on the loaded 2-core machine (two model starts, 40 rollouts), the rerun a few seconds;
+# 1800 s survives a busy CI
+@pytest.mark.timeout(1800)
+def test_readme_example_runs_as_written_and_resumes(tmp_path: Path) -> None:
+    """Within its budget, a result that round-trips, `show` reading it, and the same command
+    again replaying the finished run at no cost (test_gepa_local.py checks a gain)."""
     code = readme_example()
     assert "trainset, valset =" in code and "SMALL_MODEL_SETTINGS" in code
     assert "LocalLM.for_reflection()" in code
     (tmp_path / "example.py").write_text(code, encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "example.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=850,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    printed = proc.stdout.strip().splitlines()[-1]
+    printed = _run_example(tmp_path).stdout.strip().splitlines()[-1]
     run_dir = tmp_path / "runs" / "antonyms"
-    saved = json.loads((run_dir / "result.json").read_text())
+    text = (run_dir / "result.json").read_text(encoding="utf-8")
+    saved = json.loads(text)
     assert saved["n_rollouts"] <= 40 and saved["stop_reason"] in printed
+    result = OptimizationResult.from_json(text)
+    assert OptimizationResult.from_json(result.to_json()) == result
+    assert result.lm_usage["reflection"].calls >= 1
     shown = CliRunner().invoke(app, ["show", str(run_dir), "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["best"]["prompt"] == saved["best_prompt"]
+    paid = _paid(run_dir)
+    # the same command again: the finished run replays from its journal, paying nothing
+    assert _run_example(tmp_path).stdout.strip().splitlines()[-1] == printed
+    again = OptimizationResult.from_json((run_dir / "result.json").read_text(encoding="utf-8"))
+    assert again.best_prompt == result.best_prompt and again.n_rollouts == result.n_rollouts
+    assert again.details["resumed_rollouts"] == result.n_rollouts
+    assert _paid(run_dir) == paid
 
 
 def readme_chat_example() -> str:
