@@ -1,5 +1,6 @@
 """The kit's step loop (policyopt.steps): one order of stop rules, one stall and no-new-best
-count, one snapshot, and the same perfect-score stop for every optimizer."""
+count, one snapshot, and the same perfect-score stop for every optimizer; and the candidate book
+that loop reads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from policyopt import GEPA, MIPRO, OPRO, Program, Score
+from policyopt.book import NewCandidate
+from policyopt.events import CandidateEvaluated, CandidateProposed, NewBest
 from policyopt.protocol import Optimizer
 from policyopt.runtime import RESUMABLE, RunContext, RunSettings
 from policyopt.steps import STALL_LIMIT, StepLoop, perfect_score_field, stop_at_perfect_field
@@ -38,10 +41,9 @@ def _context(score: float, tmp_path: Path | None = None, **settings: Any) -> Run
     ctx = RunContext(
         optimizer="test",
         settings=_Settings(
-            max_rollouts=100,
             progress=False,
             run_dir=None if tmp_path is None else str(tmp_path),
-            **settings,
+            **{"max_rollouts": 100, **settings},
         ),
         resumable=RESUMABLE,
         identity={},
@@ -127,6 +129,37 @@ def test_the_snapshot_holds_the_runs_part_then_the_optimizers(tmp_path: Path) ->
         assert result.optimizer == "test" and result.best_score == 0.5
         assert result.details["x"] == 2 and "estimate" in result.details
         assert "resume_exact" in result.details and set(result.lm_usage) == {"lm"}
+    finally:
+        ctx.close()
+
+
+def test_the_book_scores_what_the_budget_pays_for_in_one_batch_and_announces_each() -> None:
+    ctx = _context(0.5, max_rollouts=14)  # the seed paid 4: two more candidates fit, not three
+    seen: list[Any] = []
+    ctx.events.subscribe(seen.append)
+    try:
+        new = [NewCandidate(f"c {score}", [0], "test") for score in (0.75, 0.25, 1.0)]
+        kept = ctx.book.add_all(new, label="several")
+        assert kept is not None and [k.candidate.index for k in kept] == [1, 2]
+        assert [len(k.rollouts) for k in kept] == [4, 4] and ctx.engine.rollouts_spent == 12
+        announced = [
+            (type(e).__name__, e.candidate)
+            for e in seen
+            if isinstance(e, CandidateProposed | CandidateEvaluated | NewBest)
+        ]
+        assert announced == [
+            ("CandidateProposed", 1),
+            ("CandidateProposed", 2),
+            ("CandidateEvaluated", 1),
+            ("NewBest", 1),
+            ("CandidateEvaluated", 2),
+        ]
+        assert ctx.book.best.index == 1 and ctx.book.add_all(new[2:]) == []
+        assert ctx.book.final_choice("mean", 1.0) == {
+            "rule": "mean",
+            "chosen": 1,
+            "highest_mean": 1,
+        }
     finally:
         ctx.close()
 

@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from policyopt.choice import best_mean, final_candidate
 from policyopt.errors import ConfigError, StopRequested
 from policyopt.events import Listener
 from policyopt.feedback import make_records
@@ -468,13 +467,10 @@ class _Run:
 
     def finish(self, reason: str) -> OptimizationResult:
         s = self.s
-        agg = {c.index: c.val_score for c in self.candidates}
-        chosen = final_candidate(
-            s.final_choice, [c.val_scores for c in self.candidates], agg, s.final_z
-        )
+        choice = self.ctx.book.final_choice(s.final_choice, s.final_z)
         return self.loop.finish(
             reason,
-            best=self.candidates[chosen],
+            best=self.candidates[choice["chosen"]],
             role="proposer",
             details={
                 "instructions": self.instructions,
@@ -483,11 +479,7 @@ class _Run:
                 "label_key": self.label_key,
                 "trials": self.trials.records if self.trials else [],
                 "candidate_params": self.params,
-                "final_choice": {
-                    "rule": s.final_choice,
-                    "chosen": chosen,
-                    "highest_mean": best_mean(agg),
-                },
+                "final_choice": choice,
                 "plan": self.plan.as_dict(),
                 "rejected_proposals": self.rejected_proposals,
                 "rejections": self.rejections,
