@@ -1,6 +1,6 @@
 """The kit's step loop (policyopt.steps): one order of stop rules, one stall and no-new-best
-count, one snapshot, and the same perfect-score stop for every optimizer; and the candidate book
-that loop reads."""
+count, one snapshot, and the same stops (perfect score, limits, patience, stalls) for every
+optimizer; and the candidate book that loop reads."""
 
 from __future__ import annotations
 
@@ -207,3 +207,53 @@ def test_mipro_stops_when_a_promoted_configuration_is_perfect() -> None:
     assert full.stop_reason == "trials_done" and full.best_prompt == stopped.best_prompt
     assert stopped.n_rollouts < full.n_rollouts
     assert len(stopped.details["trials"]) < len(full.details["trials"]) == 10
+
+
+def _repeating() -> ScriptedLM:
+    """An optimizer LM that answers every prompt with the same instruction, no better than the
+    seed: nothing new after its first answer."""
+    return ScriptedLM(lambda text: "```\nSolve the task carefully.\n```")
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize(
+    ("limit", "reason"),
+    [({"max_lm_calls": 2}, "lm_call_limit"), ({"max_time_s": 1e-9}, "time_limit")],
+)
+def test_every_optimizer_stops_at_the_runs_limits(
+    name: str, limit: dict[str, Any], reason: str
+) -> None:
+    make, make_lm = OPTIMIZERS[name]
+    program, train, val = keyword_task()
+    lm = make_lm()
+    result = make(lm, max_rollouts=300, progress=False, **limit).optimize(program, train, val)
+    assert result.stop_reason == reason and lm.usage.calls <= limit.get("max_lm_calls", 0)
+
+
+#: the optimizers that run the kit's patience and stall rules (MIPRO ends by its trial plan: it
+#: has no patience setting, and a batch of trials that pays nothing is no stall)
+STEPPED = {"gepa": ("iterations", "reflection"), "opro": ("steps", "meta")}
+
+
+@pytest.mark.parametrize("name", sorted(STEPPED))
+def test_a_repeating_lm_ends_every_run_by_patience_or_the_stall_rule(
+    name: str, tmp_path: Path
+) -> None:
+    make, _ = OPTIMIZERS[name]
+    steps, role = STEPPED[name]
+    program, train, val = keyword_task()
+    result = make(_repeating(), max_rollouts=300, progress=False, patience=3).optimize(
+        program, train, val
+    )
+    assert (result.stop_reason, result.details[steps]) == ("no_improvement", 3)
+    assert result.best_candidate == 0  # nothing beat the seed
+    result = make(
+        _repeating(), max_rollouts=300, progress=False, max_lm_calls=1000, run_dir=str(tmp_path)
+    ).optimize(program, train, val)
+    assert result.stop_reason == "stalled" and result.lm_usage[role].calls < 1000
+    state = json.loads((tmp_path / "state.json").read_text(encoding="utf-8"))
+    assert (state["step"], state["stop_reason"], state["best"]) == (
+        result.details[steps],
+        "stalled",
+        0,
+    )

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from policyopt.book import NewCandidate
 from policyopt.events import CandidateEvaluated
 
 if TYPE_CHECKING:
@@ -189,5 +190,4 @@ def merge_step(run: _Run) -> str | None:
     if not ok:
         return None
     run.counts["merges_accepted"] += 1
-    pointer = max(pop.pointers[plan.first], pop.pointers[plan.second])
-    return run._admit([(plan.prompt, [plan.first, plan.second], "merge", pointer)])
+    return run._admit([NewCandidate(plan.prompt, [plan.first, plan.second], "merge")])

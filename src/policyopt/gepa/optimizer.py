@@ -17,26 +17,21 @@ import logging
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 
-from policyopt.book import is_new_best, is_solved
-from policyopt.choice import best_mean
+from policyopt.book import NewCandidate
 from policyopt.errors import ConfigError
-from policyopt.events import (
-    CandidateEvaluated,
-    CandidateProposed,
-    Listener,
-    NewBest,
-)
+from policyopt.events import CandidateEvaluated, Listener
 from policyopt.feedback import output_space
 from policyopt.gepa import strategies
 from policyopt.gepa.budget import gepa_estimate
 from policyopt.gepa.config import RESUMABLE_CHANGES, GEPASettings
 from policyopt.gepa.economy import batches_samples, prefetch, sample_seed, widen
-from policyopt.gepa.finish import finish, snapshot
+from policyopt.gepa.finish import finish, state
 from policyopt.gepa.merge import merge_step
 from policyopt.gepa.proposer import Proposer
 from policyopt.gepa.reflection import DEFAULT_TEMPLATE, make_records
@@ -59,13 +54,17 @@ from policyopt.runtime import (
     proposal_workers,
     settings_or_error,
 )
+from policyopt.steps import StepLoop
 from policyopt.types import LMUsage, OptimizationResult, Program
 
 __all__ = ["GEPA", "estimate"]
 
 logger = logging.getLogger("policyopt")
 
-_STALL_LIMIT = 25  # iterations in a row that neither pay a rollout nor add a candidate
+#: GEPA's limit for the kit's stall rule (iterations in a row that pay no rollout and add no
+#: candidate): an iteration asks one to four reflections (``proposals_per_iteration``), an OPRO
+#: step four proposals, so GEPA waits more iterations than the kit's ``STALL_LIMIT`` steps
+_STALL_ITERATIONS = 25
 
 
 def estimate(
@@ -179,7 +178,6 @@ class _Run:
     ) -> None:
         s = self.s = gepa.settings
         self.gepa = gepa
-        self.pop = Population.from_seed(program.prompt, s.tie_tolerance)
         self.k = s.proposals()
         self.ctx = RunContext(
             optimizer="gepa",
@@ -191,10 +189,12 @@ class _Run:
             valset=valset,
             listeners=gepa.listeners,
         )
+        # the candidates live in the kit's book; the population keeps what is GEPA's own
+        self.pop = Population.of(self.ctx.book, program.prompt, s.tie_tolerance)
+        self.seed = self.pop.shape.components(program.prompt)
         self.events, self.engine, self.rundir = self.ctx.events, self.ctx.engine, self.ctx.rundir
         self.train_split, self.train_ids = self.ctx.train_split, self.ctx.train_ids
         self.val_split, self.val_ids = self.ctx.val_split, self.ctx.val_ids
-        self.stopper = self.ctx.stopper
         seeds = np.random.SeedSequence(s.seed).spawn(3)
         self.rng_parent, self.rng_sampler, self.rng_merge = (
             random.Random(int(q.generate_state(1)[0])) for q in seeds
@@ -231,9 +231,13 @@ class _Run:
                 "a custom GEPA strategy declares resumable=False: resuming this run_dir will "
                 "replay rollouts from the journal but may take other decisions"
             )
-        self.iteration = 0
-        self.since_best = 0
-        self.stalled = 0
+        # the kit's step loop: its stop rules, stall and no-new-best counts, snapshot and result
+        self.loop = StepLoop(
+            self.ctx,
+            usage=self.usage,
+            state=partial(state, self),
+            stall_limit=_STALL_ITERATIONS,
+        )
         self.counts = {
             "proposed": 0,
             "accepted": 0,
@@ -250,15 +254,22 @@ class _Run:
         self.merges_due = 0
         self.merge_blocked_at = -1
         self.tried_merges: set[tuple[int, int, int]] = set()
-        self.best = 0
-        self.best_score = -math.inf
+
+    @property
+    def iteration(self) -> int:
+        """Iterations started so far (the step loop's count)."""
+        return self.loop.steps
+
+    def usage(self) -> LMUsage:
+        """The reflection LM's usage so far (none for a user's proposer that keeps no count)."""
+        return getattr(self.proposer, "usage", None) or LMUsage()
 
     # ------------------------------------------------------------------ loop
     def run(self) -> OptimizationResult:
         s = self.s
         return self.ctx.execute(
             optimizer="gepa",
-            seed_prompt=self.pop.shaped(self.pop.prompts[0]),
+            seed_prompt=self.pop.shaped(self.seed),
             settings=s.model_dump(exclude={"reflection_template"}),
             estimate=estimate(
                 s,
@@ -268,7 +279,7 @@ class _Run:
                 batched=batches_samples(self.proposer),
             ),
             body=self._body,
-            has_result=lambda: bool(self.pop.val_scores[0]),
+            has_result=lambda: bool(self.ctx.book),
             finish=partial(finish, self),
             budget_hint=(
                 f" A useful run needs at least {len(self.val_ids) + 2 * s.minibatch_size * 5}."
@@ -276,44 +287,9 @@ class _Run:
         )
 
     def _body(self) -> str:
-        self.events.emit(
-            CandidateProposed(
-                candidate=0, parents=[], origin="seed", prompt=self.pop.shaped(self.pop.prompts[0])
-            )
-        )
-        if not self._score_on_val([0]):
+        if self._admit([NewCandidate(self.seed)]):
             raise ConfigError("the budget ran out while scoring the seed prompt")
-        self._track_best()
-        return self._loop()
-
-    def _loop(self) -> str:
-        """Iterate until a stop condition fires; returns its reason."""
-        while True:
-            reason = self._stop_reason()
-            if reason:
-                return reason
-            self.iteration += 1
-            spent = self.engine.rollouts_spent
-            size = len(self.pop.prompts)
-            best_before = self.best_score
-            outcome = self._iterate()
-            self.since_best = 0 if self.best_score > best_before else self.since_best + 1
-            snapshot(self, None)
-            if outcome:
-                return outcome
-            progress = self.engine.rollouts_spent > spent or len(self.pop.prompts) > size
-            self.stalled = 0 if progress else self.stalled + 1
-
-    def _stop_reason(self) -> str | None:
-        agg, s = self.pop.aggregate(), self.s
-        if s.stop_at_perfect and is_solved(agg[self.best], s.perfect(), s.tie_tolerance):
-            return "perfect_score"
-        if self.stalled >= _STALL_LIMIT:
-            return "stalled"
-        usage = getattr(self.proposer, "usage", LMUsage())
-        return self.stopper.reason(
-            cost_usd=usage.cost_usd, steps_without_improvement=self.since_best, lm_usage=usage
-        )
+        return self.loop.run(self._iterate, made=lambda: len(self.ctx.book))
 
     def _iterate(self) -> str | None:
         """One iteration: maybe a merge, then the reflective proposals. A stop reason or None."""
@@ -458,72 +434,22 @@ class _Run:
         self.counts["raced_out"] += max(0, len(accepted) - s.max_accepted_per_iteration)
         return self._admit(
             [
-                (prompt, [parent], "mutation", pop.pointers[parent])
+                NewCandidate(prompt, [parent], "mutation")
                 for _, _, parent, prompt in accepted[: s.max_accepted_per_iteration]
             ]
         )
 
-    def _admit(self, new: list[tuple[dict[str, str], list[int], str, int]]) -> str | None:
-        """Score accepted children on the valset (as many as the budget allows) and add them."""
-        pop, engine = self.pop, self.engine
-        indices: list[int] = []
-        outcome, requests = None, []
-        for prompt, parents, origin, pointer in new:
-            requests += [(pop.shaped(prompt), i) for i in self.val_ids]
-            if not self.ctx.affordable(requests, self.val_split):
-                outcome = "budget"  # score what fits, then stop
-                break
-            index = pop.add(prompt, parents, origin, engine.rollouts_spent, pointer)
-            self.events.emit(
-                CandidateProposed(
-                    candidate=index, parents=parents, origin=origin, prompt=pop.shaped(prompt)
-                )
-            )
-            indices.append(index)
-            if self.s.merge and origin == "mutation":
-                self.merges_due += 1
-        if indices:
-            if not self._score_on_val(indices):
-                return "budget"
-            self._track_best()
-        return outcome
-
-    def _score_on_val(self, indices: list[int]) -> bool:
+    def _admit(self, new: list[NewCandidate]) -> str | None:
+        """Score new candidates (prompts as components) on the valset in the candidate book, as
+        many as the budget allows, and keep them in the population; ``"budget"`` when not all
+        of them could be scored."""
         pop = self.pop
-        requests = [(pop.shaped(pop.prompts[c]), i) for c in indices for i in self.val_ids]
-        result = self.engine.run(requests, split=self.val_split, label="valset")
-        if not result.complete:
-            return False
-        rollouts = iter(result.rollouts)
-        for c in indices:
-            runs = [next(rollouts) for _ in self.val_ids]
-            scores = {i: r.value for i, r in zip(self.val_ids, runs, strict=True) if r is not None}
-            objectives = {
-                i: r.score.objectives
-                for i, r in zip(self.val_ids, runs, strict=True)
-                if r is not None and r.score.objectives
-            }
-            pop.found_at[c] = self.engine.rollouts_spent
-            pop.score(c, scores, objectives)
-            self.events.emit(
-                CandidateEvaluated(
-                    candidate=c,
-                    split="val",
-                    score=math.fsum(scores.values()) / len(scores),
-                    n_examples=len(scores),
-                )
-            )
-        return True
-
-    def _track_best(self) -> bool:
-        """Update the best candidate; True (and a NewBest event) when the best score rose."""
-        agg = self.pop.aggregate()
-        best = best_mean(agg)
-        self.best = best
-        if not is_new_best(agg[best], self.best_score, self.s.tie_tolerance):
-            return False
-        self.best_score = agg[best]
-        self.events.emit(
-            NewBest(candidate=best, score=agg[best], rollouts_used=self.engine.rollouts_spent)
-        )
-        return True
+        shaped = [replace(entry, prompt=pop.shaped(entry.prompt)) for entry in new]
+        kept = self.ctx.book.add_all(shaped, label="valset")
+        if kept is None:
+            return "budget"
+        for entry, scored in zip(new[: len(kept)], kept, strict=True):
+            pop.add(entry.prompt, scored, self.val_ids)
+            if self.s.merge and entry.origin == "mutation":
+                self.merges_due += 1
+        return "budget" if len(kept) < len(new) else None

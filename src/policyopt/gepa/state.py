@@ -1,33 +1,35 @@
-"""GEPA's population: candidates, lineage, validation scores and the Pareto front."""
+"""GEPA's population: its own view of the run's candidates (prompts as components, component
+pointers, the Pareto front). The candidates themselves, their lineage and validation scores are
+the kit's candidate book's, by the same index."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from policyopt.gepa.pareto import ParetoFront
 from policyopt.prompts import PromptShape
-from policyopt.types import Candidate, PromptValue, prompt_key
+from policyopt.types import ExampleId, PromptValue, prompt_key
+
+if TYPE_CHECKING:
+    from policyopt.book import CandidateBook, ScoredCandidate
 
 __all__ = ["Population"]
 
 
 @dataclass
 class Population:
-    """Every candidate GEPA kept, indexed by its position; prompts are stored as components
-    (name -> text) and rebuilt in the seed's shape (str, dict or chat messages) by ``shape``."""
+    """What GEPA keeps of every candidate in ``book``, by its index: its prompt as components
+    (name -> text, rebuilt in the seed's shape by ``shaped``), the next component to rewrite,
+    and its per-example scores on the Pareto front."""
 
+    book: CandidateBook
     components: list[str]
     shape: PromptShape
     tolerance: float = 1e-6
     prompts: list[dict[str, str]] = field(default_factory=list)
-    parents: list[list[int]] = field(default_factory=list)
-    origins: list[str] = field(default_factory=list)
-    found_at: list[int] = field(default_factory=list)
     pointers: list[int] = field(default_factory=list)
-    val_scores: list[dict[str, float]] = field(default_factory=list)
     keys: dict[str, int] = field(default_factory=dict)
     front: ParetoFront = field(init=False)
 
@@ -35,13 +37,10 @@ class Population:
         self.front = ParetoFront(self.tolerance)
 
     @classmethod
-    def from_seed(cls, seed: object, tolerance: float) -> Population:
-        """A population holding only the seed (not yet scored)."""
+    def of(cls, book: CandidateBook, seed: object, tolerance: float) -> Population:
+        """An empty population for prompts shaped like ``seed`` (the seed joins once scored)."""
         shape = PromptShape.of(seed)
-        prompt = shape.components(seed)
-        pop = cls(components=list(prompt), shape=shape, tolerance=tolerance)
-        pop.add(prompt, [], "seed", 0, 0)
-        return pop
+        return cls(book, list(shape.components(seed)), shape, tolerance)
 
     def shaped(self, prompt: Mapping[str, str]) -> PromptValue:
         """The prompt in the seed's shape (what evaluate() receives)."""
@@ -51,48 +50,32 @@ class Population:
         """Content key of a prompt, as the rollout engine computes it."""
         return prompt_key(self.shaped(prompt))
 
-    def add(
-        self, prompt: dict[str, str], parents: list[int], origin: str, found_at: int, pointer: int
-    ) -> int:
-        """Append a candidate (unscored) and return its index."""
-        index = len(self.prompts)
-        self.prompts.append(prompt)
-        self.parents.append(parents)
-        self.origins.append(origin)
-        self.found_at.append(found_at)
-        self.pointers.append(pointer)
-        self.val_scores.append({})
-        self.keys[self.key(prompt)] = index
-        return index
+    @property
+    def parents(self) -> list[list[int]]:
+        """Every candidate's parents (the book's lineage)."""
+        return [c.parents for c in self.book.candidates]
 
-    def score(self, index: int, scores: Mapping[str, float], objectives: Mapping[str, Any]) -> None:
-        """Record validation scores (and per-example objectives) and update the front."""
-        self.val_scores[index] = dict(scores)
-        keyed = dict(scores)
-        for example_id, values in objectives.items():
-            for name, value in (values or {}).items():
-                keyed[f"{example_id}::{name}"] = value
-        self.front.update(index, keyed)
+    @property
+    def val_scores(self) -> list[dict[ExampleId, float]]:
+        """Every candidate's per-example validation scores (the book's)."""
+        return [c.val_scores for c in self.book.candidates]
 
     def aggregate(self) -> dict[int, float]:
-        """Mean validation score of every scored candidate."""
-        return {i: math.fsum(s.values()) / len(s) for i, s in enumerate(self.val_scores) if s}
+        """Mean validation score of every candidate (the book's)."""
+        return {c.index: c.val_score for c in self.book.candidates}
 
-    def candidates(self) -> list[Candidate]:
-        """The public view of every scored candidate."""
-        return [
-            Candidate(
-                index=i,
-                prompt=self.shaped(self.prompts[i]),
-                parents=self.parents[i],
-                origin=self.origins[i],
-                val_scores=self.val_scores[i],
-                found_at_rollout=self.found_at[i],
-            )
-            for i in range(len(self.prompts))
-            if self.val_scores[i]
-        ]
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """JSON-ready rows for ``state.json``."""
-        return [c.model_dump() for c in self.candidates()]
+    def add(self, prompt: dict[str, str], scored: ScoredCandidate, val_ids: Sequence[str]) -> None:
+        """Keep the components of a candidate the book just scored, and put its scores (and
+        per-example objectives, keyed ``"<id>::<name>"``) on the front. Its component pointer
+        continues from its parents' furthest (0 for the seed)."""
+        index = scored.candidate.index
+        if index != len(self.prompts):
+            raise ValueError(f"candidate {index} joins a population of {len(self.prompts)}")
+        self.prompts.append(prompt)
+        self.pointers.append(max((self.pointers[p] for p in scored.candidate.parents), default=0))
+        self.keys[self.key(prompt)] = index
+        keyed: dict[str, float] = dict(scored.candidate.val_scores)
+        for example_id, run in zip(val_ids, scored.rollouts, strict=True):
+            for name, value in (run.score.objectives or {}).items():
+                keyed[f"{example_id}::{name}"] = value
+        self.front.update(index, keyed)

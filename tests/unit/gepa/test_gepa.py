@@ -288,6 +288,9 @@ def test_run_dir_holds_json_state_with_rng_and_sampler(tmp_path: Path) -> None:
     }
     state = RunDir.read_state(tmp_path)
     assert state is not None and state["stop_reason"] == result.stop_reason
+    # the kit's step loop writes the run's part, GEPA its own (counts, merges, sampler, RNGs)
+    assert (state["step"], state["best"]) == (result.details["iterations"], result.best_candidate)
+    assert state["counts"] == result.details["counts"] and "merges_due" in state
     assert set(state["rng"]) == {"parent", "sampler", "merge"}
     assert {"epoch", "position", "order"} <= set(state["sampler"])
     assert len(state["candidates"]) == len(result.candidates)
