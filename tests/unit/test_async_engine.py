@@ -271,11 +271,17 @@ def test_journal_resume_pays_nothing_twice(tmp_path: Path) -> None:
     resumed, _ = make(again, n_jobs=4, journal=Journal(path), max_errors=None)
     assert resumed.rollouts_used == 8 and resumed.resumed_rollouts == 8
     second = resumed.run([("p", i) for i in ids[:8]], split="val")
-    assert again.total == 1 and again.calls[("p", 5)] == 1  # only the failure is retried
-    assert [r.value for r in second.done()] == [
+    assert again.total == 0  # the failure too comes back as it was recorded
+    assert [(r.value, r.error) for r in second.done()] == [(r.value, r.error) for r in first.done()]
+    resumed.close()
+
+    retried, _ = make(again, n_jobs=4, journal=Journal(path), max_errors=None, retry_failures=True)
+    third = retried.run([("p", i) for i in ids[:8]], split="val")
+    assert again.total == 1 and again.calls[("p", 5)] == 1  # only the failure is paid again
+    assert [r.value for r in third.done()] == [
         r.value if i != 5 else expected("p", 5) for i, r in enumerate(first.done())
     ]
-    resumed.close()
+    retried.close()
 
 
 def _sum_async(prompt: Any, example: dict[str, int]) -> Any:

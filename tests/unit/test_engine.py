@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections import Counter
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from hypothesis import given
@@ -232,20 +234,44 @@ def _module_level_evaluate(prompt: str, example: dict[str, int]) -> float:
 def test_journal_resume_pays_nothing_twice(tmp_path: Any) -> None:
     path = tmp_path / "rollouts.jsonl"
     evaluate = Counting(fail={5})
-    engine, ids = make(evaluate, journal=Journal(path), max_errors=None)
+    engine, ids = make(evaluate, journal=Journal(path), max_errors=None, failure_score=0.25)
     first = engine.run([("p", i) for i in ids], split="val")
     assert evaluate.total == 6
+    engine.close()
 
     again = Counting()
-    resumed, _ = make(again, journal=Journal(path), max_errors=None)
+    resumed, _ = make(again, journal=Journal(path), max_errors=None, failure_score=0.25)
     assert resumed.rollouts_used == 6 and resumed.resumed_rollouts == 6
     second = resumed.run([("p", i) for i in ids], split="val")
-    # only the failed rollout is retried on resume; successes come from the journal
-    assert again.total == 1 and again.calls[("p", 5)] == 1
-    assert [r.value for r in second.done()[:5]] == [r.value for r in first.done()[:5]]
+    # every rollout comes from the journal, the failure too, as it was recorded
+    assert again.total == 0 and resumed.failures == engine.failures
+    assert [(r.value, r.error, r.score.feedback) for r in second.done()] == [
+        (r.value, r.error, r.score.feedback) for r in first.done()
+    ]
+    assert second[5] is not None and second[5].failed and second[5].value == 0.25
     assert second[0] is not None and second[0].score.feedback == "fb0"
-    engine.close()
     resumed.close()
+
+    # asked to, a resume pays the failure again (the successes still come from the journal)
+    retried, _ = make(again, journal=Journal(path), max_errors=None, retry_failures=True)
+    third = retried.run([("p", i) for i in ids], split="val")
+    assert again.total == 1 and again.calls[("p", 5)] == 1
+    assert third[5] is not None and not third[5].failed
+    assert (retried.account.replayed, retried.account.retried) == (0, 1)
+    retried.close()
+
+
+def test_a_failure_is_remembered_within_a_process(tmp_path: Any) -> None:
+    """Asked again in the same process, a failed rollout answers from the cache: one result
+    per key in the journal, which is what a resume replays."""
+    path = tmp_path / "rollouts.jsonl"
+    evaluate = Counting(fail={2})
+    engine, ids = make(evaluate, journal=Journal(path), max_errors=None, quarantine_after=None)
+    engine.run([("p", ids[2])], split="val")
+    again = engine.run([("p", ids[2]), ("p", ids[2])], split="val")
+    assert evaluate.calls[("p", 2)] == 1 and all(r is not None and r.failed for r in again)
+    engine.close()
+    assert [r["type"] for r in Journal(path).read()] == ["start", "rollout"]
 
 
 def test_torn_journal_tail_is_dropped_and_repaired(tmp_path: Any) -> None:
@@ -278,10 +304,12 @@ def test_process_backends_need_a_picklable_evaluate() -> None:
     RolloutEngine(_module_level_evaluate, n_jobs=2, backend="loky").close()
 
 
-def test_each_count_keeps_one_meaning_across_a_resume(tmp_path: Any) -> None:
+@pytest.mark.parametrize("retry", [False, True])
+def test_each_count_keeps_one_meaning_across_a_resume(tmp_path: Any, retry: bool) -> None:
     """Paid (rollouts_used), the run's clock (rollouts_spent), what can still be started
     (payable) and what a step may plan with (budget_left), before and after a resume whose
-    journal holds a failure and a start without a result (a kill)."""
+    journal holds a failure (replayed, or paid again with ``retry_failures``) and a start
+    without a result (a kill)."""
     path = tmp_path / "rollouts.jsonl"
     engine, ids = make(Counting(fail={5}), journal=Journal(path), max_rollouts=20, max_errors=None)
     engine.run([("p", i) for i in ids], split="val")
@@ -292,14 +320,75 @@ def test_each_count_keeps_one_meaning_across_a_resume(tmp_path: Any) -> None:
     killed.append({"type": "start", "n": 7, "prompt": "lost", "split": "val", "example": "0"})
     killed.close()
 
-    resumed, _ = make(Counting(), journal=Journal(path), max_rollouts=20, max_errors=None)
+    resumed, _ = make(
+        Counting(), journal=Journal(path), max_rollouts=20, max_errors=None, retry_failures=retry
+    )
     assert (resumed.rollouts_used, resumed.resumed_rollouts, resumed.lost_rollouts) == (7, 7, 1)
     assert (resumed.journal_failures, resumed.rollouts_spent, resumed.payable) == (1, 0, 13)
-    # by the clock 20 are left, but only 13 can be paid plus the 5 journaled results to come
-    assert resumed.budget_left == 18
+    # by the clock 20 are left, but only 13 can be paid plus the journaled results to come
+    # (6 with the failure, 5 when it is paid again)
+    assert resumed.budget_left == (18 if retry else 19)
     resumed.run([("p", i) for i in ids], split="val")
-    # 5 results reached again for free, the failure paid again: the clock reads what the
-    # uninterrupted run read after this batch
-    assert (resumed.rollouts_used, resumed.rollouts_spent, resumed.payable) == (8, 6, 12)
-    assert resumed.budget_left == 12
+    # 5 results (6 with the failure) reached again for free, or the failure paid again: the
+    # clock reads what the uninterrupted run read after this batch
+    paid = 8 if retry else 7
+    assert (resumed.rollouts_used, resumed.rollouts_spent, resumed.payable) == (paid, 6, 20 - paid)
+    assert resumed.budget_left == 20 - paid
     resumed.close()
+
+
+def test_replayed_failures_pass_through_the_error_policy_again(tmp_path: Any) -> None:
+    """A resumed engine feeds the journaled results to the error policy in journal order: an
+    example quarantined by the original run is quarantined at the same point, at no cost."""
+    path = tmp_path / "rollouts.jsonl"
+    batches = [[("a", 0), ("a", 5)], [("b", 5)], [("c", 5), ("c", 1)]]
+
+    def run(engine: RolloutEngine, ids: list[str]) -> list[Any]:
+        return [engine.run([(p, ids[i]) for p, i in batch], split="val") for batch in batches]
+
+    engine, ids = make(Counting(fail={5}), journal=Journal(path), quarantine_after=2)
+    first = run(engine, ids)
+    engine.close()
+    again = Counting()
+    resumed, _ = make(again, journal=Journal(path), quarantine_after=2)
+    second = run(resumed, ids)
+    resumed.close()
+    assert again.total == 0 and resumed.quarantined == engine.quarantined == {"val/5": ANY}
+
+    def seen(batches: list[Any]) -> list[Any]:
+        return [(r.example_id, r.value, r.error, r.score.feedback) for b in batches for r in b]
+
+    assert seen(second) == seen(first)
+    assert second[2][0] is not None and "quarantined" in str(second[2][0].error)
+
+
+def test_a_breach_is_journaled_and_the_failures_before_it_are_paid_again(tmp_path: Any) -> None:
+    """The failures are why the run stopped: a resume pays them again (the user fixed evaluate).
+    A journal cut before the breach record (killed at once) replays the breach instead."""
+    path = tmp_path / "rollouts.jsonl"
+    policy = {"max_error_rate": 0.5, "error_window": 4}
+    engine, ids = make(Counting(fail={4, 5}), journal=Journal(path), **policy)
+    engine.run([("p", ids[0]), ("p", ids[1])], split="val")
+    with pytest.raises(EvaluationError):
+        engine.run([("p", ids[4]), ("p", ids[5])], split="val")
+    engine.close()
+    records = Journal(path).read()
+    assert records[-1] == {"type": "stop", "reason": "evaluate_errors"}
+
+    fixed = Counting()
+    (tmp_path / "cut.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records[:-1]), encoding="utf-8"
+    )
+    replayed, _ = make(fixed, journal=Journal(tmp_path / "cut.jsonl"), **policy)
+    replayed.run([("p", ids[0]), ("p", ids[1])], split="val")
+    with pytest.raises(EvaluationError):
+        replayed.run([("p", ids[4]), ("p", ids[5])], split="val")
+    replayed.close()
+    assert fixed.total == 0
+
+    retried, _ = make(fixed, journal=Journal(path), **policy)
+    retried.run([("p", ids[0]), ("p", ids[1])], split="val")
+    batch = retried.run([("p", ids[4]), ("p", ids[5])], split="val")
+    retried.close()
+    assert fixed.total == 2 and not any(r.failed for r in batch.done())
+    assert (retried.account.retried, retried.account.replayed) == (2, 0)

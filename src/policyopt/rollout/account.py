@@ -14,22 +14,32 @@ optimizers and events use):
 - ``plannable`` (``budget_left``): rollouts a step may plan with, by the clock, never more than
   ``payable`` plus the journaled results still to come back free.
 
-The two budgets agree unless an earlier process paid for rollouts that will not replay (failures,
-results lost to a kill).
+The two budgets agree unless an earlier process paid for rollouts that will not replay (results
+lost to a kill, failures paid again).
+
+Recorded failures are finished work: they replay as recorded, like successes. They are paid again
+(``retry``) only when the caller says why (the user asked, or ``evaluate`` changed), and those
+journaled before a breach record (a segment stopped on ``evaluate_errors``: they are why it
+stopped). Within one process a failure is remembered, not re-run, so a key has several results
+only when a later segment paid it again: the last one is what that segment saw, and it replays.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from policyopt.rollout.records import Rollout
+from policyopt.rollout.records import Rollout, failed_rollout
 from policyopt.state.journal import Journal
 from policyopt.types import ExampleId, Score
 
-__all__ = ["RolloutAccount", "RolloutKey"]
+__all__ = ["BREACH_RECORD", "RolloutAccount", "RolloutKey"]
 
 #: a rollout's identity: (prompt key, split, example id)
 RolloutKey = tuple[str, str, ExampleId]
+
+#: journaled when the error policy stops a run: a resume pays the failures before it again
+BREACH_RECORD = {"type": "stop", "reason": "evaluate_errors"}
 
 
 class RolloutAccount:
@@ -40,10 +50,18 @@ class RolloutAccount:
         self.paid = 0
         self.resumed = 0
         self.lost = 0  # started by an earlier process, its result never recorded (killed)
-        self.journal_failures = 0  # failed rollouts an earlier process recorded: paid again
+        self.journal_failures = 0  # failed rollouts an earlier process recorded
         self.seq = 0  # the last attempt number: it pairs a start record with its result
         self.unreached: set[RolloutKey] = set()  # journaled results this run has not reached
         self.reached = 0  # journaled results this run has reached again (free)
+        self.order: dict[RolloutKey, int] = {}  # a journaled result's place in the journal
+        self.fresh: list[RolloutKey] = []  # reached since the last replays()
+        self.retry: set[RolloutKey] = set()  # recorded failures paid again when asked
+        self.unreplayed = 0  # recorded failures that do not replay (len(retry) at load)
+        self.replayable = 0  # recorded failures that replay when reached
+        self.replayed = 0  # recorded failures reached (answered from the journal)
+        self.retried = 0  # recorded failures paid again
+        self.retry_why: str | None = None  # why the failures of ``retry`` are paid again
 
     @property
     def clock(self) -> int:
@@ -63,33 +81,53 @@ class RolloutAccount:
         payable = self.max_rollouts - self.paid + len(self.unreached)
         return min(self.max_rollouts - self.clock, payable)
 
-    def charge(self) -> int:
-        """Pay one rollout about to start; its attempt number."""
+    def charge(self, key: RolloutKey) -> int:
+        """Pay one rollout of ``key`` about to start; its attempt number."""
         self.paid += 1
         self.seq += 1
+        if key in self.retry:
+            self.retry.discard(key)
+            self.retried += 1
         return self.seq
 
-    def reach(self, key: RolloutKey) -> None:
+    def reach(self, key: RolloutKey, rollout: Rollout) -> None:
         """A cached result was read: a journaled one not reached before moves the clock."""
         if key in self.unreached:
             self.unreached.discard(key)
             self.reached += 1
+            self.replayed += rollout.failed
+            self.fresh.append(key)
+
+    def replays(self) -> list[RolloutKey]:
+        """The journaled results reached since the last call, in journal order: the order in
+        which the original run's error policy counted them."""
+        keys = sorted(self.fresh, key=self.order.__getitem__)
+        self.fresh.clear()
+        return keys
 
     def counts_as_cost(self, key: RolloutKey, cache: dict[RolloutKey, Rollout]) -> bool:
         """Whether asking for ``key`` costs budget by the clock (as it did for the original
         run: a journaled result not yet reached counts)."""
         return key not in cache or key in self.unreached
 
-    def load(self, journal: Journal) -> dict[RolloutKey, Rollout]:
+    def load(
+        self, journal: Journal, *, failure_score: float, retry: str | None = None
+    ) -> dict[RolloutKey, Rollout]:
         """Reload an earlier run's journal: every started rollout counts as paid; the cached
-        successes (to be reached again) are returned."""
+        results (to be reached again) are returned. ``retry`` says why every recorded failure
+        is paid again (None: only those before a breach record are)."""
         starts: set[int] = set()
         finished: set[int] = set()
         cache: dict[RolloutKey, Rollout] = {}
-        for record in journal.iter_records():
+        failed: dict[RolloutKey, int] = {}  # key -> place of its (last) failure record
+        breach = -1  # place of the last breach record
+        for place, record in enumerate(journal.iter_records()):
             kind = record.get("type")
             if kind == "start":
                 starts.add(int(record["n"]))
+                continue
+            if kind == BREACH_RECORD["type"]:
+                breach = place if record.get("reason") == BREACH_RECORD["reason"] else breach
                 continue
             if kind != "rollout":
                 continue
@@ -98,19 +136,47 @@ class RolloutAccount:
                 self.paid += 1
             else:
                 finished.add(int(seq))
-            if record.get("error") is not None:
-                self.journal_failures += 1
-                continue
             key = (record["prompt"], record["split"], record["example"])
-            self.unreached.add(key)
-            cache[key] = Rollout(
-                key[0], key[1], key[2], _score(record), None, True, record.get("duration_s", 0.0)
-            )
+            self.order[key] = place
+            error = record.get("error")
+            if error is not None:
+                self.journal_failures += 1
+                failed[key] = place
+                rollout = failed_rollout(key, error, record.get("duration_s", 0.0), failure_score)
+            else:
+                failed.pop(key, None)
+                duration = record.get("duration_s", 0.0)
+                rollout = Rollout(key[0], key[1], key[2], _score(record), None, False, duration)
+            cache[key] = dataclasses.replace(rollout, cached=True)
+        for key, place in failed.items():
+            if retry is not None or place < breach:
+                self.retry.add(key)
+                del cache[key]
+        self.unreplayed, self.replayable = len(self.retry), len(failed) - len(self.retry)
+        if self.retry:
+            self.retry_why = retry or "a segment stopped on evaluate_errors after they failed"
+        self.unreached = set(cache)
         self.paid += len(starts | finished)
         self.resumed = self.paid
         self.lost = len(starts - finished)
         self.seq = max(starts | finished, default=0)
         return cache
+
+    def note(self) -> str | None:
+        """One line on what happens to the recorded failures (None: there are none)."""
+        parts = []
+        if self.unreplayed:
+            parts.append(f"{_failures(self.unreplayed)} will be paid again: {self.retry_why}")
+        if self.replayable:
+            parts.append(
+                f"{_failures(self.replayable)} replayed as recorded (pass retry_failures=True "
+                "to pay them again)"
+            )
+        return "; ".join(parts) or None
+
+
+def _failures(n: int) -> str:
+    return f"{n} recorded failure{'s' if n != 1 else ''}"
 
 
 def _score(record: dict[str, Any]) -> Score:

@@ -9,6 +9,7 @@ per batch. Optimizers decide *what* to evaluate; the engine decides nothing else
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ from policyopt.errors import (
     describe,
 )
 from policyopt.events import BatchDone, EventBus, RolloutsProgress
-from policyopt.rollout.account import RolloutAccount, RolloutKey
+from policyopt.rollout.account import BREACH_RECORD, RolloutAccount, RolloutKey
 from policyopt.rollout.aio import AsyncSlots, is_async_callable
 from policyopt.rollout.dask_backend import DaskRunner, is_dask
 from policyopt.rollout.policy import ErrorPolicy
@@ -49,6 +50,8 @@ from policyopt.state.journal import Journal
 from policyopt.types import ExampleId, example_ids, prompt_key
 
 __all__ = ["DEFAULT_TIMEOUT_S", "BatchResult", "Rollout", "RolloutEngine", "check_backend"]
+
+logger = logging.getLogger("policyopt")
 
 #: seconds a rollout may take before it is recorded as failed (None turns the limit off)
 DEFAULT_TIMEOUT_S = 600.0
@@ -82,6 +85,10 @@ class RolloutEngine:
     ``stop_check`` (e.g. a STOP file) and Ctrl-C end a batch within a fraction of a second, even
     while a rollout hangs. An ``async def evaluate`` runs on policyopt's event loop with ``n_jobs``
     coroutines in flight (:mod:`policyopt.rollout.aio`); on a process backend each worker awaits it.
+
+    A ``journal`` of an earlier run answers what it recorded, failures included, and its results
+    pass through the error policy again in journal order; ``retry_failures`` (True, or a string
+    saying why) pays its failures again instead (:mod:`policyopt.rollout.account`).
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class RolloutEngine:
         events: EventBus | None = None,
         journal: Journal | None = None,
         stop_check: Callable[[], str | None] | None = None,
+        retry_failures: bool | str = False,
     ) -> None:
         if not callable(evaluate):
             raise ConfigError(f"'evaluate' must be callable; got {describe(evaluate)}.")
@@ -134,10 +142,13 @@ class RolloutEngine:
         self._examples: dict[str, dict[ExampleId, Any]] = {}
         self._prompt_keys: dict[int, tuple[Any, str]] = {}
         self.account = RolloutAccount(max_rollouts)  # what was paid and reached (account.py)
-        # a journal's successes answer from the cache (a resumed run replays them for free)
-        self._cache: dict[RolloutKey, Rollout] = (
-            {} if journal is None else self.account.load(journal)
-        )
+        # a journal's results answer from the cache (a resumed run replays them for free)
+        self._cache: dict[RolloutKey, Rollout] = {}
+        if journal is not None:
+            why = "retry_failures=True" if retry_failures is True else retry_failures or None
+            self._cache = self.account.load(journal, failure_score=self.failure_score, retry=why)
+            if (note := self.account.note()) is not None:
+                logger.log(logging.WARNING if self.account.unreplayed else logging.INFO, note)
         self._lock = threading.Lock()  # one batch at a time
         self._state = threading.Lock()  # counters, cache and journal order across workers
         self._cancel = threading.Event()
@@ -202,12 +213,13 @@ class RolloutEngine:
 
     @property
     def journal_failures(self) -> int:
-        """Failed rollouts an earlier process recorded: a resumed run pays them again."""
+        """Failed rollouts an earlier process recorded: replayed, or paid again when retried."""
         return self.account.journal_failures
 
     @property
     def failures(self) -> list[tuple[str, str]]:
-        """``(split/example, message)`` of every failed rollout in this process."""
+        """``(split/example, message)`` of every failed rollout of the run's path (replayed ones
+        from the journal included)."""
         return list(self.policy.failures)
 
     @property
@@ -298,11 +310,14 @@ class RolloutEngine:
     ) -> BatchResult:
         start = time.perf_counter()
         results, todo, payload, n_cached = self._sort(prompt_ids, split)
+        tally = _Tally()
+        self._replay(tally)
         payable = self.account.payable
         allowed = len(payload) if payable is None else max(0, min(len(payload), payable))
+        if tally.breach is not None:  # the original run stopped here: nothing more is paid
+            allowed = 0
         n_cut = sum(len(todo[key]) for key, _, _ in payload[allowed:])
         payload = payload[:allowed]
-        tally = _Tally()
         try:
             self._collect(payload, todo, results, split, label, tally)
         finally:
@@ -325,6 +340,8 @@ class RolloutEngine:
         if tally.bad_score is not None:
             raise ScoreTypeError(tally.bad_score)
         if tally.breach is not None:
+            if self.journal is not None:  # a resume pays the failures before it again
+                self.journal.append(dict(BREACH_RECORD))
             raise tally.breach
         if self._stop_reason is not None:
             raise StopRequested(self._stop_reason)
@@ -348,7 +365,7 @@ class RolloutEngine:
             if hit is not None:
                 results[index] = hit
                 n_cached += 1
-                self.account.reach(key)
+                self.account.reach(key, hit)
                 continue
             if example_id not in examples:
                 raise DatasetError(f"No example {example_id!r} in split {split!r}.")
@@ -361,6 +378,15 @@ class RolloutEngine:
             todo[key] = [index]
             payload.append((key, prompt, examples[example_id]))
         return results, todo, payload, n_cached
+
+    def _replay(self, tally: _Tally) -> None:
+        """The error policy counts the journaled results this batch reached, in journal order,
+        as the original run counted them when it paid them: quarantines and a breach replay."""
+        for key in self.account.replays():
+            rollout = self._cache[key]
+            self.policy.record(key[1], key[2], rollout.error)
+            if rollout.failed and tally.breach is None:
+                tally.breach = self.policy.breach()
 
     def _collect(
         self,
@@ -496,7 +522,7 @@ class RolloutEngine:
     def _started(self, key: RolloutKey) -> int:
         """Charge one rollout and journal that it started, before ``evaluate`` is called."""
         with self._state:
-            seq = self.account.charge()
+            seq = self.account.charge(key)
             if self.journal is not None:
                 self.journal.append(
                     {
@@ -532,7 +558,7 @@ class RolloutEngine:
         with self._state:
             self.policy.record(key[1], key[2], rollout.error)
             # Failures are cached too: within a run nothing is paid twice. They are journaled
-            # with their error and retried when a run is resumed (a transient error may be gone).
+            # with their error and replayed when a run is resumed, unless it retries them.
             self._cache[key] = dataclasses.replace(rollout, cached=True)
             if self.journal is not None:
                 self.journal.append(to_record(rollout, seq))
