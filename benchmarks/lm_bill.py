@@ -85,7 +85,7 @@ def resume(name: str, run_dir: Path) -> dict[str, Any]:
     make(make_lm(), **settings).optimize(program, train, val)
     lm = make_lm()
     program, train, val = keyword_task(evaluate=FailsOnSomeExamples(False))
-    result = make(lm, **settings).optimize(program, train, val)
+    result = make(lm, retry_failures=True, **settings).optimize(program, train, val)
     return {"live_calls_after": len(lm.prompts), "stop": result.stop_reason}
 
 
@@ -93,8 +93,8 @@ def bill(run_dir: Path) -> dict[str, Any]:
     # the first segment's reflections saw failed rollouts; resumed with them fixed
     lenient_gepa_run(str(run_dir), FailsOnSomeExamples(True), 60)
     result = lenient_gepa_run(
-        str(run_dir), FailsOnSomeExamples(False), 150
-    )  # re-run, they succeed: other reflection prompts
+        str(run_dir), FailsOnSomeExamples(False), 150, retry_failures=True
+    )  # paid again, they succeed: other reflection prompts
     lines = (run_dir / "journal.jsonl").read_text(encoding="utf-8").splitlines()
     journaled = sum(json.loads(line).get("type") == "proposal" for line in lines)
     return {"reported": result.lm_usage["reflection"].calls, "journaled": journaled}

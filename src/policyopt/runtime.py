@@ -169,6 +169,7 @@ RESUMABLE = frozenset(
         "quarantine_after",
         "strict",
         "accept_changed",
+        "retry_failures",
     }
 )
 
@@ -223,6 +224,9 @@ class RunSettings(BaseModel):
         (),
         description="resume a run_dir although these parts of its identity changed (e.g. "
         "'evaluate'): its cached scores were made by the old ones",
+    )
+    retry_failures: bool = Field(
+        False, description="on resume, pay the failed rollouts the journal holds again"
     )
 
     @field_validator("n_jobs")
@@ -279,6 +283,7 @@ class RunContext:
         self.started = time.perf_counter()
         self.events = EventBus(listeners)
         self.rundir: RunDir | None = None
+        self.retry_failures: bool | str = False  # why the journal's failures are paid again
         self.log: JSONLEventLog | None = None
         if s.run_dir is not None:
             dump = settings.model_dump()
@@ -291,6 +296,7 @@ class RunContext:
             extra = getattr(program.evaluate, "policyopt_identity", None)
             if isinstance(extra, Mapping):
                 ident.update({str(k): v for k, v in extra.items()})
+            evaluate_parts = {"evaluate", *(map(str, extra) if isinstance(extra, Mapping) else ())}
             ident["train"] = fingerprint(trainset, example_ids(trainset, name="trainset"))
             ident["val"] = (
                 None if valset is None else fingerprint(valset, example_ids(valset, name="valset"))
@@ -302,6 +308,11 @@ class RunContext:
                 settings=dump,
                 accept_changed=s.accept_changed,
             )
+            # failures are paid again when the user asks, or new evaluate code may fix them
+            if s.retry_failures:
+                self.retry_failures = True
+            elif changed := sorted(evaluate_parts & set(self.rundir.changed)):
+                self.retry_failures = f"{', '.join(changed)} changed (accept_changed)"
             self.log = JSONLEventLog(self.rundir.events_path)
             self.events.subscribe(self.log)
         self.segments = Segments(self.rundir.records("segment") if self.rundir else [])
@@ -338,6 +349,7 @@ class RunContext:
             events=self.events,
             journal=self.rundir.journal if self.rundir else None,
             stop_check=self._urgent_stop,
+            retry_failures=self.retry_failures,
         )
         self._has_result: Callable[[], bool] = lambda: False
         self.brief = brief(program.objective, program.background)  # heads every proposal prompt
@@ -545,14 +557,14 @@ class RunContext:
     @property
     def resume_exact(self) -> bool:
         """Whether this run's path is the uninterrupted run's: true for a fresh run; for a
-        resumed one, only when no earlier segment lost rollouts to a kill or recorded failures
-        (both are paid again and may end elsewhere) and the optimizer's strategies replay
+        resumed one, only when no earlier segment lost rollouts to a kill, its recorded failures
+        replay (not paid again: those may end elsewhere) and the optimizer's strategies replay
         (``strategies_resumable``, set by the optimizer)."""
         engine = self.engine
         if not self.strategies_resumable:
             return False
         return engine.resumed_rollouts == 0 or (
-            engine.lost_rollouts == 0 and engine.journal_failures == 0
+            engine.lost_rollouts == 0 and engine.account.unreplayed == 0
         )
 
     def fault_details(self) -> dict[str, Any]:
@@ -563,6 +575,8 @@ class RunContext:
             "quarantined_examples": engine.quarantined,
             "lost_rollouts": engine.lost_rollouts,
             "resumed_rollouts": engine.resumed_rollouts,
+            "replayed_failures": engine.account.replayed,
+            "retried_failures": engine.account.retried,
             "resume_exact": self.resume_exact,
             "stop_detail": self.stop_detail,
         }

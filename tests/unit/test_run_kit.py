@@ -52,7 +52,7 @@ def test_a_resumed_run_makes_no_lm_call_the_spent_budget_cannot_score(
     fixed = FailsOnSomeExamples(broken=False)
     program, train, val = keyword_task(evaluate=fixed)
     lm = make_lm()
-    result = make(lm, **settings).optimize(program, train, val)
+    result = make(lm, retry_failures=True, **settings).optimize(program, train, val)
     journal = (tmp_path / "run" / "journal.jsonl").read_text(encoding="utf-8")
     paid = journal.count('"type": "start"')
     assert paid <= 60, "the hard budget holds across segments"
@@ -114,16 +114,15 @@ def test_a_resumed_runs_bill_sums_every_segment(tmp_path: Path) -> None:
     """LM calls and tokens of every segment count in the result, also those the resumed run's
     path left behind (before: only the path's); so does every segment's wall time."""
     run_dir = tmp_path / "run"
-
-    def run(evaluate: CountingEvaluate, budget: int) -> Any:
-        return lenient_gepa_run(str(run_dir), evaluate, budget)
-
-    run(FailsOnSomeExamples(broken=True), 60)  # its reflections saw failed rollouts
+    lenient_gepa_run(str(run_dir), FailsOnSomeExamples(broken=True), 60)  # reflections saw them
     first = _journal(run_dir)
     first_wall = max(r["wall_s"] for r in first if r["type"] == "segment")
-    # resumed with evaluate fixed: the failures are paid again and succeed, so the path asks
-    # other reflection prompts under the same keys, and some first-segment calls are left behind
-    result = run(FailsOnSomeExamples(broken=False), 150)
+    # resumed with evaluate fixed and retry_failures: the failures are paid again and succeed,
+    # so the path asks other reflection prompts under the same keys, and some first-segment
+    # calls are left behind
+    result = lenient_gepa_run(
+        str(run_dir), FailsOnSomeExamples(broken=False), 150, retry_failures=True
+    )
     records = _journal(run_dir)
     proposals = [r for r in records if r["type"] == "proposal"]
     keys = [r["key"] for r in proposals]
@@ -226,16 +225,23 @@ def test_the_evaluate_identity_follows_its_code() -> None:
 def test_resume_exact_is_true_only_when_the_resumed_path_can_be_the_same(
     name: str, tmp_path: Path
 ) -> None:
-    """A run continued with a larger budget replays exactly (true); one whose earlier segment
-    lost a rollout to a kill, or recorded failures, pays them again and says so (false)."""
+    """A run continued with a larger budget replays exactly (true), also when its earlier
+    segment recorded failures (they replay as recorded); one whose earlier segment lost a
+    rollout to a kill, or that pays the recorded failures again (retry_failures), says false."""
     from policyopt.testing.conformance import _Crash
 
     make, make_lm = OPTIMIZERS[name]
 
-    def run(run_dir: Path, evaluate: CountingEvaluate, budget: int) -> Any:
+    def run(run_dir: Path, evaluate: CountingEvaluate, budget: int, **settings: Any) -> Any:
         program, train, val = keyword_task(evaluate=evaluate)
         return make(
-            make_lm(), max_rollouts=budget, n_jobs=1, progress=False, run_dir=str(run_dir)
+            make_lm(),
+            max_rollouts=budget,
+            n_jobs=1,
+            progress=False,
+            run_dir=str(run_dir),
+            max_error_rate=None,
+            **settings,
         ).optimize(program, train, val)
 
     assert run(tmp_path / "a", CountingEvaluate(), 40).details["resume_exact"] is True
@@ -244,9 +250,12 @@ def test_resume_exact_is_true_only_when_the_resumed_path_can_be_the_same(
         run(tmp_path / "b", CountingEvaluate(crash_after=20), 80)
     resumed = run(tmp_path / "b", CountingEvaluate(), 80)
     assert resumed.details["lost_rollouts"] == 1 and resumed.details["resume_exact"] is False
-    broken = FailsOnSomeExamples(broken=True)
-    run(tmp_path / "c", broken, 40)
-    assert run(tmp_path / "c", FailsOnSomeExamples(False), 80).details["resume_exact"] is False
+    run(tmp_path / "c", FailsOnSomeExamples(broken=True), 40)
+    replayed = run(tmp_path / "c", FailsOnSomeExamples(broken=True), 80)
+    assert replayed.details["replayed_failures"] > 0 and replayed.details["resume_exact"] is True
+    run(tmp_path / "d", FailsOnSomeExamples(broken=True), 40)
+    retried = run(tmp_path / "d", FailsOnSomeExamples(False), 80, retry_failures=True)
+    assert retried.details["retried_failures"] > 0 and retried.details["resume_exact"] is False
 
 
 def test_callable_identity_reads_source_one_thread_at_a_time(

@@ -55,6 +55,14 @@ def optimize(
             "(e.g. evaluate,task_model): the run dir's cached scores were made by the old ones.",
         ),
     ] = None,
+    retry_failures: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failures",
+            help="Resume paying the failed rollouts of the run dir's journal again (by default "
+            "they replay as recorded, like its successes).",
+        ),
+    ] = False,
     salvage: Annotated[
         bool,
         typer.Option(
@@ -81,6 +89,7 @@ def optimize(
     prepared = _prepare_config(config, set_, run_dir)
     if accept_changed:
         prepared.accept_changed = tuple(p.strip() for p in accept_changed.split(",") if p.strip())
+    prepared.retry_failures = retry_failures
     try:
         check_run(prepared, progress=progress, mlflow_uri=mlflow, credentials=True)
         lines = format_estimate(estimate_run(prepared))

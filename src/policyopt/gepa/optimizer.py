@@ -121,6 +121,7 @@ class GEPA:
         progress: bool = True,
         run_dir: str | None = None,
         accept_changed: tuple[str, ...] = (),
+        retry_failures: bool = False,
         minibatch_size: int = 3,
         merge: bool = True,
         max_merges: int = 5,

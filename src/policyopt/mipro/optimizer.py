@@ -135,6 +135,7 @@ class MIPRO:
         progress: bool = True,
         run_dir: str | None = None,
         accept_changed: tuple[str, ...] = (),
+        retry_failures: bool = False,
         auto: Literal["light", "medium", "heavy"] | None = None,
         num_candidates: int | None = None,
         num_trials: int | None = None,

@@ -139,6 +139,7 @@ class OPRO:
         progress: bool = True,
         run_dir: str | None = None,
         accept_changed: tuple[str, ...] = (),
+        retry_failures: bool = False,
         proposals_per_step: int = 4,
         max_history: int = 20,
         n_exemplars: int = 3,

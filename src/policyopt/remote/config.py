@@ -57,6 +57,7 @@ SERVER_SETTINGS: dict[str, str] = {
     "run_dir": "not a job setting: the job server gives every job its own run directory",
     "progress": "not a job setting: the job server reports progress as events",
     "accept_changed": "not a job setting: every job has its own run directory",
+    "retry_failures": "not a job setting: a resumed job replays its journal as recorded",
     "backend": "not a job setting: the job server runs rollouts as coroutines (async HTTP "
     "calls to the task app, n_jobs in flight)",
     "listeners": "not a job setting: the job server streams the job's events",

@@ -205,13 +205,8 @@ class LocalConfig(RunConfigBase):
     def _problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         if (self.program is None) == (self.evaluate is None):
-            problems.append(
-                (
-                    "program",
-                    "give program = 'module:program' or evaluate = 'module:evaluate' (with "
-                    "initial_prompt), not both and not neither",
-                )
-            )
+            why = "give program = 'module:program' or evaluate = 'module:evaluate' (with "
+            problems.append(("program", why + "initial_prompt), not both and not neither"))
         if self.evaluate is not None and self.initial_prompt is None:
             problems.append(("initial_prompt", "required with evaluate: the seed prompt"))
         for key in ("program", "evaluate"):
@@ -241,6 +236,7 @@ class Prepared:
     task_model: Any = None  # None, "local[:NAME]", a litellm name (str) or a callable
     reflection_model: Any = "local"
     accept_changed: tuple[str, ...] = ()  # identity parts a resume may change (--accept-changed)
+    retry_failures: bool = False  # a resume pays the journal's failures again (--retry-failures)
     seed_prompt: Any = None
     notes: list[str] = field(default_factory=list)
 

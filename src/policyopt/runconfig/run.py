@@ -63,6 +63,8 @@ def optimizer_settings(prepared: Prepared, *, progress: bool) -> dict[str, Any]:
         settings["run_dir"] = str(prepared.run_dir)
     if "accept_changed" in fields and prepared.accept_changed:
         settings["accept_changed"] = tuple(prepared.accept_changed)
+    if "retry_failures" in fields and prepared.retry_failures:
+        settings["retry_failures"] = True
     if "progress" in fields:
         settings["progress"] = progress
     return settings

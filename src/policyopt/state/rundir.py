@@ -192,6 +192,7 @@ class RunDir:
             "library_version": __version__,
         }
         self.resumed = config_path.exists()
+        self.changed: tuple[str, ...] = ()  # identity parts that changed, all accepted
         if self.resumed:
             try:
                 old = json.loads(config_path.read_text(encoding="utf-8"))
@@ -221,6 +222,7 @@ class RunDir:
                     f"start afresh, or accept the change: accept_changed={refused!r} "
                     f"(CLI: --accept-changed {','.join(refused)})."
                 )
+            self.changed = tuple(changed)
         _atomic_write(config_path, json.dumps(config, indent=2, default=repr))
 
     def close(self) -> None:

@@ -159,6 +159,12 @@ def keyword_reflection_lm(words_per_fix: int = 1) -> ScriptedLM:
     return ScriptedLM(reflect)
 
 
+#: details that say how a run was resumed, not what it found
+_RESUME_DETAILS = frozenset(
+    {"resumed_rollouts", "lost_rollouts", "resume_exact", "replayed_failures", "retried_failures"}
+)
+
+
 def comparable(result: OptimizationResult) -> dict[str, Any]:
     """A result without what legitimately differs between equal runs (time, paths, resume).
 
@@ -168,11 +174,7 @@ def comparable(result: OptimizationResult) -> dict[str, Any]:
     data = result.model_dump(exclude={"wall_time_s"})
     data["settings"] = {k: v for k, v in data["settings"].items() if k != "run_dir"}
     data["n_rollouts"] -= int(data["details"].get("lost_rollouts") or 0)
-    data["details"] = {
-        k: v
-        for k, v in data["details"].items()
-        if k not in {"resumed_rollouts", "lost_rollouts", "resume_exact"}
-    }
+    data["details"] = {k: v for k, v in data["details"].items() if k not in _RESUME_DETAILS}
     return data
 
 

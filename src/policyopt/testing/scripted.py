@@ -76,7 +76,9 @@ class FailsOnSomeExamples(CountingEvaluate):
         return super().__call__(prompt, example)
 
 
-def lenient_gepa_run(run_dir: str, evaluate: CountingEvaluate, budget: int) -> OptimizationResult:
+def lenient_gepa_run(
+    run_dir: str, evaluate: CountingEvaluate, budget: int, *, retry_failures: bool = False
+) -> OptimizationResult:
     """GEPA on the keyword task in ``run_dir``, one rollout at a time, never stopping for
     failed rollouts: the resumed-bill scenario of the run-kit tests and ``lm_bill.py``."""
     from policyopt.gepa import GEPA
@@ -90,4 +92,5 @@ def lenient_gepa_run(run_dir: str, evaluate: CountingEvaluate, budget: int) -> O
         run_dir=run_dir,
         max_error_rate=None,
         quarantine_after=None,
+        retry_failures=retry_failures,
     ).optimize(program, train, val)

@@ -89,6 +89,47 @@ def test_a_resume_with_another_evaluate_or_task_model_is_refused_unless_accepted
     assert accepted.exit_code == 0, accepted.output
 
 
+_FLAKY = """
+
+def evaluate_flaky(prompt, example, lm):
+    if Path(__file__).with_name("BROKEN").exists() and example["word"] == "hot":
+        with CALLS.open("a") as f:
+            f.write("hot\\n")
+        raise RuntimeError("backend down")
+    return evaluate(prompt, example, lm)
+"""
+
+
+def test_retry_failures_pays_the_recorded_failures_again(project: Path) -> None:
+    """A resume replays the failed rollouts as recorded (nothing paid, the same best prompt);
+    with --retry-failures it pays them again, here with the backend fixed."""
+    with (project / "prog.py").open("a") as handle:
+        handle.write(_FLAKY)
+    (project / "BROKEN").touch()
+    config = str(project / "config.toml")
+    flaky = ("--no-progress", "--set", 'evaluate="prog:evaluate_flaky"')
+    first = invoke("optimize", config, *flaky)
+    assert first.exit_code == 0, first.output
+    run_dir = project / "runs" / "one"
+    failed = json.loads((run_dir / "result.json").read_text())["details"]["failed_rollouts"]
+    paid = calls(project)
+    assert failed > 0
+    again = invoke("optimize", config, *flaky)
+    assert again.exit_code == 0, again.output
+    assert calls(project) == paid
+    details = json.loads((run_dir / "result.json").read_text())["details"]
+    assert (details["replayed_failures"], details["resume_exact"]) == (failed, True)
+
+    (project / "BROKEN").unlink()
+    retried = invoke("optimize", config, *flaky, "--retry-failures")
+    assert retried.exit_code == 0, retried.output
+    details = json.loads((run_dir / "result.json").read_text())["details"]
+    assert calls(project) > paid and details["retried_failures"] > 0
+    assert details["resume_exact"] is False
+    settings = json.loads((run_dir / "result.json").read_text())["settings"]
+    assert settings["retry_failures"] is True
+
+
 def test_set_overrides_and_run_dir_option(project: Path, tmp_path_factory: Any) -> None:
     where = tmp_path_factory.mktemp("elsewhere") / "run"
     result = invoke(
