@@ -382,11 +382,12 @@ class RolloutEngine:
     def _replay(self, tally: _Tally) -> None:
         """The error policy counts the journaled results this batch reached, in journal order,
         as the original run counted them when it paid them: quarantines and a breach replay."""
-        for key in self.account.replays():
-            rollout = self._cache[key]
-            self.policy.record(key[1], key[2], rollout.error)
-            if rollout.failed and tally.breach is None:
-                tally.breach = self.policy.breach()
+        with self._state:
+            for key in self.account.replays():
+                rollout = self._cache[key]
+                self.policy.record(key[1], key[2], rollout.error)
+                if rollout.failed and tally.breach is None:
+                    tally.breach = self.policy.breach()
 
     def _collect(
         self,
