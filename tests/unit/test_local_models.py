@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,13 @@ from policyopt.bench import BenchSettings
 from policyopt.cli import app
 from policyopt.errors import ConfigError, MissingDependencyError
 from policyopt.lm import local_models
-from policyopt.lm.local_models import LocalModel, find_gguf, is_local, local_model
+from policyopt.lm.local_models import (
+    LocalModel,
+    check_installed,
+    find_gguf,
+    is_local,
+    local_model,
+)
 
 
 def test_names_resolve_to_models_and_unknown_ones_fail_in_one_line() -> None:
@@ -128,3 +135,25 @@ def test_a_model_not_installed_fails_in_one_line_with_how_to_install(
     result = CliRunner().invoke(app, ["demo", "--model", "absent"])
     assert result.exit_code != 0
     assert "--model 'absent': local model 'absent' is not installed" in result.output
+
+
+def test_check_installed_finds_the_parts_without_joining_them(
+    split_model: tuple[LocalModel, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = split_model
+    if importlib.util.find_spec("xllamacpp") is None:
+        with pytest.raises(MissingDependencyError, match="needs xllamacpp"):
+            check_installed("local:split-test")
+    else:
+        assert check_installed("local:split-test") is model
+    assert not (tmp_path / "cache").exists()  # nothing joined, nothing hashed
+    monkeypatch.setitem(
+        local_models.LOCAL_MODELS,
+        model.name,
+        LocalModel(**{**vars(model), "packages": ("po_test_part0", "po_gone")}),
+    )
+    with pytest.raises(MissingDependencyError) as err:
+        check_installed("split-test")
+    assert str(err.value) == (
+        "local model 'split-test' is not installed (no package po_gone). pip install split-test"
+    )

