@@ -280,7 +280,8 @@ def serve(
             help="A model jobs may use and the environment variable holding its key: "
             "NAME=KEY_ENV_VAR (NAME exact, or a provider prefix such as 'openai/'; an owner "
             "endpoint as NAME=KEY_ENV_VAR@URL; repeatable). Every other model is refused. "
-            "Default: only 'local' (the embedded model).",
+            "Default: only 'local' (the embedded model); 'local:NAME' grants another local "
+            "model the library ships, once installed (local:qwen2.5-coder-0.5b).",
         ),
     ] = None,
     allow_cloud_identity: Annotated[

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from policyopt.errors import MissingDependencyError
 from policyopt.gepa.reflection import COMPACT_TEMPLATE
+from policyopt.lm.local_models import check_installed
 from policyopt.remote.client import JobEvent, PolicyOptimizationJob
 from policyopt.tasks import get_task
 from tests.integration.remote.support import (
@@ -56,10 +58,11 @@ def start_task_app(tmp_path: Path, name: str = "task") -> Proc:
     return app
 
 
-def start_server(root: Path, name: str = "server") -> Proc:
+def start_server(root: Path, name: str = "server", *flags: str) -> Proc:
     server = Proc(
         [
             "serve",
+            *flags,
             "--db",
             str(root / "jobs.db"),
             "--data-dir",
@@ -159,6 +162,36 @@ class TestMiproJob:
 class TestCancel:
     def test_cancel_mid_run(self, task_app: Proc, server: Proc) -> None:
         _cancel_mid_run(task_app, server)
+
+
+def _second_model_installed() -> bool:
+    try:
+        check_installed(SECOND_MODEL)
+    except MissingDependencyError:
+        return False
+    return True
+
+
+SECOND_MODEL = "local:qwen2.5-coder-0.5b"
+
+
+@pytest.mark.skipif(
+    not _second_model_installed(), reason="the second local model (opt-in) is not installed"
+)
+class TestSecondLocalModel:
+    def test_a_job_on_the_granted_second_model(self, task_app: Proc, tmp_path: Path) -> None:
+        """The owner grants ``local:NAME``; a job naming it runs its reflection on that model."""
+        server = start_server(tmp_path, "server", "--model", "local", "--model", SECOND_MODEL)
+        try:
+            table = config(task_app.url)
+            table["policy_optimization"]["models"]["reflection"] = SECOND_MODEL
+            with PolicyOptimizationJob.from_dict(table, server.url, OWNER_KEY) as job:
+                job.submit()
+                result = job.stream_until_complete(timeout=STREAM_S)
+        finally:
+            server.stop()
+        assert result.succeeded, result.error
+        assert result.usage is not None and result.usage["lm_usage"]["reflection"]["calls"] > 0
 
 
 def _cancel_mid_run(task_app: Proc, server: Proc) -> None:

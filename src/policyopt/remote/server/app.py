@@ -37,6 +37,7 @@ from policyopt._version import __version__
 from policyopt.errors import ConfigError
 from policyopt.remote.asgi import BodyLimit
 from policyopt.remote.server.deps import ServerState
+from policyopt.remote.server.grants import check_installed
 from policyopt.remote.server.middleware import StatusFastPath
 from policyopt.remote.server.openapi import install_openapi
 from policyopt.remote.server.policy import ServerPolicy
@@ -152,6 +153,7 @@ def create_app(
     if max_active_jobs_per_key is not None:
         updates["max_active_jobs_per_key"] = max_active_jobs_per_key
     policy = ServerPolicy.build(**{**(policy or ServerPolicy()).model_dump(), **updates})
+    check_installed(policy.models)  # a granted local:NAME must be servable before jobs come
     if policy.max_job_memory_mib is not None and isolation != "process":
         raise ConfigError(
             "max_job_memory_mib (--max-job-memory-mib) limits a job's own process: it needs "

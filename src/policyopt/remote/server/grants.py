@@ -9,7 +9,10 @@ string such as ``cerebras/x`` sent the server's OpenAI key to another company's 
 
 Grants are written ``NAME[=ENV_VAR][@API_BASE]`` (``--model`` on ``policyopt serve``) or as
 tables in the policy file. A grant without a key (``local``, or a server on loopback with an
-owner-set ``api_base``) is called with a placeholder key that is no secret. Providers whose
+owner-set ``api_base``) is called with a placeholder key that is no secret. ``local:NAME``
+grants another local model the library ships (``local:qwen2.5-coder-0.5b``), served by the
+server itself: it takes no key or endpoint, and a server refuses to start with a grant for a
+model it does not know or has not installed (:func:`check_installed`). Providers whose
 authentication is not a plain API key (cloud identity: Bedrock, SageMaker, Vertex AI, ...)
 would act with the server's own cloud identity and are refused unless the owner sets
 ``allow_cloud_identity``.
@@ -21,15 +24,17 @@ import os
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from policyopt.errors import ConfigError
+from policyopt.errors import ConfigError, MissingDependencyError
+from policyopt.lm.local_models import is_local, local_model
 
 __all__ = [
     "CLOUD_IDENTITY_PROVIDERS",
     "LOCAL_MODEL",
     "NO_KEY",
     "ModelGrant",
+    "check_installed",
     "parse_grants",
     "provider_of",
 ]
@@ -100,6 +105,11 @@ class ModelGrant(BaseModel):
                 f"a model grant is an exact model name or a provider prefix ending in '/'; "
                 f"got {value!r}"
             )
+        if value.startswith(f"{LOCAL_MODEL}:"):
+            try:
+                local_model(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("key_env")
@@ -115,6 +125,21 @@ class ModelGrant(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"api_base must start with http:// or https://; got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _embedded(self) -> ModelGrant:
+        if self.name.startswith(f"{LOCAL_MODEL}:") and (self.key_env or self.api_base):
+            raise ValueError(
+                f"{self.name!r} is a local model the server runs itself: its grant takes no "
+                "key or api_base"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """Whether jobs under this grant use a model the server runs itself (``local`` or
+        ``local:NAME``, with no owner endpoint)."""
+        return is_local(self.name) and self.api_base is None
 
     @property
     def provider(self) -> str:
@@ -143,6 +168,23 @@ class ModelGrant(BaseModel):
     def describe(self) -> str:
         """How the grant reads in messages: the name, with '*' after a provider prefix."""
         return self.name + "*" if self.name.endswith("/") else self.name
+
+
+def check_installed(grants: tuple[ModelGrant, ...]) -> None:
+    """Raise :class:`ConfigError` (one line, with how to install it) for the first
+    ``local:NAME`` grant whose model is not installed: checked when a server starts, so that
+    its jobs do not fail one by one. Plain ``local``, granted by default, is checked when a job
+    first uses it."""
+    from policyopt.lm.local_models import check_installed as installed
+
+    for grant in grants:
+        if grant.name.startswith(f"{LOCAL_MODEL}:"):
+            try:
+                installed(grant.name)
+            except MissingDependencyError as exc:
+                raise ConfigError(
+                    f"the model grant {grant.name!r} cannot be served: {exc}"
+                ) from None
 
 
 def parse_grants(value: Any) -> tuple[ModelGrant, ...]:

@@ -1,6 +1,6 @@
-"""The optimizer's LM of a job on the server: the embedded model, or a litellm model called
-with exactly the credential the owner's grant binds to it (see
-:mod:`policyopt.remote.server.grants`)."""
+"""The optimizer's LM of a job on the server: an embedded model (``local``, or ``local:NAME``
+when the owner grants it), or a litellm model called with exactly the credential the owner's
+grant binds to it (see :mod:`policyopt.remote.server.grants`)."""
 
 from __future__ import annotations
 
@@ -15,22 +15,24 @@ __all__ = ["default_reflection_lm"]
 
 
 class _SharedLocalLMs:
-    """One embedded reflection model per prompt shape, started on first use and shared by jobs."""
+    """One embedded reflection model per local model and prompt shape, started on first use
+    and shared by jobs."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._models: dict[str, Any] = {}
+        self._models: dict[tuple[str, str], Any] = {}
 
-    def get(self, algorithm: str) -> Any:
+    def get(self, algorithm: str, model: str = "local") -> Any:
+        """The reflection LM of ``algorithm``'s jobs on ``model`` (``local`` or ``local:NAME``)."""
         with self._lock:
-            if algorithm not in self._models:
+            if (model, algorithm) not in self._models:
                 from policyopt.lm import LocalLM
                 from policyopt.registry import get_spec
 
                 # what the algorithm needs of a tiny model (as in ``policyopt demo``)
                 extra = dict(get_spec(algorithm).small_model_lm)
-                self._models[algorithm] = LocalLM.for_reflection(**extra)
-            return self._models[algorithm]
+                self._models[model, algorithm] = LocalLM.for_reflection(model=model, **extra)
+            return self._models[model, algorithm]
 
     def close(self) -> None:
         with self._lock:
@@ -45,7 +47,8 @@ _LOCAL = _SharedLocalLMs()
 def default_reflection_lm(
     config: JobConfig, *, allow_api_base: bool = False, policy: ServerPolicy | None = None
 ) -> Any:
-    """The reflection/proposal LM a job config names: ``"local"`` or a litellm model string.
+    """The reflection/proposal LM a job config names: ``"local"``, ``"local:NAME"`` or a
+    litellm model string.
 
     The server's policy is checked again here (a config stored under an older, looser policy
     is refused too): the model must fall under one of the owner's grants, and a job may set
@@ -60,8 +63,8 @@ def default_reflection_lm(
     models = config.models
     policy.check_models(models)
     grant = policy.grant_for(models.reflection)
-    if models.reflection == "local" and grant.api_base is None:
-        return _LOCAL.get(config.algorithm)
+    if grant.embedded:
+        return _LOCAL.get(config.algorithm, models.reflection)
     from policyopt.lm import LM
 
     extra: dict[str, Any] = {"api_key": grant.credential()}

@@ -105,7 +105,8 @@ class ServerPolicy(BaseModel):
         default=(ModelGrant(name=LOCAL_MODEL),),
         description="the models jobs may use, each bound to its key: 'NAME[=ENV_VAR][@API_BASE]' "
         "strings (NAME exact, or a provider prefix ending in '/'), tables, or {NAME: ENV_VAR}; "
-        "default: only the embedded 'local' model",
+        "'local:NAME' for another installed local model; default: only the embedded 'local' "
+        "model",
     )
     allow_cloud_identity: bool = Field(
         default=False,
