@@ -1,9 +1,13 @@
-"""Exact budget across SIGKILLs: an optimizer killed at random moments, resumed each time.
+"""Exact budget and exact resume across SIGKILLs: an optimizer killed at random moments,
+resumed each time, against the same run uninterrupted.
 
 Counts the real ``evaluate`` calls (each call appends a line to a log before it works) against
-the budget, the finished rollouts paid twice, and the rollouts lost to the kills::
+the budget, the finished rollouts paid twice, and the rollouts lost to the kills; then compares
+the resumed run's result with an uninterrupted run's (candidates, scores, rollouts, LM calls,
+best prompt: everything but clocks and the resume counters, ``conformance.comparable``)::
 
-    python benchmarks/kill_loop.py                       # GEPA and MIPRO, 3 kills, budget 300
+    python benchmarks/kill_loop.py                       # GEPA, MIPRO, OPRO, 3 kills, budget 300
+    python benchmarks/kill_loop.py --flaky 0.1           # a tenth of the rollouts raise
     python benchmarks/kill_loop.py --src /other/checkout # the same against another checkout
 
 Before the fix (journal written when joblib handed a batch back), GEPA at budget 300, n_jobs=8
@@ -26,16 +30,21 @@ from typing import Any
 RUNNER = textwrap.dedent(
     """
     import json, os, sys, time
-    from policyopt import GEPA, MIPRO, Score
+    import hashlib
+    from policyopt import GEPA, MIPRO, OPRO, Score
     from policyopt.testing import ScriptedLM
     from policyopt.testing.conformance import keyword_reflection_lm, keyword_task
+    from policyopt.testing.scripted import keyword_meta_lm
 
-    run_dir, calls_path, out_path, algorithm, budget = sys.argv[1:6]
+    run_dir, calls_path, out_path, algorithm, budget, flaky = sys.argv[1:7]
     log = os.open(calls_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def evaluate(prompt, example):
         os.write(log, (json.dumps([prompt, example["id"]]) + "\\n").encode())
         time.sleep(0.02)
+        digest = hashlib.sha256((prompt + example["id"]).encode()).digest()
+        if digest[0] < 256 * float(flaky):  # the same rollouts fail in every run
+            raise RuntimeError("flaky backend")
         ok = example["need"] in prompt
         missing = None if ok else f"The prompt lacks the word {example['need']}."
         return Score(float(ok), feedback=missing)
@@ -45,6 +54,8 @@ RUNNER = textwrap.dedent(
     common = dict(max_rollouts=int(budget), n_jobs=8, run_dir=run_dir, progress=False, seed=1)
     if algorithm == "gepa":
         optimizer = GEPA(reflection_lm=keyword_reflection_lm(), minibatch_size=4, **common)
+    elif algorithm == "opro":
+        optimizer = OPRO(meta_lm=keyword_meta_lm(), **common)
     else:
         answer = lambda text: "```\\nSolve it: " + str(len(text) % 97) + " alpha\\n```"
         optimizer = MIPRO(proposer_lm=ScriptedLM(answer), num_candidates=6, num_trials=30,
@@ -75,10 +86,37 @@ def journal_counts(run_dir: Path) -> tuple[int, Counter[tuple[str, str]]]:
     return n, per_key
 
 
+def _uninterrupted(command: list[str], work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The same run in its own folder, never killed: its result."""
+    import subprocess
+
+    run_dir, calls, out = work / "ref.run", work / "ref.calls", work / "ref.json"
+    subprocess.run([*command[:2], str(run_dir), str(calls), str(out), *command[5:]], env=env,
+                   check=True)  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def _same(resumed: dict[str, Any], reference: dict[str, Any]) -> bool:
+    """Whether two results agree on everything but clocks, paths and resume counters."""
+    from policyopt import OptimizationResult
+    from policyopt.testing.conformance import comparable
+
+    a, b = (comparable(OptimizationResult.model_validate(r)) for r in (resumed, reference))
+    return a == b
+
+
 def kill_loop(
-    algorithm: str, *, budget: int, kills: int, seed: int, work: Path, src: str | None
+    algorithm: str,
+    *,
+    budget: int,
+    kills: int,
+    seed: int,
+    work: Path,
+    src: str | None,
+    flaky: float = 0.0,
 ) -> dict[str, Any]:
-    """One kill loop; what it cost against the budget."""
+    """One kill loop; what it cost against the budget, and whether it ended where the same run
+    uninterrupted ends."""
     from policyopt.testing.faults import sigkill_loop
 
     script = work / "runner.py"
@@ -91,10 +129,13 @@ def kill_loop(
     marks = sorted(rng.sample(range(budget // 10, budget * 6 // 10), kills))
     conditions = [lambda m=m: journal_counts(run_dir)[0] >= m for m in marks]
     command = [sys.executable, str(script), str(run_dir), str(calls), str(out), algorithm]
-    code, landed = sigkill_loop([*command, str(budget)], kill_when=conditions, env=env)
+    command += [str(budget), str(flaky)]
+    code, landed = sigkill_loop(command, kill_when=conditions, env=env)
     real = Counter(tuple(json.loads(line)) for line in calls.read_text().splitlines() if line)
     result = json.loads(out.read_text()) if code == 0 and out.exists() else {}
     _, per_key = journal_counts(run_dir)
+    reference = _uninterrupted(command, work, env) if result else {}
+    details = result.get("details") or {}
     return {
         "algorithm": algorithm,
         "budget": budget,
@@ -104,9 +145,13 @@ def kill_loop(
         "over_budget": max(0, sum(real.values()) - budget),
         "paid_twice": sum(n - 1 for n in real.values() if n > 1),
         "journaled_twice": sum(n - 1 for n in per_key.values() if n > 1),
-        "lost": (result.get("details") or {}).get("lost_rollouts"),
+        "lost": details.get("lost_rollouts"),
         "n_rollouts": result.get("n_rollouts"),
+        "failed": details.get("failed_rollouts"),
         "stop_reason": result.get("stop_reason"),
+        "resume_exact": details.get("resume_exact"),
+        "same_as_uninterrupted": bool(result) and _same(result, reference),
+        "reference_rollouts": reference.get("n_rollouts"),
     }
 
 
@@ -116,10 +161,12 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--src", help="PYTHONPATH of another checkout's src/ to measure")
-    parser.add_argument("--algorithms", default="gepa,mipro")
+    parser.add_argument("--algorithms", default="gepa,mipro,opro")
+    parser.add_argument("--flaky", type=float, default=0.0, help="share of rollouts that raise")
     args = parser.parse_args()
-    print("| algorithm | seed | kills | real evaluate calls | budget | paid twice | lost | stop |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| algorithm | seed | kills | real evaluate calls | budget | paid twice | lost | failed "
+          "| stop | resume_exact | same as uninterrupted (its rollouts) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for algorithm in args.algorithms.split(","):
         for seed in range(args.seeds):
             with tempfile.TemporaryDirectory() as tmp:
@@ -130,10 +177,13 @@ def main() -> None:
                     seed=seed,
                     work=Path(tmp),
                     src=args.src,
+                    flaky=args.flaky,
                 )
             print(
                 f"| {algorithm} | {seed} | {row['kills']} | {row['real_calls']} | "
-                f"{row['budget']} | {row['paid_twice']} | {row['lost']} | {row['stop_reason']} |",
+                f"{row['budget']} | {row['paid_twice']} | {row['lost']} | {row['failed']} | "
+                f"{row['stop_reason']} | {row['resume_exact']} | "
+                f"{row['same_as_uninterrupted']} ({row['reference_rollouts']}) |",
                 flush=True,
             )
 
