@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from policyopt import LocalLM, RolloutEngine
-from policyopt.lm.local import find_gguf
+from policyopt.lm.local import LocalLMClosed, find_gguf
 from policyopt.tasks import get_task
 
 pytestmark = pytest.mark.integration
@@ -84,3 +86,38 @@ def test_answers_do_not_depend_on_the_thread_count() -> None:
         with LocalLM(n_parallel=1, n_threads=threads, temperature=0.9, max_tokens=16) as lm:
             answers.append([lm(p) for p in prompts])
     assert answers[0] == answers[1] and all(answers[0])
+
+
+def test_close_cuts_a_long_generation_short_and_the_model_restarts() -> None:
+    """close() does not wait for a generation in flight (the server's destructor would wait for
+    it, then for its client to leave): the caller gets LocalLMClosed and the model serves
+    again on next use."""
+    lm = LocalLM(n_parallel=1)
+    try:
+        lm("Say hi.")  # litellm imported and the server up before the timing starts
+        outcome: dict[str, BaseException] = {}
+
+        def long_story() -> None:
+            try:
+                lm.complete(
+                    "Write a very long story about a dragon, in many chapters.", max_tokens=2048
+                )
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        caller = threading.Thread(target=long_story)
+        caller.start()
+        time.sleep(0.5)
+        start = time.monotonic()
+        lm.close()
+        caller.join(timeout=30)
+        took = time.monotonic() - start
+        assert not caller.is_alive()
+        assert isinstance(outcome.get("error"), LocalLMClosed)
+        assert took < 10, (
+            f"close() and the caller took {took:.1f} s"
+        )  # llama.cpp notices a client left within a second or so
+        assert not lm.running
+        assert lm("Give the opposite of the word below.\n\nInput: hot\nAnswer:")
+    finally:
+        lm.close()

@@ -541,7 +541,7 @@ class _Retries:
             self.attempt += 1
             return wait
         lm._add(LMUsage(errors=1))
-        if isinstance(exc, ConfigError):  # ours (e.g. a request larger than the token limit)
+        if isinstance(exc, (ConfigError, LMError)):  # ours (a request over the token limit)
             raise exc
         raise LMError(f"{lm.model}: {type(exc).__name__}: {first_line(exc)}") from exc
 

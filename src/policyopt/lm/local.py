@@ -19,6 +19,7 @@ import gc
 import logging
 import os
 import queue
+import socket
 import threading
 import weakref
 from collections.abc import Iterator
@@ -26,20 +27,77 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from policyopt.errors import MissingDependencyError
+from policyopt.errors import LMError, MissingDependencyError
 from policyopt.lm.base import LM, Completion, Messages
 from policyopt.lm.local_models import LocalModel, find_gguf, local_model
 
-__all__ = ["LocalLM", "find_gguf"]
+__all__ = ["LocalLM", "LocalLMClosed", "find_gguf"]
 
 logger = logging.getLogger("policyopt")
 
+_CLOSED = -1  # put in a stopped LocalLM's queue of free servers: wakes who waits for one
+
+
+class LocalLMClosed(LMError):
+    """A call to a :class:`LocalLM` cut short (or refused) because it was closed meanwhile."""
+
+
+class _Sockets:
+    """The sockets of one server's HTTP client, so that closing can cut the requests in flight.
+
+    A server's destructor waits for its open requests, and a request whose generation was
+    stopped waits for its client to leave; closing an httpx client does not make it leave (a
+    thread blocked in ``recv`` keeps the socket open). Shutting the sockets down does: the
+    server drops the request and the caller's read ends at once. Sockets are seen through
+    httpx's ``trace`` request extension, set on every request by an event hook.
+    """
+
+    def __init__(self) -> None:
+        self._open: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._cut = False
+
+    def on_request(self, request: Any) -> None:
+        """httpx request hook: have the request report its connection."""
+        request.extensions["trace"] = self._trace
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        if sock is None:
+            return
+        with self._lock:
+            if not self._cut:
+                self._open.add(sock)
+                return
+        _shutdown(sock)  # connected after the cut: no request may reach a stopping server
+
+    def cut(self) -> None:
+        """End every request in flight (and any that connects later) with a disconnect."""
+        with self._lock:
+            self._cut = True
+            sockets = list(self._open)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
 
 def _stop(server_box: dict[str, Any]) -> None:
+    """Stop the servers of a LocalLM: cut its requests in flight first (a server's destructor
+    waits for them), wake the callers waiting for a free server, then drop the servers."""
+    free = server_box.pop("free", None)
+    for sockets in server_box.pop("sockets", []):
+        sockets.cut()
+    if free is not None:
+        free.put(_CLOSED)
     for client in server_box.pop("clients", []):
         client.close()
     server_box.pop("servers", None)
-    server_box.pop("free", None)
     gc.collect()
 
 
@@ -156,25 +214,32 @@ class LocalLM(LM):
             threads = self.n_threads
             if threads is None and not self.batching:
                 threads = idle_threads(n_servers)
-            servers, clients, addresses = [], [], []
+            servers, clients, addresses, cutters = [], [], [], []
             for _ in range(n_servers):
                 server = xllamacpp.Server(self._params(xllamacpp, path, slots, threads))
                 address = str(server.listening_address).rstrip("/")
                 servers.append(server)
                 addresses.append(address)
                 # our own HTTP client, closed with the server (litellm's pooled ones would leak)
+                sockets = _Sockets()
+                cutters.append(sockets)
                 clients.append(
                     openai.OpenAI(
                         base_url=f"{address}/v1",
                         api_key="sk-local",
                         max_retries=0,
                         timeout=self.timeout,
+                        http_client=openai.DefaultHttpxClient(
+                            event_hooks={"request": [sockets.on_request]}
+                        ),
                     )
                 )
             free: queue.SimpleQueue[int] = queue.SimpleQueue()
             for index in range(n_servers):
                 free.put(index)
-            self._box.update(servers=servers, clients=clients, addresses=addresses, free=free)
+            self._box.update(
+                servers=servers, clients=clients, addresses=addresses, free=free, sockets=cutters
+            )
             self._address = addresses[0]
             logger.info(
                 "LocalLM serving %s at %s (%d server(s) x %d slot(s))",
@@ -207,7 +272,10 @@ class LocalLM(LM):
         return params
 
     def close(self) -> None:
-        """Stop the server (it restarts on next use)."""
+        """Stop the server (it restarts on next use).
+
+        Calls in flight are cut short, not waited for: they raise :class:`LocalLMClosed`.
+        """
         with self._start_lock:
             _stop(self._box)
             self._address = None
@@ -260,8 +328,11 @@ class LocalLM(LM):
         def one(i: int) -> Completion:
             return ask(prompt, **kwargs, seed=base + i)
 
-        with ThreadPoolExecutor(max_workers=max(1, min(n, self.n_parallel))) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(n, self.n_parallel)))
+        try:
             answers = list(pool.map(one, range(n)))
+        finally:  # after Ctrl-C, the choices still generating are not waited for
+            pool.shutdown(wait=False, cancel_futures=True)
         first = answers[0]
         return Completion(
             first.text,
@@ -299,26 +370,47 @@ class LocalLM(LM):
             else:
                 free.put(index)
 
+    def _closed(self) -> LocalLMClosed:
+        return LocalLMClosed(f"{self.model}: cancelled: the LocalLM was closed during the call")
+
     def _send(self, litellm: Any, request: dict[str, Any], timeout: float | None = None) -> Any:
-        index = self._box["free"].get()  # blocks until a server is free
+        box = self._box
+        free: queue.SimpleQueue[int] | None = box.get("free")
+        if free is None:
+            raise self._closed()
+        index = free.get()  # blocks until a server is free
+        if index == _CLOSED:
+            free.put(_CLOSED)  # for the next caller waiting
+            raise self._closed()
+        client = box["clients"][index]
         with self._on_server(index, litellm, timeout):
-            return litellm.completion(
-                **{**request, **self._route(index), "client": self._box["clients"][index]},
-                num_retries=0,
-                max_retries=0,
-                timeout=timeout,
-            )
+            try:
+                return litellm.completion(
+                    **{**request, **self._route(index), "client": client},
+                    num_retries=0,
+                    max_retries=0,
+                    timeout=timeout,
+                )
+            except Exception as exc:
+                if box.get("free") is not free:  # cut short by close()
+                    raise self._closed() from exc
+                raise
 
     async def _asend(
         self, litellm: Any, request: dict[str, Any], timeout: float | None = None
     ) -> Any:
-        free: queue.SimpleQueue[int] = self._box["free"]
+        free: queue.SimpleQueue[int] | None = self._box.get("free")
+        if free is None:
+            raise self._closed()
         while True:  # wait for a free server without blocking the event loop
             try:
                 index = free.get_nowait()
                 break
             except queue.Empty:
                 await asyncio.sleep(0.005)
+        if index == _CLOSED:
+            free.put(_CLOSED)
+            raise self._closed()
         with self._on_server(index, litellm, timeout):
             return await litellm.acompletion(
                 **{**request, **self._route(index)},
