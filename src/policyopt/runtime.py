@@ -519,13 +519,14 @@ class RunContext:
             if self.strict or not has_result():
                 raise
             self.stop_detail = str(exc)
-            logger.warning("stopping the run: %s", str(exc).splitlines()[0])
+            first = str(exc).splitlines()[0]
+            logger.warning("stopping the run: %s", first, extra={"stop_reason": "evaluate_errors"})
             return "evaluate_errors"
         except LMUnavailable as exc:
             if self.strict or not has_result():
                 raise
             self.stop_detail = str(exc)
-            logger.warning("stopping the run: %s", exc)
+            logger.warning("stopping the run: %s", exc, extra={"stop_reason": "lm_errors"})
             return "lm_errors"
 
     def _urgent_stop(self) -> str | None:

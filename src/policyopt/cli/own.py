@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,7 +101,7 @@ def optimize(
     _check_journal(prepared.run_dir, config, salvage=salvage)
     for line in lines:
         typer.echo(line)
-    with stop_signals() as received:
+    with stop_signals() as received, _held_stop_warnings() as held:
         try:
             result, outcome = _run(prepared, config, mlflow, progress=progress)
         except KeyboardInterrupt:
@@ -121,9 +124,32 @@ def optimize(
             err=True,
         )
         raise typer.Exit(NO_RESULT)
+    for record in held:  # why the run stopped early: said once the run has a score to show
+        logging.getLogger(record.name).handle(record)
     _print_outcome(result, outcome, prepared.run_dir)
     if result.stop_reason == "interrupted":
         raise typer.Exit(exit_code_for(received))
+
+
+@contextlib.contextmanager
+def _held_stop_warnings() -> Iterator[list[logging.LogRecord]]:
+    """Hold the run's "stopping the run" warnings (records with a ``stop_reason``) instead of
+    printing them: when the seed prompt has no score the one ``error:`` line says the same, and
+    otherwise the caller prints them itself (the reason also stays in result.json)."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if hasattr(record, "stop_reason"):
+            held.append(record)
+            return False
+        return True
+
+    logger = logging.getLogger("policyopt")
+    logger.addFilter(hold)
+    try:
+        yield held
+    finally:
+        logger.removeFilter(hold)
 
 
 def _check_journal(run_dir: Path, config: Path, *, salvage: bool) -> None:

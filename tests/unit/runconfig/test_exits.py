@@ -42,6 +42,25 @@ def test_every_rollout_failing_is_exit_1_and_one_line(project: Path, n_val: int)
     sys.modules.pop("broken", None)
 
 
+@pytest.mark.timeout(120)
+def test_every_rollout_failing_is_said_once_on_the_console(project: Path) -> None:
+    """In a real process (pytest's log capture would hide it): the run's "stopping the run"
+    warning is not printed beside the error line that says the same."""
+    (project / "broken.py").write_text(BROKEN)
+    (project / "broken.toml").write_text(CONFIG.replace('"prog:evaluate"', '"broken:evaluate"'))
+    proc = subprocess.run(
+        [sys.executable, "-m", "policyopt.cli", "optimize", "broken.toml", "--no-progress"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=100,
+    )
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    said = [line for line in proc.stderr.splitlines() if "NameError" in line]
+    assert len(said) == 1 and said[0].startswith("error: broken.toml: "), proc.stderr
+
+
 SLOW = """
 import time
 from pathlib import Path
