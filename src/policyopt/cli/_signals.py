@@ -38,7 +38,12 @@ def exit_code_for(received: Received) -> int:
 @contextlib.contextmanager
 def stop_signals() -> Iterator[Received]:
     """While inside, SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated`, and the
-    returned object records which came; the handlers before are restored on the way out."""
+    returned object records which came; the handlers before are restored on the way out.
+
+    A stop signal's exception that the block lets out (one that came while models load, or
+    while the test split is scored after the search) ends the command with the signal's exit
+    code, as one the block catches would (typer would say 130 for both signals).
+    """
     received = Received()
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -53,6 +58,10 @@ def stop_signals() -> Iterator[Received]:
         signal.signal(sig, on_signal)
     try:
         yield received
+    except KeyboardInterrupt:
+        if not received.signal:  # raised by the code inside, not by a signal
+            raise
+        raise SystemExit(exit_code_for(received)) from None
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
