@@ -515,19 +515,14 @@ class RunContext:
             if not has_result():
                 raise
             return exc.reason
-        except EvaluationError as exc:
+        except (EvaluationError, LMUnavailable) as exc:
             if self.strict or not has_result():
                 raise
             self.stop_detail = str(exc)
+            reason = "evaluate_errors" if isinstance(exc, EvaluationError) else "lm_errors"
             first = str(exc).splitlines()[0]
-            logger.warning("stopping the run: %s", first, extra={"stop_reason": "evaluate_errors"})
-            return "evaluate_errors"
-        except LMUnavailable as exc:
-            if self.strict or not has_result():
-                raise
-            self.stop_detail = str(exc)
-            logger.warning("stopping the run: %s", exc, extra={"stop_reason": "lm_errors"})
-            return "lm_errors"
+            logger.warning("stopping the run: %s", first, extra={"stop_reason": reason})
+            return reason
 
     def _urgent_stop(self) -> str | None:
         """A STOP file or the time limit, checked mid-batch once the run has a result to give

@@ -29,9 +29,6 @@ __all__ = [
     "tracking_module",
 ]
 
-#: models left open after Ctrl-C (kept referenced: collecting them would close them)
-_ABANDONED: list[contextlib.ExitStack] = []
-
 #: what ``policyopt optimize`` writes beside the optimizer's own ``result.json``
 OUTCOME_FILE = "optimize.json"
 
@@ -251,15 +248,7 @@ def run_local(
         optimizer = spec.build(lm=refl_lm, max_rollouts=budget, listeners=listeners, **settings)
         _write_examples(prepared)
         log(f"Searching with {spec.name} (run dir {prepared.run_dir}) ...")
-        try:
-            result = optimizer.optimize(program, prepared.train, prepared.val)
-        except KeyboardInterrupt:
-            _ABANDONED.append(stack.pop_all())
-            raise
-        if result.stop_reason == "interrupted":
-            # closing a local model waits for the LM calls in flight (a minute on a busy
-            # machine): after Ctrl-C the models are left open for the process's end
-            _ABANDONED.append(stack.pop_all())
+        result = optimizer.optimize(program, prepared.train, prepared.val)
         test: dict[str, Any] | None = None
         if prepared.test and result.stop_reason != "interrupted":  # Ctrl-C means stop now
             log(f"Scoring the seed and the best prompt on {len(prepared.test)} test examples ...")
