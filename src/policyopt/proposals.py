@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from policyopt.events import REASONS, ProposalJudged
+from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.lm.parsing import extract_instruction, proposal_problem
 from policyopt.state.memo import JournaledLM
 from policyopt.types import LMUsage
@@ -33,10 +34,12 @@ __all__ = [
     "Parsed",
     "ProposalLoop",
     "brief",
+    "copy_guard",
     "echo_guard",
     "find_echo",
     "parse_complete",
     "parse_fenced",
+    "repeat_guard",
 ]
 
 #: the reason code of a proposal that repeats the proposal prompt's own words
@@ -180,6 +183,35 @@ def echo_guard(template: str, parent: str, *, also: Sequence[str] = ()) -> Guard
         return ECHOES_PROMPT, (
             f"it repeats the request's own words ({echoed!r}); write only the instruction for "
             "the assistant"
+        )
+
+    return guard
+
+
+def repeat_guard(
+    seen: Collection[str], reason: str = "it repeats an earlier proposal; write a different one"
+) -> Guard:
+    """A guard rejecting a text already proposed or scored: one of ``seen`` (read at each call,
+    so the optimizer may keep adding to it), runs of whitespace aside."""
+
+    def guard(text: str) -> tuple[str, str] | None:
+        key = " ".join(text.split())
+        return (DUPLICATE, reason) if key in {" ".join(s.split()) for s in seen} else None
+
+    return guard
+
+
+def copy_guard(parent: str, records: Sequence[Mapping[str, Any]]) -> Guard:
+    """A guard rejecting a text that copies an example of ``records`` (the ``Input`` /
+    ``Answer`` / ``Feedback`` records the LM was shown) into itself, where ``parent`` does not
+    already say it (:func:`policyopt.guards.find_copy`)."""
+
+    def guard(text: str) -> tuple[str, str] | None:
+        copied = find_copy(text, parent, records)
+        if copied is None:
+            return None
+        return COPIES_EXAMPLE, (
+            f"it copies the example text {copied!r}; state the general rule and quote no example"
         )
 
     return guard

@@ -54,11 +54,13 @@ from policyopt.types import OptimizationResult, Program, example_ids
 
 __all__ = [
     "MAX_LM_FAILURES",
+    "RESUMABLE",
     "LMUnavailable",
     "RunContext",
     "RunSettings",
     "call_all",
     "proposal_workers",
+    "settings_or_error",
 ]
 
 logger = logging.getLogger("policyopt")
@@ -375,12 +377,12 @@ class RunContext:
     def execute(
         self,
         *,
-        optimizer: str,
+        optimizer: str | None = None,
         seed_prompt: Any,
-        settings: Mapping[str, Any],
+        settings: Mapping[str, Any] | None = None,
         estimate: Mapping[str, Any],
         body: Callable[[], str],
-        has_result: Callable[[], bool],
+        has_result: Callable[[], bool] | None = None,
         finish: Callable[[str], OptimizationResult],
         budget_hint: str = "",
     ) -> OptimizationResult:
@@ -390,6 +392,7 @@ class RunContext:
         (``RunStarted`` with the up-front ``estimate``); runs ``body`` (the algorithm's loop,
         returning its stop reason) under :meth:`guard`; builds the result with ``finish`` and
         publishes it (``result.json``, ``RunFinished``); always releases the run's resources.
+        Defaults: the context's name, all its settings, a result once the book has a candidate.
         """
         try:
             seed_requests = [(seed_prompt, i) for i in self.val_ids]
@@ -403,16 +406,16 @@ class RunContext:
             estimate = self.estimate = self.announce_lm_cap(estimate)
             self.events.emit(
                 RunStarted(
-                    optimizer=optimizer,
+                    optimizer=optimizer or self.optimizer,
                     max_rollouts=self.engine.max_rollouts or 0,
                     n_train=len(self.train_ids),
                     n_val=len(self.val_ids),
-                    settings=dict(settings),
+                    settings=dict(self.settings.model_dump() if settings is None else settings),
                     estimate=dict(estimate),
                     resumed_rollouts=self.engine.resumed_rollouts,
                 )
             )
-            reason = self.guard(body, has_result=has_result)
+            reason = self.guard(body, has_result=has_result or (lambda: bool(self.book)))
             result = self.billed(finish(reason))
             if self.rundir is not None:
                 self.rundir.write_result(result.to_json(indent=1))

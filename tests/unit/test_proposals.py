@@ -107,3 +107,22 @@ def test_no_optimizer_returns_or_scores_an_echo(make: Any) -> None:
     result = make().optimize(program, train, val)
     assert len(result.candidates) == 1 and result.best_prompt == "Solve the task."
     assert result.details["rejections"][ECHOES_PROMPT] > 0  # type: ignore[index]
+
+
+def test_the_kit_guards_reject_repeats_and_copied_examples() -> None:
+    from policyopt.feedback import make_records
+    from policyopt.proposals import DUPLICATE, copy_guard, repeat_guard
+
+    seen = ["Answer the question."]
+    repeat = repeat_guard(seen)
+    assert (repeat("Answer  the\nquestion.") or ("",))[0] == DUPLICATE  # whitespace aside
+    assert repeat("Answer briefly.") is None
+    seen.append("Answer briefly.")  # read at each call: the optimizer keeps adding to it
+    assert repeat("Answer briefly.") is not None
+    records = make_records([({"id": 1, "word": "hot"}, "warm", 0.0, "It should be 'cold'.")])
+    copies = copy_guard("Give the opposite.", records)
+    code, retry = copies("Give the opposite: hot becomes cold.") or ("", "")
+    assert code == "copies_example" and "state the general rule" in retry
+    assert copies("Give the opposite of the word.") is None
+    # what the parent already says is not a copy
+    assert copy_guard("Say cold for hot.", records)("Say cold for hot, always.") is None
