@@ -21,7 +21,13 @@ from policyopt.events import Listener
 from policyopt.feedback import make_records, retry_note
 from policyopt.lm import resolve_lm
 from policyopt.prompts import PromptShape
-from policyopt.proposals import ProposalLoop, copy_guard, echo_guard, repeat_guard
+from policyopt.proposals import (
+    ProposalLoop,
+    copy_guard,
+    echo_guard,
+    parse_complete,
+    repeat_guard,
+)
 from policyopt.registry import OptimizerSpec, register_optimizer, with_settings_args
 from policyopt.runtime import RESUMABLE, RunContext, RunSettings, settings_or_error
 from policyopt.steps import StepLoop, perfect_score_field, stop_at_perfect_field
@@ -189,6 +195,7 @@ class _Run:
             str(self.loop.steps),
             lambda _, why: render_template(TEMPLATE, {**values, "retry": retry_note(why)}),
             current=current,
+            parse=parse_complete,  # the last whole fenced block, whatever the LM wrote after it
             guards=[
                 repeat_guard(self.tried),
                 copy_guard(current, records),
@@ -223,6 +230,7 @@ SPEC = register_optimizer(
         lm_role="rewrite",
         description="one LM rewrite of the best prompt a step, kept when it scores higher",
         estimator=estimate,
+        small_model_lm={"stop": None, "max_tokens": 96},  # room for a fenced block
     ),
     replace=True,  # importing the file again (a notebook's reload) registers it again
 )
