@@ -33,7 +33,9 @@ def test_hill_climb_runs_on_the_local_model_within_budget(
 
         result = make().optimize(program, train, val)
         assert result.optimizer == "hill-climb" and result.n_rollouts <= 16
-        assert result.stop_reason in {"budget", "perfect_score", "stalled"}, result.details
+        # the 135M model may write no usable rewrite: the LM cap its estimate announced ends it
+        ends = {"budget", "perfect_score", "stalled", "lm_call_limit"}
+        assert result.stop_reason in ends, result.details
         assert result.candidates[0].origin == "seed" and len(result.candidates[0].val_scores) == 4
         assert result.best_score >= result.candidates[0].val_score
         assert result.details["steps"] >= 1  # type: ignore[operator]
