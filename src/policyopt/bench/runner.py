@@ -158,7 +158,6 @@ def run_benchmark(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda message: None)
-    write_atomic(out / "bench.json", settings.model_dump_json(indent=2))
 
     optimizers, unavailable = _optimizers(settings, say)
     task_objects: dict[str, Task] = {}
@@ -193,6 +192,7 @@ def run_benchmark(
         if (task_name, name) in runnable
     ]
     _refuse_mixing(out, keys, identity)
+    write_atomic(out / "bench.json", settings.model_dump_json(indent=2))  # refused: untouched
     todo: list[CellKey] = []
     skipped: list[CellKey] = []
     for key in keys:

@@ -119,9 +119,11 @@ def test_records_carry_their_identity_and_runs_never_mix(tmp_path: Path) -> None
     assert identity.task_model == "given:ScriptedLM" and identity.machine["cpus"] == os.cpu_count()
     assert record.key.run == identity.digest
     assert _run(out).ran == []  # the same run resumes
-    # the same cell under other settings: refused, nothing run
+    # the same cell under other settings: refused, nothing run, the folder untouched
+    written = (out / "bench.json").read_bytes()
     with pytest.raises(ConfigError, match="fingerprint"):
         _run(out, settings={"gepa": {"minibatch_size": 2}})
+    assert (out / "bench.json").read_bytes() == written
     # a cell of other code in the folder: refused
     foreign = record.model_copy(
         update={
