@@ -78,6 +78,7 @@ LOCAL_ONLY: dict[str, str] = {
         "models.task",
         "models.task_kwargs",
         "prompt",
+        "plugins",
     )
 }
 _ID_SPLITS = {"train": "train_ids", "val": "val_ids", "test": "test_ids"}

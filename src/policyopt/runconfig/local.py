@@ -38,7 +38,8 @@ from pydantic import BeforeValidator, Field, model_validator
 from policyopt.errors import ConfigError, DatasetError, describe
 from policyopt.prompts import Message
 from policyopt.runconfig.files import read_text
-from policyopt.runconfig.schema import Models, RunConfigBase, _Strict, read_toml
+from policyopt.runconfig.plugins import PLUGINS_HELP, import_plugins
+from policyopt.runconfig.schema import SECTION_NAMES, Models, RunConfigBase, _Strict, read_toml
 from policyopt.state.rundir import callable_identity
 from policyopt.types import Program, example_ids
 
@@ -201,6 +202,7 @@ class LocalConfig(RunConfigBase):
         default=None, description="the run directory (relative to the config file); resumable"
     )
     tracking: Tracking | None = None
+    plugins: list[str] = Field(default_factory=list, description=PLUGINS_HELP)
 
     def _problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
@@ -246,14 +248,13 @@ def load_local_config(
 ) -> LocalConfig:
     """Read a config file; ``overrides`` (``--set`` pairs) are applied after the file's own."""
     data = read_toml(Path(path), kind="config")
+    table = next((data[n] for n in SECTION_NAMES if isinstance(data.get(n), dict)), data)
     extra = list(overrides)
     if extra:
-        from policyopt.runconfig.schema import SECTION_NAMES
-
-        table = next((data[n] for n in SECTION_NAMES if isinstance(data.get(n), dict)), data)
         merged = dict(table.get("overrides") or {}) if isinstance(table, dict) else {}
         merged.update(dict(extra))
         table["overrides"] = merged
+    import_plugins(table, Path(path).resolve().parent)  # before `algorithm` is checked
     return LocalConfig.from_dict(data)
 
 

@@ -405,3 +405,45 @@ def test_mlflow_tracking_logs_the_run(project: Path) -> None:
     assert run.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"result.json", "best_prompt.txt"} <= artifacts, artifacts  # log_run_dir ran
+
+
+# --------------------------------------------------------------------------- plugins
+EXAMPLES = Path(__file__).parents[3] / "examples" / "own_optimizer"
+
+
+def test_a_plugin_module_registers_the_users_own_optimizer_for_the_cli(project: Path) -> None:
+    """`plugins = ["hill_climb"]` imports the module next to the config before `algorithm` is
+    checked, so the user's own registered optimizer runs from the command line."""
+    (project / "hill_climb.py").write_text((EXAMPLES / "hill_climb.py").read_text())
+    config = (project / "config.toml").read_text()
+    config = config.replace(
+        'algorithm = "gepa"', 'algorithm = "hill-climb"\nplugins = ["hill_climb"]'
+    )
+    config = config.split("[policy_optimization.gepa]")[0]
+    (project / "plugin.toml").write_text(config)
+    try:
+        result = invoke("optimize", str(project / "plugin.toml"), "--no-progress")
+        assert result.exit_code == 0, result.output
+        outcome = json.loads((project / "runs" / "one" / "optimize.json").read_text())
+        assert outcome["best_prompt"] == "Give the opposite of the word."
+        saved = json.loads((project / "runs" / "one" / "result.json").read_text())
+        assert saved["optimizer"] == "hill-climb"
+        estimate = invoke("estimate", str(project / "plugin.toml"))
+        assert estimate.exit_code == 0 and "hill-climb" in estimate.stdout, estimate.output
+    finally:
+        sys.modules.pop("hill_climb", None)
+
+
+@pytest.mark.parametrize(
+    ("line", "needles"),
+    [
+        ('plugins = ["no_such_module"]', ("plugins: importing 'no_such_module' failed",)),
+        ("plugins = 3", ("plugins: expected a list of module names", "got 3")),
+    ],
+)
+def test_a_bad_plugin_is_one_error_line(project: Path, line: str, needles: tuple[str, ...]) -> None:
+    config = (project / "config.toml").read_text()
+    (project / "bad.toml").write_text(
+        config.replace('algorithm = "gepa"', f'algorithm = "gepa"\n{line}')
+    )
+    assert_one_line_error(invoke("optimize", str(project / "bad.toml")), *needles)

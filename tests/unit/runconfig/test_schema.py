@@ -113,6 +113,7 @@ def test_opro_and_variants_by_name(kind: Any, base: Any) -> None:
         ("run_dir", "/tmp/x"),
         ("tracking", {"mlflow": {"uri": "file:/tmp/m"}}),
         ("models", {"task": "local"}),
+        ("plugins", ["os"]),  # a job server never imports what a job names
     ],
 )
 def test_a_job_refuses_local_only_keys(key: str, value: Any) -> None:
