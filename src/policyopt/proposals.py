@@ -201,18 +201,23 @@ def repeat_guard(
     return guard
 
 
-def copy_guard(parent: str, records: Sequence[Mapping[str, Any]]) -> Guard:
+def copy_guard(
+    parent: str,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    where: str = "",
+    advice: str = "state the general rule and quote no example",
+) -> Guard:
     """A guard rejecting a text that copies an example of ``records`` (the ``Input`` /
     ``Answer`` / ``Feedback`` records the LM was shown) into itself, where ``parent`` does not
-    already say it (:func:`policyopt.guards.find_copy`)."""
+    already say it (:func:`policyopt.guards.find_copy`); the retry wording says what was copied
+    (``where`` to, e.g. " into the instruction") and ``advice``."""
 
     def guard(text: str) -> tuple[str, str] | None:
         copied = find_copy(text, parent, records)
         if copied is None:
             return None
-        return COPIES_EXAMPLE, (
-            f"it copies the example text {copied!r}; state the general rule and quote no example"
-        )
+        return COPIES_EXAMPLE, f"it copies the example text {copied!r}{where}; {advice}"
 
     return guard
 

@@ -11,11 +11,12 @@ from collections.abc import Mapping, Sequence
 
 from policyopt.feedback import RETRY_NOTE
 from policyopt.gepa.reflection import ARTIFACT_TEMPLATE, render_prompt
-from policyopt.guards import COPIES_EXAMPLE, find_copy, find_fixed_answer
+from policyopt.guards import COPIES_EXAMPLE, find_fixed_answer
 from policyopt.proposals import (
     FAILED,
     Guard,
     ProposalLoop,
+    copy_guard,
     echo_guard,
     parse_complete,
     parse_fenced,
@@ -76,7 +77,10 @@ class Proposer:
 
         ``sample`` > 0 draws another proposal from the same reflection prompt (another seed).
         """
-        guards = [self._copy_guard(current, records)] if self.reject_copies else []
+        guards: list[Guard] = []
+        if self.reject_copies:
+            where = " into the instruction"
+            guards += [copy_guard(current, records, where=where), self._label_guard(current)]
         guards.append(echo_guard(self.template, current, also=(RETRY_NOTE,)))
         text = self.loop.propose(
             key,
@@ -108,22 +112,16 @@ class Proposer:
             prompt = f"{self.lm.brief}\n\n{prompt}"
         self.lm.ask_samples(f"{keys[0]}/n{len(keys)}", prompt, [f"{key}/0" for key in keys], sample)
 
-    def _copy_guard(self, current: str, records: Sequence[Mapping[str, str]]) -> Guard:
-        """Rejects a text that copies an example, or fixes one label as every input's answer."""
+    def _label_guard(self, current: str) -> Guard:
+        """Rejects a text that fixes one label as every input's answer."""
 
         def guard(text: str) -> tuple[str, str] | None:
-            copied = find_copy(text, current, records)
-            if copied is not None:
-                return COPIES_EXAMPLE, (
-                    f"it copies the example text {copied!r} into the instruction; state the "
-                    "general rule and quote no example"
-                )
             fixed = find_fixed_answer(text, current, self.outputs)
-            if fixed is not None:
-                return COPIES_EXAMPLE, (
-                    f"it gives {fixed!r} as the answer to every input, but the right answer "
-                    f"depends on the input (one of {', '.join(self.outputs)})"
-                )
-            return None
+            if fixed is None:
+                return None
+            return COPIES_EXAMPLE, (
+                f"it gives {fixed!r} as the answer to every input, but the right answer "
+                f"depends on the input (one of {', '.join(self.outputs)})"
+            )
 
         return guard

@@ -14,10 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from policyopt.feedback import ADVICE_TEMPLATE, RETRY_NOTE, common_advice, retry_note
-from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.lm.parsing import extract_instruction
 from policyopt.mipro.demos import Demo
-from policyopt.proposals import DUPLICATE, FAILED, Guard, Parsed, ProposalLoop, echo_guard
+from policyopt.proposals import FAILED, Parsed, ProposalLoop, copy_guard, echo_guard, repeat_guard
 from policyopt.state.memo import JournaledLM
 
 __all__ = [
@@ -148,7 +147,7 @@ class InstructionProposer:
                 ),
                 current=seed_text,
                 guards=[
-                    _repeat_guard(seen),
+                    repeat_guard(seen, REPEATED),
                     echo_guard(PROPOSAL_TEMPLATE, seed_text, also=(ATTEMPT,)),
                 ],
             )
@@ -160,9 +159,8 @@ class InstructionProposer:
         return candidates
 
 
-def _repeat_guard(seen: set[str], reason: str = "it repeats an earlier instruction") -> Guard:
-    """Rejects an instruction already among the candidates."""
-    return lambda text: (DUPLICATE, reason) if " ".join(text.split()) in seen else None
+#: why a proposal equal to an earlier candidate is rejected
+REPEATED = "it repeats an earlier instruction"
 
 
 class AdviceProposer:
@@ -226,8 +224,8 @@ class AdviceProposer:
                 current=seed_text,
                 parse=_first_line,
                 guards=[
-                    self._copy_guard(seed_text),
-                    _repeat_guard(seen),
+                    copy_guard(seed_text, self.records, advice="state the general rule"),
+                    repeat_guard(seen, REPEATED),
                     echo_guard(ADVICE_TEMPLATE, seed_text, also=(RETRY_NOTE,)),
                 ],
                 # another sample per call: the same advice would otherwise get the same answer
@@ -239,15 +237,6 @@ class AdviceProposer:
                 candidates.append(text)
                 seen.add(" ".join(text.split()))
         return candidates
-
-    def _copy_guard(self, seed_text: str) -> Guard:
-        def guard(text: str) -> tuple[str, str] | None:
-            copied = find_copy(text, seed_text, self.records)
-            if copied is None:
-                return None
-            return COPIES_EXAMPLE, f"it copies the example text {copied!r}; state the general rule"
-
-        return guard
 
 
 def _first_line(record: Mapping[str, Any]) -> Parsed:

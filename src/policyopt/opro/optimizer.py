@@ -58,7 +58,6 @@ from policyopt.events import (
     CandidateEvaluated,
     Listener,
 )
-from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.lm.base import resolve_lm
 from policyopt.opro.config import RESUMABLE_CHANGES, OPROSettings, estimate
 from policyopt.opro.meta import (
@@ -80,8 +79,10 @@ from policyopt.proposals import (
     FAILED,
     Guard,
     ProposalLoop,
+    copy_guard,
     echo_guard,
     parse_complete,
+    repeat_guard,
 )
 from policyopt.registry import with_settings_args
 from policyopt.rollout.engine import DEFAULT_TIMEOUT_S
@@ -347,9 +348,9 @@ class _Run:
         rejected as ``copies_example`` and asked again."""
 
         def one(slot: int) -> str | object | None:
-            guards: list[Guard] = [self._repeat_guard]
+            guards: list[Guard] = [repeat_guard(self.seen, REPEATED)]
             if self.s.reject_copies:
-                guards.append(self._copy_guard(history, shown[slot]))
+                guards.append(copy_guard(history, shown[slot]))
             guards.append(echo_guard(self.s.meta_template, history, also=(RETRY,)))
             return self.proposals.propose(
                 f"{self.step}/{slot}",
@@ -380,25 +381,6 @@ class _Run:
                 texts.append((slot, text))
         self.counts["proposed"] += len(texts)
         return texts
-
-    def _repeat_guard(self, text: str) -> tuple[str, str] | None:
-        """Rejects an instruction already scored."""
-        return (DUPLICATE, REPEATED) if normalize(text) in self.seen else None
-
-    @staticmethod
-    def _copy_guard(history: str, shown: list[dict[str, Any]]) -> Guard:
-        """Rejects an instruction that copies one of the slot's exemplars."""
-
-        def guard(text: str) -> tuple[str, str] | None:
-            copied = find_copy(text, history, shown)
-            if copied is None:
-                return None
-            return COPIES_EXAMPLE, (
-                f"it copies the example text {copied!r}; state the general rule and quote no "
-                "example"
-            )
-
-        return guard
 
     def _score(
         self, incumbent: Candidate, batch: list[ExampleId], texts: list[tuple[int, str]]
