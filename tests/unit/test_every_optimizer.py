@@ -12,16 +12,11 @@ TESTS = Path(__file__).parent
 
 
 def test_every_builtin_optimizer_runs_the_whole_conformance_suite() -> None:
-    needed = (
-        "check_faults",
-        "check_stops_while_a_rollout_hangs",
-        "check_resume_spends_nothing",
-        "check_chat_prompts",
-    )
     for name in BUILTIN:
         spec = get_spec(name)
         texts = "\n".join(p.read_text() for p in (TESTS / name).glob("test_*.py"))
         assert "Conformance(" in texts, f"{name} has no conformance test in tests/unit/{name}/"
         assert f'lm_name="{spec.lm_param}"' in texts or spec.lm_param == "reflection_lm", name
-        for check in needed:
-            assert check in texts, f"{name}'s tests do not run {check}"
+        # one test parametrized over every check of the contract
+        assert '@pytest.mark.parametrize("check", CHECKS)' in texts, name
+        assert "SUITE.run(check, tmp_path)" in texts, name

@@ -15,6 +15,7 @@ The task is synthetic: each example needs a keyword in the prompt, and the feedb
 
 from __future__ import annotations
 
+import inspect
 import re
 import threading
 import time
@@ -31,6 +32,7 @@ from policyopt.types import OptimizationResult, Program, Score
 
 __all__ = [
     "CHAT_SEED",
+    "CHECKS",
     "KEYWORDS",
     "ChatEvaluate",
     "Conformance",
@@ -42,6 +44,19 @@ __all__ = [
 ]
 
 KEYWORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")
+
+#: the contract's checks by name: ``Conformance.run(name, tmp_path)`` runs ``check_<name>``, so
+#: an optimizer's tests are one test parametrized over these
+CHECKS = (
+    "budget_never_exceeded",
+    "determinism",
+    "json_round_trip",
+    "error_policy",
+    "resume_spends_nothing",
+    "chat_prompts",
+    "faults",
+    "stops_while_a_rollout_hangs",
+)
 
 #: The keyword task's seed as chat messages (both contents are optimizable components).
 CHAT_SEED = [
@@ -303,16 +318,20 @@ class Conformance:
         assert replay.total == 0, f"replaying a finished chat run paid {replay.total} rollouts"
         assert comparable(again) == comparable(result)
 
+    def run(self, check: str, tmp_path: Path) -> None:
+        """One check of :data:`CHECKS` by name (those that write files get ``tmp_path``)."""
+        if check not in CHECKS:
+            raise ValueError(f"unknown check {check!r}; the checks: {', '.join(CHECKS)}")
+        method = getattr(self, f"check_{check}")
+        if inspect.signature(method).parameters:
+            method(tmp_path)
+        else:
+            method()
+
     def check_all(self, tmp_path: Path) -> None:
         """Every check above."""
-        self.check_budget_never_exceeded()
-        self.check_determinism()
-        self.check_json_round_trip()
-        self.check_error_policy()
-        self.check_resume_spends_nothing(tmp_path)
-        self.check_chat_prompts(tmp_path)
-        self.check_faults(tmp_path)
-        self.check_stops_while_a_rollout_hangs(tmp_path)
+        for check in CHECKS:
+            self.run(check, tmp_path)
 
     # ------------------------------------------------------------------ faults
     def _guarded(self, limit_s: float, **kwargs: Any) -> tuple[Any, CountingEvaluate | None]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from policyopt import GEPA
-from policyopt.testing.conformance import Conformance, keyword_reflection_lm
+from policyopt.testing.conformance import CHECKS, Conformance, keyword_reflection_lm
 
 
 def factory(**kwargs: Any) -> GEPA:
@@ -19,36 +19,9 @@ def factory(**kwargs: Any) -> GEPA:
 SUITE = Conformance(factory)
 
 
-def test_budget_never_exceeded() -> None:
-    SUITE.check_budget_never_exceeded()
-
-
-def test_determinism() -> None:
-    SUITE.check_determinism()
-
-
-def test_json_round_trip() -> None:
-    SUITE.check_json_round_trip()
-
-
-def test_error_policy() -> None:
-    SUITE.check_error_policy()
-
-
-def test_resume_spends_nothing(tmp_path: Path) -> None:
-    SUITE.check_resume_spends_nothing(tmp_path)
-
-
-def test_chat_prompts(tmp_path: Path) -> None:
-    SUITE.check_chat_prompts(tmp_path)
-
-
-def test_faults(tmp_path: Path) -> None:
-    SUITE.check_faults(tmp_path)
-
-
-def test_stop_file_while_a_rollout_hangs(tmp_path: Path) -> None:
-    SUITE.check_stops_while_a_rollout_hangs(tmp_path)
+@pytest.mark.parametrize("check", CHECKS)
+def test_conformance(check: str, tmp_path: Path) -> None:
+    SUITE.run(check, tmp_path)
 
 
 @pytest.mark.parametrize("merge", [True, False])

@@ -14,7 +14,7 @@ from policyopt.ledger import with_lm_cap
 from policyopt.mipro import estimate_rollouts, preset
 from policyopt.mipro.config import MIPROSettings
 from policyopt.mipro.demos import Demo, build_demo_sets, detect_label_key, format_prompt
-from policyopt.testing.conformance import Conformance, CountingEvaluate, keyword_task
+from policyopt.testing.conformance import CHECKS, Conformance, CountingEvaluate, keyword_task
 from policyopt.testing.scripted import BEST
 from policyopt.testing.scripted import keyword_proposer_lm as proposer
 
@@ -171,36 +171,9 @@ def factory(**kwargs: Any) -> MIPRO:
 SUITE = Conformance(factory, budget=150, lm_name="proposer_lm")
 
 
-def test_conformance_faults(tmp_path: Path) -> None:
-    SUITE.check_faults(tmp_path)
-
-
-def test_conformance_stop_file_while_a_rollout_hangs(tmp_path: Path) -> None:
-    SUITE.check_stops_while_a_rollout_hangs(tmp_path)
-
-
-def test_conformance_budget() -> None:
-    SUITE.check_budget_never_exceeded()
-
-
-def test_conformance_determinism() -> None:
-    SUITE.check_determinism()
-
-
-def test_conformance_json_round_trip() -> None:
-    SUITE.check_json_round_trip()
-
-
-def test_conformance_error_policy() -> None:
-    SUITE.check_error_policy()
-
-
-def test_conformance_resume(tmp_path: Path) -> None:
-    SUITE.check_resume_spends_nothing(tmp_path)
-
-
-def test_conformance_chat_prompts(tmp_path: Path) -> None:
-    SUITE.check_chat_prompts(tmp_path)
+@pytest.mark.parametrize("check", CHECKS)
+def test_conformance(check: str, tmp_path: Path) -> None:
+    SUITE.run(check, tmp_path)
 
 
 def test_trials_for_budget_is_the_largest_plan_that_fits() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from policyopt.opro import OPRO
-from policyopt.testing.conformance import Conformance
+from policyopt.testing.conformance import CHECKS, Conformance
 from tests.unit.opro.test_opro import keyword_meta_lm
 
 
@@ -18,36 +20,9 @@ def factory(**kwargs: Any) -> OPRO:
 SUITE = Conformance(factory, lm_name="meta_lm")
 
 
-def test_budget_never_exceeded() -> None:
-    SUITE.check_budget_never_exceeded()
-
-
-def test_determinism() -> None:
-    SUITE.check_determinism()
-
-
-def test_json_round_trip() -> None:
-    SUITE.check_json_round_trip()
-
-
-def test_error_policy() -> None:
-    SUITE.check_error_policy()
-
-
-def test_resume_spends_nothing(tmp_path: Path) -> None:
-    SUITE.check_resume_spends_nothing(tmp_path)
-
-
-def test_chat_prompts(tmp_path: Path) -> None:
-    SUITE.check_chat_prompts(tmp_path)
-
-
-def test_faults(tmp_path: Path) -> None:
-    SUITE.check_faults(tmp_path)
-
-
-def test_stop_file_while_a_rollout_hangs(tmp_path: Path) -> None:
-    SUITE.check_stops_while_a_rollout_hangs(tmp_path)
+@pytest.mark.parametrize("check", CHECKS)
+def test_conformance(check: str, tmp_path: Path) -> None:
+    SUITE.run(check, tmp_path)
 
 
 def test_resume_with_the_whole_valset_as_minibatch(tmp_path: Path) -> None:
