@@ -217,3 +217,48 @@ def test_after_sigterm_the_job_starts_no_new_rollout_and_goes_back_to_the_queue(
         assert job is not None and job.status.value == "queued"
     finally:
         store.close()
+
+
+def test_a_thread_jobs_give_up_timer_firing_after_the_server_stopped_does_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled thread job's give-up timer that fires after the server stopped (its store
+    closed, the job requeued) ends nothing and raises nothing (an unhandled 'the job store is
+    closed' in the timer thread failed whichever test ran next)."""
+    fired: list[Any] = []
+
+    class HeldTimer:  # the grace period's timer, fired by hand after the stop
+        def __init__(self, interval: float, function: Any) -> None:
+            fired.append(function)
+
+        daemon = True
+
+        def start(self) -> None:
+            pass
+
+    monkeypatch.setattr("policyopt.remote.server.job_thread.threading.Timer", HeldTimer)
+    evaluate, stuck = Hanging(quick=10**6), StuckLM()
+    app = create_app(
+        tmp_path / "jobs.db",
+        tmp_path / "runs",
+        [OWNER_KEY],
+        reflection_lm_factory=stuck,
+        isolation="thread",
+    )
+    server = ServerThread(app).start()
+    try:
+        with (
+            serve_task(evaluate) as task_url,
+            httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=30
+            ) as http,
+        ):
+            job_id = submit(http, task_url)
+            wait_for(lambda: stuck.calls >= 1, timeout=120)
+            assert http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
+            wait_for(lambda: len(fired) == 1, timeout=30)
+            server.stop(timeout=60)  # the job is stuck in its LM call: requeued, store closed
+            fired[0]()  # the grace period ends now: nothing to end, nothing raised
+    finally:
+        stuck.release.set()
+        server.stop(timeout=30)

@@ -287,8 +287,8 @@ class JobRunner(LeaseHolder):
         """A cancelled job whose thread is stuck in a call past the grace period: it ends
         cancelled now, and what the thread writes after (when its call returns) is ignored."""
         with self._lock:
-            if job_id not in self._running:
-                return
+            if job_id not in self._running or self._stopping.is_set():
+                return  # a server shutting down requeues its jobs; its store may be closed
             self._abandoned.add(job_id)
             listener = self._listeners.get(job_id)
             if listener is not None:
