@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +144,12 @@ class StuckLM:
         return answer
 
 
-def test_a_cancelled_thread_job_stuck_in_an_lm_call_ends_within_5_s(tmp_path: Path) -> None:
-    """With jobs on the server's threads, a job stuck in one call is ended after the grace
-    period without its thread (which stops once the call returns, writing nothing more and
-    starting no rollout)."""
-    evaluate = Hanging(quick=10**6)
-    stuck = StuckLM()
+@contextmanager
+def stuck_thread_job(
+    tmp_path: Path, evaluate: Hanging, stuck: StuckLM
+) -> Iterator[tuple[ServerThread, httpx.Client, str]]:
+    """A server running jobs on its threads and one job stuck in its first reflection call:
+    ``(server, http, job_id)``; the call is released and the server stopped at the end."""
     app = create_app(
         tmp_path / "jobs.db",
         tmp_path / "runs",
@@ -166,23 +167,32 @@ def test_a_cancelled_thread_job_stuck_in_an_lm_call_ends_within_5_s(tmp_path: Pa
         ):
             job_id = submit(http, task_url)
             wait_for(lambda: stuck.calls >= 1, timeout=120)
-            started = time.monotonic()
-            assert http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
-            wait_for(lambda: http.get(f"{JOBS}/{job_id}").json()["status"] == "cancelled", 60)
-            took = time.monotonic() - started
-            assert took < 5.0, took
-            seqs = http.get(f"{JOBS}/{job_id}/events").json()["events"]
-            assert seqs[-1]["type"] == "job.cancelled"
-            n_rollouts = len(evaluate.starts)
-            stuck.release.set()  # the call returns: the thread ends, and writes nothing more
-            time.sleep(1.0)
-            after = http.get(f"{JOBS}/{job_id}/events").json()["events"]
-            assert after[-1]["seq"] == seqs[-1]["seq"], after[-3:]
-            assert len(evaluate.starts) == n_rollouts  # no rollout started after the cancel
-            assert http.get(f"{JOBS}/{job_id}").json()["status"] == "cancelled"
+            yield server, http, job_id
     finally:
         stuck.release.set()
         server.stop(timeout=30)
+
+
+def test_a_cancelled_thread_job_stuck_in_an_lm_call_ends_within_5_s(tmp_path: Path) -> None:
+    """With jobs on the server's threads, a job stuck in one call is ended after the grace
+    period without its thread (which stops once the call returns, writing nothing more and
+    starting no rollout)."""
+    evaluate, stuck = Hanging(quick=10**6), StuckLM()
+    with stuck_thread_job(tmp_path, evaluate, stuck) as (_, http, job_id):
+        started = time.monotonic()
+        assert http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
+        wait_for(lambda: http.get(f"{JOBS}/{job_id}").json()["status"] == "cancelled", 60)
+        took = time.monotonic() - started
+        assert took < 5.0, took
+        seqs = http.get(f"{JOBS}/{job_id}/events").json()["events"]
+        assert seqs[-1]["type"] == "job.cancelled"
+        n_rollouts = len(evaluate.starts)
+        stuck.release.set()  # the call returns: the thread ends, and writes nothing more
+        time.sleep(1.0)
+        after = http.get(f"{JOBS}/{job_id}/events").json()["events"]
+        assert after[-1]["seq"] == seqs[-1]["seq"], after[-3:]
+        assert len(evaluate.starts) == n_rollouts  # no rollout started after the cancel
+        assert http.get(f"{JOBS}/{job_id}").json()["status"] == "cancelled"
 
 
 def test_after_sigterm_the_job_starts_no_new_rollout_and_goes_back_to_the_queue(
@@ -237,28 +247,8 @@ def test_a_thread_jobs_give_up_timer_firing_after_the_server_stopped_does_nothin
             pass
 
     monkeypatch.setattr("policyopt.remote.server.job_thread.threading.Timer", HeldTimer)
-    evaluate, stuck = Hanging(quick=10**6), StuckLM()
-    app = create_app(
-        tmp_path / "jobs.db",
-        tmp_path / "runs",
-        [OWNER_KEY],
-        reflection_lm_factory=stuck,
-        isolation="thread",
-    )
-    server = ServerThread(app).start()
-    try:
-        with (
-            serve_task(evaluate) as task_url,
-            httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {OWNER_KEY}"}, timeout=30
-            ) as http,
-        ):
-            job_id = submit(http, task_url)
-            wait_for(lambda: stuck.calls >= 1, timeout=120)
-            assert http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
-            wait_for(lambda: len(fired) == 1, timeout=30)
-            server.stop(timeout=60)  # the job is stuck in its LM call: requeued, store closed
-            fired[0]()  # the grace period ends now: nothing to end, nothing raised
-    finally:
-        stuck.release.set()
-        server.stop(timeout=30)
+    with stuck_thread_job(tmp_path, Hanging(quick=10**6), StuckLM()) as (server, http, job_id):
+        assert http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
+        wait_for(lambda: len(fired) == 1, timeout=30)
+        server.stop(timeout=60)  # the job is stuck in its LM call: requeued, store closed
+        fired[0]()  # the grace period ends now: nothing to end, nothing raised
