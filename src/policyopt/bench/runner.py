@@ -148,8 +148,10 @@ def run_benchmark(
 ) -> BenchRun:
     """Run every cell of ``settings``' grid that has no record yet in ``out_dir``.
 
-    ``dask`` (a ``distributed.Client`` or ``"dask://ADDRESS"``) runs each cell's search and test
-    as a Dask task (:mod:`policyopt.bench.dask_cells`); records and resumption stay the same.
+    ``dask`` (a ``distributed.Client`` or ``"dask://ADDRESS"``, or a callable giving one, called
+    only when a cell is left to run) runs each cell's search and test as a Dask task
+    (:mod:`policyopt.bench.dask_cells`); records and resumption stay the same. With no cell left
+    to run, nothing starts: no model, no cluster, no MLflow run.
 
     ``task_lm``/``reflection_lm`` replace the models named in ``settings`` (e.g. scripted ones in
     tests); ``tasks`` supplies task objects by name instead of looking them up. ``mlflow`` (a
@@ -198,6 +200,10 @@ def run_benchmark(
     for key in keys:
         (skipped if _finished(out, key) else todo).append(key)
     say(f"{len(todo)} cells to run, {len(skipped)} already finished")
+    if not todo:  # a finished grid's rerun: no model started, no cluster reached
+        return BenchRun(out, load_records(out), todo, skipped, unavailable)
+    if callable(dask):  # a cluster opened on demand (the CLI's --dask)
+        dask = dask()
 
     with (
         _models(settings, task_lm, reflection_lm) as (shared_task, shared_reflection),

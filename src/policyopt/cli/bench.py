@@ -153,7 +153,7 @@ def bench(
             run_benchmark(
                 settings,
                 out,
-                dask=cluster.open(),
+                dask=cluster.open,  # started only when a cell is left to run
                 log=lambda m: typer.echo(m, err=True),
                 mlflow=tracking_uri,
             )

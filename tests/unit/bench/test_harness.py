@@ -155,6 +155,28 @@ def test_a_finished_cell_is_never_run_again(finished: Path, tmp_path: Path) -> N
     assert sorted(calls) == [0, 1, 2, 3, 3]
 
 
+def test_a_finished_grid_rerun_starts_no_model_and_no_cluster(
+    finished: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing left to run: the models are not opened and the cluster is never asked for."""
+    from policyopt.bench import runner
+
+    def no_models(*args: Any) -> Any:
+        raise AssertionError("a rerun with nothing to run opened the models")
+
+    def no_cluster() -> Any:
+        raise AssertionError("a rerun with nothing to run started the cluster")
+
+    monkeypatch.setattr(runner, "_models", no_models)
+    before = load_records(finished)
+    again = run_benchmark(
+        settings(), finished, task_lm=task_lm(), reflection_lm=reflection_lm(),
+        tasks={"tiny": tiny_task()}, dask=no_cluster,
+    )  # fmt: skip
+    assert again.ran == [] and len(again.skipped) == 4
+    assert again.records == before
+
+
 def test_a_crashed_search_is_a_failed_cell_and_runs_again(tmp_path: Path) -> None:
     attempts: list[int] = []
 
