@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -75,6 +76,27 @@ def test_the_instruction_moves_accuracy_on_the_builtin_task(local_lm: LocalLM) -
         reference = engine.run([(task.reference_prompt, i) for i in ids], split="test").scores()
     seed_acc, ref_acc = sum(seed) / len(seed), sum(reference) / len(reference)
     assert seed_acc <= 0.2 and ref_acc >= 0.5, (seed_acc, ref_acc)
+
+
+def test_servers_start_only_as_calls_need_them_and_answer_alike() -> None:
+    """One server (one model load) at start; calls one at a time reuse it; calls at once start
+    more, up to n_parallel, and get the answers a single server gives."""
+    prompts = [f"Give the opposite of the word below.\n\nInput: {w}\nAnswer:" for w in "abc"]
+    with LocalLM(n_parallel=3, max_tokens=6) as lm:
+        assert lm.servers_running == 1
+        one_by_one = [lm(p) for p in prompts]
+        assert lm.servers_running == 1
+        gate = threading.Barrier(3)
+
+        def at_once(prompt: str) -> str:
+            gate.wait(timeout=60)
+            return lm(prompt + " ")  # not the cache: a new request to the servers
+
+        with ThreadPoolExecutor(3) as pool:
+            together = list(pool.map(at_once, prompts))
+        assert 2 <= lm.servers_running <= 3
+        assert [lm(p + " ") for p in prompts] == together  # whichever server answered
+    assert lm.servers_running == 0 and not lm.running and all(one_by_one)
 
 
 def test_answers_do_not_depend_on_the_thread_count() -> None:

@@ -96,7 +96,10 @@ def _stop(server_box: dict[str, Any]) -> None:
     if free is not None:
         free.put(_CLOSED)
     for client in server_box.pop("clients", []):
-        client.close()
+        if client is not None:  # a server never started has no client
+            client.close()
+    server_box.pop("addresses", None)
+    server_box.pop("server_args", None)
     server_box.pop("servers", None)
     gc.collect()
 
@@ -197,58 +200,82 @@ class LocalLM(LM):
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> LocalLM:
-        """Load the model and start serving on 127.0.0.1 (a no-op when already running)."""
+        """Load the model and start serving on 127.0.0.1 (a no-op when already running).
+
+        With ``batching=False`` the first single-slot server starts here and the others when
+        calls first need them at once (a run that replays its journal, or calls one at a
+        time, loads the model once, not ``n_parallel`` times).
+        """
         with self._start_lock:
             if "servers" in self._box:
                 return self
             try:
-                import xllamacpp
+                import xllamacpp  # noqa: F401  (missing: one clear error here, not in a call)
             except ImportError as exc:
                 raise MissingDependencyError(
                     f"xllamacpp is not installed. {self.local_model.install_hint}"
                 ) from exc
-            import openai
 
             path = self.gguf_path or find_gguf(self.local_model.name)
             n_servers, slots = (1, self.n_parallel) if self.batching else (self.n_parallel, 1)
             threads = self.n_threads
             if threads is None and not self.batching:
                 threads = idle_threads(n_servers)
-            servers, clients, addresses, cutters = [], [], [], []
-            for _ in range(n_servers):
-                server = xllamacpp.Server(self._params(xllamacpp, path, slots, threads))
-                address = str(server.listening_address).rstrip("/")
-                servers.append(server)
-                addresses.append(address)
-                # our own HTTP client, closed with the server (litellm's pooled ones would leak)
-                sockets = _Sockets()
-                cutters.append(sockets)
-                clients.append(
-                    openai.OpenAI(
-                        base_url=f"{address}/v1",
-                        api_key="sk-local",
-                        max_retries=0,
-                        timeout=self.timeout,
-                        http_client=openai.DefaultHttpxClient(
-                            event_hooks={"request": [sockets.on_request]}
-                        ),
-                    )
-                )
-            free: queue.SimpleQueue[int] = queue.SimpleQueue()
-            for index in range(n_servers):
+            # a stack of free servers: a call takes the one freed last, so started ones are reused
+            free: queue.LifoQueue[int] = queue.LifoQueue()
+            for index in reversed(range(n_servers)):
                 free.put(index)
             self._box.update(
-                servers=servers, clients=clients, addresses=addresses, free=free, sockets=cutters
+                servers=[None] * n_servers,
+                clients=[None] * n_servers,
+                addresses=[None] * n_servers,
+                sockets=[],
+                free=free,
+                server_args=(path, slots, threads),  # no closure: the finalizer keeps the box
             )
-            self._address = addresses[0]
+            self._serve(0)
+            self._address = self._box["addresses"][0]
             logger.info(
-                "LocalLM serving %s at %s (%d server(s) x %d slot(s))",
+                "LocalLM serving %s at %s (up to %d server(s) x %d slot(s))",
                 path.name,
-                ", ".join(addresses),
+                self._address,
                 n_servers,
                 slots,
             )
             return self
+
+    def _serve(self, index: int) -> Any:
+        """Server ``index``'s HTTP client, starting the server first if it is not running yet;
+        :class:`LocalLMClosed` after :meth:`close`. Called with the start lock held."""
+        box = self._box
+        if "servers" not in box:
+            raise self._closed()
+        if box["servers"][index] is None:
+            import openai
+            import xllamacpp
+
+            server = xllamacpp.Server(self._params(xllamacpp, *box["server_args"]))
+            address = str(server.listening_address).rstrip("/")
+            # our own HTTP client, closed with the server (litellm's pooled ones would leak)
+            sockets = _Sockets()
+            box["sockets"].append(sockets)
+            box["clients"][index] = openai.OpenAI(
+                base_url=f"{address}/v1",
+                api_key="sk-local",
+                max_retries=0,
+                timeout=self.timeout,
+                http_client=openai.DefaultHttpxClient(
+                    event_hooks={"request": [sockets.on_request]}
+                ),
+            )
+            box["addresses"][index] = address
+            box["servers"][index] = server
+        return box["clients"][index]
+
+    def _server(self, index: int) -> Any:
+        """:meth:`_serve` for a call holding server ``index``."""
+        with self._start_lock:
+            return self._serve(index)
 
     def _params(self, xllamacpp: Any, path: Path, slots: int, threads: int | None) -> Any:
         """llama.cpp settings of one server: ``slots`` parallel sequences, on 127.0.0.1."""
@@ -284,6 +311,12 @@ class LocalLM(LM):
     def running(self) -> bool:
         """True while the server is up."""
         return "servers" in self._box
+
+    @property
+    def servers_running(self) -> int:
+        """How many llama.cpp servers run now (up to ``n_parallel``; they start as calls need
+        them)."""
+        return sum(server is not None for server in self._box.get("servers", []))
 
     def __enter__(self) -> LocalLM:
         return self.start()
@@ -355,7 +388,7 @@ class LocalLM(LM):
     def _on_server(self, index: int, litellm: Any, timeout: float | None) -> Iterator[None]:
         """Hold server ``index`` for one request; free it after, late if the request timed out
         (the server is likely still generating the abandoned answer)."""
-        free: queue.SimpleQueue[int] = self._box["free"]
+        free: queue.LifoQueue[int] = self._box["free"]
         delay = 0.0
         try:
             yield
@@ -375,15 +408,15 @@ class LocalLM(LM):
 
     def _send(self, litellm: Any, request: dict[str, Any], timeout: float | None = None) -> Any:
         box = self._box
-        free: queue.SimpleQueue[int] | None = box.get("free")
+        free: queue.LifoQueue[int] | None = box.get("free")
         if free is None:
             raise self._closed()
         index = free.get()  # blocks until a server is free
         if index == _CLOSED:
             free.put(_CLOSED)  # for the next caller waiting
             raise self._closed()
-        client = box["clients"][index]
         with self._on_server(index, litellm, timeout):
+            client = self._server(index)
             try:
                 return litellm.completion(
                     **{**request, **self._route(index), "client": client},
@@ -399,7 +432,7 @@ class LocalLM(LM):
     async def _asend(
         self, litellm: Any, request: dict[str, Any], timeout: float | None = None
     ) -> Any:
-        free: queue.SimpleQueue[int] | None = self._box.get("free")
+        free: queue.LifoQueue[int] | None = self._box.get("free")
         if free is None:
             raise self._closed()
         while True:  # wait for a free server without blocking the event loop
@@ -412,6 +445,7 @@ class LocalLM(LM):
             free.put(_CLOSED)
             raise self._closed()
         with self._on_server(index, litellm, timeout):
+            await asyncio.to_thread(self._server, index)  # a model load must not block the loop
             return await litellm.acompletion(
                 **{**request, **self._route(index)},
                 num_retries=0,
