@@ -11,9 +11,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from policyopt import LocalLM, RolloutEngine
+from policyopt import LocalLM
 from policyopt.lm.local import LocalLMClosed, find_gguf
-from policyopt.tasks import get_task
 
 pytestmark = pytest.mark.integration
 
@@ -61,21 +60,6 @@ def test_starts_and_stops_cleanly_and_caches_across_restarts(tmp_path: Path) -> 
         again = lm("Give the opposite of the word below.\n\nInput: up\nAnswer:")
     assert again == first
     assert lm.usage.calls == 1 and lm.usage.cache_hits == 1
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)  # 40 local-model rollouts; survives a 3x slower, loaded machine
-def test_the_instruction_moves_accuracy_on_the_builtin_task(local_lm: LocalLM) -> None:
-    """The README's claim, on 20 test words: the naive seed prompt scores clearly lower than
-    the reference one (full split: 0.027 vs 0.730; 20 words keep the suite short under load)."""
-    task = get_task("antonyms")
-    program = task.program(local_lm)
-    with RolloutEngine(program.evaluate, n_jobs=4) as engine:
-        ids = engine.add_split("test", task.test[:20])
-        seed = engine.run([(task.seed_prompt, i) for i in ids], split="test").scores()
-        reference = engine.run([(task.reference_prompt, i) for i in ids], split="test").scores()
-    seed_acc, ref_acc = sum(seed) / len(seed), sum(reference) / len(reference)
-    assert seed_acc <= 0.2 and ref_acc >= 0.5, (seed_acc, ref_acc)
 
 
 def test_servers_start_only_as_calls_need_them_and_answer_alike() -> None:

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 #: notebook -> the first cell's settings to run it with here (each must be set in that cell)
-SMALLER = {"quickstart.ipynb": {"BUDGET": 20, "N": 4}}
+SMALLER = {"quickstart.ipynb": {"BUDGET": 20, "N": 4}, "optimize_code.ipynb": {"MAX_LM_CALLS": 1}}
 
 
 def _with_smaller_settings(notebook: Any, name: str) -> None:

@@ -14,17 +14,17 @@ from policyopt.tasks import get_task
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.mark.timeout(600)  # about 90 s on a loaded 2-core machine; room for a 3x slowdown
+@pytest.mark.timeout(600)  # under a minute on a loaded 2-core machine; room for a 3x slowdown
 def test_opro_runs_on_the_local_model_within_budget(local_lm: LocalLM, tmp_path: Path) -> None:
     task = get_task("antonyms")
-    train, val = task.train[:8], task.val[:8]
-    settings = SPEC.plan({}, budget=40, n_train=len(train), n_val=len(val), small_model=True)
+    train, val = task.train[:4], task.val[:4]
+    settings = SPEC.plan({}, budget=24, n_train=len(train), n_val=len(val), small_model=True)
     with LocalLM.for_reflection(**SPEC.small_model_lm) as meta:
 
         def make() -> OPRO:
             return OPRO(
                 meta_lm=meta,
-                max_rollouts=40,
+                max_rollouts=24,
                 n_jobs=4,
                 minibatch_size=4,
                 progress=False,
@@ -34,9 +34,9 @@ def test_opro_runs_on_the_local_model_within_budget(local_lm: LocalLM, tmp_path:
 
         program = task.program(local_lm)
         result = make().optimize(program, train, val)
-        assert result.optimizer == "opro" and result.n_rollouts <= 40
+        assert result.optimizer == "opro" and result.n_rollouts <= 24
         assert result.stop_reason in {"budget", "perfect_score"}, result.details["stop_detail"]
-        assert result.candidates[0].origin == "seed" and len(result.candidates[0].val_scores) == 8
+        assert result.candidates[0].origin == "seed" and len(result.candidates[0].val_scores) == 4
         assert result.best_score >= result.candidates[0].val_score
         assert result.lm_usage["meta"].calls >= 1 and result.details["steps"] >= 1  # type: ignore[operator]
         assert OptimizationResult.from_json(result.to_json()) == result
