@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: program on 4, a trial on 4, its full evaluation on 4).
 CASES = {
     "gepa-lib": (16, {}),
+    # the equal-preset peer: policyopt's advice proposer in gepa's search; the valset and one step
+    "gepa-lib[proposer=advice]": (10, {"proposer": "advice"}),
     "dspy-gepa": (16, {"reflection_max_tokens": 48}),
     "dspy-mipro": (16, {"num_candidates": 2, "proposer_max_tokens": 48}),
 }
@@ -43,6 +45,13 @@ class TestGepaLib:
         _peer_on_antonyms("gepa-lib", local_lm, reflection_lm, tmp_path)
 
 
+class TestGepaLibAdvice:
+    def test_peer_on_antonyms_with_the_local_model(
+        self, local_lm: LocalLM, reflection_lm: LocalLM, tmp_path: Path
+    ) -> None:
+        _peer_on_antonyms("gepa-lib[proposer=advice]", local_lm, reflection_lm, tmp_path)
+
+
 class TestDspyGepa:
     def test_peer_on_antonyms_with_the_local_model(
         self, local_lm: LocalLM, reflection_lm: LocalLM, tmp_path: Path
@@ -59,7 +68,7 @@ class TestDspyMipro:
 
 def _peer_on_antonyms(name: str, local_lm: LocalLM, reflection_lm: LocalLM, tmp_path: Path) -> None:
     budget, settings = CASES[name]
-    optimizer = get_optimizer(name)
+    optimizer = get_optimizer(name.split("[")[0])
     missing = optimizer.unavailable()
     if missing is not None or importlib.util.find_spec("gepa") is None:
         pytest.skip(missing or "the `gepa` package is not installed")
@@ -88,4 +97,4 @@ def _peer_on_antonyms(name: str, local_lm: LocalLM, reflection_lm: LocalLM, tmp_
     # the best prompt runs in the task's own program
     score = task.program(ctx.task_lm).evaluate(outcome.best_prompt, task.test[0])
     assert 0.0 <= float(score.score) <= 1.0
-    assert (tmp_path / f"{name}.log").stat().st_size > 0
+    assert (tmp_path / f"{optimizer.name}.log").stat().st_size > 0

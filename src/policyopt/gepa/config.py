@@ -93,7 +93,7 @@ class GEPASettings(RunSettings):
     reflection_template: str = Field(
         DEFAULT_TEMPLATE,
         description="the reflection meta-prompt, or a built-in by name (default, compact, advice, "
-        "artifact)",
+        "artifact; gepa-lib: the gepa library's own, if installed)",
     )
 
     min_rollouts_per_call: float | None = Field(
@@ -115,6 +115,10 @@ class GEPASettings(RunSettings):
     @field_validator("reflection_template")
     @classmethod
     def _template(cls, value: str) -> str:
+        if value == "gepa-lib":  # the gepa library's own meta-prompt (equal-template runs)
+            from policyopt.gepa.reflection import gepa_lib_template
+
+            value = gepa_lib_template()
         value = TEMPLATES.get(value, value)  # a built-in template by name
         check_template(value, PLACEHOLDERS)  # only {name} fields: never str.format's extras
         shown = ("{records}", "{feedback}", "{advice}")

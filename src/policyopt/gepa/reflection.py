@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from policyopt.errors import MissingDependencyError
 from policyopt.feedback import (
     ADVICE_TEMPLATE,
     common_advice,
@@ -31,6 +32,7 @@ __all__ = [
     "check_proposal",
     "common_advice",
     "extract_instruction",
+    "gepa_lib_template",
     "make_records",
     "render_prompt",
 ]
@@ -81,6 +83,22 @@ An assistant followed the instruction "{current}" and got this feedback:
 {feedback}{retry}
 
 Improved instruction (one sentence):"""
+
+
+def gepa_lib_template() -> str:
+    """The ``gepa`` library's default reflection prompt in this module's placeholders
+    (``<curr_param>`` -> ``{current}``, ``<side_info>`` -> ``{records}``, ``{retry}`` after it,
+    empty on a first attempt): policyopt's GEPA with gepa's meta-prompt, for equal-template
+    comparisons (``reflection_template="gepa-lib"``). The records keep policyopt's layout."""
+    try:
+        from gepa.strategies.instruction_proposal import InstructionProposalSignature
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "reflection_template='gepa-lib' reads the gepa library's own template: "
+            "pip install 'policyopt[peers]'."
+        ) from exc
+    text = InstructionProposalSignature.default_prompt_template
+    return text.replace("<curr_param>", "{current}").replace("<side_info>", "{records}") + "{retry}"
 
 
 def render_prompt(

@@ -19,6 +19,7 @@ from policyopt.bench.peers import DSPyGEPA, DSPyMIPROv2, GEPALibrary
 from policyopt.bench.peers._common import peer_log
 from policyopt.bench.peers.dspy_mipro import plan, planned_metric_calls
 from policyopt.errors import ConfigError, EvaluationError
+from policyopt.gepa.config import GEPASettings
 from policyopt.lm.metered import MeteredLM
 from policyopt.tasks.base import Task
 from policyopt.testing import ScriptedLM
@@ -302,3 +303,55 @@ def test_peer_log_routes_this_contexts_output_only(
     # the peers' loggers and the streams are as they were
     assert (peer_logger.level, peer_logger.propagate, list(peer_logger.handlers)) == before
     assert outside == ["done"] and type(sys.stdout).__name__ != "_Router"
+
+
+@needs_gepa
+def test_gepa_lib_with_policyopts_advice_proposer(tmp_path: Path) -> None:
+    """The equal-preset peer: gepa's search with policyopt's small-model proposer through
+    gepa's propose_new_texts hook (the advice prompt; an echo of it rejected and re-asked)."""
+
+    def reflect(prompt: str) -> str:
+        echo = "Rewrite the advice as one instruction to the assistant."
+        return RULE if "was rejected" in prompt else echo
+
+    reflection = ScriptedLM(reflect)
+    ctx, _, _ = make_ctx(
+        tmp_path, budget=60, reflection=reflection, settings={"proposer": "advice"}
+    )
+    outcome = GEPALibrary().run(ctx)
+    assert outcome.best_prompt == RULE and outcome.best_val_score == 1.0
+    first = reflection.prompts[0]
+    assert "Rewrite the advice as one instruction" in first  # policyopt's advice template
+    assert "Tell the assistant to give the opposite of the word." in first  # the shared advice
+    assert any("was rejected" in p for p in reflection.prompts)  # the echo, re-asked
+    assert outcome.details["settings"]["reflection_template"] == "advice"
+    assert outcome.details["reflection_calls"] == reflection.calls == ctx.reflection_lm.usage.calls
+    with pytest.raises(ConfigError, match="proposer must be"):
+        GEPALibrary().run(make_ctx(tmp_path / "b", settings={"proposer": "mine"})[0])
+
+
+@needs_gepa
+def test_policyopt_gepa_with_the_gepa_librarys_template(tmp_path: Path) -> None:
+    """The other equal-template run: policyopt's GEPA asking with gepa's own meta-prompt."""
+    from gepa.strategies.instruction_proposal import InstructionProposalSignature
+
+    from policyopt import GEPA, Program
+
+    settings = GEPASettings(max_rollouts=10, reflection_template="gepa-lib")
+    theirs = InstructionProposalSignature.default_prompt_template
+    head = theirs.split("<curr_param>")[0]
+    assert settings.reflection_template.startswith(head)
+    assert "{current}" in settings.reflection_template
+    assert "{records}" in settings.reflection_template and "<side_info>" not in str(settings)
+    reflection = ScriptedLM(lambda prompt: f"```\n{RULE}\n```")
+    task, metric = tiny_task(), CountingMetric()
+    program = Program(
+        task.seed_prompt,
+        lambda prompt, ex: metric(rule_follower(f"{prompt}\n\n{task.render_input(ex)}"), ex),
+    )
+    result = GEPA(
+        reflection_lm=reflection, max_rollouts=30, reflection_template="gepa-lib", progress=False
+    ).optimize(program, task.train, task.val)
+    assert result.best_prompt == RULE
+    first = reflection.prompts[0]
+    assert first.startswith(head) and "Answer the question." in first and "### Example 1" in first

@@ -32,7 +32,8 @@ from policyopt.bench.peers._common import (
     peer_log,
 )
 from policyopt.errors import ConfigError
-from policyopt.lm.base import LM, Messages
+from policyopt.feedback import output_space
+from policyopt.lm.base import LM, Completion, Messages
 from policyopt.tasks.base import Task
 from policyopt.types import Program, Score
 
@@ -44,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "merge": True,
     "max_merges": 5,
     "reflection_template": None,  # None: COMPACT_TEMPLATE on the small model, else gepa's own
+    # "gepa": gepa's own reflective proposer; "advice": policyopt's small-model proposer (the
+    # advice template, its checks, guards and re-asks) through gepa's propose_new_texts hook,
+    # one proposal a reflection: the equal-preset comparison with policyopt's GEPA
+    "proposer": "gepa",
 }
 
 
@@ -70,12 +75,16 @@ class ReflectionCallable:
         self._lock = threading.Lock()
 
     def __call__(self, prompt: str | Messages) -> str:
-        answer = self.lm.complete(prompt)
+        return self.complete(prompt).text
+
+    def complete(self, prompt: str | Messages, **kwargs: Any) -> Completion:
+        """The cell's reflection LM's answer, counted (the advice proposer asks through this)."""
+        answer = self.lm.complete(prompt, **kwargs)
         with self._lock:
             self.calls += 1
             self.truncated += answer.truncated
             self.empty += not answer.text.strip()
-        return answer.text
+        return answer
 
 
 class ProgramAdapter:
@@ -94,6 +103,13 @@ class ProgramAdapter:
         self.program = program
         self.pool = pool
         self.runs = runs
+
+    def on(self, pool: ThreadPoolExecutor, proposer: AdviceProposer | None) -> ProgramAdapter:
+        """This adapter with its rollout pool, and ``proposer`` as gepa's
+        ``propose_new_texts`` (None: gepa's own reflective proposer)."""
+        self.pool = pool
+        self.propose_new_texts = proposer  # type: ignore[assignment]
+        return self
 
     def evaluate(
         self, batch: list[dict[str, Any]], candidate: dict[str, str], capture_traces: bool = False
@@ -122,6 +138,47 @@ class ProgramAdapter:
             for example, score in eval_batch.trajectories
         ]
         return {name: records for name in components_to_update}
+
+
+class AdviceProposer:
+    """gepa's ``propose_new_texts`` hook answered by policyopt's GEPA proposer with its
+    small-model preset (:data:`~policyopt.feedback.ADVICE_TEMPLATE`, the copy, label and echo
+    guards, re-asks of unusable answers, the data's label set in the prompt); a component whose
+    every attempt is rejected keeps its text (gepa then finds the child no better)."""
+
+    def __init__(self, lm: Any, outputs: Sequence[str]) -> None:
+        from policyopt.feedback import ADVICE_TEMPLATE
+        from policyopt.gepa.config import GEPASettings
+        from policyopt.gepa.proposer import Proposer
+        from policyopt.state.memo import JournaledLM
+
+        fields = GEPASettings.model_fields  # policyopt GEPA's defaults for both
+        self.proposer = Proposer(
+            JournaledLM(lm, journal=None, kind="reflection"),
+            template=ADVICE_TEMPLATE,
+            max_retries=fields["max_proposal_retries"].default,
+            max_chars=fields["max_prompt_chars"].default,
+            reject_copies=True,
+            outputs=outputs,
+        )
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(
+        self,
+        candidate: dict[str, str],
+        reflective_dataset: Mapping[str, Sequence[Mapping[str, Any]]],
+        components_to_update: list[str],
+    ) -> dict[str, str]:
+        with self._lock:
+            self._calls += 1
+            number = self._calls
+        new = {}
+        for name in components_to_update:
+            records = [{k: str(v) for k, v in r.items()} for r in reflective_dataset[name]]
+            text = self.proposer.propose(f"{number}/{name}", name, candidate[name], records)
+            new[name] = candidate[name] if text is None else text
+        return new
 
 
 class Log:
@@ -158,8 +215,13 @@ class GEPALibrary:
                 f"gepa-lib runs prompt-template tasks; {ctx.task.name!r} is a program of named "
                 "components (use gepa, mipro, dspy-gepa or dspy-mipro)."
             )
+        if settings["proposer"] not in ("gepa", "advice"):
+            raise ConfigError(
+                f"gepa-lib: proposer must be 'gepa' or 'advice', not {settings['proposer']!r}."
+            )
+        advice = settings["proposer"] == "advice"
         template = settings["reflection_template"]
-        if template is None and ctx.small_model:
+        if template is None and ctx.small_model and not advice:
             template = compact_template()
         train, val = list(ctx.task.train), list(ctx.task.val)
         budget = GEPABudget(
@@ -171,6 +233,8 @@ class GEPALibrary:
         )
         runs = ProgramRuns()
         reflect = ReflectionCallable(ctx.reflection_lm)
+        adapter = ProgramAdapter(ctx.task, ctx.program(), None, runs)  # type: ignore[arg-type]
+        proposer = AdviceProposer(reflect, output_space(train)) if advice else None
         with (
             peer_log(ctx.run_dir, self.name) as stream,
             ThreadPoolExecutor(max_workers=max(1, ctx.n_jobs)) as pool,
@@ -182,9 +246,9 @@ class GEPALibrary:
                 seed_candidate={"prompt": ctx.task.seed_prompt},
                 trainset=train,
                 valset=val,
-                adapter=ProgramAdapter(ctx.task, ctx.program(), pool, runs),
-                reflection_lm=reflect,
-                reflection_prompt_template=template,
+                adapter=adapter.on(pool, proposer),
+                reflection_lm=None if advice else reflect,
+                reflection_prompt_template=None if advice else template,
                 candidate_selection_strategy=settings["candidate_selection"],
                 reflection_minibatch_size=int(settings["minibatch_size"]),
                 use_merge=bool(settings["merge"]),
@@ -211,7 +275,9 @@ class GEPALibrary:
                 "version": importlib.metadata.version("gepa"),
                 "settings": {
                     **settings,
-                    "reflection_template": "compact" if template else "gepa default",
+                    "reflection_template": (
+                        "advice" if advice else "compact" if template else "gepa default"
+                    ),
                     "n_jobs": ctx.n_jobs,
                     "seed": ctx.seed,
                 },
