@@ -18,7 +18,11 @@ __all__ = [
     "ADVICE_TEMPLATE",
     "ANSWER_FIELDS",
     "RETRY_NOTE",
+    "TOKENS_PER_WORD",
+    "answer_words",
     "common_advice",
+    "cut_off_reason",
+    "length_note",
     "make_records",
     "output_space",
     "output_space_note",
@@ -35,7 +39,7 @@ ADVICE_TEMPLATE = """\
 An assistant followed the instruction "{current}". Advice on its answers:
 {advice}{retry}
 
-Rewrite the advice as one instruction to the assistant.
+Rewrite the advice as one instruction to the assistant{length}.
 Instruction:"""
 
 
@@ -48,6 +52,33 @@ def retry_note(reason: str | None) -> str:
     if not reason:
         return ""
     return RETRY_NOTE.format(reason=reason)
+
+
+#: tokens per word assumed where a token limit becomes the length a proposal prompt asks for:
+#: English runs about 1.3 tokens a word in common tokenizers, and 2 leaves room for punctuation,
+#: quotes, a fence or label around the answer, and a small model that overshoots a stated length
+TOKENS_PER_WORD = 2
+
+
+def answer_words(max_tokens: int | None) -> int | None:
+    """The most words a proposal prompt asks for from an LM answering at most ``max_tokens``
+    tokens (None when the limit is unknown): an answer asked to fit is not cut off."""
+    if not max_tokens or max_tokens <= 0:
+        return None
+    return max(1, max_tokens // TOKENS_PER_WORD)
+
+
+def length_note(words: int | None) -> str:
+    """The ``{length}`` text of a proposal prompt, after its request for the answer:
+    ``", in at most N words"`` (empty when no limit is known)."""
+    return f", in at most {words} words" if words else ""
+
+
+def cut_off_reason(words: int | None) -> str:
+    """Why an answer cut off at the token limit was rejected, as its retry says it: with a known
+    limit it asks for an answer that fits (see :func:`answer_words`)."""
+    reason = "the answer was cut off at the token limit"
+    return f"{reason}; write at most {words} words" if words else reason
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")

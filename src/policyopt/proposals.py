@@ -10,17 +10,26 @@ optimizer's guards (copies of examples, echoes of the prompt's own words, repeat
 every answer (:class:`~policyopt.events.ProposalJudged`), which ``policyopt show`` reads.
 What differs between optimizers (the prompt, how an answer is read, which guards) is passed in.
 The program's ``objective`` and ``background`` (:func:`brief`) head every proposal prompt.
+
+Two rules keep unusable answers from eating the LM budget: a prompt asks for an answer that fits
+the LM's token limit (:attr:`ProposalLoop.length`, the ``{length}`` of the templates) and a
+retry after a cut-off answer asks for one that fits; and a reason whose re-asks keep failing the
+same way (:data:`GIVE_UP_AFTER` in a row) is not re-asked again in the run
+(:attr:`ProposalLoop.reasks_skipped` counts the re-asks not made).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
 from policyopt.events import REASONS, ProposalJudged
+from policyopt.feedback import answer_words, cut_off_reason, length_note
 from policyopt.guards import COPIES_EXAMPLE, find_copy
 from policyopt.lm.parsing import extract_instruction, proposal_problem
 from policyopt.state.memo import JournaledLM
@@ -30,6 +39,7 @@ __all__ = [
     "DUPLICATE",
     "ECHOES_PROMPT",
     "FAILED",
+    "GIVE_UP_AFTER",
     "Guard",
     "Parsed",
     "ProposalLoop",
@@ -46,6 +56,14 @@ __all__ = [
 ECHOES_PROMPT = "echoes_prompt"
 #: the reason code of a proposal that repeats a text proposed or scored before
 DUPLICATE = "duplicate"
+
+#: re-asks in a row, over the run, that failed again for the reason they were asked about, after
+#: which that reason is no longer re-asked: 3 needs two proposals' evidence (a proposal re-asks at
+#: most twice by default), so one bad prompt does not end re-asks for the run, and wastes at
+#: most 3 calls on a model that cannot mend that fault
+GIVE_UP_AFTER = 3
+
+logger = logging.getLogger(__name__)
 
 
 class _Failed:
@@ -227,16 +245,78 @@ class ProposalLoop:
 
     Every answer judged gives one verdict (:class:`~policyopt.events.ProposalJudged`), journaled
     with the run and emitted by the LM (:meth:`~policyopt.state.memo.JournaledLM.judged`).
-    Thread-safe: an optimizer may run several proposals at once.
+    Thread-safe: an optimizer may run several proposals at once, inside :meth:`batch`.
+
+    A reason whose last ``give_up_after`` re-asks in the run all failed again for that reason is
+    given up: a proposal rejected for it is dropped, not re-asked (counted in
+    :attr:`reasks_skipped`). What a re-ask gave is folded into that count only where no proposal
+    runs (:meth:`settle`), in the order of the proposal keys, so a fixed seed gives the same run,
+    and a resumed run (replaying the same answers) the same one, whichever thread ends first.
     """
 
-    def __init__(self, lm: JournaledLM, *, max_retries: int, max_chars: int) -> None:
+    def __init__(
+        self,
+        lm: JournaledLM,
+        *,
+        max_retries: int,
+        max_chars: int,
+        give_up_after: int | None = GIVE_UP_AFTER,
+    ) -> None:
         self.lm = lm
         self.max_retries = max_retries
         self.max_chars = max_chars
+        self.give_up_after = give_up_after
+        #: the most words a prompt asks for, from the LM's ``max_tokens`` (None: unknown)
+        self.words = answer_words(lm.answer_tokens)
         self.rejections: dict[str, int] = {}  # reason code -> how many
+        self.reasks_skipped: dict[str, int] = {}  # reason code -> re-asks not made (given up)
+        self.given_up: set[str] = set()  # reason codes no longer re-asked
+        self._streaks: dict[str, int] = {}  # reason code -> re-asks in a row that failed again
+        # re-asks not yet folded into the streaks: (proposal key, attempt, reason, failed again)
+        self._reasks: list[tuple[str, int, str, bool]] = []
+        self._batches = 0
         self._accepted: dict[str, int] = {}  # proposal key -> the attempt that was accepted
         self._lock = threading.Lock()
+
+    @property
+    def length(self) -> str:
+        """The ``{length}`` text of a proposal prompt: the length the LM's token limit fits
+        (:func:`~policyopt.feedback.length_note`; empty when the limit is unknown)."""
+        return length_note(self.words)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Proposals run at once (on threads) inside: each sees the re-ask rule as it stood when
+        the batch began, and what they gave is folded in when it ends (:meth:`settle`)."""
+        self.settle()
+        with self._lock:
+            self._batches += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batches -= 1
+            self.settle()
+
+    def settle(self) -> None:
+        """Fold the re-asks made since the last call into the streaks, in proposal key order;
+        a reason whose streak reaches ``give_up_after`` is given up for the rest of the run."""
+        with self._lock:
+            if self._batches:
+                return  # proposals are running: at the batch's end
+            reasks, self._reasks = sorted(self._reasks), []
+            for _, _, code, again in reasks:
+                self._streaks[code] = self._streaks.get(code, 0) + 1 if again else 0
+                limit = self.give_up_after
+                if limit is not None and self._streaks[code] >= limit and code not in self.given_up:
+                    self.given_up.add(code)
+                    logger.info(
+                        "the %s LM failed %d re-asks in a row again with %s: not re-asked for it "
+                        "from now on",
+                        self.lm.kind,
+                        self._streaks[code],
+                        code,
+                    )
 
     @property
     def usage(self) -> LMUsage:
@@ -289,9 +369,12 @@ class ProposalLoop:
         ``render(attempt, reason)`` makes the prompt (``reason``: why the last answer was
         rejected); each call is journaled as ``{key}/{attempt}``. ``current`` is the text being
         replaced (a proposal equal to it is unusable). ``sample`` (or ``sample(attempt)``) asks
-        for another sample of the same prompt.
+        for another sample of the same prompt. An answer rejected for a reason given up is not
+        re-asked. Outside :meth:`batch`, calls must come one at a time.
         """
+        self.settle()  # outside a batch: what the previous proposals' re-asks gave
         reason: str | None = None
+        asked: str | None = None  # the reason code the current attempt was re-asked for
         for attempt in range(self.max_retries + 1):
             prompt = render(attempt, reason)
             if self.lm.brief:  # the run's objective and background, above every optimizer's prompt
@@ -302,15 +385,28 @@ class ProposalLoop:
                 return FAILED
             parsed = parse(record)
             problem = self._problem(record, parsed, current, guards)
-            if problem is None:
-                with self._lock:
+            code = None if problem is None else problem[0]
+            give_up = False
+            with self._lock:
+                if asked is not None:
+                    self._reasks.append((key, attempt, asked, code == asked))
+                if code is None:
                     self._accepted[key] = attempt
+                else:
+                    self.rejections[code] = self.rejections.get(code, 0) + 1
+                    give_up = code in self.given_up and attempt < self.max_retries
+                    if give_up:
+                        self.reasks_skipped[code] = self.reasks_skipped.get(code, 0) + 1
+            if problem is None:
                 self._judge(key, attempt, None, None, parsed.text)
                 return parsed.text
             code, reason = problem
-            with self._lock:
-                self.rejections[code] = self.rejections.get(code, 0) + 1
+            if code == "cut_off":  # say so, and ask for a length that fits
+                reason = cut_off_reason(self.words)
             self._judge(key, attempt, code, reason, None)
+            if give_up:
+                return None
+            asked = code
         return None
 
     def _problem(

@@ -27,7 +27,16 @@ TEMPLATES = {
     "artifact": ARTIFACT_TEMPLATE,
 }
 #: the placeholders a reflection template may use (see gepa.reflection.render_prompt)
-PLACEHOLDERS = ("component", "current", "records", "feedback", "advice", "retry", "outputs")
+PLACEHOLDERS = (
+    "component",
+    "current",
+    "records",
+    "feedback",
+    "advice",
+    "retry",
+    "outputs",
+    "length",
+)
 
 #: settings that may differ when a run_dir is resumed (they do not change the trajectory)
 RESUMABLE_CHANGES = RESUMABLE | {"patience"}

@@ -41,5 +41,6 @@ def finish(run: _Run, reason: str) -> OptimizationResult:
             "final_choice": choice,
             "counts": dict(run.counts),
             "rejections": dict(getattr(run.proposer, "rejections", {})),
+            "reasks_skipped": dict(getattr(run.proposer, "reasks_skipped", {})),
         },
     )

@@ -17,6 +17,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from typing import Any, Literal
@@ -384,7 +385,9 @@ class _Run:
         workers = proposal_workers(lm, len(tasks), attempts, self.s.n_jobs)
         # LM failures were counted (and skipped) by the proposer; a run-stopping one
         # (LMUnavailable) is raised here once every sibling has finished; Ctrl-C does not wait
-        outcomes = call_all([partial(one, job, n) for job, n in tasks], workers)
+        # the loop's re-ask rule changes only between batches (any proposer without one: none)
+        with getattr(self.proposer, "batch", nullcontext)():
+            outcomes = call_all([partial(one, job, n) for job, n in tasks], workers)
         children, seen = [], set(self.pop.keys)
         for (job, _), prompt in zip(tasks, outcomes, strict=True):
             if prompt is None:

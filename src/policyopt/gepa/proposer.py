@@ -7,7 +7,8 @@ or fix one answer of the data's label set (``outputs``) as the answer for every 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from policyopt.feedback import RETRY_NOTE
 from policyopt.gepa.reflection import ARTIFACT_TEMPLATE, render_prompt
@@ -64,6 +65,17 @@ class Proposer:
         """Rejected proposals by reason (``copies_example``, ``echoes_prompt``, ...)."""
         return self.loop.rejections
 
+    @property
+    def reasks_skipped(self) -> dict[str, int]:
+        """Re-asks not made by reason: the model kept failing that way (see ProposalLoop)."""
+        return self.loop.reasks_skipped
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Proposals made at once on threads (:meth:`ProposalLoop.batch`)."""
+        with self.loop.batch():
+            yield
+
     def propose(
         self,
         key: str,
@@ -85,7 +97,13 @@ class Proposer:
         text = self.loop.propose(
             key,
             lambda _, reason: render_prompt(
-                self.template, component, current, records, reason, outputs=self.outputs
+                self.template,
+                component,
+                current,
+                records,
+                reason,
+                outputs=self.outputs,
+                length=self.loop.length,
             ),
             current=current,
             parse=self.parse,
@@ -106,7 +124,13 @@ class Proposer:
         """Ask for the first attempt of ``len(keys)`` samples (``propose(keys[i], ...,
         sample=sample + i)``) in one LM call, so the prompt is sent, and paid, once."""
         prompt = render_prompt(
-            self.template, component, current, records, None, outputs=self.outputs
+            self.template,
+            component,
+            current,
+            records,
+            None,
+            outputs=self.outputs,
+            length=self.loop.length,
         )
         if self.lm.brief:  # as ProposalLoop.propose puts it above the prompt
             prompt = f"{self.lm.brief}\n\n{prompt}"

@@ -54,7 +54,7 @@ Read every answer and its feedback. Work out what the task really is and why ans
 Then write a new instruction that fixes those failures: state the general rule the assistant must \
 follow, add any task-specific facts the feedback reveals, and keep what already works.{retry}
 
-Reply with the new instruction inside one ``` fenced block."""
+Reply with the new instruction inside one ``` fenced block{length}."""
 
 #: For any text artifact (code, a config, a prompt: ``policyopt.optimize_anything``'s default):
 #: the whole text is rewritten, not an instruction to an assistant.
@@ -82,7 +82,7 @@ COMPACT_TEMPLATE = """\
 An assistant followed the instruction "{current}" and got this feedback:
 {feedback}{retry}
 
-Improved instruction (one sentence):"""
+Improved instruction (one sentence{length}):"""
 
 
 def gepa_lib_template() -> str:
@@ -108,15 +108,17 @@ def render_prompt(
     records: Sequence[Mapping[str, str]],
     retry_reason: str | None = None,
     outputs: Sequence[str] = (),
+    length: str = "",
 ) -> str:
     """The reflection LM's prompt: ``template`` filled in.
 
     Placeholders: ``{component}``, ``{current}`` (the text to improve), ``{records}`` (every
     record in full), ``{feedback}`` (the distinct feedback lines only), ``{advice}`` (the
     feedback sentences records share, :func:`common_advice`), ``{retry}`` (why the previous
-    proposal was rejected, or empty) and ``{outputs}`` (the label set ``outputs``, as a
-    sentence). A template without ``{outputs}`` gets that sentence as the last line of its
-    ``{records}``, ``{feedback}`` and ``{advice}``.
+    proposal was rejected, or empty), ``{outputs}`` (the label set ``outputs``, as a
+    sentence) and ``{length}`` (the length the LM's token limit fits, ``length``: see
+    :func:`~policyopt.feedback.length_note`). A template without ``{outputs}`` gets that
+    sentence as the last line of its ``{records}``, ``{feedback}`` and ``{advice}``.
     """
     blocks = []
     for number, record in enumerate(records, start=1):
@@ -137,5 +139,6 @@ def render_prompt(
         "advice": "\n".join(advice + ([note] if inline else [])),
         "retry": retry_note(retry_reason),
         "outputs": note,
+        "length": length,
     }
     return render_template(template, values)

@@ -248,6 +248,7 @@ class _Run:
         self.params: list[dict[str, int]] = []  # of each candidate
         self.rejected_proposals = 0
         self.rejections: dict[str, int] = {}  # rejected proposals by reason
+        self.reasks_skipped: dict[str, int] = {}  # re-asks not made by reason (given up)
         self.failed_proposals = 0
 
     # ------------------------------------------------------------------ prompts
@@ -367,6 +368,7 @@ class _Run:
         self.rejected_proposals = proposer.rejected
         loop = getattr(proposer, "loop", None)
         self.rejections = dict(loop.rejections) if loop is not None else {}
+        self.reasks_skipped = dict(loop.reasks_skipped) if loop is not None else {}
         self.failed_proposals = proposer.failed
         if proposer.failed and all(len(v) == 1 for v in self.instructions.values()):
             if self.lm.refused:  # not a failure: max_lm_calls / max_lm_tokens held them back
@@ -484,6 +486,7 @@ class _Run:
                 "plan": self.plan.as_dict(),
                 "rejected_proposals": self.rejected_proposals,
                 "rejections": self.rejections,
+                "reasks_skipped": self.reasks_skipped,
                 "failed_proposals": self.failed_proposals,
             },
         )

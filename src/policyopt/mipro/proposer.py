@@ -59,12 +59,12 @@ Example inputs with good outputs:
 Instructions already proposed:
 {history}
 {tip}
-Write one new instruction for this task, different from those above. Reply with the \
+Write one new instruction for this task{length}, different from those above. Reply with the \
 instruction inside one ``` fenced block."""
 
 
-#: what a retry adds to the grounded proposal prompt
-ATTEMPT = "\n(Attempt {n}: the last answer was unusable.)"
+#: what a retry adds to the grounded proposal prompt (``reason``: why the last answer was rejected)
+ATTEMPT = "\n(Attempt {n}: the last answer was unusable: {reason}.)"
 
 
 def _render_demos(demos: Sequence[Demo], limit: int = 600) -> str:
@@ -139,11 +139,12 @@ class InstructionProposer:
                 demos=_render_demos(demos),
                 history=history,
                 tip=f"Tip: {tip}\n" if tip else "",
+                length=self.loop.length,
             )
             text = self.loop.propose(
                 f"instruction/{component}/{index}",
-                lambda attempt, _, prompt=prompt: (
-                    prompt + (ATTEMPT.format(n=attempt + 1) if attempt else "")
+                lambda attempt, reason, prompt=prompt: (
+                    prompt + (ATTEMPT.format(n=attempt + 1, reason=reason) if attempt else "")
                 ),
                 current=seed_text,
                 guards=[
@@ -219,7 +220,10 @@ class AdviceProposer:
             text = self.loop.propose(
                 f"instruction/{component}/{index}",
                 lambda _, reason, advice=advice: ADVICE_TEMPLATE.format(
-                    current=seed_text, advice=advice, retry=retry_note(reason)
+                    current=seed_text,
+                    advice=advice,
+                    retry=retry_note(reason),
+                    length=self.loop.length,
                 ),
                 current=seed_text,
                 parse=_first_line,

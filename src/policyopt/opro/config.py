@@ -58,8 +58,10 @@ class OPROSettings(RunSettings):
     @classmethod
     def _template(cls, value: str) -> str:
         value = TEMPLATES.get(value, value)  # a built-in template by name
-        if "history" not in check_template(value, ("history", "exemplars")):
-            raise ValueError("must contain the placeholder {history} (and may use {exemplars})")
+        if "history" not in check_template(value, ("history", "exemplars", "length")):
+            raise ValueError(
+                "must contain the placeholder {history} (and may use {exemplars} and {length})"
+            )
         return value
 
 

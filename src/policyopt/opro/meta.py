@@ -49,7 +49,8 @@ with how the best instruction so far did on them:
 {exemplars}
 
 Write a new instruction that is different from all the instructions above and has a higher \
-score than all of them. Reply with the new instruction only, inside one ``` fenced block."""
+score than all of them. Reply with the new instruction only, inside one ``` fenced \
+block{length}."""
 
 #: For very small meta models (e.g. the embedded SmolLM2-135M): short, one line out.
 COMPACT_TEMPLATE = """\
@@ -59,7 +60,7 @@ Instructions for an assistant, with scores (higher is better):
 Examples:
 {exemplars}
 
-Write a better instruction, in one sentence:"""
+Write a better instruction, in one sentence{length}:"""
 
 #: For any text artifact (code, a config, a prompt: ``policyopt.optimize_anything``'s default).
 ARTIFACT_TEMPLATE = """\
@@ -150,9 +151,13 @@ def render_exemplars(
     return "\n\n".join(blocks)
 
 
-def render_meta_prompt(template: str, history: str, exemplars: str, retry: str | None) -> str:
-    """The template filled in; a retry says why the last answer was rejected."""
-    prompt = render_template(template, {"history": history, "exemplars": exemplars})
+def render_meta_prompt(
+    template: str, history: str, exemplars: str, retry: str | None, length: str = ""
+) -> str:
+    """The template filled in; a retry says why the last answer was rejected. ``length`` is
+    the ``{length}`` text (:func:`~policyopt.feedback.length_note`)."""
+    values = {"history": history, "exemplars": exemplars, "length": length}
+    prompt = render_template(template, values)
     if retry:
         prompt += RETRY.format(retry=retry)
     return prompt

@@ -355,7 +355,7 @@ class _Run:
             return self.proposals.propose(
                 f"{self.step}/{slot}",
                 lambda _, retry: render_meta_prompt(
-                    self.s.meta_template, history, exemplars[slot], retry
+                    self.s.meta_template, history, exemplars[slot], retry, self.proposals.length
                 ),
                 # a whole artifact: its last complete block, whatever the model wrote after it
                 parse=parse_complete if self.s.meta_template == ARTIFACT_TEMPLATE else read_answer,
@@ -366,7 +366,8 @@ class _Run:
         attempts = self.s.max_proposal_retries + 1
         workers = proposal_workers(self.meta, len(exemplars), attempts, self.s.n_jobs)
         # a run-stopping LM failure (LMUnavailable) is raised once every sibling finished
-        outcomes = call_all([partial(one, slot) for slot in slots], workers)
+        with self.proposals.batch():  # the loop's re-ask rule changes only between batches
+            outcomes = call_all([partial(one, slot) for slot in slots], workers)
         texts, seen = [], set()
         for slot, text in zip(slots, outcomes, strict=True):
             if text is FAILED:
@@ -451,6 +452,7 @@ class _Run:
                 "proposals_scored": self.counts["scored"],
                 "promoted": self.counts["promoted"],
                 "rejections": dict(self.proposals.rejections),
+                "reasks_skipped": dict(self.proposals.reasks_skipped),
                 "history": self.log,
             },
         )

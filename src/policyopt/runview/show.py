@@ -48,6 +48,7 @@ def to_dict(view: RunView) -> dict[str, Any]:
         "failed_rollouts": view.failed_rollouts,
         "last_failure": view.last_failure,
         "quarantined_examples": details.get("quarantined_examples") or {},
+        "reasks_skipped": details.get("reasks_skipped") or {},
         "journal_torn_tail": view.torn_tail,
         "journal_damaged_lines": view.damaged_lines,
         "candidates": [
@@ -115,6 +116,11 @@ def render(view: RunView, console: Any, *, all_proposals: bool = False) -> None:
     if view.result is not None:
         roles = ", ".join(f"{k} {u['calls']}" for k, u in data["lm_usage"].items()) or "none"
         lines.append(f"LM calls: {data['lm_calls']} ({roles})")
+        if data["reasks_skipped"]:
+            skipped = ", ".join(f"{k} {n}" for k, n in sorted(data["reasks_skipped"].items()))
+            lines.append(
+                f"re-asks skipped (the LM kept failing that way): {skipped}",
+            )
         lines.append(f"cost: {_money(data['cost_usd'])}")
         lines.append(f"wall time: {data['wall_time_s']:.1f}s, seed {data['seed']}")
     console.print("\n".join(lines), highlight=False)

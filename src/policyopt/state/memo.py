@@ -173,6 +173,17 @@ class JournaledLM:
         with self._lock:
             self.usage = self.usage + record_usage(record)
 
+    @property
+    def answer_tokens(self) -> int | None:
+        """The LM's ``max_tokens`` (the longest answer it gives), None when it has none: from a
+        policyopt LM's settings, or a plain object's ``max_tokens``."""
+        settings = getattr(self.lm, "kwargs", None)
+        if isinstance(settings, Mapping):
+            value = settings.get("max_tokens")
+        else:
+            value = getattr(self.lm, "max_tokens", None)
+        return value if isinstance(value, int) and value > 0 else None
+
     def judged(self, verdict: ProposalJudged) -> None:
         """Journal the proposal loop's verdict on one of this LM's answers, once: a replayed
         answer's verdict equal to the journaled one is not written again. Then emit it."""

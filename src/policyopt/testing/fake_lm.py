@@ -29,8 +29,10 @@ class ScriptedLM:
         default: str | None = None,
         finish_reason: str = "stop",
         fail_with: BaseException | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.script = script
+        self.max_tokens = max_tokens  # the answer limit a proposal prompt is told (not enforced)
         self.default = default
         self.finish_reason = finish_reason
         self.fail_with = fail_with
