@@ -255,3 +255,19 @@ def test_a_resumed_run_gives_up_where_the_unbroken_one_did(tmp_path: Path) -> No
     resumed = gepa_run(tmp_path / "broken", CountingEvaluate(), HalfCutLM())
     assert comparable(resumed) == comparable(whole)
     assert resumed.details["reasks_skipped"] == whole.details["reasks_skipped"]
+
+
+def test_show_says_how_many_re_asks_were_skipped_and_why(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from policyopt.cli import app
+
+    result = gepa_run(tmp_path / "run", CountingEvaluate(), HalfCutLM())
+    skipped = result.details["reasks_skipped"]["cut_off"]
+    shown = CliRunner().invoke(app, ["show", str(tmp_path / "run")], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert f"re-asks skipped (the LM kept failing that way): cut_off {skipped}" in shown.stdout
+    data = CliRunner().invoke(app, ["show", str(tmp_path / "run"), "--json"])
+    assert json.loads(data.stdout)["reasks_skipped"] == {"cut_off": skipped}
