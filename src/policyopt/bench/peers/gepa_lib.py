@@ -60,7 +60,9 @@ def compact_template() -> str:
     """
     from policyopt.gepa.reflection import COMPACT_TEMPLATE
 
-    return COMPACT_TEMPLATE.format(current="<curr_param>", feedback="<side_info>", retry="")
+    return COMPACT_TEMPLATE.format(
+        current="<curr_param>", feedback="<side_info>", retry="", length=""
+    )
 
 
 class ReflectionCallable:
