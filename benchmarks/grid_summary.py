@@ -6,7 +6,9 @@ GEPA the share of cells above the seed prompt and its mean gain against the best
 MIPRO against DSPy MIPROv2, and how many rollouts GEPA's mean best-validation curve needs to reach
 the best peer's final mean validation score. Means, ratios and differences carry 95% intervals
 clustered by task (a task's seeds share its data); cells of several runs are refused (--run), and
-so are development and held-out cells together (policyopt.bench.heldout).
+so are development and held-out cells together (policyopt.bench.heldout). A folder of one task
+(the held-out grids) also gets the seeds as units: each optimizer's gain with a t interval over
+the seeds and an exact signed-rank p, and each of ours against each peer paired on the seeds.
 
     python benchmarks/grid_summary.py benchmarks/results/grid200
 """
@@ -23,7 +25,15 @@ from policyopt.bench.heldout import check_one_side
 from policyopt.bench.records import CellRecord, check_one_run, runs_of
 from policyopt.bench.report import rollouts_to_reach
 from policyopt.bench.runner import load_records
-from policyopt.bench.stats import cell_test, clustered_mean_ci, clustered_ratio_ci
+from policyopt.bench.stats import (
+    cell_test,
+    clustered_mean_ci,
+    clustered_ratio_ci,
+    compare,
+    holm,
+    mean_ci,
+    paired_test,
+)
 from policyopt.errors import ConfigError
 
 OURS = ("gepa", "mipro")
@@ -42,6 +52,47 @@ def _ratio(
     tasks = [t for t, _ in rows]
     diff = [a - b for a, b in zip(mine, other, strict=True)]
     return (*clustered_ratio_ci(mine, other, tasks), *clustered_mean_ci(diff, tasks))
+
+
+def _one_task(records: list[CellRecord], names: list[str]) -> None:
+    """One task (the clustered intervals above are undefined): its seeds as the units. Each
+    optimizer's gain with a t interval over the seeds, the exact signed-rank p of the gains and
+    its optimizer-LM calls a cell; then each of ours against each peer on the seeds both ran.
+    Several tasks: nothing."""
+    if len({r.key.task for r in records}) != 1:
+        return
+    print("One task: the seeds are the units (mean gain with a t 95% interval over the seeds, "
+          "exact signed-rank p of the gains, ties dropped).\n")  # fmt: skip
+    print("| optimizer | cells | mean gain [95% CI over seeds] | beats seed prompt | "
+          "signed-rank p | optimizer-LM calls a cell |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for o in names:
+        mine = [r for r in records if r.key.optimizer == o]
+        gains = [r.gain or 0.0 for r in mine]
+        low, high, _ = mean_ci(gains)
+        _, p = paired_test(gains)
+        calls = sorted(r.optimizer_usage.calls for r in mine)
+        span = f"{calls[0]}" if calls[0] == calls[-1] else f"{calls[0]}-{calls[-1]}"
+        print(f"| {o} | {len(gains)} | {statistics.fmean(gains):+.3f} [{low:+.3f}, {high:+.3f}] "
+              f"| {sum(g > 0 for g in gains)}/{len(gains)} | {p:.3f} | {span} |")  # fmt: skip
+    pairs = [(ours, peer) for ours in OURS if ours in names for peer in PEERS if peer in names]
+    if not pairs:
+        print()
+        return
+    rows = [compare(records, [ours], peer)[0] for ours, peer in pairs]
+    adjusted = holm([c.p for c in rows])
+    print()
+    print("Ours against each peer, paired on the seeds both ran (test score difference, t 95% "
+          "interval over the seeds; exact signed-rank p, and Holm-adjusted over these "
+          "rows).\n")  # fmt: skip
+    print("| ours - peer | seeds | mean difference [95% CI] | wins / ties / losses | p | "
+          "p (Holm) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for c, p_holm in zip(rows, adjusted, strict=True):
+        print(f"| {c.variant} - {c.baseline} | {c.n} | {c.mean_diff:+.3f} [{c.ci_low:+.3f}, "
+              f"{c.ci_high:+.3f}] | {c.wins} / {c.ties} / {c.losses} | {c.p:.3f} | "
+              f"{p_holm:.3f} |")  # fmt: skip
+    print()
 
 
 def main() -> int:
@@ -101,6 +152,7 @@ def main() -> int:
               f"{beats}/{len(gains)} | {below} | {better} / {worse} of {len(tests)} |")  # fmt: skip
 
     print()
+    _one_task(records, names)
     peers = [o for o in PEERS if o in means]
     if "gepa" in means and peers:
         best = max(peers, key=lambda o: means[o])
