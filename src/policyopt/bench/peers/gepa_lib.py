@@ -96,22 +96,20 @@ class ProgramAdapter:
     its labels.
     """
 
-    propose_new_texts = None  # gepa's reflective proposer does the proposing
-
     def __init__(
-        self, task: Task, program: Program, pool: ThreadPoolExecutor, runs: ProgramRuns
+        self,
+        task: Task,
+        program: Program,
+        pool: ThreadPoolExecutor,
+        runs: ProgramRuns,
+        proposer: AdviceProposer | None = None,
     ) -> None:
         self.task = task
         self.program = program
         self.pool = pool
         self.runs = runs
-
-    def on(self, pool: ThreadPoolExecutor, proposer: AdviceProposer | None) -> ProgramAdapter:
-        """This adapter with its rollout pool, and ``proposer`` as gepa's
-        ``propose_new_texts`` (None: gepa's own reflective proposer)."""
-        self.pool = pool
-        self.propose_new_texts = proposer  # type: ignore[assignment]
-        return self
+        # gepa's propose_new_texts hook; None: gepa's own reflective proposer does the proposing
+        self.propose_new_texts = proposer
 
     def evaluate(
         self, batch: list[dict[str, Any]], candidate: dict[str, str], capture_traces: bool = False
@@ -235,7 +233,6 @@ class GEPALibrary:
         )
         runs = ProgramRuns()
         reflect = ReflectionCallable(ctx.reflection_lm)
-        adapter = ProgramAdapter(ctx.task, ctx.program(), None, runs)  # type: ignore[arg-type]
         proposer = AdviceProposer(reflect, output_space(train)) if advice else None
         with (
             peer_log(ctx.run_dir, self.name) as stream,
@@ -248,7 +245,7 @@ class GEPALibrary:
                 seed_candidate={"prompt": ctx.task.seed_prompt},
                 trainset=train,
                 valset=val,
-                adapter=adapter.on(pool, proposer),
+                adapter=ProgramAdapter(ctx.task, ctx.program(), pool, runs, proposer),
                 reflection_lm=None if advice else reflect,
                 reflection_prompt_template=None if advice else template,
                 candidate_selection_strategy=settings["candidate_selection"],
