@@ -104,12 +104,26 @@ def _stop(server_box: dict[str, Any]) -> None:
     gc.collect()
 
 
+def _runnable_now() -> int:
+    """Threads runnable on the machine at this instant (Linux: /proc/loadavg's fourth field).
+
+    The load average lags a minute behind: a server started just as other work begins (a test
+    suite's workers, a second run) would otherwise get threads that only spin.
+    """
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):  # not Linux
+        return 0
+
+
 def idle_threads(n_servers: int) -> int:
     """Threads per single-slot server: the cores nobody else is using, shared, at least one.
 
     llama.cpp's threads meet at a spinning barrier after every layer: on a machine with more
     runnable threads than cores, a second thread per server burns its time slices waiting for
-    the first (benchmarks/local_threads.py). Answers do not depend on the thread count, so
+    the first (benchmarks/local_threads.py). Busy is the larger of the 1-minute load average
+    and the threads runnable right now. Answers do not depend on the thread count, so
     choosing it from the load when the server starts keeps runs reproducible.
     """
     try:
@@ -120,6 +134,7 @@ def idle_threads(n_servers: int) -> int:
         busy = os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average (Windows)
         busy = 0.0
+    busy = max(busy, _runnable_now() - 1)  # the caller itself is one of the runnable
     idle = max(1, min(cores, int(cores - busy + 0.5)))
     return max(1, idle // max(1, n_servers))
 
