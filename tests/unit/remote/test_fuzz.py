@@ -34,11 +34,12 @@ from schemathesis.checks import (
 from policyopt.remote._serving import ServerThread
 from policyopt.remote.server.app import create_app
 from tests.integration.remote.support import OWNER_KEY, ScriptedTaskApp, scripted_reflection
+from tests.strategies import examples
 
 pytestmark = pytest.mark.timeout(240)
 
 #: examples per operation and mode; 16 operations x 2 modes, each sent with and without a key
-EXAMPLES = 15
+EXAMPLES = examples(10)
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -38,6 +38,7 @@ from tests.integration.remote.support import (
     scripted_reflection,
     wait_for,
 )
+from tests.strategies import examples
 from tests.unit.remote.hostile import (
     check_answer,
     hostile_request,
@@ -49,7 +50,7 @@ from tests.unit.remote.hostile import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 #: hostile requests per route and database
-EXAMPLES = 30
+EXAMPLES = examples(20)
 AUTH = {"Authorization": f"Bearer {OWNER_KEY}"}
 AUTH_RAW = [(b"Authorization", f"Bearer {OWNER_KEY}".encode())]
 JOBS = API_ROOTS[0]

@@ -39,6 +39,7 @@ from tests.integration.remote.support import (
     job_config,
     scripted_reflection,
 )
+from tests.strategies import examples
 from tests.unit.remote.hostile import hostile_request, send_hostile
 from tests.unit.remote.test_fuzz import local_only
 
@@ -49,7 +50,7 @@ pytestmark = pytest.mark.timeout(240)
 # recursion depth mismatch"
 
 #: hostile requests per operation (16 operations)
-EXAMPLES = 40
+EXAMPLES = examples(25)
 JOBS = "/api/policy-optimization/online/jobs"
 AUTH = {"Authorization": f"Bearer {OWNER_KEY}"}
 LIMIT = 64 << 10
