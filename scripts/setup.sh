@@ -44,3 +44,16 @@ fi
 # policyopt's own modules too (an editable install: its source is here); only changed files are
 # compiled again, and Python ignores a .pyc older than its source.
 "$venv/bin/python" -m compileall -q -j 0 "$root/src" "$root/tests" >/dev/null
+# pytest rewrites the asserts of every test module and of its plugins' packages (schemathesis,
+# hypothesis) in each process that collects them, and caches the result only where bytecode may
+# be written: with PYTHONDONTWRITEBYTECODE set, each test worker of each run rewrote them again
+# (about half of a worker's collection CPU). One collection here writes pytest's cache; later
+# processes read it whatever that variable says (pytest checks each source's mtime and size).
+# Repeated only when a test file is newer than the last time.
+rewritten="$venv/.pytest-rewritten"
+if [ ! -e "$rewritten" ] || [ -n "$(find "$root/tests" -name '*.py' -newer "$rewritten" -print -quit)" ]; then
+  (cd "$root" && env -u PYTHONDONTWRITEBYTECODE LITELLM_LOCAL_MODEL_COST_MAP=True \
+    "$venv/bin/python" -m pytest --collect-only -q -p no:cacheprovider -p no:xdist tests \
+    >/dev/null 2>&1) || true
+  touch "$rewritten"
+fi

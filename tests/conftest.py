@@ -1,9 +1,10 @@
-"""Shared test set-up: Hypothesis profiles and litellm kept offline."""
+"""Shared test set-up: Hypothesis profiles, litellm kept offline, the modules' order."""
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -17,3 +18,30 @@ settings.register_profile(
     "deep", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked ``waits`` (mostly timers: rate windows, timeouts) spread evenly among the
+    long modules (the integration ones, or all when none are collected).
+
+    ./scripts/test hands xdist workers whole modules in collection order: collected last, the
+    waiting modules were the suite's tail, cores idle while one worker slept; spread among the
+    real-model modules, their waits overlap that CPU work instead.
+    """
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    waits = [m for m, group in modules.items() if group[0].get_closest_marker("waits")]
+    if not waits:
+        return
+    others = [m for m in modules if m not in waits]
+    long_ones = [m for m in others if m.startswith("tests/integration/")] or others
+    step = len(long_ones) / (len(waits) + 1)
+    after: dict[str, list[str]] = {}
+    for i, module in enumerate(waits):
+        after.setdefault(long_ones[min(len(long_ones) - 1, int(step * (i + 1)))], []).append(module)
+    order: list[str] = []
+    for module in others:
+        order.append(module)
+        order.extend(after.get(module, []))
+    items[:] = [item for module in order for item in modules[module]]

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
+from policyopt.lm.local import _runnable_now
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 _HOG = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    sum(range(10000))\n"
@@ -32,7 +34,7 @@ def _demo(
     out: Path, hash_seed: str, *extra: str
 ) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
     command = [
-        sys.executable, "-m", "policyopt.cli", "demo", "--budget", "20", "--limit", "6",
+        sys.executable, "-m", "policyopt.cli", "demo", "--budget", "14", "--limit", "4",
         "--seed", "0", "--n-jobs", "4", "--no-progress", "--json", str(out), *extra,
     ]  # fmt: skip
     # each run its own string hashing, so nothing may follow a set's order
@@ -46,7 +48,10 @@ def _hogs_unless_busy() -> list[subprocess.Popen[bytes]]:
     """A CPU hog for the loaded run, unless the machine is already busier than its cores (in
     the suite the other workers' real-model runs share the CPU with it: a hog would only slow
     them down)."""
-    if os.getloadavg()[0] >= len(os.sched_getaffinity(0)):
+    # the load average lags a minute: the threads runnable right now count too (this test
+    # itself is one of them)
+    busy = max(os.getloadavg()[0], _runnable_now() - 1)
+    if busy >= len(os.sched_getaffinity(0)):
         return []
     return [subprocess.Popen([sys.executable, "-c", _HOG])]
 
@@ -77,9 +82,9 @@ def test_demo_twice_once_on_a_busy_machine_gives_the_same_json(tmp_path: Path) -
         "optimized (GEPA)",
         "hand-written reference",
     ]
-    assert quiet["result"]["optimizer"] == "gepa" and quiet["result"]["n_rollouts"] <= 20
+    assert quiet["result"]["optimizer"] == "gepa" and quiet["result"]["n_rollouts"] <= 14
     assert quiet["result"]["lm_usage"]["reflection"]["calls"] >= 1
-    assert quiet["result"]["n_rollouts"] > 6  # beyond the seed's 6 val rollouts: a proposal scored
+    assert quiet["result"]["n_rollouts"] > 4  # beyond the seed's 4 val rollouts: a proposal scored
     hogs = _hogs_unless_busy()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
@@ -114,10 +119,10 @@ def _check_mlflow(
     assert run.info.run_id in done.stdout  # the CLI names the run it wrote
     assert run.info.status == "FINISHED" and run.info.run_name == "demo antonyms gepa"
     p, m = run.data.params, run.data.metrics
-    assert p["task"] == "antonyms" and p["optimizer"] == "gepa" and p["max_rollouts"] == "20"
+    assert p["task"] == "antonyms" and p["optimizer"] == "gepa" and p["max_rollouts"] == "14"
     assert m["test_seed"] == payload["rows"][0]["test_accuracy"]
     assert m["test_optimized"] == payload["rows"][1]["test_accuracy"]
-    assert m["n_rollouts"] == result["n_rollouts"] <= 20
+    assert m["n_rollouts"] == result["n_rollouts"] <= 14
     assert m["lm_calls"] == result["lm_usage"]["reflection"]["calls"]
     assert m["task_lm_calls"] >= result["n_rollouts"]
     vals = client.get_metric_history(run.info.run_id, "val_score")

@@ -1,6 +1,6 @@
 """The built-in tasks on the real local model: the reference prompt clearly beats the seed prompt.
 
-This is what makes a task useful for benchmarking optimizers. Twelve test examples per task keep
+This is what makes a task useful for benchmarking optimizers. Eight test examples per task keep
 each test to a few seconds; the full-split numbers are in each task module's docstring.
 """
 
@@ -29,7 +29,7 @@ def test_reference_prompt_beats_seed_prompt(
 ) -> None:
     task = get_task(name, seed=split_seed)
     program = task.program(local_lm)
-    examples = list(task.test[:12])
+    examples = list(task.test[:8])
     with RolloutEngine(program.evaluate, n_jobs=4) as engine:
         ids = engine.add_split("test", examples)
         seed = engine.run([(task.seed_prompt, i) for i in ids], split="test").scores()

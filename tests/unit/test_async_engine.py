@@ -22,6 +22,8 @@ from policyopt.rollout.aio import Blocking, call_blocking, is_async_callable
 from policyopt.state import Journal
 from policyopt.testing.conformance import CountingEvaluate, comparable, keyword_task
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 EXAMPLES = [{"x": i} for i in range(40)]
 
 

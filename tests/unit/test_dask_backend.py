@@ -13,6 +13,8 @@ from policyopt.rollout import RolloutEngine, check_backend
 from policyopt.rollout.dask_backend import is_dask
 from policyopt.testing.conformance import keyword_reflection_lm, keyword_task
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 distributed = pytest.importorskip("distributed")
 
 

@@ -26,6 +26,8 @@ from policyopt import LM
 from policyopt.errors import ConfigError, LMError
 from policyopt.lm import LocalLM
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 SCALE = 1 / 100  #: 150 s answers and a 100 s timeout become 1.5 s and 1.0 s
 SERVICE_S = 150 * SCALE
 TIMEOUT_S = 100 * SCALE

@@ -24,6 +24,8 @@ from policyopt.lm.limits import request_tokens
 from policyopt.rollout.aio import await_blocking
 from tests.fake_openai import fake_openai
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 
 class LimitedServer:
     """Answers at most ``requests`` requests and ``tokens`` tokens per ``per`` seconds (a sliding

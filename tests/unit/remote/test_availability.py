@@ -23,6 +23,8 @@ from policyopt.remote._serving import GuardedH11Protocol, ServerThread, uvicorn_
 from tests.integration.remote.support import job_config
 from tests.unit.remote.test_server import JOBS, Server, make_server  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 SLOW_CLIENTS = 20
 
 

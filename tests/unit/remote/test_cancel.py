@@ -33,7 +33,7 @@ from tests.integration.remote.support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.waits]
 
 JOBS = "/api/policy-optimization/online/jobs"
 TASK_KEY = "task-key-cancel"

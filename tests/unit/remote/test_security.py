@@ -41,6 +41,8 @@ from tests.integration.remote.support import (
 )
 from tests.unit.remote.capture import capture_server
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 JOBS = "/api/policy-optimization/online/jobs"
 TASK_KEY = "task-key-SECRET-7f3a"
 SERVER_MODEL_KEY = "sk-SERVER-OWN-KEY-4b1d"

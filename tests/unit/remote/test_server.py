@@ -28,6 +28,8 @@ from tests.integration.remote.support import (
     wait_for,
 )
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 JOBS = "/api/policy-optimization/online/jobs"
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
