@@ -18,7 +18,7 @@ from policyopt import OptimizationResult
 from policyopt.state.journal import read_journal
 from policyopt.testing.conformance import comparable
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.waits]
 
 RUNNER = textwrap.dedent(
     """

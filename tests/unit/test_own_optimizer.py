@@ -25,6 +25,8 @@ from policyopt.testing.scripted import flaky_lm
 sys.path.insert(0, str(Path(__file__).parents[2] / "examples" / "own_optimizer"))
 from hill_climb import SPEC, HillClimb
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 
 def factory(**kwargs: Any) -> HillClimb:
     kwargs.setdefault("lm", keyword_reflection_lm())

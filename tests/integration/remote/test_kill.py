@@ -26,7 +26,7 @@ from tests.integration.remote.support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.waits]
 
 ROOT = Path(__file__).resolve().parents[3]
 TASK_KEY = "kill-task-key"

@@ -30,7 +30,12 @@ from tests.integration.remote.support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.timeout(420),
+    pytest.mark.waits,
+]
 
 ROOT = Path(__file__).resolve().parents[3]
 TASK_KEY = "replica-task-key"

@@ -25,7 +25,7 @@ from policyopt.remote.client import PolicyOptimizationJob
 from tests.integration.remote.support import OWNER_KEY, job_config, journal_keys, wait_for
 from tests.integration.remote.test_kill import TASK_KEY, Child
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.waits]
 
 TASK_APP = """
 import time, uvicorn

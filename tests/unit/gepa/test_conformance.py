@@ -10,6 +10,8 @@ import pytest
 from policyopt import GEPA
 from policyopt.testing.conformance import CHECKS, Conformance, keyword_reflection_lm
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 
 def factory(**kwargs: Any) -> GEPA:
     kwargs.setdefault("reflection_lm", keyword_reflection_lm())

@@ -18,6 +18,8 @@ from policyopt.testing.conformance import CHECKS, Conformance, CountingEvaluate,
 from policyopt.testing.scripted import BEST
 from policyopt.testing.scripted import keyword_proposer_lm as proposer
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 
 def mipro(**kwargs: Any) -> MIPRO:
     kwargs.setdefault("proposer_lm", proposer())

@@ -11,6 +11,8 @@ from policyopt.opro import OPRO
 from policyopt.testing.conformance import CHECKS, Conformance
 from tests.unit.opro.test_opro import keyword_meta_lm
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 
 def factory(**kwargs: Any) -> OPRO:
     kwargs.setdefault("meta_lm", keyword_meta_lm())

@@ -22,6 +22,8 @@ from policyopt.remote.taskapp.app import load_app, task_app
 from policyopt.tasks import get_task
 from tests.unit.remote.conftest import API_KEY, DATASET, Scripted
 
+pytestmark = pytest.mark.waits  # see tests/conftest.py
+
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ROUTES = [
     ("GET", "/health", None),
