@@ -143,7 +143,8 @@ def gepa_estimate(
         "rollouts_max": budget,
         "seed_evaluation": n_val,
         "proposals_per_iteration": k,
-        "iterations": round(point),
+        # under one: a fraction (0.5), not "~0" beside the reflection calls it forecasts
+        "iterations": round(point) if point >= 1 else round(point, 1),
         "reflection_calls": round(calls),
         "reflection_calls_min": round(min(fewest, calls)),
         "reflection_calls_max": round(most),

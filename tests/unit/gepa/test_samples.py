@@ -127,6 +127,13 @@ def test_the_estimate_counts_every_sample() -> None:
     assert shared["lm_calls_max"] <= 3 * shared["lm_calls"]
 
 
+def test_less_than_one_iteration_is_a_fraction_not_zero() -> None:
+    # the README's own-program config: 8 / 8 examples, budget 24, the small-model settings
+    settings = GEPASettings(max_rollouts=24, proposals_per_reflection=4)
+    est = gepa_estimate(settings, n_train=8, n_val=8, n_components=1)
+    assert 0 < est["iterations"] < 1 and est["lm_calls"] >= 1
+
+
 def test_the_forecast_keeps_to_the_rollouts_per_call() -> None:
     """With the gate widening as calls run ahead, the point is at most budget / (2 x minibatch),
     the gepa library's share; without it, the unusable answers' re-asks add to it."""
