@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     step = len(long_ones) / (len(waits) + 1)
     after: dict[str, list[str]] = {}
     for i, module in enumerate(waits):
-        after.setdefault(long_ones[min(len(long_ones) - 1, int(step * (i + 1)))], []).append(module)
+        after.setdefault(long_ones[int(step * (i + 1))], []).append(module)  # < len(long_ones)
     order: list[str] = []
     for module in others:
         order.append(module)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from policyopt.lm.local import _runnable_now
+from policyopt.lm.local import busy_threads
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -48,10 +48,7 @@ def _hogs_unless_busy() -> list[subprocess.Popen[bytes]]:
     """A CPU hog for the loaded run, unless the machine is already busier than its cores (in
     the suite the other workers' real-model runs share the CPU with it: a hog would only slow
     them down)."""
-    # the load average lags a minute: the threads runnable right now count too (this test
-    # itself is one of them)
-    busy = max(os.getloadavg()[0], _runnable_now() - 1)
-    if busy >= len(os.sched_getaffinity(0)):
+    if busy_threads() >= len(os.sched_getaffinity(0)):
         return []
     return [subprocess.Popen([sys.executable, "-c", _HOG])]
 

@@ -117,25 +117,30 @@ def _runnable_now() -> int:
         return 0
 
 
+def busy_threads() -> float:
+    """How busy the machine is, in threads: the larger of the 1-minute load average and the
+    threads runnable right now besides the caller (the average lags a minute behind)."""
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        busy = 0.0
+    return max(busy, _runnable_now() - 1)  # the caller itself is one of the runnable
+
+
 def idle_threads(n_servers: int) -> int:
     """Threads per single-slot server: the cores nobody else is using, shared, at least one.
 
     llama.cpp's threads meet at a spinning barrier after every layer: on a machine with more
     runnable threads than cores, a second thread per server burns its time slices waiting for
-    the first (benchmarks/local_threads.py). Busy is the larger of the 1-minute load average
-    and the threads runnable right now. Answers do not depend on the thread count, so
-    choosing it from the load when the server starts keeps runs reproducible.
+    the first (benchmarks/local_threads.py). Busy is :func:`busy_threads`. Answers do not
+    depend on the thread count, so choosing it from the load when the server starts keeps runs
+    reproducible.
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average (Windows)
-        busy = 0.0
-    busy = max(busy, _runnable_now() - 1)  # the caller itself is one of the runnable
-    idle = max(1, min(cores, int(cores - busy + 0.5)))
+    idle = max(1, min(cores, int(cores - busy_threads() + 0.5)))
     return max(1, idle // max(1, n_servers))
 
 
